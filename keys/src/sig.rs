@@ -1,0 +1,218 @@
+//! ed25519 keys and signatures as dpow uses them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::KeyError;
+
+/// An ed25519 secret key (the 32-byte seed). Zeroized on drop; `Debug` never shows it.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SecretKey {
+    seed: [u8; 32],
+}
+
+impl SecretKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        Ok(Self { seed })
+    }
+
+    /// A key from a 32-byte seed (tests and deterministic simulations).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self { seed }
+    }
+
+    /// The seed bytes; handle with care.
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// The matching public key.
+    pub fn public(&self) -> PublicKey {
+        let signing = SigningKey::from_bytes(&self.seed);
+        PublicKey(signing.verifying_key().to_bytes())
+    }
+
+    /// Sign `msg`.
+    pub fn sign(&self, msg: &[u8]) -> Signature {
+        let signing = SigningKey::from_bytes(&self.seed);
+        Signature(signing.sign(msg).to_bytes())
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+/// An ed25519 public key: how a service, worker or registrar is named on the network.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    /// Verify `sig` over `msg` with strict rules (no malleable signatures, no weak keys).
+    pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPublicKey)?;
+        let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
+        key.verify_strict(msg, &sig)
+            .map_err(|_| KeyError::BadSignature)
+    }
+
+    /// The key as a `nano_` account (for display and payout addresses).
+    pub fn to_account(&self) -> String {
+        crate::encode_account(&self.0)
+    }
+
+    /// Upper-case hex, as Nano prints public keys.
+    pub fn to_hex(&self) -> String {
+        hex::encode_upper(self.0)
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", &self.to_hex()[..16])
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = KeyError;
+
+    /// Accepts 64 hex digits (either case) or a `nano_`/`xrb_` account.
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        if s.starts_with("nano_") || s.starts_with("xrb_") {
+            return crate::decode_account(s).map(PublicKey);
+        }
+        let bytes = hex::decode(s).map_err(|e| KeyError::BadHex(e.to_string()))?;
+        let arr: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyError::WrongLength {
+                what: "public key",
+                expected: 32,
+                got: bytes.len(),
+            })?;
+        Ok(PublicKey(arr))
+    }
+}
+
+/// An ed25519 signature.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature(pub [u8; 64]);
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({}..)", hex::encode(&self.0[..8]))
+    }
+}
+
+impl Serialize for Signature {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Serde has no impl for [u8; 64]; a tuple of fixed length keeps it canonical.
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(64)?;
+        for b in &self.0 {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Signature;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("64 signature bytes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Signature, A::Error> {
+                let mut out = [0u8; 64];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Signature(out))
+            }
+        }
+        d.deserialize_tuple(64, V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let sk = SecretKey::from_seed([7; 32]);
+        let pk = sk.public();
+        let sig = sk.sign(b"hello");
+        pk.verify(b"hello", &sig).expect("valid signature");
+        assert!(matches!(
+            pk.verify(b"hellp", &sig),
+            Err(KeyError::BadSignature)
+        ));
+        let mut bad = sig;
+        bad.0[3] ^= 1;
+        assert!(matches!(
+            pk.verify(b"hello", &bad),
+            Err(KeyError::BadSignature)
+        ));
+    }
+
+    #[test]
+    fn debug_hides_secret() {
+        let sk = SecretKey::from_seed([0xAB; 32]);
+        let shown = format!("{sk:?}");
+        assert_eq!(shown, "SecretKey(..)");
+        assert!(!shown.to_lowercase().contains("abab"));
+    }
+
+    #[test]
+    fn public_key_parses_hex_and_account() {
+        let pk = SecretKey::from_seed([1; 32]).public();
+        assert_eq!(pk.to_hex().parse::<PublicKey>().expect("hex"), pk);
+        assert_eq!(
+            pk.to_hex()
+                .to_lowercase()
+                .parse::<PublicKey>()
+                .expect("lower hex"),
+            pk
+        );
+        assert_eq!(pk.to_account().parse::<PublicKey>().expect("account"), pk);
+        assert!(matches!(
+            "abcd".parse::<PublicKey>(),
+            Err(KeyError::WrongLength { .. })
+        ));
+        assert!(matches!(
+            "zz".parse::<PublicKey>(),
+            Err(KeyError::BadHex(_))
+        ));
+    }
+
+    #[test]
+    fn signature_serde_round_trip() {
+        let sig = SecretKey::from_seed([3; 32]).sign(b"x");
+        let json = serde_json::to_string(&sig).expect("encode");
+        let back: Signature = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, sig);
+    }
+}

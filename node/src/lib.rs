@@ -1,0 +1,2 @@
+//! The dpow node.
+#![deny(missing_docs)]

@@ -1,0 +1,1 @@
+//! The dispatcher over several solvers (being written).

@@ -1,0 +1,2 @@
+//! Local dpow networks for tests and demos.
+#![deny(missing_docs)]
