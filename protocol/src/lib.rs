@@ -2,14 +2,26 @@
 //!
 //! - [`work`] and [`blake2b`]: Nano work values, validation, difficulty and multiplier math;
 //! - [`profile`]: block kinds and the difficulty profiles a network can run;
+//! - [`messages`]: requests, results, receipts, registry entries, worker status;
+//! - [`envelope`] and [`codec`]: signed envelopes and the canonical encoding they travel in.
 //!
 //! Everything here is deterministic so that every node computes the same answer from the same
 //! bytes, and so that it can be tested exhaustively.
 #![deny(missing_docs)]
 
 pub mod blake2b;
+pub mod codec;
+pub mod envelope;
 mod error;
+pub mod messages;
+pub mod profile;
 pub mod work;
 
+pub use envelope::{Message, MessageId, MessageKind, PROTOCOL_VERSION, Signed};
 pub use error::ProtocolError;
+pub use messages::{
+    Credits, Priority, Receipt, RegistryAction, RegistryEntry, RequestId, TimePolicy, WorkCancel,
+    WorkRequest, WorkResult, WorkerStatus,
+};
+pub use profile::{BlockKind, Profile};
 pub use work::{Difficulty, Multiplier, Root, Work, is_valid, work_value};

@@ -148,7 +148,7 @@ impl FromStr for Difficulty {
 
 /// A difficulty multiplier relative to some base threshold: finite and positive.
 #[derive(Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-pub struct Multiplier(f64);
+pub struct Multiplier(pub(crate) f64);
 
 impl Multiplier {
     /// A multiplier, if `m` is finite and positive.

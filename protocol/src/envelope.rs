@@ -1,0 +1,278 @@
+//! Signed envelopes: how every message travels and is verified.
+//!
+//! Wire form (postcard): `Envelope { version: u8, kind: u8, payload: bytes, signature: [u8; 64] }`.
+//! The signature is ed25519 over the *signing input*
+//! `"dpow/1/" ‖ domain ‖ 0x00 ‖ payload`, where `domain` names the message kind, so a signature
+//! made for one kind of message can never be replayed as another. The payload names its own
+//! signer (the service, worker or registrar key), and the message id is the blake2b-256 hash of
+//! the signing input.
+//!
+//! [`Signed::decode`] checks, in order: size limit, version, kind, envelope decoding (truncated,
+//! trailing bytes, canonical form), payload decoding (same), the payload's own structural rules,
+//! then the signature. Nothing is handed out before all of that has passed. Time-dependent
+//! checks (expiry) are separate because they depend on the clock of the node asking.
+
+use std::fmt;
+use std::str::FromStr;
+
+use blake2::digest::consts::U32;
+use blake2::{Blake2b, Digest};
+use dpow_keys::{PublicKey, SecretKey, Signature};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{ProtocolError, codec};
+
+/// The protocol version this code speaks (the first byte of every envelope).
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// The kinds of signed message, each with its own signing domain and size limit.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u8)]
+pub enum MessageKind {
+    /// [`crate::WorkRequest`], signed by a service.
+    WorkRequest = 1,
+    /// [`crate::WorkResult`], signed by a worker.
+    WorkResult = 2,
+    /// [`crate::Receipt`], signed by a service.
+    Receipt = 3,
+    /// [`crate::RegistryEntry`], signed by a registrar.
+    Registry = 4,
+    /// [`crate::WorkerStatus`], signed by a worker.
+    WorkerStatus = 5,
+    /// [`crate::WorkCancel`], signed by a service.
+    WorkCancel = 6,
+}
+
+impl MessageKind {
+    /// The signing domain, also used in logs.
+    pub fn domain(self) -> &'static str {
+        match self {
+            MessageKind::WorkRequest => "work-request",
+            MessageKind::WorkResult => "work-result",
+            MessageKind::Receipt => "receipt",
+            MessageKind::Registry => "registry",
+            MessageKind::WorkerStatus => "worker-status",
+            MessageKind::WorkCancel => "work-cancel",
+        }
+    }
+
+    fn from_u8(b: u8) -> Option<MessageKind> {
+        Some(match b {
+            1 => MessageKind::WorkRequest,
+            2 => MessageKind::WorkResult,
+            3 => MessageKind::Receipt,
+            4 => MessageKind::Registry,
+            5 => MessageKind::WorkerStatus,
+            6 => MessageKind::WorkCancel,
+            _ => return None,
+        })
+    }
+}
+
+/// A payload that travels signed.
+pub trait Message: Serialize + DeserializeOwned + Clone {
+    /// Which kind of message this is.
+    const KIND: MessageKind;
+    /// The largest envelope (all bytes on the wire) accepted for this kind.
+    const MAX_BYTES: usize;
+    /// The key that must have signed it.
+    fn signer(&self) -> PublicKey;
+    /// Structural rules of the payload that need no clock and no state (lengths, ranges).
+    fn check(&self) -> Result<(), ProtocolError> {
+        Ok(())
+    }
+}
+
+/// A message id: blake2b-256 of the signing input.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId(pub [u8; 32]);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({})", &hex::encode(self.0)[..16])
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = ProtocolError;
+    fn from_str(s: &str) -> Result<Self, ProtocolError> {
+        if s.len() != 64 {
+            return Err(ProtocolError::WrongLength {
+                what: "message id",
+                expected: 64,
+                got: s.len(),
+            });
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|e| ProtocolError::BadHex {
+            what: "message id",
+            reason: e.to_string(),
+        })?;
+        Ok(MessageId(out))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a> {
+    version: u8,
+    kind: u8,
+    #[serde(borrow)]
+    payload: &'a [u8],
+    signature: Signature,
+}
+
+fn signing_input(kind: MessageKind, payload: &[u8]) -> Vec<u8> {
+    let domain = kind.domain().as_bytes();
+    let mut v = Vec::with_capacity(7 + domain.len() + 1 + payload.len());
+    v.extend_from_slice(b"dpow/1/");
+    v.extend_from_slice(domain);
+    v.push(0);
+    v.extend_from_slice(payload);
+    v
+}
+
+fn hash_id(input: &[u8]) -> MessageId {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&Blake2b::<U32>::digest(input));
+    MessageId(out)
+}
+
+/// A verified message: the payload, its id, and the exact bytes it arrived in.
+#[derive(Clone, PartialEq)]
+pub struct Signed<T> {
+    payload: T,
+    id: MessageId,
+    bytes: Vec<u8>,
+}
+
+impl<T: Message> Signed<T> {
+    /// Sign `payload` with `key`, which must be the payload's named signer.
+    pub fn sign(payload: T, key: &SecretKey) -> Result<Self, ProtocolError> {
+        let kind = T::KIND.domain();
+        if key.public() != payload.signer() {
+            return Err(ProtocolError::Invalid {
+                kind,
+                reason: "signing key is not the key the message names as its signer".to_string(),
+            });
+        }
+        payload.check()?;
+        let body = codec::encode(&payload, kind)?;
+        let input = signing_input(T::KIND, &body);
+        let signature = key.sign(&input);
+        let env = Envelope {
+            version: PROTOCOL_VERSION,
+            kind: T::KIND as u8,
+            payload: &body,
+            signature,
+        };
+        let bytes = codec::encode(&env, kind)?;
+        if bytes.len() > T::MAX_BYTES {
+            return Err(ProtocolError::Oversized {
+                kind,
+                got: bytes.len(),
+                limit: T::MAX_BYTES,
+            });
+        }
+        Ok(Signed {
+            payload,
+            id: hash_id(&input),
+            bytes,
+        })
+    }
+
+    /// Decode and verify an envelope from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let kind = T::KIND.domain();
+        if bytes.len() > T::MAX_BYTES {
+            return Err(ProtocolError::Oversized {
+                kind,
+                got: bytes.len(),
+                limit: T::MAX_BYTES,
+            });
+        }
+        match bytes.first() {
+            None => return Err(ProtocolError::Truncated { kind }),
+            Some(&v) if v != PROTOCOL_VERSION => {
+                return Err(ProtocolError::UnknownVersion {
+                    kind,
+                    got: v,
+                    supported: PROTOCOL_VERSION,
+                });
+            }
+            Some(_) => {}
+        }
+        let env: Envelope<'_> = codec::decode_canonical(bytes, kind)?;
+        if env.kind != T::KIND as u8 {
+            let got = MessageKind::from_u8(env.kind)
+                .map(|k| k.domain().to_string())
+                .unwrap_or_else(|| format!("unknown kind {}", env.kind));
+            return Err(ProtocolError::WrongDomain {
+                expected: kind.to_string(),
+                got,
+            });
+        }
+        let payload: T = codec::decode_canonical(env.payload, kind)?;
+        payload.check()?;
+        let input = signing_input(T::KIND, env.payload);
+        payload
+            .signer()
+            .verify(&input, &env.signature)
+            .map_err(|_| ProtocolError::BadSignature { kind })?;
+        Ok(Signed {
+            payload,
+            id: hash_id(&input),
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The verified payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+
+    /// The message id (blake2b-256 of the signing input).
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// The envelope bytes, exactly as signed and as received.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The signer's key.
+    pub fn signer(&self) -> PublicKey {
+        self.payload.signer()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Signed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signed")
+            .field("id", &self.id)
+            .field("payload", &self.payload)
+            .finish()
+    }
+}
+
+/// Nested envelopes (a receipt carries the signed request and result) serialise as their bytes.
+impl<T: Message> Serialize for Signed<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.bytes)
+    }
+}
+
+/// Deserialising a nested envelope verifies it fully, like [`Signed::decode`].
+impl<'de, T: Message> Deserialize<'de> for Signed<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: &'de [u8] = <&[u8]>::deserialize(d)?;
+        Signed::decode(bytes).map_err(serde::de::Error::custom)
+    }
+}
