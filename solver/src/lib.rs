@@ -10,6 +10,8 @@
 pub mod cpu;
 pub mod dispatch;
 
+pub use cpu::{Backend, CpuSolver};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
