@@ -1,2 +1,8 @@
-//! The dpow node.
+//! The dpow node and its command-line interface.
+//!
+//! - [`cli`]: the `dpow` command (clap), one module per subcommand;
+//! - [`output`]: human-readable or JSON output for every command.
 #![deny(missing_docs)]
+
+pub mod cli;
+pub mod output;

@@ -1,0 +1,71 @@
+//! `dpow keys`: create key files, show their public side, convert keys and nano_ accounts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use dpow_keys::{PublicKey, SecretKey, keyfile};
+use serde_json::json;
+
+use crate::output::Output;
+
+/// `dpow keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a new ed25519 key file (mode 0600; never overwrites).
+    New {
+        /// Where to write the key.
+        #[arg(long, default_value = "dpow.key", value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Show the public key and nano_ account of a key file (never the secret).
+    Show {
+        /// The key file.
+        #[arg(long, default_value = "dpow.key", value_name = "PATH")]
+        key: PathBuf,
+    },
+    /// Convert between a public key (64 hex digits) and a nano_ account, checking the checksum.
+    Address {
+        /// A public key in hex, or a nano_/xrb_ account.
+        key_or_account: String,
+    },
+}
+
+fn describe(pk: &PublicKey, out: Output, extra: Option<(&str, String)>) -> anyhow::Result<()> {
+    let mut human = format!(
+        "public key  {}\naccount     {}",
+        pk.to_hex(),
+        pk.to_account()
+    );
+    let mut json = json!({ "public_key": pk.to_hex(), "account": pk.to_account() });
+    if let Some((k, v)) = extra {
+        human.push_str(&format!("\n{k:<11} {v}"));
+        json[k] = json!(v);
+    }
+    out.emit(&human, &json)?;
+    Ok(())
+}
+
+/// Run a `dpow keys` command.
+pub(super) fn run(cmd: KeysCommand, out: Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeysCommand::New { out: path } => {
+            let key = SecretKey::generate()?;
+            keyfile::write(&path, &key)?;
+            describe(
+                &key.public(),
+                out,
+                Some(("file", path.display().to_string())),
+            )?;
+        }
+        KeysCommand::Show { key } => {
+            let sk = keyfile::read(&key)?;
+            describe(&sk.public(), out, None)?;
+        }
+        KeysCommand::Address { key_or_account } => {
+            let pk: PublicKey = key_or_account.trim().parse()?;
+            describe(&pk, out, None)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
