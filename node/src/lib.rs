@@ -1,8 +1,10 @@
 //! The dpow node and its command-line interface.
 //!
 //! - [`cli`]: the `dpow` command (clap), one module per subcommand;
+//! - [`devices`]: CPU threads and OpenCL devices selected on the command line;
 //! - [`output`]: human-readable or JSON output for every command.
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod devices;
 pub mod output;

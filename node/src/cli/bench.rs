@@ -8,11 +8,13 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use blake2::digest::consts::U8;
 use blake2::{Blake2b, Digest};
 use clap::Args;
+use dpow_gpu::{DeviceSpec, GpuError, GpuOptions, GpuSolver};
 use dpow_solver::cpu::{self, Backend};
+use dpow_solver::dispatch;
 use serde_json::json;
 
 use crate::output::{Output, rate};
@@ -32,12 +34,29 @@ pub struct BenchArgs {
     /// Also measure a plain loop over the blake2 crate, as the reference work server does.
     #[arg(long)]
     pub compare: bool,
+    /// OpenCL devices to measure, `P:D` or `all` (default: every device `dpow gpu list` shows,
+    /// in a build with OpenCL). Repeatable.
+    #[arg(long = "gpu", value_name = "P:D|all")]
+    pub gpus: Vec<DeviceSpec>,
+    /// Do not measure OpenCL devices.
+    #[arg(long, conflicts_with = "gpus")]
+    pub no_gpu: bool,
+}
+
+/// One configuration to measure.
+enum Plan {
+    Plain(usize),
+    Cpu(Backend, usize),
+    Gpu(Box<GpuSolver>),
 }
 
 struct Row {
     name: String,
-    threads: usize,
+    /// CPU threads; `None` for an OpenCL device.
+    threads: Option<usize>,
     hps: f64,
+    /// The OpenCL device's description.
+    device: Option<String>,
 }
 
 /// Hashes per second of the plain loop: one `blake2` hasher per nonce, `threads` threads.
@@ -104,48 +123,88 @@ pub(super) fn run(a: BenchArgs, out: Output) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let mut plan: Vec<(Option<Backend>, usize)> = Vec::new();
+    let mut plan = Vec::new();
     for &t in &threads {
         if a.compare {
-            plan.push((None, t));
+            plan.push(Plan::Plain(t));
         }
         for &b in &backends {
-            plan.push((Some(b), t));
+            plan.push(Plan::Cpu(b, t));
         }
     }
+    if !a.no_gpu {
+        plan.extend(
+            open_gpus(&a.gpus)?
+                .into_iter()
+                .map(|g| Plan::Gpu(Box::new(g))),
+        );
+    }
     let mut rows = Vec::new();
-    for (i, (backend, t)) in plan.iter().enumerate() {
-        let label = backend.map_or("plain blake2 loop".to_string(), |b| format!("cpu {b}"));
+    for (i, p) in plan.iter().enumerate() {
+        let (label, threads) = match p {
+            Plan::Plain(t) => ("plain blake2 loop".to_string(), Some(*t)),
+            Plan::Cpu(b, t) => (format!("cpu {b}"), Some(*t)),
+            Plan::Gpu(g) => (format!("opencl {}", g.info().spec()), None),
+        };
         out.progress(&format!(
-            "[{}/{}] measuring {label} on {t} thread(s) for {:.1}s",
+            "[{}/{}] measuring {label}{} for {:.1}s",
             i + 1,
             plan.len(),
+            threads.map_or(String::new(), |t| format!(" on {t} thread(s)")),
             a.seconds
         ));
-        let hps = match backend {
-            None => plain_loop_rate(*t, duration),
-            Some(b) => cpu::measure_rate(*b, *t, duration)?,
+        let hps = match p {
+            Plan::Plain(t) => plain_loop_rate(*t, duration),
+            Plan::Cpu(b, t) => cpu::measure_rate(*b, *t, duration)?,
+            Plan::Gpu(g) => dispatch::measure_rate(g.as_ref(), duration)
+                .with_context(|| format!("measuring {}", g.info()))?,
+        };
+        let device = match p {
+            Plan::Gpu(g) => Some(g.info().to_string()),
+            _ => None,
         };
         rows.push(Row {
             name: label,
-            threads: *t,
+            threads,
             hps,
+            device,
         });
     }
     out.progress_done();
-    print_summary(&rows, out)?;
+    print_summary(&rows, cores, out)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summary(rows: &[Row], out: Output) -> anyhow::Result<()> {
-    let baseline = |threads: usize| {
+/// The OpenCL devices to measure: those named, or every one listed. No OpenCL in this build or
+/// no driver on this machine is not an error unless devices were named: a note says why.
+fn open_gpus(specs: &[DeviceSpec]) -> anyhow::Result<Vec<GpuSolver>> {
+    let named = !specs.is_empty();
+    let specs = if named {
+        specs.to_vec()
+    } else {
+        vec![DeviceSpec::All]
+    };
+    match dpow_gpu::open_all(&specs, &GpuOptions::default()) {
+        Ok(g) => Ok(g),
+        Err(e @ (GpuError::NotCompiled | GpuError::NoPlatform(_) | GpuError::NoDevice(_)))
+            if !named =>
+        {
+            tracing::info!("no OpenCL devices measured: {e}");
+            Ok(Vec::new())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("opening OpenCL devices")),
+    }
+}
+
+fn print_summary(rows: &[Row], cores: usize, out: Output) -> anyhow::Result<()> {
+    let baseline = |threads: Option<usize>| {
         rows.iter()
             .find(|r| r.name.starts_with("plain") && r.threads == threads)
             .map(|r| r.hps)
     };
     let single = |name: &str| {
         rows.iter()
-            .find(|r| r.name == name && r.threads == 1)
+            .find(|r| r.name == name && r.threads == Some(1))
             .map(|r| r.hps)
     };
     let mut human = format!(
@@ -154,15 +213,18 @@ fn print_summary(rows: &[Row], out: Output) -> anyhow::Result<()> {
     );
     let mut json_rows = Vec::new();
     for r in rows {
-        let per_thread = r.hps / r.threads as f64;
-        let vs_plain = baseline(r.threads).map(|b| r.hps / b);
+        let per_thread = r.threads.map(|t| r.hps / t as f64);
+        // An OpenCL device is compared with the plain loop on every core.
+        let vs_plain = baseline(r.threads)
+            .or_else(|| r.threads.is_none().then(|| baseline(Some(cores))).flatten())
+            .map(|b| r.hps / b);
         let scaling = single(&r.name).map(|s| r.hps / s);
         human.push_str(&format!(
             "{:<22} {:>7} {:>12} {:>12} {:>9} {:>9}\n",
             r.name,
-            r.threads,
+            r.threads.map_or("-".to_string(), |t| t.to_string()),
             rate(r.hps),
-            rate(per_thread),
+            per_thread.map_or("-".to_string(), rate),
             vs_plain.map_or("-".to_string(), |x| format!("{x:.2}x")),
             scaling.map_or("-".to_string(), |x| format!("{x:.2}x")),
         ));
@@ -173,7 +235,13 @@ fn print_summary(rows: &[Row], out: Output) -> anyhow::Result<()> {
             "per_thread": per_thread,
             "vs_plain": vs_plain,
             "scaling_from_one_thread": scaling,
+            "device": r.device,
         }));
+    }
+    for r in rows {
+        if let Some(d) = &r.device {
+            human.push_str(&format!("{}: {d}\n", r.name));
+        }
     }
     out.emit(&human, &json!({ "results": json_rows }))?;
     Ok(())

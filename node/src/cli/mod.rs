@@ -1,6 +1,7 @@
 //! The `dpow` command line: one subcommand enum, a module per subcommand.
 
 mod bench;
+mod gpu;
 mod keys;
 mod work;
 
@@ -53,6 +54,9 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Measure hash rates of every solver backend (and compare with a plain blake2 loop).
     Bench(bench::BenchArgs),
+    /// OpenCL devices: list what this machine has (build with `--features opencl`).
+    #[command(subcommand)]
+    Gpu(gpu::GpuCommand),
 }
 
 /// Set up logging to stderr: `--log`, else `RUST_LOG`, else warnings only.
@@ -90,5 +94,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Work(c) => work::run(c, out),
         Command::Keys(c) => keys::run(c, out),
         Command::Bench(a) => bench::run(a, out),
+        Command::Gpu(c) => gpu::run(c, out),
     }
 }

@@ -3,20 +3,20 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use dpow_protocol::{BlockKind, Difficulty, Multiplier, Profile, Root, Work, work_value};
-use dpow_solver::cpu::{Backend, CpuSolver};
 use dpow_solver::{Control, Solver};
 use serde_json::json;
 
 use super::EXIT_INVALID;
+use crate::devices::DeviceArgs;
 use crate::output::{Output, rate};
 
 /// `dpow work ...`
 #[derive(Debug, Subcommand)]
 pub enum WorkCommand {
-    /// Find work for a block hash (root) on this machine's CPU.
+    /// Find work for a block hash (root) on this machine's CPU (and GPUs with --gpu).
     ///
     /// The threshold is, in order of precedence: --difficulty, --multiplier (over the profile's
     /// send threshold, as Nano's work_generate takes it), --kind (the profile's threshold for
@@ -69,12 +69,8 @@ pub struct GenerateArgs {
     pub hash: Root,
     #[command(flatten)]
     pub target: TargetArgs,
-    /// CPU threads (0 = every core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// CPU kernel: avx512, avx2 or portable (default: the fastest this CPU supports).
-    #[arg(long)]
-    pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub devices: DeviceArgs,
     /// Give up after this many seconds (default: never).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -103,11 +99,7 @@ pub(super) fn run(cmd: WorkCommand, out: Output) -> anyhow::Result<ExitCode> {
 
 fn generate(a: GenerateArgs, out: Output) -> anyhow::Result<ExitCode> {
     let (threshold, profile) = a.target.resolve()?;
-    let solver = match a.backend {
-        Some(b) => CpuSolver::with_backend(a.threads, b),
-        None => CpuSolver::new(a.threads),
-    }
-    .context("starting the CPU solver")?;
+    let solver = a.devices.dispatcher()?;
     let timeout = match a.timeout {
         Some(s) if !(s.is_finite() && s > 0.0) => {
             bail!("--timeout must be a positive number of seconds")
