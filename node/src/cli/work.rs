@@ -110,10 +110,22 @@ fn generate(a: GenerateArgs, out: Output) -> anyhow::Result<ExitCode> {
     let control = Control::new();
     let started = Instant::now();
     let expected = threshold.expected_hashes();
-    let found = std::thread::scope(|s| {
-        let worker = s.spawn(|| solver.solve(&a.hash, threshold, &control));
-        while !worker.is_finished() {
-            std::thread::sleep(Duration::from_millis(100));
+    let (found, elapsed) = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (solver, control, hash) = (&solver, &control, &a.hash);
+        s.spawn(move || {
+            let r = solver.solve(hash, threshold, control);
+            // The time is taken here, not when the progress loop next wakes.
+            let _ = tx.send((r, started.elapsed()));
+        });
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok((r, elapsed)) => return Ok::<_, anyhow::Error>((r?, elapsed)),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("the solver thread panicked")
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
             let secs = started.elapsed().as_secs_f64();
             let done = control.hashes() as f64;
             out.progress(&format!(
@@ -126,12 +138,8 @@ fn generate(a: GenerateArgs, out: Output) -> anyhow::Result<ExitCode> {
                 control.cancel();
             }
         }
-        worker
-            .join()
-            .map_err(|_| anyhow::anyhow!("the solver thread panicked"))
-    })??;
+    })?;
     out.progress_done();
-    let elapsed = started.elapsed();
     let Some(work) = found else {
         bail!(
             "no work found within the --timeout of {:.1}s",

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install the system packages dpow's build and tests need, if they are missing.
+# Debian/Ubuntu; runs apt-get as root (or through sudo). Safe to run again: it does nothing
+# when everything is present.
+#
+#   scripts/deps.sh            packages for building dpow
+#   scripts/deps.sh --opencl   also OpenCL headers and PoCL (a CPU OpenCL driver) for GPU tests
+set -euo pipefail
+
+want=(pkg-config)
+if [[ "${1:-}" == "--opencl" ]]; then
+  want+=(ocl-icd-opencl-dev pocl-opencl-icd)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null; then
+  echo "dpow: please install these packages with your system's package manager: ${missing[*]}" >&2
+  exit 1
+fi
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "dpow: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "dpow: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, and every test including the OpenCL
+# backend on PoCL. Installs the system packages it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh --opencl
+if command -v sccache >/dev/null && [[ -z "${RUSTC_WRAPPER:-}" ]]; then
+  export RUSTC_WRAPPER=sccache
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+echo "== cargo test"
+# The GPU tests skip themselves when no OpenCL platform is found, except here: CI must run them.
+DPOW_REQUIRE_OPENCL=1 cargo test --workspace --all-features --locked
