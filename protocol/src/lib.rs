@@ -13,8 +13,11 @@ pub mod blake2b;
 pub mod codec;
 pub mod envelope;
 mod error;
+pub mod flow;
 pub mod messages;
 pub mod profile;
+pub mod registry;
+pub mod validate;
 pub mod work;
 
 pub use envelope::{Message, MessageId, MessageKind, PROTOCOL_VERSION, Signed};

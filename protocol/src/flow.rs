@@ -1,0 +1,731 @@
+//! The request lifecycle as sans-IO state machines: no clock, no sockets, no randomness.
+//!
+//! There is no claim message. Every worker sees every request and every [`WorkerStatus`], so
+//! each computes the same [`plan`] by itself:
+//!
+//! 1. Live workers are ranked by a **rendezvous hash** of (request id, worker key)
+//!    ([`rank_workers`]): a stable, fair, uncoordinated order that differs per request.
+//! 2. **Primaries** are taken in rank order until their summed announced hash rate would
+//!    solve the request in [`FlowConfig::target_ms`] on average (at least `min_primaries`, at
+//!    most `max_primaries`). They start at once. Search is memoryless, so two workers on one
+//!    request finish twice as fast and waste nothing but the hashing done while the answer
+//!    travels.
+//! 3. Everyone else is a **backup**, in tiers the size of the primary set. Tier `i` starts
+//!    `backup_after_factor × i × expected_solve_ms + backup_grace_ms` after the request
+//!    arrived, where `expected_solve_ms` is the primaries' expected time. A dead primary
+//!    delays a request, never loses it.
+//!
+//! The first valid result (or the service's cancel) ends the request everywhere: each worker
+//! stops hashing it ([`WorkerAction::Stop`]) and forgets it, remembering its id so that a late
+//! copy of the request is ignored.
+//!
+//! A worker solves one request at a time (a job uses all its devices). Its queue is ordered by
+//! priority class — `Normal` before `Precache` — then services within their rolling-window
+//! volume before services over it (de-prioritised, never refused), then age. A better-class
+//! request that becomes runnable preempts a worse-class solve, which goes back to the queue.
+//!
+//! [`ServiceFlow`] is the other side: the service's node tracks its outstanding requests,
+//! republishes a request nobody answered, takes the first valid result and cancels the rest.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use blake2::digest::consts::U8;
+use blake2::{Blake2b, Digest};
+use dpow_keys::PublicKey;
+
+use crate::{
+    Difficulty, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult, WorkerStatus,
+};
+
+/// Most workers a node keeps track of; the stalest is forgotten first.
+pub const MAX_WORKERS: usize = 10_000;
+/// Most services whose request volume a worker tracks.
+pub const MAX_TRACKED_SERVICES: usize = 10_000;
+
+/// Settings of the request lifecycle. Every node of a network should use the same values so
+/// that their plans agree (a disagreement only costs extra or delayed hashing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// Desired mean solve time: primaries are added until their summed rate meets
+    /// `expected_hashes × 1000 / target_ms`.
+    pub target_ms: u64,
+    /// Fewest primaries (when that many workers are live).
+    pub min_primaries: usize,
+    /// Most primaries.
+    pub max_primaries: usize,
+    /// Backup tier `i` starts after `factor × i` expected solve times of the primaries…
+    pub backup_after_factor: u32,
+    /// …plus this grace, covering the time an answer takes to travel.
+    pub backup_grace_ms: u64,
+    /// A worker not heard from for this long is not live.
+    pub worker_stale_ms: u64,
+    /// The rolling window over which a service's request volume is counted.
+    pub volume_window_ms: u64,
+    /// Requests per service per window beyond which its requests are de-prioritised.
+    pub volume_limit: u32,
+    /// Most requests queued on one worker; the least urgent is dropped beyond it.
+    pub max_queue: usize,
+    /// Most finished request ids remembered (to ignore late copies).
+    pub max_tracked: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            target_ms: 1000,
+            min_primaries: 1,
+            max_primaries: 8,
+            backup_after_factor: 3,
+            backup_grace_ms: 200,
+            worker_stale_ms: 30_000,
+            volume_window_ms: 60_000,
+            volume_limit: 600,
+            max_queue: 4096,
+            max_tracked: 65_536,
+        }
+    }
+}
+
+/// A worker's part in one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Starts at once.
+    Primary,
+    /// Starts if no answer arrived by `starts_at_ms`.
+    Backup {
+        /// Backup tier, from 1.
+        tier: u32,
+        /// When it starts.
+        starts_at_ms: u64,
+    },
+}
+
+/// Who does what for one request: see the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Workers that start at once, best ranked first.
+    pub primaries: Vec<PublicKey>,
+    /// The other workers, each with its tier (from 1) and its delay after arrival, in ms.
+    pub backups: Vec<(PublicKey, u32, u64)>,
+    /// The primaries' expected time to solve, in ms.
+    pub expected_ms: u64,
+}
+
+impl Plan {
+    /// `worker`'s role when the request arrived at `received_ms`; `None` if not in the plan.
+    pub fn role_of(&self, worker: &PublicKey, received_ms: u64) -> Option<Role> {
+        if self.primaries.contains(worker) {
+            return Some(Role::Primary);
+        }
+        self.backups
+            .iter()
+            .find(|(k, _, _)| k == worker)
+            .map(|&(_, tier, delay)| Role::Backup {
+                tier,
+                starts_at_ms: received_ms.saturating_add(delay),
+            })
+    }
+}
+
+fn rendezvous_score(request: &RequestId, worker: &PublicKey) -> u64 {
+    let mut h = Blake2b::<U8>::new();
+    h.update(b"dpow/rendezvous");
+    h.update(request.0);
+    h.update(worker.0);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.finalize());
+    u64::from_le_bytes(b)
+}
+
+/// Workers in rendezvous order for `request`: highest blake2b-64("dpow/rendezvous" ‖ request
+/// id ‖ worker key) first, ties broken by key. Unweighted, so every worker is as likely to
+/// lead; the plan weighs rates when it sizes the primary set. The order does not depend on
+/// the order of `workers`.
+pub fn rank_workers(request: &RequestId, workers: &[(PublicKey, u64)]) -> Vec<(PublicKey, u64)> {
+    let mut ranked: Vec<(PublicKey, u64)> = workers.to_vec();
+    ranked.sort_by_key(|(k, _)| (Reverse(rendezvous_score(request, k)), *k));
+    ranked.dedup_by_key(|(k, _)| *k);
+    ranked
+}
+
+/// Expected hashes for `difficulty` as an exact integer (rounded up).
+fn expected_hashes(difficulty: Difficulty) -> u128 {
+    (1u128 << 64).div_ceil(difficulty.distance())
+}
+
+/// The plan for a request among live `workers` (key, announced hash rate): see the
+/// [module docs](self).
+pub fn plan(
+    request: &WorkRequest,
+    id: &RequestId,
+    workers: &[(PublicKey, u64)],
+    config: &FlowConfig,
+) -> Plan {
+    let ranked = rank_workers(id, workers);
+    let hashes = expected_hashes(request.difficulty);
+    let target_rate = hashes.saturating_mul(1000) / u128::from(config.target_ms.max(1));
+    let max = config.max_primaries.max(1);
+    let mut primaries = Vec::new();
+    let mut sum: u128 = 0;
+    for (k, rate) in &ranked {
+        if primaries.len() >= max
+            || (primaries.len() >= config.min_primaries.max(1) && sum >= target_rate)
+        {
+            break;
+        }
+        primaries.push(*k);
+        sum += u128::from(*rate);
+    }
+    let expected_ms = if sum == 0 {
+        config.target_ms
+    } else {
+        u64::try_from((hashes.saturating_mul(1000)).div_ceil(sum)).unwrap_or(u64::MAX)
+    }
+    .max(1);
+    let tier_size = primaries.len().max(1);
+    let backups = ranked
+        .iter()
+        .skip(primaries.len())
+        .enumerate()
+        .map(|(i, (k, _))| {
+            let tier = (i / tier_size) as u32 + 1;
+            let delay = expected_ms
+                .saturating_mul(u64::from(config.backup_after_factor))
+                .saturating_mul(u64::from(tier))
+                .saturating_add(config.backup_grace_ms);
+            (*k, tier, delay)
+        })
+        .collect();
+    Plan {
+        primaries,
+        backups,
+        expected_ms,
+    }
+}
+
+/// What a worker's node must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerAction {
+    /// Start the solver on this request (replacing any current solve).
+    Solve {
+        /// The request.
+        request: RequestId,
+        /// Its root.
+        root: Root,
+        /// Its threshold.
+        difficulty: Difficulty,
+    },
+    /// Stop solving this request.
+    Stop {
+        /// The request.
+        request: RequestId,
+    },
+    /// Sign and publish a result with this work.
+    Publish {
+        /// The request.
+        request: RequestId,
+        /// Its root.
+        root: Root,
+        /// The work found.
+        work: Work,
+    },
+    /// A queued request was dropped because the queue is full.
+    Dropped {
+        /// The request.
+        request: RequestId,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    root: Root,
+    difficulty: Difficulty,
+    priority: Priority,
+    expires_ms: u64,
+    received_ms: u64,
+    role: Role,
+    over_volume: bool,
+}
+
+impl Entry {
+    fn starts_at(&self) -> u64 {
+        match self.role {
+            Role::Primary => self.received_ms,
+            Role::Backup { starts_at_ms, .. } => starts_at_ms,
+        }
+    }
+
+    /// Lower is served first: class (priority, then volume), then age.
+    fn order(&self, id: &RequestId) -> (u8, u64, RequestId) {
+        (self.class(), self.received_ms, *id)
+    }
+
+    fn class(&self) -> u8 {
+        let p = match self.priority {
+            Priority::Normal => 0,
+            Priority::Precache => 2,
+        };
+        p + u8::from(self.over_volume)
+    }
+}
+
+/// A bounded set of ids in insertion order.
+#[derive(Clone, Debug, Default)]
+struct Remembered {
+    set: HashSet<RequestId>,
+    order: VecDeque<RequestId>,
+}
+
+impl Remembered {
+    fn insert(&mut self, id: RequestId, cap: usize) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > cap.max(1) {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &RequestId) -> bool {
+        self.set.contains(id)
+    }
+}
+
+/// One worker's view of the lifecycle: see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct WorkerFlow {
+    me: PublicKey,
+    my_rate: u64,
+    config: FlowConfig,
+    /// Other workers: rate and when last heard.
+    workers: HashMap<PublicKey, (u64, u64)>,
+    queue: BTreeMap<RequestId, Entry>,
+    done: Remembered,
+    volume: HashMap<PublicKey, VecDeque<u64>>,
+    solving: Option<RequestId>,
+}
+
+impl WorkerFlow {
+    /// A worker with key `me` announcing `my_rate` hashes per second.
+    pub fn new(me: PublicKey, my_rate: u64, config: FlowConfig) -> Self {
+        WorkerFlow {
+            me,
+            my_rate,
+            config,
+            workers: HashMap::new(),
+            queue: BTreeMap::new(),
+            done: Remembered::default(),
+            volume: HashMap::new(),
+            solving: None,
+        }
+    }
+
+    /// Change the rate this worker plans with for itself.
+    pub fn set_my_rate(&mut self, rate: u64) {
+        self.my_rate = rate;
+    }
+
+    /// A worker's status (ours is ignored: we always count ourselves live).
+    pub fn on_status(&mut self, status: &WorkerStatus, now_ms: u64) {
+        if status.worker == self.me {
+            return;
+        }
+        let heard = status.created_ms.min(now_ms);
+        match self.workers.get_mut(&status.worker) {
+            Some(w) if w.1 > heard => {}
+            Some(w) => *w = (status.hash_rate, heard),
+            None => {
+                if self.workers.len() >= MAX_WORKERS
+                    && let Some(stalest) = self
+                        .workers
+                        .iter()
+                        .min_by_key(|(k, (_, t))| (*t, **k))
+                        .map(|(k, _)| *k)
+                {
+                    self.workers.remove(&stalest);
+                }
+                self.workers
+                    .insert(status.worker, (status.hash_rate, heard));
+            }
+        }
+    }
+
+    fn live(&self, now_ms: u64) -> Vec<(PublicKey, u64)> {
+        let mut v: Vec<(PublicKey, u64)> = self
+            .workers
+            .iter()
+            .filter(|(_, (_, t))| now_ms.saturating_sub(*t) < self.config.worker_stale_ms)
+            .map(|(k, (r, _))| (*k, *r))
+            .collect();
+        v.push((self.me, self.my_rate));
+        v
+    }
+
+    /// Live workers, this one included.
+    pub fn live_workers(&self, now_ms: u64) -> usize {
+        self.live(now_ms).len()
+    }
+
+    /// Requests waiting or being solved.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The request being solved.
+    pub fn solving(&self) -> Option<RequestId> {
+        self.solving
+    }
+
+    /// This worker's role in a queued request.
+    pub fn role(&self, request: RequestId) -> Option<Role> {
+        self.queue.get(&request).map(|e| e.role)
+    }
+
+    /// Count a request against its service's rolling window; true if the service is over.
+    fn count_volume(&mut self, service: PublicKey, now_ms: u64) -> bool {
+        let window = self.config.volume_window_ms;
+        let limit = self.config.volume_limit as usize;
+        if !self.volume.contains_key(&service) && self.volume.len() >= MAX_TRACKED_SERVICES {
+            // Forget the service heard from longest ago.
+            if let Some(old) = self
+                .volume
+                .iter()
+                .min_by_key(|(k, d)| (d.back().copied().unwrap_or(0), **k))
+                .map(|(k, _)| *k)
+            {
+                self.volume.remove(&old);
+            }
+        }
+        let times = self.volume.entry(service).or_default();
+        while times
+            .front()
+            .is_some_and(|&t| now_ms.saturating_sub(t) >= window)
+        {
+            times.pop_front();
+        }
+        times.push_back(now_ms);
+        // Only whether the count passes the limit matters: keep at most limit + 1 times.
+        while times.len() > limit + 1 {
+            times.pop_front();
+        }
+        times.len() > limit
+    }
+
+    /// A validated request arrived.
+    pub fn on_request(&mut self, request: &Signed<WorkRequest>, now_ms: u64) -> Vec<WorkerAction> {
+        let id = request.id();
+        let req = request.payload();
+        if self.done.contains(&id) || self.queue.contains_key(&id) || now_ms >= req.expires_ms {
+            return Vec::new();
+        }
+        let over_volume = self.count_volume(req.service, now_ms);
+        let live = self.live(now_ms);
+        let plan = plan(req, &id, &live, &self.config);
+        let role = plan.role_of(&self.me, now_ms).unwrap_or(Role::Backup {
+            tier: u32::MAX,
+            starts_at_ms: req.expires_ms,
+        });
+        self.queue.insert(
+            id,
+            Entry {
+                root: req.root,
+                difficulty: req.difficulty,
+                priority: req.priority,
+                expires_ms: req.expires_ms,
+                received_ms: now_ms,
+                role,
+                over_volume,
+            },
+        );
+        let mut actions = Vec::new();
+        while self.queue.len() > self.config.max_queue.max(1) {
+            // Drop the least urgent request that is not being solved.
+            let worst = self
+                .queue
+                .iter()
+                .filter(|(k, _)| Some(**k) != self.solving)
+                .max_by_key(|(k, e)| e.order(k))
+                .map(|(k, _)| *k);
+            match worst {
+                Some(w) => {
+                    self.queue.remove(&w);
+                    self.done.insert(w, self.config.max_tracked);
+                    actions.push(WorkerAction::Dropped { request: w });
+                }
+                None => break,
+            }
+        }
+        actions.extend(self.schedule(now_ms));
+        actions
+    }
+
+    /// A valid result or a cancel for `request` was seen: stop and forget it.
+    pub fn on_done(&mut self, request: RequestId, now_ms: u64) -> Vec<WorkerAction> {
+        self.done.insert(request, self.config.max_tracked);
+        self.queue.remove(&request);
+        let mut actions = Vec::new();
+        if self.solving == Some(request) {
+            self.solving = None;
+            actions.push(WorkerAction::Stop { request });
+        }
+        actions.extend(self.schedule(now_ms));
+        actions
+    }
+
+    /// Our solver found `work` for `request`.
+    pub fn on_solved(&mut self, request: RequestId, work: Work, now_ms: u64) -> Vec<WorkerAction> {
+        if self.solving == Some(request) {
+            self.solving = None;
+        }
+        let mut actions = Vec::new();
+        if let Some(e) = self.queue.remove(&request)
+            && !self.done.contains(&request)
+        {
+            actions.push(WorkerAction::Publish {
+                request,
+                root: e.root,
+                work,
+            });
+        }
+        self.done.insert(request, self.config.max_tracked);
+        actions.extend(self.schedule(now_ms));
+        actions
+    }
+
+    /// Our solver failed on `request`: give it up (others will answer it).
+    pub fn on_solve_failed(&mut self, request: RequestId, now_ms: u64) -> Vec<WorkerAction> {
+        if self.solving == Some(request) {
+            self.solving = None;
+        }
+        self.queue.remove(&request);
+        self.done.insert(request, self.config.max_tracked);
+        self.schedule(now_ms)
+    }
+
+    /// Time passed: expire requests, forget silent workers, start backups whose time came.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<WorkerAction> {
+        let mut actions = Vec::new();
+        let expired: Vec<RequestId> = self
+            .queue
+            .iter()
+            .filter(|(_, e)| now_ms >= e.expires_ms)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in expired {
+            self.queue.remove(&id);
+            self.done.insert(id, self.config.max_tracked);
+            if self.solving == Some(id) {
+                self.solving = None;
+                actions.push(WorkerAction::Stop { request: id });
+            }
+        }
+        let stale = self.config.worker_stale_ms;
+        self.workers
+            .retain(|_, (_, t)| now_ms.saturating_sub(*t) < stale.saturating_mul(4));
+        actions.extend(self.schedule(now_ms));
+        actions
+    }
+
+    /// The earliest time [`on_tick`](Self::on_tick) has something to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.queue
+            .iter()
+            .map(|(k, e)| {
+                if Some(*k) == self.solving {
+                    e.expires_ms
+                } else {
+                    e.starts_at().min(e.expires_ms)
+                }
+            })
+            .min()
+    }
+
+    /// Start the most urgent runnable request if the solver is free, or preempt a
+    /// worse-class solve.
+    fn schedule(&mut self, now_ms: u64) -> Vec<WorkerAction> {
+        let best = self
+            .queue
+            .iter()
+            .filter(|(k, e)| e.starts_at() <= now_ms && Some(**k) != self.solving)
+            .min_by_key(|(k, e)| e.order(k))
+            .map(|(k, e)| (*k, e.class(), e.root, e.difficulty));
+        let Some((id, class, root, difficulty)) = best else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        if let Some(current) = self.solving {
+            let current_class = self.queue.get(&current).map_or(u8::MAX, Entry::class);
+            if class >= current_class {
+                return Vec::new();
+            }
+            actions.push(WorkerAction::Stop { request: current });
+        }
+        self.solving = Some(id);
+        actions.push(WorkerAction::Solve {
+            request: id,
+            root,
+            difficulty,
+        });
+        actions
+    }
+}
+
+/// Settings of a service's side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Most requests outstanding at once.
+    pub max_outstanding: usize,
+    /// Publish a request again if no answer came within this long (a first publish can find
+    /// no peers; gossip can lose a message).
+    pub republish_after_ms: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            max_outstanding: 10_000,
+            republish_after_ms: 2_000,
+        }
+    }
+}
+
+/// What a service's node must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServiceAction {
+    /// Publish the request (again).
+    Publish(Signed<WorkRequest>),
+    /// Sign and publish a cancel for the request.
+    Cancel {
+        /// The request.
+        request: RequestId,
+    },
+    /// Valid work arrived: hand it to the caller.
+    Completed {
+        /// The request.
+        request: RequestId,
+        /// The winning result.
+        result: Signed<WorkResult>,
+        /// From submission to now.
+        latency_ms: u64,
+    },
+    /// Nobody answered in time.
+    Expired {
+        /// The request.
+        request: RequestId,
+    },
+}
+
+/// Why a service refused to submit.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    /// Too many requests outstanding.
+    #[error("{0} requests are already outstanding")]
+    TooManyOutstanding(usize),
+}
+
+#[derive(Clone, Debug)]
+struct Outstanding {
+    request: Signed<WorkRequest>,
+    submitted_ms: u64,
+    republish_at_ms: u64,
+}
+
+/// A service's outstanding requests: see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct ServiceFlow {
+    config: ServiceConfig,
+    outstanding: BTreeMap<RequestId, Outstanding>,
+}
+
+impl ServiceFlow {
+    /// An empty service side.
+    pub fn new(config: ServiceConfig) -> Self {
+        ServiceFlow {
+            config,
+            outstanding: BTreeMap::new(),
+        }
+    }
+
+    /// Submit a signed request.
+    pub fn submit(
+        &mut self,
+        request: Signed<WorkRequest>,
+        now_ms: u64,
+    ) -> Result<Vec<ServiceAction>, FlowError> {
+        let id = request.id();
+        if self.outstanding.contains_key(&id) {
+            return Ok(Vec::new());
+        }
+        if self.outstanding.len() >= self.config.max_outstanding {
+            return Err(FlowError::TooManyOutstanding(self.outstanding.len()));
+        }
+        self.outstanding.insert(
+            id,
+            Outstanding {
+                request: request.clone(),
+                submitted_ms: now_ms,
+                republish_at_ms: now_ms.saturating_add(self.config.republish_after_ms),
+            },
+        );
+        Ok(vec![ServiceAction::Publish(request)])
+    }
+
+    /// A result the caller validated against its request: the first one completes it.
+    pub fn on_result(&mut self, result: &Signed<WorkResult>, now_ms: u64) -> Vec<ServiceAction> {
+        let id = result.payload().request;
+        match self.outstanding.remove(&id) {
+            Some(o) => vec![
+                ServiceAction::Completed {
+                    request: id,
+                    result: result.clone(),
+                    latency_ms: now_ms.saturating_sub(o.submitted_ms),
+                },
+                ServiceAction::Cancel { request: id },
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// Withdraw a request.
+    pub fn cancel(&mut self, request: RequestId, _now_ms: u64) -> Vec<ServiceAction> {
+        match self.outstanding.remove(&request) {
+            Some(_) => vec![ServiceAction::Cancel { request }],
+            None => Vec::new(),
+        }
+    }
+
+    /// Time passed: expire and republish.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<ServiceAction> {
+        let mut actions = Vec::new();
+        let mut expired = Vec::new();
+        for (id, o) in self.outstanding.iter_mut() {
+            if now_ms >= o.request.payload().expires_ms {
+                expired.push(*id);
+            } else if now_ms >= o.republish_at_ms {
+                o.republish_at_ms = now_ms.saturating_add(self.config.republish_after_ms);
+                actions.push(ServiceAction::Publish(o.request.clone()));
+            }
+        }
+        for id in expired {
+            self.outstanding.remove(&id);
+            actions.push(ServiceAction::Expired { request: id });
+        }
+        actions
+    }
+
+    /// The earliest time [`on_tick`](Self::on_tick) has something to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.outstanding
+            .values()
+            .map(|o| o.republish_at_ms.min(o.request.payload().expires_ms))
+            .min()
+    }
+
+    /// Requests outstanding.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+}

@@ -1,0 +1,557 @@
+//! What every peer checks before it accepts and forwards a gossiped message.
+//!
+//! Gossipsub runs with application validation: a node hands each message's bytes to a
+//! [`Validator`] and forwards it only if the check passes. A rejection carries a
+//! [`RejectReason`], and [`RejectReason::penalise`] says whether the peer that sent it is to
+//! blame (so its score drops and it is eventually cut off) or whether an honest peer could
+//! have sent it too (clocks and registries differ slightly between nodes while news spreads),
+//! in which case the message is dropped without blame.
+//!
+//! Everything here is pure: the clock is the `now_ms` argument and the registry is passed in.
+//! The validator's only state is the replay cache of request ids already accepted.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::fmt;
+
+use dpow_keys::PublicKey;
+use serde::Deserialize;
+
+use crate::envelope::{MessageKind, Signed};
+use crate::messages::{
+    RegistryEntry, RequestId, TimePolicy, WorkCancel, WorkRequest, WorkResult, WorkerStatus,
+};
+use crate::registry::{Registry, RegistryError};
+use crate::{Profile, ProtocolError, work_value};
+
+/// How many accepted request ids the replay cache remembers by default.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 200_000;
+
+/// A worker status older than this is stale (workers announce themselves more often).
+pub const STATUS_MAX_AGE_MS: u64 = 120_000;
+
+/// What a [`Validator`] enforces.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatorConfig {
+    /// The network's difficulty profile: requests outside its bounds are refused.
+    pub profile: Profile,
+    /// The timing rules for requests (lifetime, clock skew).
+    pub time: TimePolicy,
+    /// How many accepted request ids to remember for replay detection.
+    pub replay_capacity: usize,
+}
+
+impl ValidatorConfig {
+    /// The default time policy and replay capacity for a network running `profile`.
+    pub fn new(profile: Profile) -> Self {
+        ValidatorConfig {
+            profile,
+            time: TimePolicy::default(),
+            replay_capacity: DEFAULT_REPLAY_CAPACITY,
+        }
+    }
+}
+
+/// Why a message was refused. One value per distinct cause, so nodes can count them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum RejectReason {
+    /// The bytes are not a well-formed envelope of the expected kind (truncated, malformed,
+    /// trailing bytes, non-canonical, wrong kind, or a payload breaking its structural rules).
+    Undecodable,
+    /// Longer than the limit for its kind.
+    Oversized,
+    /// The signature does not verify under the key the payload names.
+    BadSignature,
+    /// A protocol version this node does not speak.
+    UnknownVersion,
+    /// A request from a service that is not registered.
+    UnknownService,
+    /// A request from a banned service.
+    BannedService,
+    /// A result or status from a banned worker.
+    BannedWorker,
+    /// A registry entry signed by a key that is not one of the network's registrars.
+    UnknownRegistrar,
+    /// Past its expiry.
+    Expired,
+    /// Dated further in the future than the allowed clock skew.
+    NotYetValid,
+    /// A validity window longer than the time policy allows.
+    TooLongLived,
+    /// A request already accepted once.
+    Replay,
+    /// A difficulty outside the network profile's bounds.
+    DifficultyOutOfProfile,
+    /// Work whose value is below the requested difficulty.
+    InvalidWork,
+    /// A result whose root is not the request's root.
+    WrongRoot,
+    /// A result or cancel for a request this node does not know.
+    UnknownRequest,
+    /// A cancel signed by a service other than the one that made the request.
+    NotRequester,
+    /// A worker status too old to describe the worker now.
+    Stale,
+}
+
+impl RejectReason {
+    /// Every reason, in declaration order.
+    pub const ALL: &'static [RejectReason] = &[
+        RejectReason::Undecodable,
+        RejectReason::Oversized,
+        RejectReason::BadSignature,
+        RejectReason::UnknownVersion,
+        RejectReason::UnknownService,
+        RejectReason::BannedService,
+        RejectReason::BannedWorker,
+        RejectReason::UnknownRegistrar,
+        RejectReason::Expired,
+        RejectReason::NotYetValid,
+        RejectReason::TooLongLived,
+        RejectReason::Replay,
+        RejectReason::DifficultyOutOfProfile,
+        RejectReason::InvalidWork,
+        RejectReason::WrongRoot,
+        RejectReason::UnknownRequest,
+        RejectReason::NotRequester,
+        RejectReason::Stale,
+    ];
+
+    /// A short snake_case name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Undecodable => "undecodable",
+            RejectReason::Oversized => "oversized",
+            RejectReason::BadSignature => "bad_signature",
+            RejectReason::UnknownVersion => "unknown_version",
+            RejectReason::UnknownService => "unknown_service",
+            RejectReason::BannedService => "banned_service",
+            RejectReason::BannedWorker => "banned_worker",
+            RejectReason::UnknownRegistrar => "unknown_registrar",
+            RejectReason::Expired => "expired",
+            RejectReason::NotYetValid => "not_yet_valid",
+            RejectReason::TooLongLived => "too_long_lived",
+            RejectReason::Replay => "replay",
+            RejectReason::DifficultyOutOfProfile => "difficulty_out_of_profile",
+            RejectReason::InvalidWork => "invalid_work",
+            RejectReason::WrongRoot => "wrong_root",
+            RejectReason::UnknownRequest => "unknown_request",
+            RejectReason::NotRequester => "not_requester",
+            RejectReason::Stale => "stale",
+        }
+    }
+
+    /// Whether the peer that sent such a message is to blame for it.
+    ///
+    /// True for what an honest peer never forwards because every node would have refused it
+    /// the same way: broken or oversized bytes, bad signatures, entries from non-registrars,
+    /// difficulties outside the network-wide profile, and results or cancels that contradict
+    /// a request the sender must have known (a result is only forwarded by nodes that know
+    /// its request). False where honest peers can disagree for a while: unknown versions
+    /// (a peer mid-upgrade), registrations and bans still spreading, clocks that differ
+    /// (expired, not yet valid, stale), time policies (each node sets its own), replays
+    /// (gossip redelivers once its duplicate cache forgets), and requests a late joiner never saw.
+    pub fn penalise(self) -> bool {
+        match self {
+            RejectReason::Undecodable
+            | RejectReason::Oversized
+            | RejectReason::BadSignature
+            | RejectReason::UnknownRegistrar
+            | RejectReason::DifficultyOutOfProfile
+            | RejectReason::InvalidWork
+            | RejectReason::WrongRoot
+            | RejectReason::NotRequester => true,
+            RejectReason::UnknownVersion
+            | RejectReason::UnknownService
+            | RejectReason::BannedService
+            | RejectReason::BannedWorker
+            | RejectReason::Expired
+            | RejectReason::NotYetValid
+            | RejectReason::TooLongLived
+            | RejectReason::Replay
+            | RejectReason::UnknownRequest
+            | RejectReason::Stale => false,
+        }
+    }
+
+    /// The reason for a decoding or verification error.
+    pub fn of(error: &ProtocolError) -> RejectReason {
+        match error {
+            ProtocolError::Oversized { .. } => RejectReason::Oversized,
+            ProtocolError::UnknownVersion { .. } => RejectReason::UnknownVersion,
+            ProtocolError::BadSignature { .. } => RejectReason::BadSignature,
+            ProtocolError::Expired { .. } => RejectReason::Expired,
+            ProtocolError::NotYetValid { .. } => RejectReason::NotYetValid,
+            ProtocolError::DifficultyOutOfBounds { .. } => RejectReason::DifficultyOutOfProfile,
+            ProtocolError::InsufficientWork { .. } => RejectReason::InvalidWork,
+            ProtocolError::Truncated { .. }
+            | ProtocolError::Malformed { .. }
+            | ProtocolError::TrailingBytes { .. }
+            | ProtocolError::NonCanonical { .. }
+            | ProtocolError::WrongDomain { .. }
+            | ProtocolError::Invalid { .. } => RejectReason::Undecodable,
+            // Not produced by decoding; listed so a new variant has to be placed here.
+            ProtocolError::WrongLength { .. }
+            | ProtocolError::BadHex { .. }
+            | ProtocolError::BadMultiplier(_)
+            | ProtocolError::UnknownName { .. }
+            | ProtocolError::BadProfile(_) => RejectReason::Undecodable,
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused message: the reason and what exactly was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Rejected {
+    /// The kind of problem.
+    pub reason: RejectReason,
+    /// What exactly was wrong, for logs.
+    pub detail: String,
+}
+
+impl Rejected {
+    /// A rejection for `reason`, explained by `detail`.
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Rejected {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<ProtocolError> for Rejected {
+    fn from(e: ProtocolError) -> Self {
+        Rejected::new(RejectReason::of(&e), e.to_string())
+    }
+}
+
+/// The rejection for a registry refusal met while checking a message.
+fn registry_rejection(e: RegistryError) -> Rejected {
+    let reason = match &e {
+        RegistryError::UnknownService { .. } => RejectReason::UnknownService,
+        RegistryError::BannedService { .. } => RejectReason::BannedService,
+        RegistryError::BannedWorker { .. } => RejectReason::BannedWorker,
+        RegistryError::UnknownRegistrar { .. } => RejectReason::UnknownRegistrar,
+        // Refusals of `Registry::apply`, which the checks here never call: an entry seen before.
+        RegistryError::Duplicate { .. }
+        | RegistryError::Conflict { .. }
+        | RegistryError::PendingFull { .. } => RejectReason::Replay,
+    };
+    Rejected::new(reason, e.to_string())
+}
+
+/// Request ids already accepted, each remembered until its request expires (plus the allowed
+/// skew). When full, the id whose memory ends soonest is forgotten first.
+#[derive(Clone, Debug)]
+struct ReplayCache {
+    seen: HashSet<RequestId>,
+    /// `(remember until, id)`, soonest first. Holds exactly the ids in `seen`: an id is never
+    /// inserted twice (a second sighting is a replay) and leaves both at once.
+    by_expiry: BinaryHeap<Reverse<(u64, RequestId)>>,
+    capacity: usize,
+}
+
+impl ReplayCache {
+    fn new(capacity: usize) -> Self {
+        ReplayCache {
+            seen: HashSet::new(),
+            by_expiry: BinaryHeap::new(),
+            capacity,
+        }
+    }
+
+    /// Forget ids whose memory ended before `now_ms`.
+    fn prune(&mut self, now_ms: u64) {
+        while let Some(Reverse((until, id))) = self.by_expiry.peek().copied() {
+            if until >= now_ms {
+                break;
+            }
+            self.by_expiry.pop();
+            self.seen.remove(&id);
+        }
+    }
+
+    fn contains(&self, id: &RequestId) -> bool {
+        self.seen.contains(id)
+    }
+
+    fn insert(&mut self, id: RequestId, until: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        while self.seen.len() >= self.capacity {
+            match self.by_expiry.pop() {
+                Some(Reverse((_, old))) => self.seen.remove(&old),
+                None => break,
+            };
+        }
+        if self.seen.insert(id) {
+            self.by_expiry.push(Reverse((until, id)));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+/// Checks gossiped messages before they are accepted and forwarded.
+#[derive(Clone, Debug)]
+pub struct Validator {
+    config: ValidatorConfig,
+    replay: ReplayCache,
+}
+
+impl Validator {
+    /// A validator enforcing `config`, with an empty replay cache.
+    pub fn new(config: ValidatorConfig) -> Self {
+        let replay = ReplayCache::new(config.replay_capacity);
+        Validator { config, replay }
+    }
+
+    /// What this validator enforces.
+    pub fn config(&self) -> &ValidatorConfig {
+        &self.config
+    }
+
+    /// Check a gossiped work request: the envelope (size, version, structure, signature), the
+    /// registry (service registered and not banned), the time window ([`TimePolicy`] at
+    /// `now_ms`), replay (an id accepted before), and the difficulty against the profile's
+    /// bounds. On success the id is remembered until the request expires.
+    pub fn check_request(
+        &mut self,
+        bytes: &[u8],
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Signed<WorkRequest>, Rejected> {
+        let signed = Signed::<WorkRequest>::decode(bytes)?;
+        let req = signed.payload();
+        registry
+            .check_service(&req.service)
+            .map_err(registry_rejection)?;
+        req.check_time(now_ms, &self.config.time).map_err(|e| {
+            let reason = match e {
+                // check_time's only structural complaint is the lifetime.
+                ProtocolError::Invalid { .. } => RejectReason::TooLongLived,
+                ref other => RejectReason::of(other),
+            };
+            Rejected::new(reason, e.to_string())
+        })?;
+        self.replay.prune(now_ms);
+        if self.replay.contains(&signed.id()) {
+            return Err(Rejected::new(
+                RejectReason::Replay,
+                format!("work request {} was already accepted", signed.id()),
+            ));
+        }
+        self.config.profile.check(req.difficulty)?;
+        let until = req.expires_ms.saturating_add(self.config.time.max_skew_ms);
+        self.replay.insert(signed.id(), until);
+        Ok(signed)
+    }
+
+    /// Check a gossiped work result against its request, which the caller looked up by the id
+    /// the result names ([`peek_request_id`] reads it without verifying). `None` is
+    /// [`RejectReason::UnknownRequest`]: not the sender's fault, this node may have joined
+    /// late. Checks the envelope, that the worker is not banned, that the request has not
+    /// expired (with the allowed skew), that the roots match, and that the work value meets the
+    /// requested difficulty.
+    pub fn check_result(
+        &self,
+        bytes: &[u8],
+        request: Option<&Signed<WorkRequest>>,
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Signed<WorkResult>, Rejected> {
+        let signed = Signed::<WorkResult>::decode(bytes)?;
+        let res = signed.payload();
+        let request = known_request(request, &res.request, MessageKind::WorkResult)?;
+        let req = request.payload();
+        registry
+            .check_worker(&res.worker)
+            .map_err(registry_rejection)?;
+        let deadline = req.expires_ms.saturating_add(self.config.time.max_skew_ms);
+        if now_ms >= deadline {
+            return Err(Rejected::from(ProtocolError::Expired {
+                kind: MessageKind::WorkResult.domain(),
+                expires_ms: req.expires_ms,
+                now_ms,
+            }));
+        }
+        if res.root != req.root {
+            return Err(Rejected::new(
+                RejectReason::WrongRoot,
+                format!(
+                    "result root {} is not the root {} of request {}",
+                    res.root,
+                    req.root,
+                    request.id()
+                ),
+            ));
+        }
+        let value = work_value(&req.root, res.work);
+        if value < req.difficulty {
+            return Err(Rejected::from(ProtocolError::InsufficientWork {
+                root: req.root.to_string(),
+                work: res.work.to_string(),
+                value: value.to_string(),
+                threshold: req.difficulty.to_string(),
+            }));
+        }
+        Ok(signed)
+    }
+
+    /// Check a gossiped cancel: the envelope, and that it is signed by the service that made
+    /// the request (looked up by the caller as for [`Validator::check_result`]).
+    pub fn check_cancel(
+        &self,
+        bytes: &[u8],
+        request: Option<&Signed<WorkRequest>>,
+    ) -> Result<Signed<WorkCancel>, Rejected> {
+        let signed = Signed::<WorkCancel>::decode(bytes)?;
+        let cancel = signed.payload();
+        let request = known_request(request, &cancel.request, MessageKind::WorkCancel)?;
+        if cancel.service != request.payload().service {
+            return Err(Rejected::new(
+                RejectReason::NotRequester,
+                format!(
+                    "cancel of request {} signed by {}, but the request is {}'s",
+                    request.id(),
+                    cancel.service,
+                    request.payload().service
+                ),
+            ));
+        }
+        Ok(signed)
+    }
+
+    /// Check a gossiped worker status: the envelope, that the worker is not banned, and that
+    /// it was made within the clock skew of `now_ms` and at most [`STATUS_MAX_AGE_MS`] ago.
+    pub fn check_status(
+        &self,
+        bytes: &[u8],
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Signed<WorkerStatus>, Rejected> {
+        let signed = Signed::<WorkerStatus>::decode(bytes)?;
+        let status = signed.payload();
+        registry
+            .check_worker(&status.worker)
+            .map_err(registry_rejection)?;
+        if status.created_ms > now_ms.saturating_add(self.config.time.max_skew_ms) {
+            return Err(Rejected::from(ProtocolError::NotYetValid {
+                kind: MessageKind::WorkerStatus.domain(),
+                created_ms: status.created_ms,
+                now_ms,
+            }));
+        }
+        let age = now_ms.saturating_sub(status.created_ms);
+        if age > STATUS_MAX_AGE_MS {
+            return Err(Rejected::new(
+                RejectReason::Stale,
+                format!(
+                    "worker status from {} is {age} ms old, over the {STATUS_MAX_AGE_MS} ms allowed",
+                    status.worker
+                ),
+            ));
+        }
+        Ok(signed)
+    }
+
+    /// Check a gossiped registry entry: the envelope, and that its signer is one of the
+    /// network's registrars. Applying it (ordering, duplicates) is [`Registry::apply`]'s job.
+    pub fn check_registry(
+        &self,
+        bytes: &[u8],
+        registry: &Registry,
+    ) -> Result<Signed<RegistryEntry>, Rejected> {
+        let signed = Signed::<RegistryEntry>::decode(bytes)?;
+        let registrar = signed.payload().registrar;
+        if !registry.is_registrar(&registrar) {
+            return Err(registry_rejection(RegistryError::UnknownRegistrar {
+                registrar,
+            }));
+        }
+        Ok(signed)
+    }
+
+    /// How many request ids the replay cache holds.
+    pub fn seen_requests(&self) -> usize {
+        self.replay.len()
+    }
+}
+
+/// The request a result or cancel refers to, if the caller found it and it is the one named.
+fn known_request<'a>(
+    request: Option<&'a Signed<WorkRequest>>,
+    named: &RequestId,
+    kind: MessageKind,
+) -> Result<&'a Signed<WorkRequest>, Rejected> {
+    match request {
+        Some(r) if r.id() == *named => Ok(r),
+        Some(r) => Err(Rejected::new(
+            RejectReason::UnknownRequest,
+            format!(
+                "{} names request {named}, but request {} was given",
+                kind.domain(),
+                r.id()
+            ),
+        )),
+        None => Err(Rejected::new(
+            RejectReason::UnknownRequest,
+            format!(
+                "{} for request {named}, which this node does not know",
+                kind.domain()
+            ),
+        )),
+    }
+}
+
+/// The leading fields of an envelope, read without verifying anything.
+#[derive(Deserialize)]
+struct EnvelopeHead<'a> {
+    version: u8,
+    kind: u8,
+    #[serde(borrow)]
+    payload: &'a [u8],
+}
+
+/// The leading field of a result or cancel payload (`WorkResult::request` is first; a
+/// cancel's service key comes first, then the request).
+#[derive(Deserialize)]
+struct ResultHead {
+    request: RequestId,
+}
+
+#[derive(Deserialize)]
+struct CancelHead {
+    _service: PublicKey,
+    request: RequestId,
+}
+
+/// The request id named by a work result or cancel envelope, read **without verifying it**:
+/// for looking up the request to pass to [`Validator::check_result`] or
+/// [`Validator::check_cancel`], which do verify. `None` if the bytes do not start like a
+/// version-1 result or cancel.
+pub fn peek_request_id(bytes: &[u8]) -> Option<RequestId> {
+    let (head, _) = postcard::take_from_bytes::<EnvelopeHead<'_>>(bytes).ok()?;
+    if head.version != crate::PROTOCOL_VERSION {
+        return None;
+    }
+    if head.kind == MessageKind::WorkResult as u8 {
+        let (r, _) = postcard::take_from_bytes::<ResultHead>(head.payload).ok()?;
+        Some(r.request)
+    } else if head.kind == MessageKind::WorkCancel as u8 {
+        let (c, _) = postcard::take_from_bytes::<CancelHead>(head.payload).ok()?;
+        Some(c.request)
+    } else {
+        None
+    }
+}
