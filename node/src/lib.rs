@@ -7,4 +7,7 @@
 
 pub mod cli;
 pub mod devices;
+pub mod genesis;
+pub mod http;
+pub mod net;
 pub mod output;

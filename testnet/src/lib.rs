@@ -1,2 +1,8 @@
 //! Local dpow networks for tests and demos.
+//!
+//! - [`procs`]: separate `dpow` processes, for `testnet/run.sh`;
+//! - [`local`]: nodes in this process on loopback, for tests.
 #![deny(missing_docs)]
+
+pub mod local;
+pub mod procs;

@@ -32,18 +32,33 @@ pub enum KeysCommand {
 }
 
 fn describe(pk: &PublicKey, out: Output, extra: Option<(&str, String)>) -> anyhow::Result<()> {
+    let peer_id = peer_id_of(pk);
     let mut human = format!(
-        "public key  {}\naccount     {}",
+        "public key  {}\naccount     {}\npeer id     {peer_id}",
         pk.to_hex(),
         pk.to_account()
     );
-    let mut json = json!({ "public_key": pk.to_hex(), "account": pk.to_account() });
+    let mut json = json!({
+        "public_key": pk.to_hex(),
+        "account": pk.to_account(),
+        "peer_id": peer_id,
+    });
     if let Some((k, v)) = extra {
         human.push_str(&format!("\n{k:<11} {v}"));
         json[k] = json!(v);
     }
     out.emit(&human, &json)?;
     Ok(())
+}
+
+/// The libp2p peer id a node with this key has.
+pub(super) fn peer_id_of(pk: &PublicKey) -> String {
+    match libp2p::identity::ed25519::PublicKey::try_from_bytes(&pk.0) {
+        Ok(k) => libp2p::identity::PublicKey::from(k)
+            .to_peer_id()
+            .to_string(),
+        Err(_) => "-".to_string(),
+    }
 }
 
 /// Run a `dpow keys` command.

@@ -1,8 +1,12 @@
 //! The `dpow` command line: one subcommand enum, a module per subcommand.
 
 mod bench;
+mod client;
 mod gpu;
 mod keys;
+mod node;
+mod registry;
+mod request;
 mod work;
 
 use std::process::ExitCode;
@@ -54,6 +58,12 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Measure hash rates of every solver backend (and compare with a plain blake2 loop).
     Bench(bench::BenchArgs),
+    /// Run a node: join a network, relay and validate, and work or serve if asked.
+    Node(Box<node::NodeArgs>),
+    /// Ask the network for work as a registered service (one request, or a batch with a summary).
+    Request(Box<request::RequestArgs>),
+    /// Registrar actions: register services, grant credits, ban and unban; list the registry.
+    Registry(Box<registry::RegistryArgs>),
     /// OpenCL devices: list what this machine has (build with `--features opencl`).
     #[command(subcommand)]
     Gpu(gpu::GpuCommand),
@@ -95,5 +105,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(c) => keys::run(c, out),
         Command::Bench(a) => bench::run(a, out),
         Command::Gpu(c) => gpu::run(c, out),
+        Command::Node(a) => node::run(*a, out),
+        Command::Request(a) => request::run(*a, out),
+        Command::Registry(a) => registry::run(*a, out),
     }
 }

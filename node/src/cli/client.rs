@@ -1,0 +1,61 @@
+//! A short-lived node for one-shot commands (`dpow request`, `dpow registry`): it joins the
+//! network with a throwaway identity, does its job through its peers, and leaves.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use dpow_keys::SecretKey;
+use libp2p::Multiaddr;
+
+use crate::genesis::Genesis;
+use crate::net::{self, NodeConfig, NodeHandle};
+
+/// How a one-shot command reaches the network.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The network's genesis file.
+    #[arg(long, value_name = "FILE")]
+    pub genesis: PathBuf,
+    /// Peers to go through (default: the genesis bootstrap list), repeatable.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub dial: Vec<Multiaddr>,
+    /// Seconds to wait for peers.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+}
+
+impl ClientArgs {
+    /// Start the client node and wait until a peer has synced it and listens on the topics.
+    pub async fn connect(&self, service_key: Option<SecretKey>) -> anyhow::Result<NodeHandle> {
+        let genesis = Genesis::load(&self.genesis)?;
+        if genesis.bootstrap.is_empty() && self.dial.is_empty() {
+            anyhow::bail!(
+                "no peer to reach: the genesis has no bootstrap list and no --dial was given"
+            );
+        }
+        if !(self.connect_timeout.is_finite() && self.connect_timeout > 0.0) {
+            anyhow::bail!("--connect-timeout must be a positive number of seconds");
+        }
+        let timeout = Duration::from_secs_f64(self.connect_timeout);
+        let mut config = NodeConfig::new(genesis, SecretKey::generate()?);
+        if !self.dial.is_empty() {
+            // Go through the named peers only.
+            config.genesis.bootstrap.clear();
+            config.dial = self.dial.clone();
+        }
+        config.service_key = service_key;
+        config.tuning.discovery = false;
+        let node = net::spawn(config)
+            .await
+            .context("starting the client node")?;
+        node.wait_for_peers(1, timeout)
+            .await
+            .context("joining the network")?;
+        node.wait_synced(timeout)
+            .await
+            .context("syncing the registry")?;
+        Ok(node)
+    }
+}

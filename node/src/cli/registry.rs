@@ -1,0 +1,191 @@
+//! `dpow registry`: registrar decisions, signed with a registrar key and spread by gossip.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use dpow_keys::{PublicKey, keyfile};
+use dpow_protocol::{Credits, RegistryAction};
+use serde_json::json;
+
+use super::client::ClientArgs;
+use crate::output::Output;
+
+/// `dpow registry ...`
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: RegistryCommand,
+    /// How to reach the network.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// The registry actions.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Admit a service to the network.
+    RegisterService {
+        /// The registrar key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The service's public key (nano_ account or hex).
+        #[arg(long, value_name = "KEY")]
+        service: PublicKey,
+        /// A display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Add credits to a service.
+    Grant {
+        /// The registrar key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The service.
+        #[arg(long, value_name = "KEY")]
+        service: PublicKey,
+        /// How many credits (1 = one receive-difficulty work).
+        #[arg(long)]
+        credits: u64,
+    },
+    /// Stop serving a service, or stop accepting a worker's results.
+    Ban {
+        /// The registrar key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// A service to ban.
+        #[arg(long, value_name = "KEY", group = "who", required = true)]
+        service: Option<PublicKey>,
+        /// A worker to ban.
+        #[arg(long, value_name = "KEY", group = "who")]
+        worker: Option<PublicKey>,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a ban.
+    Unban {
+        /// The registrar key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// A service to unban.
+        #[arg(long, value_name = "KEY", group = "who", required = true)]
+        service: Option<PublicKey>,
+        /// A worker to unban.
+        #[arg(long, value_name = "KEY", group = "who")]
+        worker: Option<PublicKey>,
+    },
+    /// Show the registry as the network's nodes hold it.
+    List,
+}
+
+/// Run `dpow registry`.
+pub(super) fn run(a: RegistryArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(a, out))
+}
+
+async fn run_async(a: RegistryArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let (key_path, action) = match a.command {
+        RegistryCommand::List => {
+            let node = a.client.connect(None).await?;
+            let entries = node.registry_entries().await?;
+            let mut human = String::new();
+            let mut rows = Vec::new();
+            for e in &entries {
+                let p = e.payload();
+                let what = describe(&p.action);
+                human.push_str(&format!(
+                    "{}#{:<4} {what}\n",
+                    &p.registrar.to_account()[..12],
+                    p.seq
+                ));
+                rows.push(json!({
+                    "registrar": p.registrar.to_account(),
+                    "seq": p.seq,
+                    "created_ms": p.created_ms,
+                    "action": what,
+                    "id": e.id().to_string(),
+                }));
+            }
+            if entries.is_empty() {
+                human.push_str("the registry is empty\n");
+            }
+            out.emit(&human, &json!({ "entries": rows }))?;
+            node.shutdown().await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        RegistryCommand::RegisterService { key, service, name } => {
+            (key, RegistryAction::RegisterService { service, name })
+        }
+        RegistryCommand::Grant {
+            key,
+            service,
+            credits,
+        } => (
+            key,
+            RegistryAction::GrantCredits {
+                service,
+                credits: Credits(credits),
+            },
+        ),
+        RegistryCommand::Ban {
+            key,
+            service,
+            worker,
+            reason,
+        } => match (service, worker) {
+            (Some(service), _) => (key, RegistryAction::BanService { service, reason }),
+            (None, Some(worker)) => (key, RegistryAction::BanWorker { worker, reason }),
+            (None, None) => anyhow::bail!("--service or --worker is required"),
+        },
+        RegistryCommand::Unban {
+            key,
+            service,
+            worker,
+        } => match (service, worker) {
+            (Some(service), _) => (key, RegistryAction::UnbanService { service }),
+            (None, Some(worker)) => (key, RegistryAction::UnbanWorker { worker }),
+            (None, None) => anyhow::bail!("--service or --worker is required"),
+        },
+    };
+    let registrar = keyfile::read(&key_path)?;
+    let what = describe(&action);
+    let node = a.client.connect(None).await?;
+    let seq = node.registry(action, registrar.clone()).await?;
+    // Give gossip a moment to carry it before this short-lived node leaves.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.shutdown().await?;
+    out.emit(
+        &format!("published entry #{seq}: {what}"),
+        &json!({ "registrar": registrar.public().to_account(), "seq": seq, "action": what }),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(a: &RegistryAction) -> String {
+    match a {
+        RegistryAction::RegisterService { service, name } => {
+            format!("register service {} as {name:?}", service.to_account())
+        }
+        RegistryAction::GrantCredits { service, credits } => {
+            format!("grant {} credits to {}", credits.0, service.to_account())
+        }
+        RegistryAction::BanService { service, reason } => {
+            format!("ban service {} ({reason})", service.to_account())
+        }
+        RegistryAction::UnbanService { service } => {
+            format!("unban service {}", service.to_account())
+        }
+        RegistryAction::BanWorker { worker, reason } => {
+            format!("ban worker {} ({reason})", worker.to_account())
+        }
+        RegistryAction::UnbanWorker { worker } => format!("unban worker {}", worker.to_account()),
+    }
+}

@@ -1,0 +1,203 @@
+//! The libp2p behaviours a dpow node runs, and how they are configured.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use blake2::digest::consts::U20;
+use blake2::{Blake2b, Digest};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    StreamProtocol, allow_block_list, gossipsub, identify, identity, kad, request_response,
+};
+use serde::{Deserialize, Serialize};
+
+/// The largest gossip message a node sends or accepts (the largest envelope is 768 bytes).
+pub(crate) const MAX_GOSSIP_BYTES: usize = 2048;
+/// Most registry entries and worker statuses one sync response carries.
+pub(crate) const MAX_SYNC_ITEMS: usize = 20_000;
+
+/// What a node asks a peer for when it connects: everything it needs to take part at once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum SyncRequest {
+    /// The registry entries and the latest worker statuses the peer holds.
+    Hello,
+}
+
+/// The answer to [`SyncRequest::Hello`]: signed envelopes, each verified on arrival like gossip.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct SyncResponse {
+    /// Registry entries, each registrar's in sequence order.
+    pub(crate) registry: Vec<serde_bytes_vec::Bytes>,
+    /// The newest status of each live worker.
+    pub(crate) statuses: Vec<serde_bytes_vec::Bytes>,
+}
+
+/// Byte strings that serialise as CBOR byte strings, not arrays of numbers.
+pub(crate) mod serde_bytes_vec {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// One envelope's bytes.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub(crate) struct Bytes(pub(crate) Vec<u8>);
+
+    impl Serialize for Bytes {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Bytes {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Bytes;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a byte string")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                    Ok(Bytes(v.to_vec()))
+                }
+                fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                    Ok(Bytes(v))
+                }
+            }
+            d.deserialize_bytes(V)
+        }
+    }
+}
+
+/// Every behaviour of a node; one swarm owns it.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+}
+
+/// Network settings that tests and the testnet tune.
+#[derive(Clone, Debug)]
+pub struct NetTuning {
+    /// Gossipsub heartbeat: how fast the mesh forms and repairs.
+    pub heartbeat: Duration,
+    /// Walk the DHT to find peers beyond the bootstrap nodes.
+    pub discovery: bool,
+    /// How long gossipsub remembers a message id to drop copies of it.
+    pub duplicate_cache: Duration,
+}
+
+impl Default for NetTuning {
+    fn default() -> Self {
+        NetTuning {
+            heartbeat: Duration::from_millis(500),
+            discovery: true,
+            duplicate_cache: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Behaviour {
+    pub(crate) fn new(
+        key: &identity::Keypair,
+        network: &str,
+        tuning: &NetTuning,
+    ) -> anyhow::Result<Behaviour> {
+        let peer_id = key.public().to_peer_id();
+        let identify = identify::Behaviour::new(
+            identify::Config::new(format!("/dpow/{network}/1"), key.public())
+                .with_agent_version(format!("dpow/{}", env!("CARGO_PKG_VERSION"))),
+        );
+        let mut kad_config = kad::Config::new(StreamProtocol::new("/dpow/kad/1"));
+        kad_config.set_query_timeout(Duration::from_secs(30));
+        if !tuning.discovery {
+            // No walks, and no table entries that would trigger kad's automatic walks: the
+            // node talks to the peers it was told about and those that dial it, nothing more.
+            kad_config.set_periodic_bootstrap_interval(None);
+            kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
+        }
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        // Loopback and private networks never confirm an external address; serve anyway.
+        kad.set_mode(Some(kad::Mode::Server));
+
+        // Messages are our own signed envelopes, so gossipsub's own signatures would only cost
+        // a second ed25519 per hop: anonymous mode, content-addressed ids, and our validation
+        // decides what is forwarded.
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .heartbeat_interval(tuning.heartbeat)
+            .validation_mode(gossipsub::ValidationMode::Anonymous)
+            .validate_messages()
+            .max_transmit_size(MAX_GOSSIP_BYTES)
+            .message_id_fn(|m: &gossipsub::Message| {
+                let mut h = Blake2b::<U20>::new();
+                h.update(m.topic.as_str().as_bytes());
+                h.update(&m.data);
+                gossipsub::MessageId::from(h.finalize().to_vec())
+            })
+            .duplicate_cache_time(tuning.duplicate_cache)
+            .build()
+            .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+        let mut gossipsub =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)
+                .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+        let (params, thresholds) = peer_score();
+        gossipsub
+            .with_peer_score(params, thresholds)
+            .map_err(|e| anyhow::anyhow!("gossipsub peer score: {e}"))?;
+
+        let sync = request_response::cbor::Behaviour::new(
+            [(
+                StreamProtocol::new("/dpow/sync/1"),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+        );
+        Ok(Behaviour {
+            blocked: allow_block_list::Behaviour::default(),
+            identify,
+            kad,
+            gossipsub,
+            sync,
+        })
+    }
+}
+
+/// Peer scoring: a rejected message (bad signature, invalid work, ...) costs its sender; enough
+/// of them and gossipsub stops talking to it (the node also blocks it outright, see
+/// `max_penalties`).
+fn peer_score() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let params = gossipsub::PeerScoreParams {
+        // No per-IP penalty: tests and the testnet run many peers on one address.
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: -10.0,
+        publish_threshold: -50.0,
+        graylist_threshold: -80.0,
+        ..Default::default()
+    };
+    (params, thresholds)
+}
+
+/// Topic score parameters for one topic: invalid deliveries weigh heavily.
+pub(crate) fn topic_score() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        invalid_message_deliveries_weight: -20.0,
+        invalid_message_deliveries_decay: 0.9,
+        // No mesh-delivery expectations: request traffic is bursty.
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        ..Default::default()
+    }
+}
+
+/// The libp2p identity for a dpow key (both are ed25519: the node's worker key is its peer id).
+pub(crate) fn identity_of(key: &dpow_keys::SecretKey) -> anyhow::Result<identity::Keypair> {
+    let mut seed = *key.seed();
+    let kp = identity::Keypair::ed25519_from_bytes(&mut seed)
+        .context("node key as a libp2p identity")?;
+    Ok(kp)
+}

@@ -1,0 +1,1037 @@
+//! The one task that owns the swarm.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use dpow_keys::SecretKey;
+use dpow_protocol::flow::{ServiceAction, ServiceConfig, ServiceFlow, WorkerAction, WorkerFlow};
+use dpow_protocol::registry::{Registry, RegistryError};
+use dpow_protocol::validate::{
+    RejectReason, Rejected, Validator, ValidatorConfig, peek_request_id,
+};
+use dpow_protocol::{
+    Difficulty, Message, RegistryEntry, RequestId, Root, Signed, Work, WorkCancel, WorkRequest,
+    WorkResult, WorkerStatus,
+};
+use dpow_solver::{Control, Solver};
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{
+    Multiaddr, PeerId, Swarm, gossipsub, identify, kad, noise, request_response, tcp, yamux,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::behaviour::{
+    Behaviour, BehaviourEvent, MAX_SYNC_ITEMS, SyncRequest, SyncResponse, identity_of,
+    serde_bytes_vec::Bytes, topic_score,
+};
+use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig};
+use crate::genesis::Genesis;
+
+/// Requests remembered for validating results and cancels.
+const MAX_KNOWN_REQUESTS: usize = 100_000;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A solve in progress on the solver thread.
+struct Solving {
+    request: RequestId,
+    control: Arc<Control>,
+}
+
+/// What the solver thread reports.
+struct Solved {
+    request: RequestId,
+    outcome: Result<Option<Work>, String>,
+    hashes: u64,
+}
+
+struct Worker {
+    flow: WorkerFlow,
+    solver: Arc<dyn Solver>,
+    key: SecretKey,
+    payout: dpow_keys::PublicKey,
+    rate: u64,
+    solving: Option<Solving>,
+    /// Hashes spent per request, until it is answered.
+    spent: HashMap<RequestId, u64>,
+    next_status: Instant,
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<WorkAnswer, SubmitError>>,
+}
+
+pub(super) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    genesis: Genesis,
+    topics: Vec<(Topic, gossipsub::IdentTopic)>,
+    commands: mpsc::Receiver<Command>,
+    stats: Arc<Mutex<NodeStats>>,
+    listen_tx: watch::Sender<Vec<Multiaddr>>,
+    sub_tx: watch::Sender<usize>,
+    synced_tx: watch::Sender<usize>,
+    registry: Registry,
+    validator: Validator,
+    /// Requests seen, for checking results and cancels; with arrival order for eviction.
+    requests: HashMap<RequestId, Signed<WorkRequest>>,
+    request_order: VecDeque<(u64, RequestId)>,
+    /// Requests that already have a valid result (as this node saw it), with the winner.
+    answered: HashMap<RequestId, dpow_keys::PublicKey>,
+    worker: Option<Worker>,
+    solved_tx: mpsc::Sender<Solved>,
+    solved_rx: mpsc::Receiver<Solved>,
+    service: ServiceFlow,
+    service_key: Option<SecretKey>,
+    pending: HashMap<RequestId, Pending>,
+    statuses: HashMap<dpow_keys::PublicKey, Signed<WorkerStatus>>,
+    penalties: HashMap<PeerId, u32>,
+    max_penalties: u32,
+    status_interval: Duration,
+    request_subscribers: HashSet<PeerId>,
+    discovery: bool,
+    next_discovery: Instant,
+}
+
+impl EventLoop {
+    pub(super) async fn new(
+        config: NodeConfig,
+        commands: mpsc::Receiver<Command>,
+        stats: Arc<Mutex<NodeStats>>,
+        listen_tx: watch::Sender<Vec<Multiaddr>>,
+        sub_tx: watch::Sender<usize>,
+        synced_tx: watch::Sender<usize>,
+    ) -> anyhow::Result<EventLoop> {
+        let identity = identity_of(&config.key)?;
+        let network = config.genesis.network.clone();
+        let tuning = config.tuning.clone();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .context("building the tcp transport")?
+            .with_behaviour(|key| {
+                Behaviour::new(key, &network, &tuning).map_err(|e| e.into_boxed_dyn_error())
+            })
+            .map_err(|e| anyhow::anyhow!("building the node's behaviours: {e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+            .build();
+
+        let mut topics = Vec::new();
+        for t in Topic::ALL {
+            let topic = gossipsub::IdentTopic::new(config.genesis.topic(t.name()));
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&topic)
+                .with_context(|| format!("subscribing to {topic}"))?;
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .set_topic_params(topic.clone(), topic_score())
+                .map_err(|e| anyhow::anyhow!("topic score for {topic}: {e}"))?;
+            topics.push((t, topic));
+        }
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("listening on {addr}"))?;
+        }
+        for addr in config.genesis.bootstrap.iter().chain(&config.dial) {
+            if let Some(peer) = peer_of(addr) {
+                if peer == *swarm.local_peer_id() {
+                    continue;
+                }
+                if config.tuning.discovery {
+                    swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                }
+            }
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, "cannot dial bootstrap peer: {e}");
+            }
+        }
+
+        let registry = Registry::new(config.genesis.registrars.iter().copied());
+        let validator = Validator::new(ValidatorConfig {
+            time: config.genesis.time,
+            ..ValidatorConfig::new(config.genesis.profile.clone())
+        });
+        let (solved_tx, solved_rx) = mpsc::channel(16);
+        let worker = match config.worker {
+            Some(w) => Some(start_worker(w, config.key.clone(), config.flow.clone())?),
+            None => None,
+        };
+        {
+            let mut s = stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.peer_id = swarm.local_peer_id().to_string();
+            s.account = config.key.public().to_account();
+            s.hash_rate = worker.as_ref().map_or(0, |w| w.rate);
+        }
+        Ok(EventLoop {
+            swarm,
+            genesis: config.genesis,
+            topics,
+            commands,
+            stats,
+            listen_tx,
+            sub_tx,
+            synced_tx,
+            registry,
+            validator,
+            requests: HashMap::new(),
+            request_order: VecDeque::new(),
+            answered: HashMap::new(),
+            worker,
+            solved_tx,
+            solved_rx,
+            service: ServiceFlow::new(ServiceConfig::default()),
+            service_key: config.service_key,
+            pending: HashMap::new(),
+            statuses: HashMap::new(),
+            penalties: HashMap::new(),
+            max_penalties: config.max_penalties.max(1),
+            status_interval: config.status_interval,
+            request_subscribers: HashSet::new(),
+            discovery: config.tuning.discovery,
+            next_discovery: Instant::now() + Duration::from_secs(1),
+        })
+    }
+
+    pub(super) fn peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    pub(super) async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> anyhow::Result<()> {
+        tracing::info!(peer = %self.peer_id(), network = %self.genesis.network, "node started");
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                cmd = self.commands.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                Some(done) = self.solved_rx.recv() => self.on_solved(done),
+                _ = tokio::time::sleep_until(wake.into()) => self.on_tick(),
+                _ = &mut shutdown => break,
+            }
+            self.publish_stats();
+        }
+        if let Some(w) = &self.worker
+            && let Some(s) = &w.solving
+        {
+            s.control.cancel();
+        }
+        tracing::info!(peer = %self.peer_id(), "node stopped");
+        Ok(())
+    }
+
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let now_ms = now_ms();
+        let mut wake = now + Duration::from_secs(1);
+        let mut consider = |ms: Option<u64>| {
+            if let Some(ms) = ms {
+                let at = now + Duration::from_millis(ms.saturating_sub(now_ms));
+                wake = wake.min(at);
+            }
+        };
+        consider(self.service.next_deadline());
+        if let Some(w) = &self.worker {
+            consider(w.flow.next_deadline());
+            wake = wake.min(w.next_status);
+        }
+        if self.discovery {
+            wake = wake.min(self.next_discovery);
+        }
+        wake.max(now + Duration::from_millis(1))
+    }
+
+    fn topic(&self, t: Topic) -> gossipsub::IdentTopic {
+        self.topics
+            .iter()
+            .find(|(k, _)| *k == t)
+            .map(|(_, topic)| topic.clone())
+            .unwrap_or_else(|| gossipsub::IdentTopic::new(self.genesis.topic(t.name())))
+    }
+
+    fn which_topic(&self, hash: &gossipsub::TopicHash) -> Option<Topic> {
+        self.topics
+            .iter()
+            .find(|(_, topic)| topic.hash() == *hash)
+            .map(|(k, _)| *k)
+    }
+
+    fn publish(&mut self, t: Topic, bytes: Vec<u8>) -> Result<(), gossipsub::PublishError> {
+        let topic = self.topic(t);
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(topic = t.name(), "publish failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, NodeStats> {
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn publish_stats(&mut self) {
+        let now = now_ms();
+        let connected = self.swarm.connected_peers().count();
+        let live = self.live_statuses(now);
+        let rate: u64 = live.iter().map(|s| s.payload().hash_rate).sum();
+        let (queue, live_workers, solving) = match &self.worker {
+            Some(w) => (
+                w.flow.queue_len(),
+                w.flow.live_workers(now),
+                w.solving.as_ref().map(|s| s.request.to_string()),
+            ),
+            None => (0, live.len(), None),
+        };
+        let entries = self.registry.len();
+        let services = self.registry.services().count();
+        let mut s = self.stats();
+        s.connected_peers = connected;
+        s.live_workers = live_workers;
+        s.network_hash_rate = rate;
+        s.registry_entries = entries;
+        s.services = services;
+        s.queue = queue;
+        s.solving = solving;
+    }
+
+    fn live_statuses(&self, now: u64) -> Vec<&Signed<WorkerStatus>> {
+        self.statuses
+            .values()
+            .filter(|s| {
+                now.saturating_sub(s.payload().created_ms)
+                    < dpow_protocol::validate::STATUS_MAX_AGE_MS
+            })
+            .collect()
+    }
+
+    // ---- swarm events ----
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with(libp2p::multiaddr::Protocol::P2p(self.peer_id()));
+                tracing::info!(addr = %full, "listening");
+                self.listen_tx.send_modify(|v| v.push(full));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                tracing::debug!(peer = %peer_id, "connected");
+                if num_established.get() == 1 {
+                    self.swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request(&peer_id, SyncRequest::Hello);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                tracing::debug!(peer = %peer_id, "disconnected");
+                self.request_subscribers.remove(&peer_id);
+                self.sub_tx.send_replace(self.request_subscribers.len());
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, "dial failed: {error}");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if self.discovery => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => self.on_gossip_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::Bootstrap(Err(e)),
+                ..
+            })) => {
+                tracing::debug!("dht bootstrap: {e:?}");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip_event(&mut self, ev: gossipsub::Event) {
+        match ev {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let verdict = match self.which_topic(&message.topic) {
+                    Some(t) => self.on_message(t, &message.data),
+                    None => Err(Rejected::new(RejectReason::Undecodable, "unknown topic")),
+                };
+                let acceptance = match &verdict {
+                    Ok(()) => gossipsub::MessageAcceptance::Accept,
+                    Err(r) if r.reason.penalise() => gossipsub::MessageAcceptance::Reject,
+                    Err(_) => gossipsub::MessageAcceptance::Ignore,
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                if let Err(r) = verdict {
+                    self.on_rejected(propagation_source, &r);
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                if self.which_topic(&topic) == Some(Topic::Requests) {
+                    self.request_subscribers.insert(peer_id);
+                    self.sub_tx.send_replace(self.request_subscribers.len());
+                }
+                if self.which_topic(&topic) == Some(Topic::Status)
+                    && let Some(w) = &mut self.worker
+                {
+                    // Let the newcomer know us now rather than at the next interval.
+                    w.next_status = w
+                        .next_status
+                        .min(Instant::now() + Duration::from_millis(50));
+                }
+            }
+            gossipsub::Event::Unsubscribed { peer_id, topic }
+                if self.which_topic(&topic) == Some(Topic::Requests) =>
+            {
+                self.request_subscribers.remove(&peer_id);
+                self.sub_tx.send_replace(self.request_subscribers.len());
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rejected(&mut self, peer: PeerId, r: &Rejected) {
+        self.stats().reject(r.reason.as_str());
+        if !r.reason.penalise() {
+            tracing::debug!(%peer, "ignored message: {r}");
+            return;
+        }
+        tracing::warn!(%peer, "rejected message: {r}");
+        let n = self.penalties.entry(peer).or_default();
+        *n += 1;
+        if *n >= self.max_penalties {
+            tracing::warn!(%peer, penalties = *n, "blocking peer for repeated invalid messages");
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
+            let mut s = self.stats();
+            let p = peer.to_string();
+            if !s.blocked_peers.contains(&p) {
+                s.blocked_peers.push(p);
+            }
+        }
+    }
+
+    /// Validate and act on one message; `Ok` means it may be forwarded.
+    fn on_message(&mut self, topic: Topic, data: &[u8]) -> Result<(), Rejected> {
+        let now = now_ms();
+        match topic {
+            Topic::Requests => {
+                let req = self.validator.check_request(data, &self.registry, now)?;
+                self.stats().accept("work-request");
+                self.on_request(req, now);
+            }
+            Topic::Results => {
+                let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
+                let res = self
+                    .validator
+                    .check_result(data, request, &self.registry, now)?;
+                self.stats().accept("work-result");
+                self.on_result(res, now);
+            }
+            Topic::Cancels => {
+                let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
+                let c = self.validator.check_cancel(data, request)?;
+                self.stats().accept("work-cancel");
+                self.on_done(c.payload().request, now);
+            }
+            Topic::Status => {
+                let st = self.validator.check_status(data, &self.registry, now)?;
+                self.on_status(st, now)?;
+                self.stats().accept("worker-status");
+            }
+            Topic::Registry => {
+                let e = self.validator.check_registry(data, &self.registry)?;
+                self.on_registry(e)?;
+                self.stats().accept("registry");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_status(&mut self, st: Signed<WorkerStatus>, now: u64) -> Result<(), Rejected> {
+        let key = st.payload().worker;
+        if let Some(old) = self.statuses.get(&key)
+            && old.payload().created_ms >= st.payload().created_ms
+        {
+            return Err(Rejected::new(
+                RejectReason::Stale,
+                "an older or equal status than one already held",
+            ));
+        }
+        if let Some(w) = &mut self.worker {
+            w.flow.on_status(st.payload(), now);
+        }
+        if self.statuses.len() >= MAX_SYNC_ITEMS && !self.statuses.contains_key(&key) {
+            // Forget the stalest worker to make room.
+            if let Some(k) = self
+                .statuses
+                .iter()
+                .min_by_key(|(_, s)| s.payload().created_ms)
+                .map(|(k, _)| *k)
+            {
+                self.statuses.remove(&k);
+            }
+        }
+        self.statuses.insert(key, st);
+        Ok(())
+    }
+
+    fn on_registry(&mut self, e: Signed<RegistryEntry>) -> Result<(), Rejected> {
+        match self.registry.apply(e) {
+            Ok(applied) => {
+                tracing::info!(
+                    applied = applied.len(),
+                    total = self.registry.len(),
+                    "registry updated"
+                );
+                Ok(())
+            }
+            Err(RegistryError::Duplicate { .. }) => Err(Rejected::new(
+                RejectReason::Replay,
+                "registry entry already applied",
+            )),
+            Err(e @ RegistryError::Conflict { .. }) => {
+                tracing::warn!("registrar equivocation: {e}");
+                Err(Rejected::new(RejectReason::Replay, e.to_string()))
+            }
+            Err(e) => Err(Rejected::new(RejectReason::UnknownRegistrar, e.to_string())),
+        }
+    }
+
+    fn remember_request(&mut self, req: &Signed<WorkRequest>, now: u64) {
+        let id = req.id();
+        if self.requests.insert(id, req.clone()).is_none() {
+            self.request_order.push_back((req.payload().expires_ms, id));
+        }
+        while self.requests.len() > MAX_KNOWN_REQUESTS
+            || self
+                .request_order
+                .front()
+                .is_some_and(|(exp, _)| *exp + 60_000 < now)
+        {
+            let Some((_, old)) = self.request_order.pop_front() else {
+                break;
+            };
+            self.requests.remove(&old);
+            self.answered.remove(&old);
+        }
+    }
+
+    fn on_request(&mut self, req: Signed<WorkRequest>, now: u64) {
+        self.remember_request(&req, now);
+        if self.answered.contains_key(&req.id()) {
+            return;
+        }
+        if let Some(w) = &mut self.worker {
+            let actions = w.flow.on_request(&req, now);
+            self.worker_actions(actions, now);
+        }
+    }
+
+    fn on_result(&mut self, res: Signed<WorkResult>, now: u64) {
+        let id = res.payload().request;
+        let first = !self.answered.contains_key(&id);
+        if first {
+            self.answered.insert(id, res.payload().worker);
+        }
+        let actions = self.service.on_result(&res, now);
+        self.service_actions(actions, now);
+        self.on_done(id, now);
+    }
+
+    /// A request is finished (answered or cancelled): stop working on it.
+    fn on_done(&mut self, id: RequestId, now: u64) {
+        if let Some(w) = &mut self.worker {
+            let actions = w.flow.on_done(id, now);
+            let spent = w.spent.remove(&id).unwrap_or(0);
+            let me = w.key.public();
+            if spent > 0 {
+                let won = self.answered.get(&id) == Some(&me);
+                let mut s = self
+                    .stats
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if won {
+                    s.hashes_won += spent;
+                }
+            }
+            self.worker_actions(actions, now);
+        }
+    }
+
+    // ---- worker side ----
+
+    fn worker_actions(&mut self, actions: Vec<WorkerAction>, now: u64) {
+        for a in actions {
+            match a {
+                WorkerAction::Solve {
+                    request,
+                    root,
+                    difficulty,
+                } => self.start_solve(request, root, difficulty),
+                WorkerAction::Stop { request } => {
+                    if let Some(w) = &self.worker
+                        && let Some(s) = &w.solving
+                        && s.request == request
+                    {
+                        s.control.cancel();
+                    }
+                }
+                WorkerAction::Publish {
+                    request,
+                    root,
+                    work,
+                } => self.publish_result(request, root, work, now),
+                WorkerAction::Dropped { request } => {
+                    tracing::warn!(%request, "queue full: dropped a request");
+                    self.stats().dropped += 1;
+                }
+            }
+        }
+    }
+
+    fn start_solve(&mut self, request: RequestId, root: Root, difficulty: Difficulty) {
+        let Some(w) = &mut self.worker else { return };
+        if let Some(s) = &w.solving {
+            // The flow solves one request at a time; a new Solve replaces the old one.
+            s.control.cancel();
+        }
+        let control = Arc::new(Control::new());
+        w.solving = Some(Solving {
+            request,
+            control: control.clone(),
+        });
+        let solver = w.solver.clone();
+        let tx = self.solved_tx.clone();
+        tracing::debug!(%request, %difficulty, "solving");
+        let spawned = std::thread::Builder::new()
+            .name("dpow-solve".into())
+            .spawn(move || {
+                let outcome = solver
+                    .solve(&root, difficulty, &control)
+                    .map_err(|e| e.to_string());
+                let _ = tx.blocking_send(Solved {
+                    request,
+                    outcome,
+                    hashes: control.hashes(),
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a solver thread: {e}");
+            w.solving = None;
+        }
+    }
+
+    fn on_solved(&mut self, done: Solved) {
+        let now = now_ms();
+        let Some(w) = &mut self.worker else { return };
+        if w.solving
+            .as_ref()
+            .is_some_and(|s| s.request == done.request)
+        {
+            w.solving = None;
+        }
+        *w.spent.entry(done.request).or_default() += done.hashes;
+        {
+            let mut s = self
+                .stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.hashes += done.hashes;
+        }
+        let actions = match done.outcome {
+            Ok(Some(work)) => w.flow.on_solved(done.request, work, now),
+            // Stopped: the flow already knows why.
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::error!(request = %done.request, "solver failed: {e}");
+                w.flow.on_solve_failed(done.request, now)
+            }
+        };
+        self.worker_actions(actions, now);
+        // The flow may have more queued work now that the solver is free.
+        if let Some(w) = &mut self.worker {
+            let more = w.flow.on_tick(now);
+            self.worker_actions(more, now);
+        }
+    }
+
+    fn publish_result(&mut self, request: RequestId, root: Root, work: Work, now: u64) {
+        let Some(w) = &self.worker else { return };
+        let result = WorkResult {
+            request,
+            root,
+            work,
+            worker: w.key.public(),
+        };
+        let signed = match Signed::sign(result, &w.key) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot sign a result: {e}");
+                return;
+            }
+        };
+        self.stats().solved += 1;
+        let _ = self.publish(Topic::Results, signed.bytes().to_vec());
+        // Our own message does not come back to us: handle it as if it had.
+        self.on_result(signed, now);
+    }
+
+    fn publish_status(&mut self, now: u64) {
+        let Some(w) = &mut self.worker else { return };
+        w.next_status = Instant::now() + self.status_interval;
+        let status = WorkerStatus {
+            worker: w.key.public(),
+            hash_rate: w.rate,
+            queue: w.flow.queue_len() as u32,
+            payout: w.payout,
+            created_ms: now,
+        };
+        let signed = match Signed::sign(status, &w.key) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot sign a status: {e}");
+                return;
+            }
+        };
+        w.flow.on_status(signed.payload(), now);
+        let key = w.key.public();
+        self.statuses.insert(key, signed.clone());
+        let _ = self.publish(Topic::Status, signed.bytes().to_vec());
+    }
+
+    // ---- service side ----
+
+    fn service_actions(&mut self, actions: Vec<ServiceAction>, now: u64) {
+        for a in actions {
+            match a {
+                ServiceAction::Publish(req) => {
+                    let _ = self.publish(Topic::Requests, req.bytes().to_vec());
+                }
+                ServiceAction::Cancel { request } => self.publish_cancel(request, now),
+                ServiceAction::Completed {
+                    request,
+                    result,
+                    latency_ms,
+                } => {
+                    self.stats().completed += 1;
+                    if let Some(p) = self.pending.remove(&request) {
+                        let _ = p.reply.send(Ok(WorkAnswer {
+                            request: request.to_string(),
+                            work: result.payload().work,
+                            worker: result.payload().worker,
+                            latency: Duration::from_millis(latency_ms),
+                        }));
+                    }
+                }
+                ServiceAction::Expired { request } => {
+                    self.stats().expired += 1;
+                    if let Some(p) = self.pending.remove(&request) {
+                        let _ = p.reply.send(Err(SubmitError::Expired));
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish_cancel(&mut self, request: RequestId, now: u64) {
+        let Some(key) = &self.service_key else { return };
+        let cancel = WorkCancel {
+            service: key.public(),
+            request,
+            created_ms: now,
+        };
+        match Signed::sign(cancel, key) {
+            Ok(c) => {
+                let _ = self.publish(Topic::Cancels, c.bytes().to_vec());
+            }
+            Err(e) => tracing::error!("cannot sign a cancel: {e}"),
+        }
+        self.on_done(request, now);
+    }
+
+    fn submit(
+        &mut self,
+        ask: super::WorkAsk,
+        reply: oneshot::Sender<Result<WorkAnswer, SubmitError>>,
+    ) {
+        let now = now_ms();
+        let Some(key) = &self.service_key else {
+            let _ = reply.send(Err(SubmitError::NoServiceKey));
+            return;
+        };
+        let request = WorkRequest {
+            service: key.public(),
+            root: ask.root,
+            difficulty: ask.difficulty,
+            kind: ask.kind,
+            account: ask.account,
+            nonce: dpow_solver::random_start(),
+            created_ms: now,
+            expires_ms: now + ask.lifetime.as_millis() as u64,
+            priority: ask.priority,
+        };
+        let signed = match Signed::sign(request, key) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reply.send(Err(SubmitError::Refused(e.to_string())));
+                return;
+            }
+        };
+        // The same checks every peer will apply: fail here with the reason, not by silence.
+        let signed = match self
+            .validator
+            .check_request(signed.bytes(), &self.registry, now)
+        {
+            Ok(s) => s,
+            Err(r) => {
+                let _ = reply.send(Err(SubmitError::Refused(r.to_string())));
+                return;
+            }
+        };
+        let id = signed.id();
+        let actions = match self.service.submit(signed.clone(), now) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = reply.send(Err(SubmitError::Refused(e.to_string())));
+                return;
+            }
+        };
+        self.stats().submitted += 1;
+        self.pending.insert(id, Pending { reply });
+        self.service_actions(actions, now);
+        // A service node that also works takes its own request like any other.
+        self.on_request(signed, now);
+    }
+
+    // ---- commands, sync, timers ----
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit { ask, reply } => self.submit(ask, reply),
+            Command::Registry { action, key, reply } => {
+                let _ = reply.send(self.sign_registry(action, &key));
+            }
+            Command::RegistryEntries { reply } => {
+                let _ = reply.send(self.registry.entries());
+            }
+            Command::PublishRaw {
+                topic,
+                bytes,
+                reply,
+            } => {
+                let r = self
+                    .publish(topic, bytes)
+                    .map_err(|e| anyhow::anyhow!("publish on {}: {e}", topic.name()));
+                let _ = reply.send(r);
+            }
+            Command::Dial(addr) => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, "dial: {e}");
+                }
+            }
+        }
+    }
+
+    fn sign_registry(
+        &mut self,
+        action: dpow_protocol::RegistryAction,
+        key: &SecretKey,
+    ) -> anyhow::Result<u64> {
+        let registrar = key.public();
+        if !self.registry.is_registrar(&registrar) {
+            anyhow::bail!(
+                "{} is not a registrar of network {}",
+                registrar.to_account(),
+                self.genesis.network
+            );
+        }
+        let seq = self.registry.next_seq(&registrar);
+        let entry = RegistryEntry {
+            registrar,
+            seq,
+            created_ms: now_ms(),
+            action,
+        };
+        let signed = Signed::sign(entry, key)?;
+        self.registry
+            .apply(signed.clone())
+            .map_err(|e| anyhow::anyhow!("applying the entry: {e}"))?;
+        self.publish(Topic::Registry, signed.bytes().to_vec())
+            .map_err(|e| anyhow::anyhow!("publishing the entry: {e}"))?;
+        Ok(seq)
+    }
+
+    fn on_sync_event(&mut self, ev: request_response::Event<SyncRequest, SyncResponse>) {
+        match ev {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request: SyncRequest::Hello,
+                        channel,
+                        ..
+                    },
+                ..
+            } => {
+                let now = now_ms();
+                let registry = self
+                    .registry
+                    .entries()
+                    .into_iter()
+                    .take(MAX_SYNC_ITEMS)
+                    .map(|e| Bytes(e.bytes().to_vec()))
+                    .collect();
+                let statuses = self
+                    .live_statuses(now)
+                    .into_iter()
+                    .take(MAX_SYNC_ITEMS)
+                    .map(|s| Bytes(s.bytes().to_vec()))
+                    .collect();
+                let resp = SyncResponse { registry, statuses };
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, resp)
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "sync response not sent: the peer left");
+                }
+            }
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Response { response, .. },
+                ..
+            } => {
+                let now = now_ms();
+                let (mut ok, mut bad) = (0usize, 0usize);
+                for b in response.registry.iter().take(MAX_SYNC_ITEMS) {
+                    match self
+                        .validator
+                        .check_registry(&b.0, &self.registry)
+                        .and_then(|e| self.on_registry(e))
+                    {
+                        Ok(()) => ok += 1,
+                        Err(r) if r.reason == RejectReason::Replay => {}
+                        Err(r) => {
+                            bad += 1;
+                            self.on_rejected(peer, &r);
+                        }
+                    }
+                }
+                for b in response.statuses.iter().take(MAX_SYNC_ITEMS) {
+                    if let Ok(st) = self.validator.check_status(&b.0, &self.registry, now) {
+                        let _ = self.on_status(st, now);
+                    }
+                }
+                tracing::debug!(%peer, registry = ok, bad, "synced from peer");
+                self.synced_tx.send_modify(|c| *c += 1);
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "sync failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        let actions = self.service.on_tick(now);
+        self.service_actions(actions, now);
+        if let Some(w) = &mut self.worker {
+            let actions = w.flow.on_tick(now);
+            let due = Instant::now() >= w.next_status;
+            self.worker_actions(actions, now);
+            if due {
+                self.publish_status(now);
+            }
+        }
+        if self.discovery && Instant::now() >= self.next_discovery {
+            self.next_discovery = Instant::now() + Duration::from_secs(30);
+            if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                tracing::debug!("dht bootstrap: {e}");
+            }
+        }
+    }
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+fn start_worker(
+    w: WorkerConfig,
+    key: SecretKey,
+    flow: dpow_protocol::flow::FlowConfig,
+) -> anyhow::Result<Worker> {
+    let solver: Arc<dyn Solver> = Arc::from(w.solver);
+    let rate = match w.rate {
+        Some(r) => r,
+        None => {
+            let r =
+                dpow_solver::dispatch::measure_rate(solver.as_ref(), Duration::from_millis(300))
+                    .context("measuring the solver's hash rate")?;
+            r as u64
+        }
+    }
+    .max(1);
+    tracing::info!(rate, "worker ready");
+    Ok(Worker {
+        flow: WorkerFlow::new(key.public(), rate, flow),
+        solver,
+        key,
+        payout: w.payout,
+        rate,
+        solving: None,
+        spent: HashMap::new(),
+        next_status: Instant::now(),
+    })
+}
+
+/// For messages the node signs itself: its kind's domain, for logs.
+#[allow(dead_code)]
+fn domain<T: Message>() -> &'static str {
+    T::KIND.domain()
+}

@@ -1,0 +1,378 @@
+//! The swarm: one event loop owns the libp2p swarm, the registry, the validator and the
+//! request state machines; everything else talks to it through a bounded command channel.
+//!
+//! ```text
+//!   NodeHandle ──commands──▶ EventLoop ◀──events── Swarm (tcp+noise+yamux: identify, kad,
+//!                               │  ▲                        gossipsub, sync, block list)
+//!                     solve jobs│  │answers
+//!                               ▼  │
+//!                        solver thread (Dispatcher over CPU and GPUs)
+//! ```
+//!
+//! Every gossip message is validated before gossipsub may forward it
+//! ([`dpow_protocol::validate`]); the verdict goes back to gossipsub (accept, ignore, or reject,
+//! which costs the sender score), is counted in [`NodeStats`], and a peer that earns
+//! `max_penalties` rejections is blocked outright.
+
+mod behaviour;
+mod event_loop;
+mod stats;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use dpow_keys::{PublicKey, SecretKey};
+use dpow_protocol::flow::FlowConfig;
+use dpow_protocol::{BlockKind, Difficulty, Priority, RegistryAction, Root, Work};
+use dpow_solver::Solver;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::genesis::Genesis;
+pub use behaviour::NetTuning;
+pub use stats::NodeStats;
+
+/// Commands waiting for the event loop; senders wait when it is full.
+const COMMAND_QUEUE: usize = 256;
+
+/// What a node does beside relaying and validating.
+pub struct WorkerConfig {
+    /// The devices that solve (CPU pool, GPUs).
+    pub solver: Box<dyn Solver>,
+    /// Where this worker's earnings go (a `nano_` account's key).
+    pub payout: PublicKey,
+    /// The hash rate to announce; measured from the solver at start when `None`.
+    pub rate: Option<u64>,
+}
+
+/// Everything a node needs to start.
+pub struct NodeConfig {
+    /// The network.
+    pub genesis: Genesis,
+    /// The node's key: its libp2p identity and, if it works, its worker key.
+    pub key: SecretKey,
+    /// Addresses to listen on (`/ip4/127.0.0.1/tcp/0` picks a free port).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial besides the genesis bootstrap list.
+    pub dial: Vec<Multiaddr>,
+    /// Solve requests (a worker) with these devices.
+    pub worker: Option<WorkerConfig>,
+    /// Sign requests submitted through [`NodeHandle::submit`] with this service key.
+    pub service_key: Option<SecretKey>,
+    /// The request state machine's settings.
+    pub flow: FlowConfig,
+    /// How often a worker announces its status.
+    pub status_interval: Duration,
+    /// Penalised rejections after which a peer is blocked.
+    pub max_penalties: u32,
+    /// Network tuning.
+    pub tuning: NetTuning,
+}
+
+impl NodeConfig {
+    /// A relay-only node with default settings.
+    pub fn new(genesis: Genesis, key: SecretKey) -> NodeConfig {
+        NodeConfig {
+            genesis,
+            key,
+            listen: vec![],
+            dial: vec![],
+            worker: None,
+            service_key: None,
+            flow: FlowConfig::default(),
+            status_interval: Duration::from_secs(5),
+            max_penalties: 5,
+            tuning: NetTuning::default(),
+        }
+    }
+}
+
+/// Which gossip topic, for [`NodeHandle::publish_raw`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// Work requests.
+    Requests,
+    /// Work results.
+    Results,
+    /// Cancels.
+    Cancels,
+    /// Worker statuses.
+    Status,
+    /// Registry entries.
+    Registry,
+}
+
+impl Topic {
+    const ALL: [Topic; 5] = [
+        Topic::Requests,
+        Topic::Results,
+        Topic::Cancels,
+        Topic::Status,
+        Topic::Registry,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Topic::Requests => "requests",
+            Topic::Results => "results",
+            Topic::Cancels => "cancels",
+            Topic::Status => "status",
+            Topic::Registry => "registry",
+        }
+    }
+}
+
+/// What a service asks for.
+#[derive(Clone, Debug)]
+pub struct WorkAsk {
+    /// The block root.
+    pub root: Root,
+    /// The threshold.
+    pub difficulty: Difficulty,
+    /// The block kind, if known.
+    pub kind: Option<BlockKind>,
+    /// The account, if known.
+    pub account: Option<PublicKey>,
+    /// Priority class.
+    pub priority: Priority,
+    /// How long the request stays valid.
+    pub lifetime: Duration,
+}
+
+/// Valid work, as the network delivered it.
+#[derive(Clone, Debug)]
+pub struct WorkAnswer {
+    /// The request's id (hex).
+    pub request: String,
+    /// The work.
+    pub work: Work,
+    /// The worker that solved it.
+    pub worker: PublicKey,
+    /// From publishing the request to holding validated work.
+    pub latency: Duration,
+}
+
+/// Why a submitted request did not get work.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The node has no service key.
+    #[error("this node has no service key to sign requests with")]
+    NoServiceKey,
+    /// The network refused or never answered.
+    #[error("{0}")]
+    Refused(String),
+    /// Nobody answered before the request expired.
+    #[error("no valid work arrived before the request expired")]
+    Expired,
+    /// The node stopped.
+    #[error("the node stopped")]
+    Stopped,
+}
+
+enum Command {
+    Submit {
+        ask: WorkAsk,
+        reply: oneshot::Sender<Result<WorkAnswer, SubmitError>>,
+    },
+    Registry {
+        action: RegistryAction,
+        key: SecretKey,
+        reply: oneshot::Sender<anyhow::Result<u64>>,
+    },
+    RegistryEntries {
+        reply: oneshot::Sender<Vec<dpow_protocol::Signed<dpow_protocol::RegistryEntry>>>,
+    },
+    PublishRaw {
+        topic: Topic,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<anyhow::Result<()>>,
+    },
+    Dial(Multiaddr),
+}
+
+/// Reads a node's statistics from any task.
+#[derive(Clone)]
+pub struct StatsReader(Arc<Mutex<NodeStats>>);
+
+impl StatsReader {
+    /// A copy of the statistics now.
+    pub fn snapshot(&self) -> NodeStats {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A running node: send it commands, read its statistics, stop it.
+pub struct NodeHandle {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+    stats: Arc<Mutex<NodeStats>>,
+    listen: watch::Receiver<Vec<Multiaddr>>,
+    subscribed: watch::Receiver<usize>,
+    synced: watch::Receiver<usize>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl NodeHandle {
+    /// The node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// A cheap, cloneable reader of the node's statistics (for the HTTP server).
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(self.stats.clone())
+    }
+
+    /// A copy of the node's statistics.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The addresses it listens on, each with `/p2p/PEER_ID`, once known.
+    pub async fn listen_addrs(&self, timeout: Duration) -> anyhow::Result<Vec<Multiaddr>> {
+        let mut rx = self.listen.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|a| !a.is_empty()))
+            .await
+            .context("the node did not start listening in time")?
+            .context("the node stopped")?;
+        let addrs = rx.borrow().clone();
+        Ok(addrs)
+    }
+
+    /// Wait until at least `n` peers subscribe to the request topic.
+    pub async fn wait_for_peers(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let mut rx = self.subscribed.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|&c| c >= n))
+            .await
+            .with_context(|| format!("fewer than {n} peers joined within {timeout:?}"))?
+            .context("the node stopped")?;
+        Ok(())
+    }
+
+    /// Wait until a peer has answered this node's sync request (registry and worker statuses).
+    pub async fn wait_synced(&self, timeout: Duration) -> anyhow::Result<()> {
+        let mut rx = self.synced.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|&c| c >= 1))
+            .await
+            .with_context(|| format!("no peer answered a sync within {timeout:?}"))?
+            .context("the node stopped")?;
+        Ok(())
+    }
+
+    /// Ask the network for work, signed with the node's service key; waits for valid work.
+    pub async fn submit(&self, ask: WorkAsk) -> Result<WorkAnswer, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Submit { ask, reply })
+            .await
+            .map_err(|_| SubmitError::Stopped)?;
+        rx.await.map_err(|_| SubmitError::Stopped)?
+    }
+
+    /// Sign a registry entry with a registrar key (next sequence number), apply and publish it.
+    /// Returns the entry's sequence number.
+    pub async fn registry(&self, action: RegistryAction, key: SecretKey) -> anyhow::Result<u64> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Registry { action, key, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))?
+    }
+
+    /// The registry entries this node has applied.
+    pub async fn registry_entries(
+        &self,
+    ) -> anyhow::Result<Vec<dpow_protocol::Signed<dpow_protocol::RegistryEntry>>> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::RegistryEntries { reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+    }
+
+    /// Publish bytes on a topic without validating them: for fault-injection tests and
+    /// diagnostics. Peers still validate what they receive.
+    pub async fn publish_raw(&self, topic: Topic, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::PublishRaw {
+                topic,
+                bytes,
+                reply,
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))?
+    }
+
+    /// Dial a peer.
+    pub async fn dial(&self, addr: Multiaddr) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::Dial(addr))
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))
+    }
+
+    /// Stop the node and wait for its event loop to finish.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_now();
+        match self.task.take() {
+            Some(t) => t.await.context("the node's task panicked")?,
+            None => Ok(()),
+        }
+    }
+
+    /// Wait until the node stops by itself (an error) or `shutdown` is called elsewhere.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        match self.task.take() {
+            Some(t) => t.await.context("the node's task panicked")?,
+            None => Ok(()),
+        }
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Start a node on the current tokio runtime.
+pub async fn spawn(config: NodeConfig) -> anyhow::Result<NodeHandle> {
+    let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (shutdown, shutdown_rx) = oneshot::channel();
+    let (listen_tx, listen) = watch::channel(Vec::new());
+    let (sub_tx, subscribed) = watch::channel(0usize);
+    let (synced_tx, synced) = watch::channel(0usize);
+    let stats = Arc::new(Mutex::new(NodeStats::default()));
+    let ev =
+        event_loop::EventLoop::new(config, rx, stats.clone(), listen_tx, sub_tx, synced_tx).await?;
+    let peer_id = ev.peer_id();
+    let task = tokio::spawn(ev.run(shutdown_rx));
+    Ok(NodeHandle {
+        peer_id,
+        commands,
+        stats,
+        listen,
+        subscribed,
+        synced,
+        shutdown: Some(shutdown),
+        task: Some(task),
+    })
+}

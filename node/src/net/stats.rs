@@ -1,0 +1,70 @@
+//! What a node counts about the swarm, as one snapshot any part of the program can read.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Counters and gauges of one node. Cloned out as a snapshot; the event loop is the only writer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeStats {
+    /// This node's libp2p peer id.
+    pub peer_id: String,
+    /// The node key's `nano_` account (a worker's key in results and receipts).
+    pub account: String,
+    /// Peers with an open connection.
+    pub connected_peers: usize,
+    /// Workers heard from recently (including this node if it is one).
+    pub live_workers: usize,
+    /// Their summed announced hash rate, hashes per second.
+    pub network_hash_rate: u64,
+    /// Registry entries applied.
+    pub registry_entries: usize,
+    /// Services registered.
+    pub services: usize,
+    /// Gossip messages accepted (and so forwarded), by kind.
+    pub accepted: BTreeMap<String, u64>,
+    /// Gossip messages rejected or ignored, by reason; never forwarded.
+    pub rejected: BTreeMap<String, u64>,
+    /// Peers blocked for sending too many invalid messages.
+    pub blocked_peers: Vec<String>,
+    /// Requests this node submitted for its own callers.
+    pub submitted: u64,
+    /// Of those, answered with valid work.
+    pub completed: u64,
+    /// Of those, expired unanswered.
+    pub expired: u64,
+    /// Worker side: requests solved and published by this node.
+    pub solved: u64,
+    /// Worker side: hashes computed.
+    pub hashes: u64,
+    /// Worker side: hashes on requests that this node answered first (as far as it saw).
+    pub hashes_won: u64,
+    /// Worker side: the request being solved now, if any.
+    pub solving: Option<String>,
+    /// Worker side: requests waiting in the queue.
+    pub queue: usize,
+    /// Worker side: requests dropped because the queue was full.
+    pub dropped: u64,
+    /// Worker side: this node's announced hash rate.
+    pub hash_rate: u64,
+}
+
+impl NodeStats {
+    pub(crate) fn accept(&mut self, kind: &str) {
+        *self.accepted.entry(kind.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn reject(&mut self, reason: &str) {
+        *self.rejected.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// Rejections counted for `reason`.
+    pub fn rejected_for(&self, reason: &str) -> u64 {
+        self.rejected.get(reason).copied().unwrap_or(0)
+    }
+
+    /// Messages of `kind` accepted.
+    pub fn accepted_of(&self, kind: &str) -> u64 {
+        self.accepted.get(kind).copied().unwrap_or(0)
+    }
+}

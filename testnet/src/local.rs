@@ -1,0 +1,240 @@
+//! A dpow network inside one process, on loopback TCP: for tests.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use dpow_keys::SecretKey;
+use dpow_node::genesis::Genesis;
+use dpow_node::net::{self, NodeConfig, NodeHandle, NodeStats, WorkerConfig};
+use dpow_protocol::{Credits, Profile, RegistryAction, TimePolicy};
+use dpow_solver::CpuSolver;
+use libp2p::Multiaddr;
+
+pub use dpow_protocol::flow::FlowConfig;
+
+/// How to build a [`LocalNet`].
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Workers to start.
+    pub workers: usize,
+    /// The difficulty profile.
+    pub profile: Profile,
+    /// CPU threads per worker.
+    pub threads: usize,
+    /// Announced hash rate per worker (measured when `None`).
+    pub rate: Option<u64>,
+    /// Register (and fund) the service key at start.
+    pub register_service: bool,
+    /// The workers' request state machine settings.
+    pub flow: FlowConfig,
+    /// Penalised rejections before a peer is blocked.
+    pub max_penalties: u32,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            workers: 2,
+            profile: Profile::test(),
+            threads: 1,
+            rate: Some(20_000_000),
+            register_service: true,
+            flow: FlowConfig::default(),
+            max_penalties: 3,
+        }
+    }
+}
+
+/// A running local network. Nodes stop when it is dropped.
+pub struct LocalNet {
+    /// The genesis every node shares (bootstrap = the first node).
+    pub genesis: Genesis,
+    /// The registrar's key.
+    pub registrar: SecretKey,
+    /// The service key (registered if the options said so).
+    pub service: SecretKey,
+    /// The bootstrap node (relay only).
+    pub bootstrap: NodeHandle,
+    /// Its address.
+    pub bootstrap_addr: Multiaddr,
+    /// Worker nodes, in start order.
+    pub workers: Vec<NodeHandle>,
+    options: LocalOptions,
+}
+
+/// A fast heartbeat and no DHT walks: tests decide who connects to whom.
+pub fn test_tuning() -> net::NetTuning {
+    net::NetTuning {
+        heartbeat: Duration::from_millis(100),
+        discovery: false,
+        ..net::NetTuning::default()
+    }
+}
+
+fn loopback() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0"
+        .parse()
+        .unwrap_or_else(|_| Multiaddr::empty())
+}
+
+impl LocalNet {
+    /// Start a bootstrap node and the workers, register the service, and wait until every node
+    /// knows the registry and every worker.
+    pub async fn start(options: LocalOptions) -> anyhow::Result<LocalNet> {
+        let registrar = SecretKey::generate()?;
+        let service = SecretKey::generate()?;
+        let mut genesis = Genesis {
+            network: "local-test".into(),
+            profile: options.profile.clone(),
+            registrars: vec![registrar.public()],
+            bootstrap: vec![],
+            time: TimePolicy::default(),
+        };
+        let mut cfg = NodeConfig::new(genesis.clone(), SecretKey::generate()?);
+        cfg.listen = vec![loopback()];
+        cfg.tuning = test_tuning();
+        cfg.max_penalties = options.max_penalties;
+        let bootstrap = net::spawn(cfg).await?;
+        let bootstrap_addr = bootstrap
+            .listen_addrs(Duration::from_secs(10))
+            .await?
+            .into_iter()
+            .next()
+            .context("bootstrap address")?;
+        genesis.bootstrap = vec![bootstrap_addr.clone()];
+        let mut net = LocalNet {
+            genesis,
+            registrar,
+            service,
+            bootstrap,
+            bootstrap_addr,
+            workers: Vec::new(),
+            options: options.clone(),
+        };
+        for _ in 0..options.workers {
+            net.add_worker().await?;
+        }
+        if options.register_service {
+            net.bootstrap
+                .wait_for_peers(1, Duration::from_secs(10))
+                .await
+                .ok();
+            let svc = net.service.public();
+            net.bootstrap
+                .registry(
+                    RegistryAction::RegisterService {
+                        service: svc,
+                        name: "test service".into(),
+                    },
+                    net.registrar.clone(),
+                )
+                .await?;
+            net.bootstrap
+                .registry(
+                    RegistryAction::GrantCredits {
+                        service: svc,
+                        credits: Credits(1_000_000),
+                    },
+                    net.registrar.clone(),
+                )
+                .await?;
+        }
+        let want_entries = if options.register_service { 2 } else { 0 };
+        let n = options.workers;
+        net.wait_all(Duration::from_secs(20), |s| {
+            s.registry_entries >= want_entries && s.live_workers >= n
+        })
+        .await
+        .context("waiting for the network to settle")?;
+        Ok(net)
+    }
+
+    /// A node config for this network with test settings.
+    pub fn config(&self, key: SecretKey) -> NodeConfig {
+        let mut cfg = NodeConfig::new(self.genesis.clone(), key);
+        cfg.listen = vec![loopback()];
+        cfg.tuning = test_tuning();
+        cfg.flow = self.options.flow.clone();
+        cfg.status_interval = Duration::from_millis(500);
+        cfg.max_penalties = self.options.max_penalties;
+        cfg
+    }
+
+    /// Start one more worker.
+    pub async fn add_worker(&mut self) -> anyhow::Result<&NodeHandle> {
+        let mut cfg = self.config(SecretKey::generate()?);
+        let solver = CpuSolver::new(self.options.threads)?;
+        cfg.worker = Some(WorkerConfig {
+            solver: Box::new(solver),
+            payout: cfg.key.public(),
+            rate: self.options.rate,
+        });
+        let node = net::spawn(cfg).await?;
+        node.wait_synced(Duration::from_secs(10)).await?;
+        self.workers.push(node);
+        self.workers.last().context("just pushed")
+    }
+
+    /// A service node (no worker) that signs with the service key, connected to the bootstrap.
+    pub async fn service_node(&self) -> anyhow::Result<NodeHandle> {
+        let mut cfg = self.config(SecretKey::generate()?);
+        cfg.service_key = Some(self.service.clone());
+        let node = net::spawn(cfg).await?;
+        node.wait_synced(Duration::from_secs(10)).await?;
+        node.wait_for_peers(1, Duration::from_secs(10)).await?;
+        Ok(node)
+    }
+
+    /// Wait until `ok` holds for the bootstrap's and every worker's statistics.
+    pub async fn wait_all(
+        &self,
+        timeout: Duration,
+        ok: impl Fn(&NodeStats) -> bool,
+    ) -> anyhow::Result<()> {
+        let t0 = tokio::time::Instant::now();
+        loop {
+            let all = std::iter::once(&self.bootstrap)
+                .chain(&self.workers)
+                .all(|n| ok(&n.stats()));
+            if all {
+                return Ok(());
+            }
+            if t0.elapsed() > timeout {
+                let s: Vec<String> = std::iter::once(&self.bootstrap)
+                    .chain(&self.workers)
+                    .map(|n| {
+                        let s = n.stats();
+                        format!(
+                            "{}: registry {}, workers {}, peers {}",
+                            &s.peer_id[s.peer_id.len().saturating_sub(6)..],
+                            s.registry_entries,
+                            s.live_workers,
+                            s.connected_peers
+                        )
+                    })
+                    .collect();
+                bail!("timed out; nodes: {}", s.join("; "));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Wait until `ok` holds for one node's statistics.
+pub async fn wait_for(
+    node: &NodeHandle,
+    timeout: Duration,
+    ok: impl Fn(&NodeStats) -> bool,
+) -> anyhow::Result<NodeStats> {
+    let t0 = tokio::time::Instant::now();
+    loop {
+        let s = node.stats();
+        if ok(&s) {
+            return Ok(s);
+        }
+        if t0.elapsed() > timeout {
+            bail!("timed out; stats: {s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

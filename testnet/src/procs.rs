@@ -1,0 +1,453 @@
+//! The process-based testnet behind `testnet/run.sh`.
+#![allow(clippy::print_stdout)] // the console program behind run.sh: printing is its job
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// Options of `dpow-testnet` (and so of `testnet/run.sh`).
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "testnet/run.sh",
+    about = "Start a dpow network on loopback and put work through it"
+)]
+pub struct Args {
+    /// Worker nodes to start.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Requests to submit, spread over every block kind.
+    #[arg(long, default_value_t = 50)]
+    pub requests: u32,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u32,
+    /// Difficulty profile: test (default, the demo takes seconds), nano (real difficulty),
+    /// banano, multiplier-proposal.
+    #[arg(long, default_value = "test")]
+    pub profile: String,
+    /// CPU threads per worker (default: 1).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Leave the network running after the summary, until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
+    /// The dpow binary (default: next to this program).
+    #[arg(long)]
+    pub dpow: Option<PathBuf>,
+}
+
+/// A started node process.
+struct NodeProc {
+    role: String,
+    child: Child,
+    peer_id: String,
+    listen: String,
+    http: String,
+}
+
+/// Every child process, stopped when dropped (also on errors and panics).
+#[derive(Default)]
+struct Procs(Vec<NodeProc>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            let _ = p.child.kill();
+        }
+        for p in &mut self.0 {
+            let _ = p.child.wait();
+        }
+    }
+}
+
+fn dpow_cmd(dpow: &Path) -> Command {
+    let mut c = Command::new(dpow);
+    c.env("DPOW_LOG", "info");
+    c
+}
+
+/// Run `dpow --json ARGS` to completion and parse its output.
+fn dpow_json(dpow: &Path, args: &[&str]) -> anyhow::Result<Value> {
+    let out = dpow_cmd(dpow)
+        .arg("--json")
+        .args(args)
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running dpow {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "dpow {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("output of dpow {}", args[0]))
+}
+
+fn field(v: &Value, k: &str) -> anyhow::Result<String> {
+    v[k].as_str()
+        .map(str::to_string)
+        .with_context(|| format!("missing {k} in {v}"))
+}
+
+/// Start `dpow --json node ...` and wait for its start-up report on stdout.
+fn start_node(
+    dpow: &Path,
+    dir: &Path,
+    name: &str,
+    role: &str,
+    genesis: &Path,
+    extra: &[String],
+) -> anyhow::Result<NodeProc> {
+    let log = dir.join(format!("{name}.log"));
+    let mut cmd = dpow_cmd(dpow);
+    cmd.arg("--json")
+        .arg("node")
+        .arg("--genesis")
+        .arg(genesis)
+        .arg("--data-dir")
+        .arg(dir.join(name))
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).context("creating a log file")?);
+    let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    let stdout = child.stdout.take().context("node stdout")?;
+    let mut text = String::new();
+    let mut reader = BufReader::new(stdout);
+    // The report is one pretty-printed JSON object: read until it parses.
+    let started = Instant::now();
+    let report: Value = loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).context("reading node output")?;
+        if n == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut logtext = String::new();
+            let _ = std::fs::File::open(&log).and_then(|mut f| f.read_to_string(&mut logtext));
+            bail!("{name} exited during start-up:\n{logtext}");
+        }
+        text.push_str(&line);
+        if let Ok(v) = serde_json::from_str::<Value>(&text) {
+            break v;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("{name} did not report within a minute");
+        }
+    };
+    // Keep draining stdout so the node never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    let listen = report["listen"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .context("node reported no listen address")?
+        .to_string();
+    Ok(NodeProc {
+        role: role.to_string(),
+        child,
+        peer_id: field(&report, "peer_id")?,
+        listen,
+        http: field(&report, "http")?,
+    })
+}
+
+/// `GET url` over plain HTTP/1.0, parsed as JSON.
+pub fn http_get_json(url: &str) -> anyhow::Result<Value> {
+    let rest = url.strip_prefix("http://").context("http:// URL")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut s = TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    let json = body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .context("malformed HTTP response")?;
+    serde_json::from_str(json).context("parsing /api/stats")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    while !ok() {
+        if t0.elapsed() > timeout {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn u64_of(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
+/// Run the testnet.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let dpow = match &a.dpow {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("program directory")?
+            .join("dpow"),
+    };
+    if !dpow.exists() {
+        bail!(
+            "{} not found: build it with `cargo build -p dpow-node`",
+            dpow.display()
+        );
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("dpow-testnet.")
+        .tempdir()
+        .context("creating the data directory")?;
+    let d = dir.path();
+    println!("data under {}", d.display());
+
+    let registrar = dpow_json(
+        &dpow,
+        &[
+            "keys",
+            "new",
+            "--out",
+            &d.join("registrar.key").to_string_lossy(),
+        ],
+    )?;
+    let service = dpow_json(
+        &dpow,
+        &[
+            "keys",
+            "new",
+            "--out",
+            &d.join("service.key").to_string_lossy(),
+        ],
+    )?;
+    let registrar_acct = field(&registrar, "account")?;
+    let service_acct = field(&service, "account")?;
+
+    let genesis0 = d.join("genesis-bootstrap.toml");
+    let genesis_text = |bootstrap: &str| {
+        format!(
+            "network = \"dpow-testnet\"\nprofile = \"{}\"\nregistrars = [\"{registrar_acct}\"]\nbootstrap = [{bootstrap}]\n",
+            a.profile
+        )
+    };
+    std::fs::write(&genesis0, genesis_text(""))?;
+
+    let mut procs = Procs::default();
+    let boot = start_node(&dpow, d, "bootstrap", "registrar/bootstrap", &genesis0, &[])?;
+    let genesis = d.join("genesis.toml");
+    std::fs::write(&genesis, genesis_text(&format!("\"{}\"", boot.listen)))?;
+    procs.0.push(boot);
+
+    let service_node = start_node(
+        &dpow,
+        d,
+        "service",
+        "service",
+        &genesis,
+        &[
+            "--role".into(),
+            "service".into(),
+            "--service-key".into(),
+            d.join("service.key").to_string_lossy().into_owned(),
+        ],
+    )?;
+    let service_addr = service_node.listen.clone();
+    procs.0.push(service_node);
+    for i in 0..a.workers {
+        let w = start_node(
+            &dpow,
+            d,
+            &format!("worker{}", i + 1),
+            "worker",
+            &genesis,
+            &[
+                "--role".into(),
+                "worker".into(),
+                "--threads".into(),
+                a.threads.to_string(),
+                "--status-interval".into(),
+                "1".into(),
+            ],
+        )?;
+        procs.0.push(w);
+    }
+
+    println!("\n{:<20} {:<54} http", "role", "peer id");
+    for p in &procs.0 {
+        println!("{:<20} {:<54} {}", p.role, p.peer_id, p.http);
+    }
+
+    let g = genesis.to_string_lossy().into_owned();
+    let rk = d.join("registrar.key").to_string_lossy().into_owned();
+    dpow_json(
+        &dpow,
+        &[
+            "registry",
+            "register-service",
+            "--genesis",
+            &g,
+            "--key",
+            &rk,
+            "--service",
+            &service_acct,
+            "--name",
+            "testnet service",
+        ],
+    )?;
+    dpow_json(
+        &dpow,
+        &[
+            "registry",
+            "grant",
+            "--genesis",
+            &g,
+            "--key",
+            &rk,
+            "--service",
+            &service_acct,
+            "--credits",
+            "1000000",
+        ],
+    )?;
+    println!("\nregistered service {service_acct}");
+
+    // Every node holds the registry and every worker knows every other before requests flow.
+    let urls: Vec<(String, String)> = procs
+        .0
+        .iter()
+        .map(|p| (p.role.clone(), p.http.clone()))
+        .collect();
+    wait_until(
+        "the registry and worker announcements to spread",
+        Duration::from_secs(30),
+        || {
+            urls.iter().all(|(role, u)| {
+                http_get_json(&format!("{u}/api/stats")).is_ok_and(|s| {
+                    u64_of(&s, "registry_entries") >= 2
+                        && (role != "worker" || u64_of(&s, "live_workers") >= a.workers as u64)
+                })
+            })
+        },
+    )?;
+
+    let kinds = "send,receive,open,change,epoch";
+    println!(
+        "submitting {} requests ({kinds}, profile {}) through the service node, {} at a time",
+        a.requests, a.profile, a.concurrency
+    );
+    let count = a.requests.to_string();
+    let conc = a.concurrency.to_string();
+    let sk = d.join("service.key").to_string_lossy().into_owned();
+    let result = dpow_json(
+        &dpow,
+        &[
+            "request",
+            "--genesis",
+            &g,
+            "--dial",
+            &service_addr,
+            "--key",
+            &sk,
+            "--kind",
+            kinds,
+            "--count",
+            &count,
+            "--concurrency",
+            &conc,
+        ],
+    )?;
+    let answered = u64_of(&result, "answered");
+    let lat = &result["latency_ms"];
+    println!("\n== summary");
+    println!(
+        "answered   {answered} of {} (every work re-checked with the blake2 crate by the client)",
+        a.requests
+    );
+    println!(
+        "latency    p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        lat["p50"].as_f64().unwrap_or(0.0),
+        lat["p95"].as_f64().unwrap_or(0.0),
+        lat["p99"].as_f64().unwrap_or(0.0),
+        lat["max"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "throughput {:.1} works/s",
+        result["works_per_second"].as_f64().unwrap_or(0.0)
+    );
+
+    let (mut hashes, mut won) = (0u64, 0u64);
+    println!(
+        "\n{:<10} {:<66} {:>6} {:>14}",
+        "worker", "account", "wins", "hashes"
+    );
+    let wins = &result["wins"];
+    for (i, p) in procs.0.iter().filter(|p| p.role == "worker").enumerate() {
+        let s = http_get_json(&format!("{}/api/stats", p.http))?;
+        hashes += u64_of(&s, "hashes");
+        won += u64_of(&s, "hashes_won");
+        let account = s["account"].as_str().unwrap_or("").to_string();
+        let w = wins[&account].as_u64().unwrap_or(0);
+        println!(
+            "{:<10} {:<66} {:>6} {:>14}",
+            format!("worker{}", i + 1),
+            account,
+            w,
+            u64_of(&s, "hashes")
+        );
+    }
+    let wasted = if hashes > 0 {
+        100.0 * (hashes - won.min(hashes)) as f64 / hashes as f64
+    } else {
+        0.0
+    };
+    println!(
+        "hashes     {hashes} computed, {wasted:.1}% wasted (on requests another worker answered first)"
+    );
+    let failed = result["failed"].as_array().map_or(0, Vec::len);
+    if failed > 0 || answered != u64::from(a.requests) {
+        bail!("{failed} requests failed; logs are in {}", d.display());
+    }
+
+    if a.keep {
+        println!(
+            "\nthe network keeps running; logs in {}. Ctrl-C to stop.",
+            d.display()
+        );
+        println!("service node: {service_addr}");
+        wait_for_ctrl_c();
+    }
+    Ok(())
+}
+
+fn wait_for_ctrl_c() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    if let Ok(rt) = rt {
+        std::thread::spawn(move || {
+            rt.block_on(async {
+                let _ = tokio::signal::ctrl_c().await;
+            });
+            let _ = tx.send(());
+        });
+        let _ = rx.recv();
+    }
+}

@@ -1,0 +1,435 @@
+//! Real swarms on loopback: the request flow, late joiners, and every kind of bad message.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use blake2::digest::consts::U8;
+use blake2::{Blake2b, Digest};
+use dpow_keys::SecretKey;
+use dpow_node::net::{self, NodeHandle, Topic, WorkAsk};
+use dpow_protocol::{
+    BlockKind, Difficulty, Priority, RegistryAction, Root, Signed, Work, WorkRequest, WorkResult,
+};
+use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, wait_for};
+
+const T: Duration = Duration::from_secs(20);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn reference_value(root: &Root, work: Work) -> u64 {
+    let mut h = Blake2b::<U8>::new();
+    h.update(work.0.to_le_bytes());
+    h.update(root.0);
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&h.finalize());
+    u64::from_le_bytes(v)
+}
+
+fn root(i: u8) -> Root {
+    let mut r = [0x11u8; 32];
+    r[0] = i;
+    r[31] = 0x5a;
+    Root(r)
+}
+
+fn ask(root: Root, difficulty: Difficulty, kind: Option<BlockKind>) -> WorkAsk {
+    WorkAsk {
+        root,
+        difficulty,
+        kind,
+        account: None,
+        priority: Priority::Normal,
+        lifetime: Duration::from_secs(60),
+    }
+}
+
+fn request(
+    service: &SecretKey,
+    root: Root,
+    difficulty: Difficulty,
+    created: u64,
+    expires: u64,
+) -> WorkRequest {
+    WorkRequest {
+        service: service.public(),
+        root,
+        difficulty,
+        kind: None,
+        account: None,
+        nonce: created ^ u64::from(root.0[0]),
+        created_ms: created,
+        expires_ms: expires,
+        priority: Priority::Normal,
+    }
+}
+
+fn signed(req: WorkRequest, key: &SecretKey) -> Signed<WorkRequest> {
+    Signed::sign(req, key).expect("signs")
+}
+
+/// A node connected to the bootstrap only, with no role: it publishes whatever it is told.
+async fn attacker(net: &LocalNet) -> NodeHandle {
+    let node = net::spawn(net.config(SecretKey::generate().expect("key")))
+        .await
+        .expect("attacker starts");
+    node.wait_synced(T).await.expect("attacker synced");
+    node.wait_for_peers(1, T)
+        .await
+        .expect("attacker has a peer");
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_of_every_kind_get_valid_work() {
+    let net = LocalNet::start(LocalOptions {
+        workers: 3,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let service = net.service_node().await.expect("service node");
+    let profile = net.genesis.profile.clone();
+    for (i, kind) in BlockKind::ALL.into_iter().enumerate() {
+        let r = root(i as u8);
+        let d = profile.threshold(kind);
+        let ans = service
+            .submit(ask(r, d, Some(kind)))
+            .await
+            .expect("answered");
+        assert!(
+            reference_value(&r, ans.work) >= d.0,
+            "{kind}: work {} below {d}",
+            ans.work
+        );
+        let winner = ans.worker;
+        assert!(
+            net.workers
+                .iter()
+                .any(|w| w.stats().account == winner.to_account()),
+            "the winner is one of the workers"
+        );
+    }
+    let s = service.stats();
+    assert_eq!(s.submitted, 5);
+    assert_eq!(s.completed, 5);
+    assert!(s.rejected.is_empty(), "nothing rejected: {:?}", s.rejected);
+    // Every worker hears about every answer, so nobody keeps hashing.
+    net.wait_all(T, |s| s.solving.is_none())
+        .await
+        .expect("every worker stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_joiner_gets_the_registry_and_the_workers() {
+    let mut net = LocalNet::start(LocalOptions::default())
+        .await
+        .expect("network starts");
+    let svc = SecretKey::generate().expect("key").public();
+    net.bootstrap
+        .registry(
+            RegistryAction::BanService {
+                service: svc,
+                reason: "test".into(),
+            },
+            net.registrar.clone(),
+        )
+        .await
+        .expect("entry");
+    net.wait_all(T, |s| s.registry_entries >= 3)
+        .await
+        .expect("gossip spreads the entry");
+    let late = net.add_worker().await.expect("late worker");
+    let s = wait_for(late, T, |s| s.registry_entries >= 3 && s.live_workers >= 3)
+        .await
+        .expect("the late joiner syncs");
+    assert_eq!(s.registry_entries, 3);
+    let entries = late.registry_entries().await.expect("entries");
+    assert_eq!(entries.len(), 3);
+}
+
+/// Each bad message is rejected by the first hop with the right reason and never reaches a
+/// node behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_messages_are_rejected_at_the_first_hop() {
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        // High enough that the attacker is not blocked before every case has run.
+        max_penalties: 100,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let bad = attacker(&net).await;
+    let boot = &net.bootstrap;
+    let behind = &net.workers[0];
+    let now = now_ms();
+    let d = net.genesis.profile.threshold(BlockKind::Receive);
+    let stranger = SecretKey::generate().expect("key");
+    let banned = SecretKey::generate().expect("key");
+    boot.registry(
+        RegistryAction::RegisterService {
+            service: banned.public(),
+            name: "soon banned".into(),
+        },
+        net.registrar.clone(),
+    )
+    .await
+    .expect("register");
+    boot.registry(
+        RegistryAction::BanService {
+            service: banned.public(),
+            reason: "abuse".into(),
+        },
+        net.registrar.clone(),
+    )
+    .await
+    .expect("ban");
+    net.wait_all(T, |s| s.registry_entries >= 4)
+        .await
+        .expect("entries spread");
+
+    let valid = signed(
+        request(&net.service, root(1), d, now, now + 30_000),
+        &net.service,
+    );
+    let mut flipped = valid.bytes().to_vec();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x01;
+    let cases: Vec<(&str, Topic, Vec<u8>)> = vec![
+        (
+            "undecodable",
+            Topic::Requests,
+            vec![1, 0xde, 0xad, 0xbe, 0xef],
+        ),
+        ("oversized", Topic::Requests, vec![1u8; 1500]),
+        ("bad_signature", Topic::Requests, flipped),
+        (
+            "unknown_service",
+            Topic::Requests,
+            signed(request(&stranger, root(2), d, now, now + 30_000), &stranger)
+                .bytes()
+                .to_vec(),
+        ),
+        (
+            "banned_service",
+            Topic::Requests,
+            signed(request(&banned, root(3), d, now, now + 30_000), &banned)
+                .bytes()
+                .to_vec(),
+        ),
+        (
+            "expired",
+            Topic::Requests,
+            signed(
+                request(&net.service, root(4), d, now - 60_000, now - 30_000),
+                &net.service,
+            )
+            .bytes()
+            .to_vec(),
+        ),
+        (
+            "not_yet_valid",
+            Topic::Requests,
+            signed(
+                request(&net.service, root(5), d, now + 3_600_000, now + 3_630_000),
+                &net.service,
+            )
+            .bytes()
+            .to_vec(),
+        ),
+        (
+            "difficulty_out_of_profile",
+            Topic::Requests,
+            signed(
+                request(
+                    &net.service,
+                    root(6),
+                    Difficulty(0x0000_0000_0000_00ff),
+                    now,
+                    now + 30_000,
+                ),
+                &net.service,
+            )
+            .bytes()
+            .to_vec(),
+        ),
+    ];
+    for (reason, topic, bytes) in cases {
+        let before_boot = boot.stats().rejected_for(reason);
+        let before_behind = behind.stats();
+        bad.publish_raw(topic, bytes).await.expect("published");
+        wait_for(boot, T, |s| s.rejected_for(reason) > before_boot)
+            .await
+            .unwrap_or_else(|e| panic!("{reason}: not rejected by the first hop: {e}"));
+        // Give a forwarded copy time to arrive, then check that none did.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after_behind = behind.stats();
+        assert_eq!(
+            after_behind.rejected, before_behind.rejected,
+            "{reason}: the node behind saw it"
+        );
+        assert_eq!(
+            after_behind.accepted_of("work-request"),
+            before_behind.accepted_of("work-request"),
+            "{reason}: forwarded"
+        );
+    }
+
+    // Invalid work for a real request: publish the request, then a result that fails.
+    let open = signed(
+        request(
+            &net.service,
+            root(7),
+            Difficulty(0xffff_fc00_0000_0000),
+            now,
+            now + 30_000,
+        ),
+        &net.service,
+    );
+    bad.publish_raw(Topic::Requests, open.bytes().to_vec())
+        .await
+        .expect("request");
+    wait_for(behind, T, |s| s.accepted_of("work-request") >= 1)
+        .await
+        .expect("request forwarded");
+    let bogus = WorkResult {
+        request: open.id(),
+        root: root(7),
+        work: (0u64..)
+            .map(Work)
+            .find(|w| reference_value(&root(7), *w) < 0xffff_fc00_0000_0000)
+            .expect("an invalid nonce"),
+        worker: stranger.public(),
+    };
+    let before = behind.stats();
+    bad.publish_raw(
+        Topic::Results,
+        Signed::sign(bogus, &stranger)
+            .expect("sign")
+            .bytes()
+            .to_vec(),
+    )
+    .await
+    .expect("result");
+    wait_for(boot, T, |s| s.rejected_for("invalid_work") >= 1)
+        .await
+        .expect("invalid work rejected");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        behind.stats().rejected,
+        before.rejected,
+        "invalid work was forwarded"
+    );
+    assert_eq!(
+        behind.stats().accepted_of("work-result"),
+        before.accepted_of("work-result")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_keeps_sending_invalid_messages_is_cut_off() {
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        max_penalties: 3,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let bad = attacker(&net).await;
+    let me = bad.peer_id().to_string();
+    let now = now_ms();
+    // A real request, and a worker key that answers it with invalid work again and again.
+    let open = signed(
+        request(
+            &net.service,
+            root(9),
+            Difficulty(0xffff_fc00_0000_0000),
+            now,
+            now + 30_000,
+        ),
+        &net.service,
+    );
+    bad.publish_raw(Topic::Requests, open.bytes().to_vec())
+        .await
+        .expect("request");
+    wait_for(&net.bootstrap, T, |s| s.accepted_of("work-request") >= 1)
+        .await
+        .expect("request seen");
+    let faker = SecretKey::generate().expect("key");
+    let mut invalid = (0u64..)
+        .map(Work)
+        .filter(|w| reference_value(&root(9), *w) < 0xffff_fc00_0000_0000);
+    for _ in 0..3 {
+        let w = invalid.next().expect("invalid nonce");
+        let r = WorkResult {
+            request: open.id(),
+            root: root(9),
+            work: w,
+            worker: faker.public(),
+        };
+        // Published results may fail once the peer has cut us off; that is the point.
+        let _ = bad
+            .publish_raw(
+                Topic::Results,
+                Signed::sign(r, &faker).expect("sign").bytes().to_vec(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = wait_for(&net.bootstrap, T, |s| s.blocked_peers.contains(&me))
+        .await
+        .expect("the bootstrap blocks the faker");
+    assert!(s.rejected_for("invalid_work") >= 3);
+    wait_for(&bad, T, |s| s.connected_peers == 0)
+        .await
+        .expect("the faker is disconnected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_survives_its_primary_being_killed() {
+    // One primary per request; a backup starts after 3x the expected solve time announced.
+    let mut net = LocalNet::start(LocalOptions {
+        workers: 2,
+        // Announce far more than the real rate, so the backup deadline comes soon.
+        rate: Some(2_000_000_000),
+        flow: FlowConfig {
+            max_primaries: 1,
+            ..FlowConfig::default()
+        },
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let service = net.service_node().await.expect("service node");
+    // ~2^25 hashes: about a second on one thread.
+    let d = Difficulty(0xffff_ff80_0000_0000);
+    let r = root(42);
+    let pending = tokio::spawn(async move {
+        let ans = service.submit(ask(r, d, None)).await;
+        (service, ans)
+    });
+    // Find the primary, and kill it mid-solve.
+    let t0 = tokio::time::Instant::now();
+    let primary = loop {
+        if let Some(i) = net.workers.iter().position(|w| w.stats().solving.is_some()) {
+            break i;
+        }
+        assert!(t0.elapsed() < T, "no worker started solving");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let killed = net.workers.remove(primary);
+    let killed_account = killed.stats().account;
+    killed.shutdown().await.expect("stops");
+    let (_service, ans) = pending.await.expect("task");
+    let ans = ans.expect("answered through the backup");
+    assert!(reference_value(&r, ans.work) >= d.0);
+    assert_ne!(
+        ans.worker.to_account(),
+        killed_account,
+        "the dead primary cannot answer"
+    );
+}
