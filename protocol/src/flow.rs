@@ -144,7 +144,7 @@ fn rendezvous_score(request: &RequestId, worker: &PublicKey) -> u64 {
 /// the order of `workers`.
 pub fn rank_workers(request: &RequestId, workers: &[(PublicKey, u64)]) -> Vec<(PublicKey, u64)> {
     let mut ranked: Vec<(PublicKey, u64)> = workers.to_vec();
-    ranked.sort_by_key(|(k, _)| (Reverse(rendezvous_score(request, k)), *k));
+    ranked.sort_by_cached_key(|(k, _)| (Reverse(rendezvous_score(request, k)), *k));
     ranked.dedup_by_key(|(k, _)| *k);
     ranked
 }
@@ -306,6 +306,8 @@ pub struct WorkerFlow {
     done: Remembered,
     volume: HashMap<PublicKey, VecDeque<u64>>,
     solving: Option<RequestId>,
+    /// The latest time any call passed in.
+    last_now: u64,
 }
 
 impl WorkerFlow {
@@ -320,6 +322,7 @@ impl WorkerFlow {
             done: Remembered::default(),
             volume: HashMap::new(),
             solving: None,
+            last_now: 0,
         }
     }
 
@@ -530,11 +533,14 @@ impl WorkerFlow {
     }
 
     /// The earliest time [`on_tick`](Self::on_tick) has something to do.
+    ///
+    /// Requests already runnable wait for the solver, not for a time: they count only by
+    /// their expiry.
     pub fn next_deadline(&self) -> Option<u64> {
         self.queue
             .iter()
             .map(|(k, e)| {
-                if Some(*k) == self.solving {
+                if Some(*k) == self.solving || e.starts_at() <= self.last_now {
                     e.expires_ms
                 } else {
                     e.starts_at().min(e.expires_ms)
@@ -546,6 +552,7 @@ impl WorkerFlow {
     /// Start the most urgent runnable request if the solver is free, or preempt a
     /// worse-class solve.
     fn schedule(&mut self, now_ms: u64) -> Vec<WorkerAction> {
+        self.last_now = self.last_now.max(now_ms);
         let best = self
             .queue
             .iter()

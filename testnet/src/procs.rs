@@ -300,9 +300,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &dpow,
         &[
             "registry",
-            "register-service",
             "--genesis",
             &g,
+            "register-service",
             "--key",
             &rk,
             "--service",
@@ -315,9 +315,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &dpow,
         &[
             "registry",
-            "grant",
             "--genesis",
             &g,
+            "grant",
             "--key",
             &rk,
             "--service",
@@ -412,13 +412,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             u64_of(&s, "hashes")
         );
     }
-    let wasted = if hashes > 0 {
-        100.0 * (hashes - won.min(hashes)) as f64 / hashes as f64
+    let lost = hashes - won.min(hashes);
+    let share = if hashes > 0 {
+        100.0 * lost as f64 / hashes as f64
     } else {
         0.0
     };
     println!(
-        "hashes     {hashes} computed, {wasted:.1}% wasted (on requests another worker answered first)"
+        "hashes     {hashes} computed; {lost} ({share:.1}%) on requests another worker answered first\n           \
+         (an upper bound on waste: search is memoryless, so only hashing after the first answer is lost)"
     );
     let failed = result["failed"].as_array().map_or(0, Vec::len);
     if failed > 0 || answered != u64::from(a.requests) {

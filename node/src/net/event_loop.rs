@@ -60,8 +60,6 @@ struct Worker {
     payout: dpow_keys::PublicKey,
     rate: u64,
     solving: Option<Solving>,
-    /// Hashes spent per request, until it is answered.
-    spent: HashMap<RequestId, u64>,
     next_status: Instant,
 }
 
@@ -581,18 +579,6 @@ impl EventLoop {
     fn on_done(&mut self, id: RequestId, now: u64) {
         if let Some(w) = &mut self.worker {
             let actions = w.flow.on_done(id, now);
-            let spent = w.spent.remove(&id).unwrap_or(0);
-            let me = w.key.public();
-            if spent > 0 {
-                let won = self.answered.get(&id) == Some(&me);
-                let mut s = self
-                    .stats
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if won {
-                    s.hashes_won += spent;
-                }
-            }
             self.worker_actions(actions, now);
         }
     }
@@ -669,13 +655,16 @@ impl EventLoop {
         {
             w.solving = None;
         }
-        *w.spent.entry(done.request).or_default() += done.hashes;
         {
             let mut s = self
                 .stats
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             s.hashes += done.hashes;
+            // Won as far as this node can tell: no answer arrived before ours.
+            if matches!(done.outcome, Ok(Some(_))) && !self.answered.contains_key(&done.request) {
+                s.hashes_won += done.hashes;
+            }
         }
         let actions = match done.outcome {
             Ok(Some(work)) => w.flow.on_solved(done.request, work, now),
@@ -1025,7 +1014,6 @@ fn start_worker(
         payout: w.payout,
         rate,
         solving: None,
-        spent: HashMap::new(),
         next_status: Instant::now(),
     })
 }
