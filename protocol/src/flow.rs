@@ -23,6 +23,8 @@
 //! priority class — `Normal` before `Precache` — then services within their rolling-window
 //! volume before services over it (de-prioritised, never refused), then age. A better-class
 //! request that becomes runnable preempts a worse-class solve, which goes back to the queue.
+//! Every worker queues every request it hears of (most as backups), so the queue is bounded:
+//! when it is full, backups that have not started are dropped first, latest start first.
 //!
 //! [`ServiceFlow`] is the other side: the service's node tracks its outstanding requests,
 //! republishes a request nobody answered, takes the first valid result and cancels the rest.
@@ -64,7 +66,8 @@ pub struct FlowConfig {
     pub volume_window_ms: u64,
     /// Requests per service per window beyond which its requests are de-prioritised.
     pub volume_limit: u32,
-    /// Most requests queued on one worker; the least urgent is dropped beyond it.
+    /// Most requests queued on one worker. Beyond it one is dropped: a backup that has not
+    /// started (latest start first) if there is one, else the least urgent runnable request.
     pub max_queue: usize,
     /// Most finished request ids remembered (to ignore late copies).
     pub max_tracked: usize,
@@ -128,10 +131,17 @@ impl Plan {
     }
 }
 
-fn rendezvous_score(request: &RequestId, worker: &PublicKey) -> u64 {
+/// The rendezvous hash state after the domain tag and the request id: each worker's score
+/// finishes a copy of it.
+fn rendezvous_prefix(request: &RequestId) -> Blake2b<U8> {
     let mut h = Blake2b::<U8>::new();
     h.update(b"dpow/rendezvous");
     h.update(request.0);
+    h
+}
+
+fn rendezvous_score(prefix: &Blake2b<U8>, worker: &PublicKey) -> u64 {
+    let mut h = prefix.clone();
     h.update(worker.0);
     let mut b = [0u8; 8];
     b.copy_from_slice(&h.finalize());
@@ -140,13 +150,20 @@ fn rendezvous_score(request: &RequestId, worker: &PublicKey) -> u64 {
 
 /// Workers in rendezvous order for `request`: highest blake2b-64("dpow/rendezvous" ‖ request
 /// id ‖ worker key) first, ties broken by key. Unweighted, so every worker is as likely to
-/// lead; the plan weighs rates when it sizes the primary set. The order does not depend on
-/// the order of `workers`.
+/// lead; the plan weighs rates when it sizes the primary set. A key listed twice counts once,
+/// with its highest rate. The order does not depend on the order of `workers`.
 pub fn rank_workers(request: &RequestId, workers: &[(PublicKey, u64)]) -> Vec<(PublicKey, u64)> {
-    let mut ranked: Vec<(PublicKey, u64)> = workers.to_vec();
-    ranked.sort_by_cached_key(|(k, _)| (Reverse(rendezvous_score(request, k)), *k));
-    ranked.dedup_by_key(|(k, _)| *k);
-    ranked
+    let prefix = rendezvous_prefix(request);
+    let mut scored: Vec<(Reverse<u64>, PublicKey, Reverse<u64>)> = workers
+        .iter()
+        .map(|(k, rate)| (Reverse(rendezvous_score(&prefix, k)), *k, Reverse(*rate)))
+        .collect();
+    scored.sort_unstable();
+    scored.dedup_by_key(|(_, k, _)| *k);
+    scored
+        .into_iter()
+        .map(|(_, k, Reverse(r))| (k, r))
+        .collect()
 }
 
 /// Expected hashes for `difficulty` as an exact integer (rounded up).
@@ -259,6 +276,15 @@ impl Entry {
     /// Lower is served first: class (priority, then volume), then age.
     fn order(&self, id: &RequestId) -> (u8, u64, RequestId) {
         (self.class(), self.received_ms, *id)
+    }
+
+    /// Higher is dropped first when the queue is full: backups that have not started (the
+    /// latest to start first, since they are the least likely to be needed), then runnable
+    /// requests in reverse serving order.
+    fn drop_order(&self, id: &RequestId, now_ms: u64) -> (bool, u8, u64, u64, RequestId) {
+        let waiting = self.starts_at() > now_ms;
+        let start = if waiting { self.starts_at() } else { 0 };
+        (waiting, self.class(), start, self.received_ms, *id)
     }
 
     fn class(&self) -> u8 {
@@ -445,12 +471,12 @@ impl WorkerFlow {
         );
         let mut actions = Vec::new();
         while self.queue.len() > self.config.max_queue.max(1) {
-            // Drop the least urgent request that is not being solved.
+            // Drop the request least likely to be needed that is not being solved.
             let worst = self
                 .queue
                 .iter()
                 .filter(|(k, _)| Some(**k) != self.solving)
-                .max_by_key(|(k, e)| e.order(k))
+                .max_by_key(|(k, e)| e.drop_order(k, now_ms))
                 .map(|(k, _)| *k);
             match worst {
                 Some(w) => {

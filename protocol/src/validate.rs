@@ -331,6 +331,7 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<WorkRequest>, Rejected> {
+        self.replay.prune(now_ms);
         let signed = Signed::<WorkRequest>::decode(bytes)?;
         let req = signed.payload();
         registry
@@ -344,7 +345,6 @@ impl Validator {
             };
             Rejected::new(reason, e.to_string())
         })?;
-        self.replay.prune(now_ms);
         if self.replay.contains(&signed.id()) {
             return Err(Rejected::new(
                 RejectReason::Replay,

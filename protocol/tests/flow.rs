@@ -1,15 +1,11 @@
-//! The request lifecycle: rendezvous ranking, plans, worker queues, the service side, and a
-//! deterministic simulation of a few hundred workers with delays, duplicates, reordering and
-//! crashes.
-#![allow(clippy::print_stderr)] // the simulation reports its figures
-
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+//! The request lifecycle, one piece at a time: rendezvous ranking, plans, worker queues and
+//! their bounds, the service side. `flow_sim.rs` runs the whole thing with a few hundred
+//! workers.
 
 use dpow_keys::{PublicKey, SecretKey};
 use dpow_protocol::flow::{
-    FlowConfig, Role, ServiceAction, ServiceConfig, ServiceFlow, WorkerAction, WorkerFlow, plan,
-    rank_workers,
+    FlowConfig, MAX_WORKERS, Role, ServiceAction, ServiceConfig, ServiceFlow, WorkerAction,
+    WorkerFlow, plan, rank_workers,
 };
 use dpow_protocol::{
     Difficulty, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult, WorkerStatus,
@@ -326,461 +322,226 @@ fn service_takes_the_first_result_republishes_and_expires() {
     assert_eq!(s.outstanding(), 0);
 }
 
-// ---------------------------------------------------------------------------------------------
-// The simulation.
-
-/// splitmix64: a small, seeded, deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
+#[test]
+fn a_full_queue_drops_the_least_urgent_request() {
+    let me = key(60);
+    let svc = key(61);
+    let mut w = WorkerFlow::new(
+        me.public(),
+        1_000_000,
+        FlowConfig {
+            max_queue: 3,
+            ..FlowConfig::default()
+        },
+    );
+    let d = 0xffff_0000_0000_0000;
+    let first = request(&svc, 1, d, 0, Priority::Normal);
+    let pre = request(&svc, 2, d, 1, Priority::Precache);
+    let second = request(&svc, 3, d, 2, Priority::Normal);
+    let third = request(&svc, 4, d, 3, Priority::Normal);
+    assert_eq!(solves(&w.on_request(&first, 0)), vec![first.id()]);
+    assert!(w.on_request(&pre, 1).is_empty());
+    assert!(w.on_request(&second, 2).is_empty());
+    // Four queued, room for three: the precache goes, not the request being solved.
+    assert_eq!(
+        w.on_request(&third, 3),
+        vec![WorkerAction::Dropped { request: pre.id() }]
+    );
+    assert_eq!(w.queue_len(), 3);
+    // A newcomer that is itself the least urgent is the one dropped.
+    let late_pre = request(&svc, 5, d, 4, Priority::Precache);
+    assert_eq!(
+        w.on_request(&late_pre, 4),
+        vec![WorkerAction::Dropped {
+            request: late_pre.id()
+        }]
+    );
+    // A dropped request is not taken back when gossip delivers it again.
+    assert!(w.on_request(&pre, 5).is_empty());
+    assert_eq!(w.queue_len(), 3);
+    assert_eq!(w.solving(), Some(first.id()));
 }
 
-#[derive(Clone, Debug)]
-enum Event {
-    Request {
-        to: usize,
-        req: usize,
-    },
-    Result {
-        to: Option<usize>,
-        res: usize,
-    },
-    Solved {
-        worker: usize,
-        req: usize,
-        token: u64,
-    },
-    Crash {
-        worker: usize,
-    },
-    Tick {
-        worker: usize,
-    },
-    ServiceTick,
-    Statuses,
-    Submit {
-        req: usize,
-    },
-}
-
-struct SimReport {
-    requests: usize,
-    completed: usize,
-    crashed: usize,
-    crashed_mid_solve: usize,
-    max_latency_ms: u64,
-    max_solvers_on_one_request: usize,
-    hashes_total: f64,
-    hashes_after_solution: f64,
-    trace: u64,
-}
-
-struct Worker {
-    key: SecretKey,
-    rate: u64,
-    flow: WorkerFlow,
-    alive: bool,
-    /// The current solve: request, token, started at.
-    solving: Option<(usize, u64, u64)>,
-    token: u64,
-    done: HashSet<RequestId>,
-}
-
-fn simulate(seed: u64, workers: usize, requests: usize, crash_rate: f64) -> SimReport {
-    let mut rng = Rng(seed);
-    let config = FlowConfig::default();
-    let service = key(seed ^ 0xabcd);
-    let mut ws: Vec<Worker> = (0..workers)
-        .map(|i| {
-            let k = key(seed.wrapping_mul(1_000_003) + i as u64);
-            let rate = rng.range(2_000_000, 60_000_000);
-            Worker {
-                flow: WorkerFlow::new(k.public(), rate, config.clone()),
-                key: k,
-                rate,
-                alive: true,
-                solving: None,
-                token: 0,
-                done: HashSet::new(),
-            }
-        })
+#[test]
+fn finished_ids_are_remembered_up_to_the_bound() {
+    let me = key(70);
+    let svc = key(71);
+    let mut w = WorkerFlow::new(
+        me.public(),
+        1_000_000,
+        FlowConfig {
+            max_tracked: 4,
+            ..FlowConfig::default()
+        },
+    );
+    let d = 0xffff_0000_0000_0000;
+    let reqs: Vec<_> = (0..5)
+        .map(|n| request(&svc, n, d, 0, Priority::Normal))
         .collect();
-    let mut svc = ServiceFlow::new(ServiceConfig::default());
-    // Requests: difficulties from ~65k to ~33M expected hashes, over a minute.
-    let reqs: Vec<Signed<WorkRequest>> = (0..requests)
-        .map(|i| {
-            let at = rng.range(1_000, 60_000);
-            let d = match rng.range(0, 3) {
-                0 => 0xffff_0000_0000_0000,
-                1 => 0xffff_f000_0000_0000,
-                2 => 0xffff_ff00_0000_0000,
-                _ => 0xffff_ff80_0000_0000,
-            };
-            let p = if rng.chance(0.2) {
-                Priority::Precache
-            } else {
-                Priority::Normal
-            };
-            request(&service, seed ^ (i as u64) << 8, d, at, p)
-        })
-        .collect();
-    let index: HashMap<RequestId, usize> =
-        reqs.iter().enumerate().map(|(i, r)| (r.id(), i)).collect();
-    let mut results: Vec<Signed<WorkResult>> = Vec::new();
+    for r in &reqs {
+        assert!(w.on_done(r.id(), 0).is_empty());
+    }
+    // The newest four are still known to be finished...
+    assert!(w.on_request(&reqs[4], 1).is_empty());
+    assert!(w.on_request(&reqs[1], 1).is_empty());
+    // ...the oldest was forgotten, so a late copy of it is taken as new.
+    assert_eq!(solves(&w.on_request(&reqs[0], 1)), vec![reqs[0].id()]);
+}
 
-    let mut queue: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
-    let mut events: Vec<Event> = Vec::new();
-    let mut seq = 0u64;
-    let mut push = |queue: &mut BinaryHeap<Reverse<(u64, u64, usize)>>,
-                    events: &mut Vec<Event>,
-                    at: u64,
-                    e: Event| {
-        events.push(e);
-        seq += 1;
-        queue.push(Reverse((at, seq, events.len() - 1)));
+#[test]
+fn the_worker_table_is_bounded_and_forgets_the_stalest() {
+    let mut w = WorkerFlow::new(key(80).public(), 1_000, FlowConfig::default());
+    let peer = |n: u64| {
+        let mut k = [0u8; 32];
+        k[..8].copy_from_slice(&n.to_le_bytes());
+        PublicKey(k)
     };
-    push(&mut queue, &mut events, 0, Event::Statuses);
-    for (i, r) in reqs.iter().enumerate() {
-        push(
-            &mut queue,
-            &mut events,
-            r.payload().created_ms,
-            Event::Submit { req: i },
-        );
-    }
-
-    let mut completed: BTreeMap<usize, u64> = BTreeMap::new();
-    let mut solvers: HashMap<usize, HashSet<usize>> = HashMap::new();
-    let mut max_solvers = 0usize;
-    let mut crashed_mid_solve = 0usize;
-    let mut hashes_total = 0f64;
-    // When each request was first solved; hashing on it after that is waste.
-    let mut solved_at: HashMap<usize, u64> = HashMap::new();
-    let mut hashes_after = 0f64;
-    let mut after =
-        |req: usize, w_rate: u64, started: u64, now: u64, solved_at: &HashMap<usize, u64>| {
-            if let Some(&t) = solved_at.get(&req) {
-                hashes_after += (now - started.max(t).min(now)) as f64 * w_rate as f64 / 1000.0;
-            }
+    let total = MAX_WORKERS as u64 + 10;
+    for n in 0..total {
+        let st = WorkerStatus {
+            worker: peer(n),
+            hash_rate: 1_000,
+            queue: 0,
+            payout: peer(n),
+            created_ms: n,
         };
-    let mut trace = 0xcbf2_9ce4_8422_2325u64;
-    let mut mix = |x: u64| {
-        trace ^= x;
-        trace = trace.wrapping_mul(0x0100_0000_01b3);
+        w.on_status(&st, total);
+    }
+    assert_eq!(w.live_workers(total), MAX_WORKERS + 1, "the table and us");
+    // A forgotten worker heard again takes the place of the stalest one: still bounded.
+    let again = WorkerStatus {
+        worker: peer(0),
+        hash_rate: 1_000,
+        queue: 0,
+        payout: peer(0),
+        created_ms: total,
     };
-    let end = 200_000u64;
-
-    while let Some(Reverse((now, _, e))) = queue.pop() {
-        if now > end {
-            break;
-        }
-        let event = events[e].clone();
-        mix(now);
-        let mut worker_actions: Vec<(usize, Vec<WorkerAction>)> = Vec::new();
-        let mut service_actions: Vec<ServiceAction> = Vec::new();
-        match event {
-            Event::Statuses => {
-                for i in 0..ws.len() {
-                    if !ws[i].alive {
-                        continue;
-                    }
-                    let st = status(&ws[i].key, ws[i].rate, now);
-                    for (j, w) in ws.iter_mut().enumerate() {
-                        // Some announcements are lost: views differ a little.
-                        if w.alive && (i == j || !rng.chance(0.02)) {
-                            w.flow.on_status(&st, now);
-                        }
-                    }
-                }
-                push(&mut queue, &mut events, now + 5_000, Event::Statuses);
-            }
-            Event::Submit { req } => {
-                service_actions = svc.submit(reqs[req].clone(), now).expect("room");
-                push(&mut queue, &mut events, now + 1, Event::ServiceTick);
-            }
-            Event::ServiceTick => {
-                service_actions = svc.on_tick(now);
-                if let Some(t) = svc.next_deadline() {
-                    push(&mut queue, &mut events, t.max(now + 1), Event::ServiceTick);
-                }
-            }
-            Event::Request { to, req } => {
-                if ws[to].alive {
-                    let a = ws[to].flow.on_request(&reqs[req], now);
-                    worker_actions.push((to, a));
-                }
-            }
-            Event::Result { to, res } => {
-                let r = &results[res];
-                let req = index[&r.payload().request];
-                match to {
-                    None => service_actions = svc.on_result(r, now),
-                    Some(w) if ws[w].alive => {
-                        ws[w].done.insert(r.payload().request);
-                        let a = ws[w].flow.on_done(r.payload().request, now);
-                        worker_actions.push((w, a));
-                    }
-                    Some(_) => {}
-                }
-                let _ = req;
-            }
-            Event::Solved { worker, req, token } => {
-                if ws[worker].alive && ws[worker].token == token {
-                    let (_, _, started) = ws[worker].solving.take().expect("solving");
-                    let h = (now - started) as f64 * ws[worker].rate as f64 / 1000.0;
-                    hashes_total += h;
-                    after(req, ws[worker].rate, started, now, &solved_at);
-                    solved_at.entry(req).or_insert(now);
-                    solvers.entry(req).or_default().remove(&worker);
-                    let a = ws[worker].flow.on_solved(reqs[req].id(), Work(now), now);
-                    worker_actions.push((worker, a));
-                }
-            }
-            Event::Crash { worker } => {
-                if ws[worker].alive {
-                    ws[worker].alive = false;
-                    if let Some((req, _, started)) = ws[worker].solving.take() {
-                        crashed_mid_solve += 1;
-                        hashes_total += (now - started) as f64 * ws[worker].rate as f64 / 1000.0;
-                        after(req, ws[worker].rate, started, now, &solved_at);
-                        solvers.entry(req).or_default().remove(&worker);
-                    }
-                }
-            }
-            Event::Tick { worker } => {
-                if ws[worker].alive {
-                    let a = ws[worker].flow.on_tick(now);
-                    worker_actions.push((worker, a));
-                }
-            }
-        }
-
-        for a in service_actions {
-            match a {
-                ServiceAction::Publish(r) => {
-                    let req = index[&r.id()];
-                    for to in 0..ws.len() {
-                        let delay = rng.range(1, 40);
-                        push(
-                            &mut queue,
-                            &mut events,
-                            now + delay,
-                            Event::Request { to, req },
-                        );
-                        if rng.chance(0.05) {
-                            // A duplicate, arriving later.
-                            let d2 = rng.range(1, 400);
-                            push(
-                                &mut queue,
-                                &mut events,
-                                now + d2,
-                                Event::Request { to, req },
-                            );
-                        }
-                    }
-                }
-                ServiceAction::Completed {
-                    request,
-                    result,
-                    latency_ms,
-                } => {
-                    let req = index[&request];
-                    assert!(
-                        completed.insert(req, latency_ms).is_none(),
-                        "completed twice"
-                    );
-                    assert!(
-                        now < reqs[req].payload().expires_ms,
-                        "completed after expiry"
-                    );
-                    let w = ws
-                        .iter()
-                        .position(|w| w.key.public() == result.payload().worker)
-                        .expect("a worker");
-                    mix(req as u64);
-                    mix(w as u64);
-                }
-                ServiceAction::Expired { request } => {
-                    panic!("request {} expired unanswered", index[&request])
-                }
-                ServiceAction::Cancel { .. } => {}
-            }
-        }
-
-        let mut pending = worker_actions;
-        while let Some((w, actions)) = pending.pop() {
-            for a in actions {
-                match a {
-                    WorkerAction::Solve {
-                        request,
-                        difficulty,
-                        ..
-                    } => {
-                        assert!(
-                            !ws[w].done.contains(&request),
-                            "worker {w} solves a finished request"
-                        );
-                        let req = index[&request];
-                        if let Some((old, _, started)) = ws[w].solving.take() {
-                            // Replaced without a Stop would be a flow bug.
-                            panic!(
-                                "worker {w} asked to solve {req} while solving {old} since {started}"
-                            );
-                        }
-                        ws[w].token += 1;
-                        let token = ws[w].token;
-                        ws[w].solving = Some((req, token, now));
-                        let set = solvers.entry(req).or_default();
-                        set.insert(w);
-                        max_solvers = max_solvers.max(set.len());
-                        let mean_ms = difficulty.expected_hashes() / ws[w].rate as f64 * 1000.0;
-                        let t = (-(1.0 - rng.unit()).ln() * mean_ms).ceil() as u64 + 1;
-                        push(
-                            &mut queue,
-                            &mut events,
-                            now + t,
-                            Event::Solved {
-                                worker: w,
-                                req,
-                                token,
-                            },
-                        );
-                        if rng.chance(crash_rate) {
-                            let at = now + rng.range(0, t);
-                            push(&mut queue, &mut events, at, Event::Crash { worker: w });
-                        }
-                    }
-                    WorkerAction::Stop { request } => {
-                        let req = index[&request];
-                        if let Some((cur, _, started)) = ws[w].solving
-                            && cur == req
-                        {
-                            ws[w].solving = None;
-                            ws[w].token += 1;
-                            let h = (now - started) as f64 * ws[w].rate as f64 / 1000.0;
-                            hashes_total += h;
-                            after(req, ws[w].rate, started, now, &solved_at);
-                            solvers.entry(req).or_default().remove(&w);
-                        }
-                    }
-                    WorkerAction::Publish {
-                        request,
-                        root,
-                        work,
-                    } => {
-                        let res = Signed::sign(
-                            WorkResult {
-                                request,
-                                root,
-                                work,
-                                worker: ws[w].key.public(),
-                            },
-                            &ws[w].key,
-                        )
-                        .expect("signs");
-                        results.push(res);
-                        let res = results.len() - 1;
-                        ws[w].done.insert(request);
-                        let a = ws[w].flow.on_done(request, now);
-                        pending.push((w, a));
-                        push(
-                            &mut queue,
-                            &mut events,
-                            now + rng.range(1, 40),
-                            Event::Result { to: None, res },
-                        );
-                        for to in 0..ws.len() {
-                            if to != w {
-                                let delay = rng.range(1, 60);
-                                push(
-                                    &mut queue,
-                                    &mut events,
-                                    now + delay,
-                                    Event::Result { to: Some(to), res },
-                                );
-                            }
-                        }
-                    }
-                    WorkerAction::Dropped { .. } => panic!("queues are large enough here"),
-                }
-            }
-            if let Some(t) = ws[w].flow.next_deadline() {
-                push(
-                    &mut queue,
-                    &mut events,
-                    t.max(now + 1),
-                    Event::Tick { worker: w },
-                );
-            }
-        }
-        if completed.len() == reqs.len() {
-            break;
-        }
-    }
-    SimReport {
-        requests: reqs.len(),
-        completed: completed.len(),
-        crashed: ws.iter().filter(|w| !w.alive).count(),
-        crashed_mid_solve,
-        max_latency_ms: completed.values().copied().max().unwrap_or(0),
-        max_solvers_on_one_request: max_solvers,
-        hashes_total,
-        hashes_after_solution: hashes_after,
-        trace,
-    }
+    w.on_status(&again, total);
+    assert_eq!(w.live_workers(total), MAX_WORKERS + 1);
+    // An older status never replaces a newer one.
+    let older = WorkerStatus {
+        created_ms: 0,
+        ..again.clone()
+    };
+    w.on_status(&older, total);
+    assert_eq!(
+        w.live_workers(total + FlowConfig::default().worker_stale_ms - 1),
+        2,
+        "only the worker heard at `total` is still live, and us"
+    );
 }
 
 #[test]
-fn simulation_with_crashes_duplicates_and_reordering_completes_every_request() {
-    for seed in [1u64, 2] {
-        let r = simulate(seed, 220, 120, 0.03);
-        // Search is memoryless: parallel workers shorten the wait without adding hashes; what
-        // is wasted is the hashing done after a request's first solution.
-        let wasted = r.hashes_after_solution / r.hashes_total;
-        eprintln!(
-            "seed {seed}: {}/{} completed, {} workers crashed ({} mid-solve), max latency {} ms, \
-             max {} solvers on one request, {:.1}% of hashing wasted",
-            r.completed,
-            r.requests,
-            r.crashed,
-            r.crashed_mid_solve,
-            r.max_latency_ms,
-            r.max_solvers_on_one_request,
-            100.0 * wasted
-        );
-        assert_eq!(r.completed, r.requests, "every request completes");
-        assert!(
-            r.crashed_mid_solve > 0,
-            "the scenario crashes workers mid-solve"
-        );
-        assert!(r.max_solvers_on_one_request <= 2 * FlowConfig::default().max_primaries);
-        assert!(r.max_latency_ms < 60_000);
-        assert!(wasted < 0.10, "wasted {wasted}");
+fn volume_is_counted_over_a_rolling_window() {
+    let me = key(90);
+    let heavy = key(91);
+    let light = key(92);
+    let mut w = WorkerFlow::new(
+        me.public(),
+        1_000_000,
+        FlowConfig {
+            volume_limit: 1,
+            volume_window_ms: 1_000,
+            ..FlowConfig::default()
+        },
+    );
+    let d = 0xffff_0000_0000_0000;
+    let busy = request(&key(93), 1, d, 0, Priority::Normal);
+    assert_eq!(solves(&w.on_request(&busy, 0)), vec![busy.id()]);
+    // Within one window heavy's second request is over its volume and yields to light's.
+    let h1 = request(&heavy, 2, d, 10, Priority::Normal);
+    let h2 = request(&heavy, 3, d, 20, Priority::Normal);
+    let l1 = request(&light, 4, d, 30, Priority::Normal);
+    for (r, t) in [(&h1, 10), (&h2, 20), (&l1, 30)] {
+        assert!(w.on_request(r, t).is_empty());
     }
+    let mut order = Vec::new();
+    let mut current = busy.id();
+    for t in 40..43 {
+        let next = solves(&w.on_solved(current, Work(1), t))[0];
+        order.push(next);
+        current = next;
+    }
+    assert_eq!(order, vec![h1.id(), l1.id(), h2.id()]);
+    // A window later heavy is back within its volume, so its new request outranks the
+    // over-volume one being solved and takes the solver.
+    let h3 = request(&heavy, 5, d, 5_000, Priority::Normal);
+    assert_eq!(
+        w.on_request(&h3, 5_000),
+        vec![
+            WorkerAction::Stop { request: h2.id() },
+            WorkerAction::Solve {
+                request: h3.id(),
+                root: h3.payload().root,
+                difficulty: h3.payload().difficulty
+            }
+        ]
+    );
+    // The preempted request waits behind regular work that came after it.
+    let l2 = request(&light, 6, d, 5_001, Priority::Normal);
+    assert!(w.on_request(&l2, 5_001).is_empty());
+    assert_eq!(solves(&w.on_solved(h3.id(), Work(1), 5_002)), vec![l2.id()]);
+    assert_eq!(solves(&w.on_solved(l2.id(), Work(1), 5_003)), vec![h2.id()]);
 }
 
 #[test]
-fn simulation_is_deterministic() {
-    let a = simulate(7, 200, 40, 0.05);
-    let b = simulate(7, 200, 40, 0.05);
-    assert_eq!(a.trace, b.trace);
-    assert_eq!(a.completed, b.completed);
-    let c = simulate(8, 200, 40, 0.05);
-    assert_ne!(a.trace, c.trace, "another seed, another run");
+fn requests_arriving_expired_are_ignored_and_an_idle_worker_has_no_deadline() {
+    let me = key(100);
+    let svc = key(101);
+    let mut w = WorkerFlow::new(me.public(), 1_000_000, FlowConfig::default());
+    assert_eq!(w.next_deadline(), None);
+    let r = request(&svc, 1, 0xffff_0000_0000_0000, 0, Priority::Normal);
+    assert!(w.on_request(&r, 60_000).is_empty());
+    assert_eq!(w.queue_len(), 0);
+    // While solving, the only deadline is the request's expiry.
+    let r2 = request(&svc, 2, 0xffff_0000_0000_0000, 100, Priority::Normal);
+    assert_eq!(solves(&w.on_request(&r2, 100)), vec![r2.id()]);
+    assert_eq!(w.next_deadline(), Some(60_100));
+    assert_eq!(w.role(r2.id()), Some(Role::Primary));
+    let _ = w.on_solved(r2.id(), Work(1), 200);
+    assert_eq!(w.next_deadline(), None);
+    assert_eq!(w.role(r2.id()), None);
+}
+
+#[test]
+fn a_full_queue_drops_waiting_backups_before_primaries() {
+    let me = key(110);
+    let svc = key(111);
+    let config = FlowConfig {
+        max_queue: 6,
+        ..FlowConfig::default()
+    };
+    let mut w = WorkerFlow::new(me.public(), 1_000_000, config.clone());
+    // Five fast peers: for an easy request one worker is enough, so this one is a primary
+    // about one time in six and a backup otherwise.
+    let mut live = vec![(me.public(), 1_000_000)];
+    for n in 0..5 {
+        w.on_status(&status(&key(120 + n), 1_000_000_000, 0), 0);
+        live.push((key(120 + n).public(), 1_000_000_000));
+    }
+    let d = 0xffff_0000_0000_0000;
+    let mut primaries = Vec::new();
+    let mut dropped = Vec::new();
+    for n in 0..30 {
+        let r = request(&svc, n, d, 1, Priority::Normal);
+        for a in w.on_request(&r, 1) {
+            if let WorkerAction::Dropped { request } = a {
+                dropped.push(request);
+            }
+        }
+        if plan(r.payload(), &r.id(), &live, &config)
+            .primaries
+            .contains(&me.public())
+        {
+            primaries.push(r.id());
+        }
+    }
+    assert!(primaries.len() >= 2, "the scenario needs some primaries");
+    assert!(primaries.len() < 6, "and room for them in the queue");
+    assert_eq!(dropped.len(), 30 - 6);
+    for p in &primaries {
+        assert!(!dropped.contains(p), "a primary was dropped");
+        assert_eq!(w.role(*p), Some(Role::Primary));
+    }
+    assert_eq!(w.queue_len(), 6);
 }
