@@ -433,3 +433,34 @@ async fn a_request_survives_its_primary_being_killed() {
         "the dead primary cannot answer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_from_one_service_all_complete() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let net = LocalNet::start(LocalOptions {
+        workers: 4,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let service = std::sync::Arc::new(net.service_node().await.expect("service node"));
+    let d = Difficulty(0xffff_f000_0000_0000);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..24u8 {
+        let s = service.clone();
+        set.spawn(async move {
+            let r = root(100 + i);
+            let ans = tokio::time::timeout(T, s.submit(ask(r, d, None))).await;
+            (r, ans)
+        });
+    }
+    while let Some(j) = set.join_next().await {
+        let (r, ans) = j.expect("task");
+        let ans = ans.expect("answered in time").expect("valid work");
+        assert!(reference_value(&r, ans.work) >= d.0);
+    }
+    assert_eq!(service.stats().completed, 24);
+}

@@ -11,8 +11,12 @@ use libp2p::{
 };
 use serde::{Deserialize, Serialize};
 
-/// The largest gossip message a node sends or accepts (the largest envelope is 768 bytes).
+/// The largest gossip message a node accepts (the largest envelope is 768 bytes); each
+/// message kind has its own, lower limit in the protocol.
 pub(crate) const MAX_GOSSIP_BYTES: usize = 2048;
+/// The largest gossipsub frame. Gossipsub batches several messages into one frame under load,
+/// and a frame over the limit is dropped whole, so this is far above one message.
+const MAX_FRAME_BYTES: usize = 256 * 1024;
 /// Most registry entries and worker statuses one sync response carries.
 pub(crate) const MAX_SYNC_ITEMS: usize = 20_000;
 
@@ -128,7 +132,7 @@ impl Behaviour {
             .heartbeat_interval(tuning.heartbeat)
             .validation_mode(gossipsub::ValidationMode::Anonymous)
             .validate_messages()
-            .max_transmit_size(MAX_GOSSIP_BYTES)
+            .max_transmit_size(MAX_FRAME_BYTES)
             .message_id_fn(|m: &gossipsub::Message| {
                 let mut h = Blake2b::<U20>::new();
                 h.update(m.topic.as_str().as_bytes());

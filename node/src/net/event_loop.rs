@@ -24,8 +24,8 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{
-    Behaviour, BehaviourEvent, MAX_SYNC_ITEMS, SyncRequest, SyncResponse, identity_of,
-    serde_bytes_vec::Bytes, topic_score,
+    Behaviour, BehaviourEvent, MAX_GOSSIP_BYTES, MAX_SYNC_ITEMS, SyncRequest, SyncResponse,
+    identity_of, serde_bytes_vec::Bytes, topic_score,
 };
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig};
 use crate::genesis::Genesis;
@@ -275,7 +275,10 @@ impl EventLoop {
     fn publish(&mut self, t: Topic, bytes: Vec<u8>) -> Result<(), gossipsub::PublishError> {
         let topic = self.topic(t);
         match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-            Ok(_) => Ok(()),
+            Ok(id) => {
+                tracing::trace!(topic = t.name(), %id, "published");
+                Ok(())
+            }
             Err(e) => {
                 tracing::debug!(topic = t.name(), "publish failed: {e}");
                 Err(e)
@@ -386,7 +389,12 @@ impl EventLoop {
                 message_id,
                 message,
             } => {
+                tracing::trace!(from = %propagation_source, id = %message_id, topic = %message.topic, "gossip message");
                 let verdict = match self.which_topic(&message.topic) {
+                    _ if message.data.len() > MAX_GOSSIP_BYTES => Err(Rejected::new(
+                        RejectReason::Oversized,
+                        format!("{} bytes, over {MAX_GOSSIP_BYTES}", message.data.len()),
+                    )),
                     Some(t) => self.on_message(t, &message.data),
                     None => Err(Rejected::new(RejectReason::Undecodable, "unknown topic")),
                 };
@@ -560,6 +568,7 @@ impl EventLoop {
         }
         if let Some(w) = &mut self.worker {
             let actions = w.flow.on_request(&req, now);
+            tracing::trace!(request = %req.id(), role = ?w.flow.role(req.id()), ?actions, "request queued");
             self.worker_actions(actions, now);
         }
     }

@@ -1,0 +1,166 @@
+//! End-to-end figures of a loopback swarm, for docs/benchmarks.md:
+//!
+//! 1. overhead: latency of requests whose solve takes microseconds (difficulty ff00..., 256
+//!    expected hashes), so what is measured is signing, gossip, validation, scheduling and the
+//!    answer's way back — minus the pure solve time measured on the same solver;
+//! 2. sustained throughput and lost hashing with 8 workers at the test profile's send
+//!    threshold (2^20 expected hashes), against this machine's solver rate.
+//!
+//! `cargo bench -p dpow-testnet --bench swarm` (add `-- quick` for a shorter run).
+#![allow(clippy::print_stdout)] // a benchmark report
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dpow_node::net::WorkAsk;
+use dpow_protocol::{Difficulty, Priority, Root};
+use dpow_solver::{Control, CpuSolver, Solver};
+use dpow_testnet::local::{LocalNet, LocalOptions};
+
+fn root(i: u32, salt: u8) -> Root {
+    let mut r = [salt; 32];
+    r[..4].copy_from_slice(&i.to_le_bytes());
+    Root(r)
+}
+
+fn ask(root: Root, d: Difficulty) -> WorkAsk {
+    WorkAsk {
+        root,
+        difficulty: d,
+        kind: None,
+        account: None,
+        priority: Priority::Normal,
+        lifetime: Duration::from_secs(60),
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "quick");
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // --- 1. overhead ---
+    let easy = Difficulty(0xff00_0000_0000_0000);
+    let n = if quick { 50 } else { 300 };
+    let solver = CpuSolver::new(1)?;
+    let mut solve_ms = Vec::new();
+    for i in 0..n {
+        let c = Control::new();
+        let t = Instant::now();
+        solver.solve(&root(i, 0xee), easy, &c)?;
+        solve_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    solve_ms.sort_by(f64::total_cmp);
+    let net = LocalNet::start(LocalOptions {
+        workers: 4,
+        threads: 1,
+        rate: None,
+        ..LocalOptions::default()
+    })
+    .await?;
+    let service = net.service_node().await?;
+    let mut lat = Vec::new();
+    for i in 0..n {
+        let ans = tokio::time::timeout(
+            Duration::from_secs(5),
+            service.submit(ask(root(i, 0x01), easy)),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("request {i} unanswered after 5 s"))??;
+        lat.push(ans.latency.as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    let solve50 = pct(&solve_ms, 50.0);
+    println!(
+        "== overhead: {n} sequential requests at {easy} (256 expected hashes), 4 workers, loopback"
+    );
+    println!(
+        "pure solve  p50 {:.3} ms  p99 {:.3} ms",
+        solve50,
+        pct(&solve_ms, 99.0)
+    );
+    println!(
+        "end to end  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        pct(&lat, 50.0),
+        pct(&lat, 95.0),
+        pct(&lat, 99.0),
+        lat[lat.len() - 1]
+    );
+    println!(
+        "overhead    p50 {:.2} ms  p99 {:.2} ms (end to end minus the pure solve p50)",
+        pct(&lat, 50.0) - solve50,
+        pct(&lat, 99.0) - solve50
+    );
+    drop(service);
+    drop(net);
+
+    // --- 2. throughput and lost hashing, 8 workers ---
+    let d = Difficulty(0xffff_f000_0000_0000);
+    let expected = d.expected_hashes();
+    let machine = CpuSolver::new(0)?;
+    let rate = dpow_solver::dispatch::measure_rate(&machine, Duration::from_secs(2))?;
+    let ideal = rate / expected;
+    let m: u32 = if quick { 100 } else { 400 };
+    let net = LocalNet::start(LocalOptions {
+        workers: 8,
+        threads: 1,
+        rate: None,
+        ..LocalOptions::default()
+    })
+    .await?;
+    let service = Arc::new(net.service_node().await?);
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let mut next = 0u32;
+    let mut done = 0u32;
+    let concurrency = 16;
+    while done < m {
+        while next < m && set.len() < concurrency {
+            let s = service.clone();
+            let r = root(next, 0x02);
+            set.spawn(async move { s.submit(ask(r, d)).await });
+            next += 1;
+        }
+        if let Some(r) = set.join_next().await {
+            r??;
+            done += 1;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut hashes, mut won) = (0u64, 0u64);
+    for w in &net.workers {
+        let s = w.stats();
+        hashes += s.hashes;
+        won += s.hashes_won;
+    }
+    let works = f64::from(m) / secs;
+    println!(
+        "\n== throughput: {m} requests at {d} (2^20 expected hashes), 8 workers x 1 thread on {cores} cores, {concurrency} in flight"
+    );
+    println!(
+        "machine solver rate {:.1} MH/s => ideal {:.1} works/s",
+        rate / 1e6,
+        ideal
+    );
+    println!(
+        "sustained   {works:.1} works/s = {:.0}% of ideal",
+        100.0 * works / ideal
+    );
+    println!(
+        "hashing     {:.1}M hashes for {:.1}M expected; {:.1}% on requests another worker answered first",
+        hashes as f64 / 1e6,
+        f64::from(m) * expected / 1e6,
+        100.0 * (hashes - won.min(hashes)) as f64 / hashes.max(1) as f64
+    );
+    Ok(())
+}
