@@ -110,10 +110,19 @@ async fn main() -> anyhow::Result<()> {
     let rate = dpow_solver::dispatch::measure_rate(&machine, Duration::from_secs(2))?;
     let ideal = rate / expected;
     let m: u32 = if quick { 100 } else { 400 };
+    let mut flow = dpow_testnet::local::FlowConfig::default();
+    if let Ok(f) = std::env::var("DPOW_BENCH_BACKUP_FACTOR") {
+        flow.backup_after_factor = f.parse()?;
+    }
+    if let Ok(g) = std::env::var("DPOW_BENCH_BACKUP_GRACE_MS") {
+        flow.backup_grace_ms = g.parse()?;
+    }
+    println!("\nflow: backup tier i starts after {} x i x expected + {} ms", flow.backup_after_factor, flow.backup_grace_ms);
     let net = LocalNet::start(LocalOptions {
         workers: 8,
         threads: 1,
         rate: None,
+        flow,
         ..LocalOptions::default()
     })
     .await?;

@@ -65,6 +65,8 @@ struct Worker {
 
 struct Pending {
     reply: oneshot::Sender<Result<WorkAnswer, SubmitError>>,
+    /// When the caller asked: latency is measured from here, to the microsecond.
+    asked: Instant,
 }
 
 pub(super) struct EventLoop {
@@ -746,9 +748,7 @@ impl EventLoop {
                 }
                 ServiceAction::Cancel { request } => self.publish_cancel(request, now),
                 ServiceAction::Completed {
-                    request,
-                    result,
-                    latency_ms,
+                    request, result, ..
                 } => {
                     self.stats().completed += 1;
                     if let Some(p) = self.pending.remove(&request) {
@@ -756,7 +756,7 @@ impl EventLoop {
                             request: request.to_string(),
                             work: result.payload().work,
                             worker: result.payload().worker,
-                            latency: Duration::from_millis(latency_ms),
+                            latency: p.asked.elapsed(),
                         }));
                     }
                 }
@@ -792,6 +792,7 @@ impl EventLoop {
         reply: oneshot::Sender<Result<WorkAnswer, SubmitError>>,
     ) {
         let now = now_ms();
+        let asked = Instant::now();
         let Some(key) = &self.service_key else {
             let _ = reply.send(Err(SubmitError::NoServiceKey));
             return;
@@ -834,7 +835,7 @@ impl EventLoop {
             }
         };
         self.stats().submitted += 1;
-        self.pending.insert(id, Pending { reply });
+        self.pending.insert(id, Pending { reply, asked });
         self.service_actions(actions, now);
         // A service node that also works takes its own request like any other.
         self.on_request(signed, now);
