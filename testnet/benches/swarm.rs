@@ -117,7 +117,10 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(g) = std::env::var("DPOW_BENCH_BACKUP_GRACE_MS") {
         flow.backup_grace_ms = g.parse()?;
     }
-    println!("\nflow: backup tier i starts after {} x i x expected + {} ms", flow.backup_after_factor, flow.backup_grace_ms);
+    println!(
+        "\nflow: backup tier i starts after {} x i x expected + {} ms",
+        flow.backup_after_factor, flow.backup_grace_ms
+    );
     let net = LocalNet::start(LocalOptions {
         workers: 8,
         threads: 1,
