@@ -1,7 +1,8 @@
-//! The node's HTTP server: statistics for people and scripts.
+//! The node's HTTP server: statistics for people and scripts, and on a service's node the
+//! work-server API ([`crate::gateway`]).
 //!
 //! `GET /api/stats` returns [`NodeStats`](crate::net::NodeStats) as JSON. Loopback by default;
-//! it reveals nothing secret, but binding it elsewhere is the operator's choice.
+//! bound elsewhere, a service node requires a bearer token.
 
 use std::net::SocketAddr;
 
@@ -28,10 +29,10 @@ async fn index() -> &'static str {
     "dpow node: GET /api/stats for statistics as JSON\n"
 }
 
-/// Bind `addr` and serve until `shutdown` resolves. Returns the bound address at once.
+/// Bind `addr` and serve `app` until `shutdown` resolves. Returns the bound address at once.
 pub async fn serve(
     addr: SocketAddr,
-    stats: StatsReader,
+    app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -39,7 +40,7 @@ pub async fn serve(
         .with_context(|| format!("binding the HTTP server to {addr}"))?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(stats))
+        if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
         {

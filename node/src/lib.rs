@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod devices;
+pub mod gateway;
 pub mod genesis;
 pub mod http;
 pub mod net;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::devices::DeviceArgs;
+use crate::gateway::{Gateway, GatewayConfig};
 use crate::genesis::{Genesis, read_small};
 use crate::net::{self, NodeConfig, WorkerConfig};
 use crate::output::{Output, rate};
@@ -69,6 +70,23 @@ pub struct NodeArgs {
     /// Do not walk the DHT for more peers (stay with the bootstrap and dialled peers).
     #[arg(long)]
     pub no_discovery: bool,
+    /// Service role: bearer token the work API requires (needed when --http is not loopback).
+    #[arg(
+        long,
+        env = "DPOW_HTTP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub http_token: Option<String>,
+    /// Service role: seconds to wait for the network before solving locally as well.
+    #[arg(long, value_name = "SECS")]
+    pub fallback_after: Option<f64>,
+    /// Service role: CPU threads for local fallback (0 = every core).
+    #[arg(long, value_name = "N")]
+    pub fallback_threads: Option<usize>,
+    /// Service role: never solve locally; wait for the network.
+    #[arg(long)]
+    pub no_fallback: bool,
     /// Worker devices.
     #[command(flatten)]
     pub devices: DeviceArgs,
@@ -96,6 +114,9 @@ struct ConfigFile {
     #[serde(default)]
     gpu: Vec<String>,
     no_discovery: Option<bool>,
+    fallback_after: Option<f64>,
+    fallback_threads: Option<usize>,
+    no_fallback: Option<bool>,
 }
 
 fn parse_addrs(v: &[String], what: &str) -> anyhow::Result<Vec<Multiaddr>> {
@@ -140,7 +161,21 @@ fn merge(mut a: NodeArgs) -> anyhow::Result<NodeArgs> {
             .collect::<anyhow::Result<_>>()?;
     }
     a.no_discovery |= c.no_discovery.unwrap_or(false);
+    a.fallback_after = a.fallback_after.or(c.fallback_after);
+    a.fallback_threads = a.fallback_threads.or(c.fallback_threads);
+    a.no_fallback |= c.no_fallback.unwrap_or(false);
     Ok(a)
+}
+
+/// Wait for Ctrl-C or SIGTERM.
+async fn wait_for_stop() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 /// Run `dpow node`.
@@ -187,16 +222,46 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
             rate: a.announce_rate,
         });
     }
-    if a.role.contains(&Role::Service) {
-        let Some(p) = &a.service_key else {
-            bail!("the service role needs --service-key");
-        };
-        config.service_key = Some(keyfile::read(p)?);
-    }
     let http: Option<SocketAddr> = match a.http.as_deref() {
         Some("off") => None,
         Some(s) => Some(s.parse().with_context(|| format!("--http {s:?}"))?),
         None => Some("127.0.0.1:7076".parse()?),
+    };
+    let gateway = if a.role.contains(&Role::Service) {
+        let Some(p) = &a.service_key else {
+            bail!("the service role needs --service-key");
+        };
+        config.service_key = Some(keyfile::read(p)?);
+        let Some(addr) = http else {
+            bail!("the service role serves the work API over HTTP: --http cannot be off");
+        };
+        if !addr.ip().is_loopback() && a.http_token.as_deref().is_none_or(str::is_empty) {
+            bail!(
+                "--http {addr} is reachable from other machines: set --http-token (or DPOW_HTTP_TOKEN) so the work API requires it"
+            );
+        }
+        let fallback_after = a.fallback_after.unwrap_or(5.0);
+        if !(fallback_after.is_finite() && (0.0..=600.0).contains(&fallback_after)) {
+            bail!("--fallback-after must be between 0 and 600 seconds");
+        }
+        let fallback: Option<std::sync::Arc<dyn dpow_solver::Solver>> = if a.no_fallback {
+            None
+        } else {
+            Some(std::sync::Arc::new(
+                dpow_solver::CpuSolver::new(a.fallback_threads.unwrap_or(0))
+                    .context("starting the fallback solver")?,
+            ))
+        };
+        Some(GatewayConfig {
+            profile: config.genesis.profile.clone(),
+            fallback,
+            fallback_after: Duration::from_secs_f64(fallback_after),
+            request_lifetime: Duration::from_secs(60),
+            token: a.http_token.clone().filter(|t| !t.is_empty()),
+            cache_file: Some(data_dir.join("precache.json")),
+        })
+    } else {
+        None
     };
     let roles: Vec<&str> = a
         .role
@@ -210,24 +275,29 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, http, roles, &key_path, out))
+    runtime.block_on(serve(config, http, gateway, roles, &key_path, out))
 }
 
 async fn serve(
     config: NodeConfig,
     http: Option<SocketAddr>,
+    gateway: Option<GatewayConfig>,
     roles: Vec<&str>,
     key_path: &Path,
     out: Output,
 ) -> anyhow::Result<ExitCode> {
     let network = config.genesis.network.clone();
     let account = config.key.public().to_account();
-    let node = net::spawn(config).await?;
+    let node = std::sync::Arc::new(net::spawn(config).await?);
     let addrs = node.listen_addrs(Duration::from_secs(10)).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_url = match http {
         Some(addr) => {
-            let bound = crate::http::serve(addr, node.stats_reader(), async {
+            let mut app = crate::http::router(node.stats_reader());
+            if let Some(g) = gateway {
+                app = app.merge(Gateway::new(node.clone(), g).router());
+            }
+            let bound = crate::http::serve(addr, app, async {
                 let _ = http_stopped.await;
             })
             .await?;
@@ -270,11 +340,11 @@ async fn serve(
         "http": http_url,
     });
     out.emit(&human, &js)?;
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    wait_for_stop().await?;
     tracing::info!("stopping");
     let _ = stop_http.send(());
-    node.shutdown().await?;
+    // The HTTP server holds a handle until it has stopped; dropping the last one stops the node.
+    drop(node);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -67,6 +67,8 @@ struct Pending {
     reply: oneshot::Sender<Result<WorkAnswer, SubmitError>>,
     /// When the caller asked: latency is measured from here, to the microsecond.
     asked: Instant,
+    /// The request's root, for cancelling by root.
+    root: Root,
 }
 
 pub(super) struct EventLoop {
@@ -835,7 +837,8 @@ impl EventLoop {
             }
         };
         self.stats().submitted += 1;
-        self.pending.insert(id, Pending { reply, asked });
+        let root = signed.payload().root;
+        self.pending.insert(id, Pending { reply, asked, root });
         self.service_actions(actions, now);
         // A service node that also works takes its own request like any other.
         self.on_request(signed, now);
@@ -846,6 +849,23 @@ impl EventLoop {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Submit { ask, reply } => self.submit(ask, reply),
+            Command::CancelRoot { root, reply } => {
+                let now = now_ms();
+                let ids: Vec<RequestId> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.root == root)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &ids {
+                    let actions = self.service.cancel(*id, now);
+                    self.service_actions(actions, now);
+                    if let Some(p) = self.pending.remove(id) {
+                        let _ = p.reply.send(Err(SubmitError::Cancelled));
+                    }
+                }
+                let _ = reply.send(ids.len());
+            }
             Command::Registry { action, key, reply } => {
                 let _ = reply.send(self.sign_registry(action, &key));
             }
@@ -894,8 +914,14 @@ impl EventLoop {
         self.registry
             .apply(signed.clone())
             .map_err(|e| anyhow::anyhow!("applying the entry: {e}"))?;
-        self.publish(Topic::Registry, signed.bytes().to_vec())
-            .map_err(|e| anyhow::anyhow!("publishing the entry: {e}"))?;
+        match self.publish(Topic::Registry, signed.bytes().to_vec()) {
+            Ok(()) => {}
+            // Applied here; peers get it in the sync when they connect.
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                tracing::info!(seq, "no peers yet: the entry spreads when they connect");
+            }
+            Err(e) => anyhow::bail!("publishing the entry: {e}"),
+        }
         Ok(seq)
     }
 

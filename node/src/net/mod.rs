@@ -162,6 +162,9 @@ pub enum SubmitError {
     /// The network refused or never answered.
     #[error("{0}")]
     Refused(String),
+    /// The caller withdrew the request.
+    #[error("cancelled")]
+    Cancelled,
     /// Nobody answered before the request expired.
     #[error("no valid work arrived before the request expired")]
     Expired,
@@ -174,6 +177,10 @@ enum Command {
     Submit {
         ask: WorkAsk,
         reply: oneshot::Sender<Result<WorkAnswer, SubmitError>>,
+    },
+    CancelRoot {
+        root: Root,
+        reply: oneshot::Sender<usize>,
     },
     Registry {
         action: RegistryAction,
@@ -275,6 +282,17 @@ impl NodeHandle {
             .await
             .map_err(|_| SubmitError::Stopped)?;
         rx.await.map_err(|_| SubmitError::Stopped)?
+    }
+
+    /// Withdraw every outstanding request this node submitted for `root`: a signed cancel goes
+    /// to the network and the waiting callers get [`SubmitError::Cancelled`]. Returns how many.
+    pub async fn cancel_root(&self, root: Root) -> anyhow::Result<usize> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::CancelRoot { root, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
     }
 
     /// Sign a registry entry with a registrar key (next sequence number), apply and publish it.

@@ -1,0 +1,401 @@
+//! The work-server API on a service's node, driven over real HTTP with reqwest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blake2::digest::consts::U8;
+use blake2::{Blake2b, Digest};
+use dpow_node::gateway::{Gateway, GatewayConfig};
+use dpow_node::net::NodeHandle;
+use dpow_protocol::{Profile, Root, Work};
+use dpow_solver::{CpuSolver, Solver};
+use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
+use serde_json::{Value, json};
+
+const HASH: &str = "7F7122E843B27524F4F1D6BD14AEFD1C8F01D36AE8653D37417533C0D4BC2BE6";
+const T: Duration = Duration::from_secs(20);
+
+fn reference_value(root: &str, work: &str) -> u64 {
+    let root: Root = root.parse().expect("root");
+    let work: Work = work.parse().expect("work");
+    let mut h = Blake2b::<U8>::new();
+    h.update(work.0.to_le_bytes());
+    h.update(root.0);
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&h.finalize());
+    u64::from_le_bytes(v)
+}
+
+fn hash(i: u8) -> String {
+    let mut h = HASH.to_string();
+    h.replace_range(0..2, &format!("{i:02X}"));
+    h
+}
+
+struct Api {
+    url: String,
+    client: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    async fn post(&self, body: Value) -> (u16, Value) {
+        self.post_raw(body.to_string().into_bytes()).await
+    }
+
+    async fn post_raw(&self, body: Vec<u8>) -> (u16, Value) {
+        let mut r = self.client.post(&self.url).body(body);
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await.expect("the server answers");
+        let status = resp.status().as_u16();
+        let v = resp.json::<Value>().await.expect("a JSON body");
+        (status, v)
+    }
+}
+
+fn config(profile: Profile, fallback: bool, dir: &std::path::Path) -> GatewayConfig {
+    GatewayConfig {
+        profile,
+        fallback: fallback.then(|| Arc::new(CpuSolver::new(1).expect("cpu")) as Arc<dyn Solver>),
+        fallback_after: Duration::from_secs(5),
+        request_lifetime: Duration::from_secs(30),
+        token: None,
+        cache_file: Some(dir.join("precache.json")),
+    }
+}
+
+async fn serve(node: Arc<NodeHandle>, config: GatewayConfig) -> Api {
+    let token = config.token.clone();
+    let gw = Gateway::new(node.clone(), config);
+    let app = dpow_node::http::router(node.stats_reader()).merge(gw.router());
+    let addr = dpow_node::http::serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        app,
+        std::future::pending(),
+    )
+    .await
+    .expect("binds");
+    Api {
+        url: format!("http://{addr}/"),
+        client: reqwest::Client::new(),
+        token,
+    }
+}
+
+async fn network(workers: usize) -> (LocalNet, Arc<NodeHandle>) {
+    let net = LocalNet::start(LocalOptions {
+        workers,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network");
+    let svc = Arc::new(net.service_node().await.expect("service node"));
+    (net, svc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generate_and_validate_speak_the_work_server_protocol() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (net, svc) = network(2).await;
+    let profile = net.genesis.profile.clone();
+    let api = serve(svc.clone(), config(profile.clone(), false, dir.path())).await;
+
+    // Default threshold (send), explicit difficulty, multiplier, and a block's subtype.
+    let send = profile.threshold(dpow_protocol::BlockKind::Send).0;
+    let receive = profile.threshold(dpow_protocol::BlockKind::Receive).0;
+    let cases = [
+        (json!({"action": "work_generate", "hash": hash(1)}), send),
+        (
+            json!({"action": "work_generate", "hash": hash(2), "difficulty": "fffff80000000000"}),
+            0xfffff80000000000,
+        ),
+        (
+            json!({"action": "work_generate", "hash": hash(3), "multiplier": "0.0625"}),
+            0xffff000000000000,
+        ),
+        (
+            json!({"action": "work_generate", "hash": hash(4),
+                   "json_block": "true",
+                   "block": {"type": "state", "subtype": "receive", "previous": hash(4)}}),
+            receive,
+        ),
+    ];
+    for (body, threshold) in cases {
+        let (status, v) = api.post(body.clone()).await;
+        assert_eq!(status, 200, "{body}: {v}");
+        let work = v["work"].as_str().expect("work");
+        let h = v["hash"].as_str().expect("hash echoed");
+        assert_eq!(work.len(), 16);
+        let value = reference_value(h, work);
+        assert!(
+            value >= threshold,
+            "{body}: {value:016x} < {threshold:016x}"
+        );
+        assert_eq!(v["difficulty"], json!(format!("{value:016x}")));
+        assert!(
+            v["multiplier"]
+                .as_str()
+                .and_then(|m| m.parse::<f64>().ok())
+                .is_some()
+        );
+        assert_eq!(v["source"], "network");
+        assert!(v["worker"].as_str().is_some_and(|w| w.starts_with("nano_")));
+
+        // The same work, validated.
+        let (status, val) = api
+            .post(json!({"action": "work_validate", "hash": h, "work": work, "difficulty": format!("{threshold:016x}")}))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(val["valid"], "1");
+        assert_eq!(val["difficulty"], v["difficulty"]);
+        let expect_all = if value >= send { "1" } else { "0" };
+        assert_eq!(val["valid_all"], expect_all);
+        assert_eq!(val["valid_receive"], "1");
+    }
+    // Work that fails.
+    let bad = (0u64..)
+        .map(|n| format!("{n:016x}"))
+        .find(|w| reference_value(HASH, w) < receive)
+        .expect("an invalid nonce");
+    let (_, val) = api
+        .post(json!({"action": "work_validate", "hash": HASH, "work": bad}))
+        .await;
+    assert_eq!(val["valid_all"], "0");
+    assert_eq!(val["valid_receive"], "0");
+    assert!(
+        val.get("valid").is_none(),
+        "valid only with an explicit difficulty"
+    );
+    drop(net);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_a_nano_style_error_and_status() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (net, svc) = network(1).await;
+    let api = serve(
+        svc.clone(),
+        config(net.genesis.profile.clone(), false, dir.path()),
+    )
+    .await;
+    let before = svc.stats().submitted;
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"{not json".to_vec(), 400, "Unable to parse JSON"),
+        (b"[1,2]".to_vec(), 400, "Unable to parse JSON"),
+        (
+            json!({"action": "work_dance"}).to_string().into_bytes(),
+            400,
+            "Unknown command",
+        ),
+        (
+            json!({"action": "work_generate"}).to_string().into_bytes(),
+            400,
+            "Bad block hash",
+        ),
+        (
+            json!({"action": "work_generate", "hash": "12zz"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "Bad block hash",
+        ),
+        (
+            json!({"action": "work_generate", "hash": HASH, "difficulty": "xyz"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "Bad difficulty",
+        ),
+        (
+            json!({"action": "work_generate", "hash": HASH, "multiplier": "-2"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "Bad multiplier",
+        ),
+        (
+            json!({"action": "work_generate", "hash": HASH, "difficulty": "0000000000000001"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "Difficulty out of valid range",
+        ),
+        (
+            json!({"action": "work_generate", "hash": HASH, "account": "nano_1bad"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "Bad account number",
+        ),
+        (
+            json!({"action": "work_validate", "hash": HASH, "work": "nope"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "Bad work",
+        ),
+        (vec![b' '; 64 * 1024], 413, "Request body over"),
+    ];
+    for (body, status, text) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).to_string();
+        let (s, v) = api.post_raw(body).await;
+        assert_eq!(s, status, "{shown}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.starts_with(text)),
+            "{shown}: {v}"
+        );
+    }
+    assert_eq!(svc.stats().submitted, before, "nothing reached the network");
+
+    // A token, when set, is required.
+    let mut c = config(net.genesis.profile.clone(), false, dir.path());
+    c.token = Some("s3cret".into());
+    let locked = serve(svc.clone(), c).await;
+    let wrong = Api {
+        url: locked.url.clone(),
+        client: reqwest::Client::new(),
+        token: Some("guess".into()),
+    };
+    let (s, v) = wrong
+        .post(json!({"action": "work_validate", "hash": HASH, "work": "0000000000000000"}))
+        .await;
+    assert_eq!(s, 401, "{v}");
+    let (s, _) = locked
+        .post(json!({"action": "work_validate", "hash": HASH, "work": "0000000000000000"}))
+        .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_for_one_root_share_one_request() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (net, svc) = network(2).await;
+    let api = Arc::new(
+        serve(
+            svc.clone(),
+            config(net.genesis.profile.clone(), false, dir.path()),
+        )
+        .await,
+    );
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let api = api.clone();
+        set.spawn(async move { api.post(json!({"action": "work_generate", "hash": hash(9), "difficulty": "fffffc0000000000"})).await });
+    }
+    let mut works = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let (s, v) = r.expect("task");
+        assert_eq!(s, 200, "{v}");
+        works.push(v["work"].as_str().expect("work").to_string());
+    }
+    works.dedup();
+    assert_eq!(works.len(), 1, "everyone got the one answer");
+    assert_eq!(svc.stats().submitted, 1, "one network request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_no_workers_the_node_falls_back_or_can_be_cancelled() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (net, svc) = network(0).await;
+    let profile = net.genesis.profile.clone();
+    let api = serve(svc.clone(), config(profile.clone(), true, dir.path())).await;
+    let (s, v) = api
+        .post(json!({"action": "work_generate", "hash": hash(20)}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["source"], "local");
+    assert!(
+        reference_value(&hash(20), v["work"].as_str().expect("work"))
+            >= profile.threshold(dpow_protocol::BlockKind::Send).0
+    );
+
+    // Without a fallback the call waits for the network; work_cancel ends it.
+    let waiting = Arc::new(serve(svc.clone(), config(profile, false, dir.path())).await);
+    let w = waiting.clone();
+    let pending = tokio::spawn(async move {
+        w.post(json!({"action": "work_generate", "hash": hash(21)}))
+            .await
+    });
+    wait_for(&svc, T, |s| s.submitted >= 1)
+        .await
+        .expect("submitted");
+    let (s, v) = waiting
+        .post(json!({"action": "work_cancel", "hash": hash(21)}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["cancelled"], 1);
+    let (_, v) = pending.await.expect("task");
+    assert_eq!(v["error"], "Cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_stale() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (net, svc) = network(2).await;
+    let profile = net.genesis.profile.clone();
+    let account = dpow_keys::SecretKey::generate()
+        .expect("key")
+        .public()
+        .to_account();
+    let api = serve(svc.clone(), config(profile.clone(), false, dir.path())).await;
+    let (s, v) = api
+        .post(json!({"action": "work_precache", "hash": hash(30), "account": account}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let file = dir.path().join("precache.json");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&file).is_ok_and(|t| t.len() > 2) {
+        assert!(t0.elapsed() < T, "precache never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, v) = api
+        .post(json!({"action": "work_generate", "hash": hash(30)}))
+        .await;
+    assert_eq!(v["source"], "cache", "{v}");
+    let cached = v["work"].as_str().expect("work").to_string();
+
+    // A new gateway over the same file (a restart) serves it too.
+    let again = serve(svc.clone(), config(profile.clone(), false, dir.path())).await;
+    let (_, v) = again
+        .post(json!({"action": "work_generate", "hash": hash(30)}))
+        .await;
+    assert_eq!(v["source"], "cache");
+    assert_eq!(v["work"], cached.as_str());
+
+    // A tampered entry is not served.
+    let text = std::fs::read_to_string(&file).expect("file");
+    let bad = (0u64..)
+        .map(|n| format!("{n:016x}"))
+        .find(|w| reference_value(&hash(30), w) < 0xff00000000000000)
+        .expect("bad");
+    let tampered = text.replace(&format!("\"{cached}\""), &format!("\"{bad}\""));
+    assert_ne!(tampered, text, "the work is stored as a hex string");
+    std::fs::write(&file, tampered).expect("write");
+    let third = serve(svc.clone(), config(profile.clone(), false, dir.path())).await;
+    let (_, v) = third
+        .post(json!({"action": "work_generate", "hash": hash(30)}))
+        .await;
+    assert_eq!(v["source"], "network", "{v}");
+
+    // The account moves on: its old frontier's work is dropped.
+    let (_, _) = api
+        .post(json!({"action": "work_precache", "hash": hash(31), "account": account}))
+        .await;
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&file)
+        .is_ok_and(|t| t.contains(&hash(31)) || t.contains(&hash(31).to_lowercase()))
+    {
+        assert!(t0.elapsed() < T, "second precache never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, v) = api
+        .post(json!({"action": "work_generate", "hash": hash(31)}))
+        .await;
+    assert_eq!(v["source"], "cache");
+    let (_, v) = api
+        .post(json!({"action": "work_generate", "hash": hash(30)}))
+        .await;
+    assert_eq!(v["source"], "network", "{v}");
+}
