@@ -179,6 +179,27 @@ pub fn http_get_json(url: &str) -> anyhow::Result<Value> {
     serde_json::from_str(json).context("parsing /api/stats")
 }
 
+/// `POST url` with a JSON body over plain HTTP/1.0, parsed as JSON.
+pub fn http_post_json(url: &str, body: &Value) -> anyhow::Result<Value> {
+    let rest = url.strip_prefix("http://").context("http:// URL")?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    let body = body.to_string();
+    let mut s = TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "POST / HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let json = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .context("malformed HTTP response")?;
+    serde_json::from_str(json).context("parsing the API's answer")
+}
+
 fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
     let t0 = Instant::now();
     while !ok() {
@@ -269,6 +290,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ],
     )?;
     let service_addr = service_node.listen.clone();
+    let service_http = service_node.http.clone();
     procs.0.push(service_node);
     for i in 0..a.workers {
         let w = start_node(
@@ -422,6 +444,56 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "hashes     {hashes} computed; {lost} ({share:.1}%) on requests another worker answered first\n           \
          (an upper bound on waste: search is memoryless, so only hashing after the first answer is lost)"
     );
+    // The service node's work-server API, as a wallet would use it.
+    let api = format!("{service_http}/");
+    println!("\n== the service node's work API at {api}");
+    let root = "7F7122E843B27524F4F1D6BD14AEFD1C8F01D36AE8653D37417533C0D4BC2BE6";
+    let v = http_post_json(
+        &api,
+        &serde_json::json!({"action": "work_generate", "hash": root}),
+    )?;
+    let work = field(&v, "work")?;
+    println!(
+        "work_generate   work {work}  difficulty {}  source {}  {:.1} ms",
+        field(&v, "difficulty")?,
+        field(&v, "source")?,
+        v["elapsed_ms"].as_f64().unwrap_or(0.0)
+    );
+    let val = http_post_json(
+        &api,
+        &serde_json::json!({"action": "work_validate", "hash": root, "work": work}),
+    )?;
+    println!(
+        "work_validate   valid_all {}  valid_receive {}",
+        field(&val, "valid_all")?,
+        field(&val, "valid_receive")?
+    );
+    let next = "A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F60718293A4B5C6D7E8F90";
+    http_post_json(
+        &api,
+        &serde_json::json!({"action": "work_precache", "hash": next}),
+    )?;
+    let mut hit = Value::Null;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+        let v = http_post_json(
+            &api,
+            &serde_json::json!({"action": "work_generate", "hash": next}),
+        )?;
+        if v["source"] == "cache" {
+            hit = v;
+            break;
+        }
+    }
+    if hit.is_null() {
+        bail!("precached work never came back from the cache");
+    }
+    println!(
+        "work_precache   then work_generate from the cache in {:.2} ms",
+        hit["elapsed_ms"].as_f64().unwrap_or(0.0)
+    );
+
     let failed = result["failed"].as_array().map_or(0, Vec::len);
     if failed > 0 || answered != u64::from(a.requests) {
         bail!("{failed} requests failed; logs are in {}", d.display());
@@ -433,6 +505,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             d.display()
         );
         println!("service node: {service_addr}");
+        println!(
+            "work API: curl -s -d '{{\"action\":\"work_generate\",\"hash\":\"{root}\"}}' {api}"
+        );
         wait_for_ctrl_c();
     }
     Ok(())
