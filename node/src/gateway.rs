@@ -116,7 +116,14 @@ pub struct Gateway {
     local: Mutex<HashMap<Root, Vec<Arc<Control>>>>,
     /// Precached work by root, and each account's current precached root.
     cache: Mutex<(HashMap<Root, CacheEntry>, HashMap<PublicKey, Root>)>,
+    /// Accounts seen in calls, whose confirmations a Nano node websocket reports.
+    accounts: Mutex<std::collections::HashSet<PublicKey>>,
+    /// Tells the websocket follower about newly seen accounts.
+    new_accounts: tokio::sync::watch::Sender<usize>,
 }
+
+/// Most accounts tracked for precaching.
+pub const MAX_TRACKED_ACCOUNTS: usize = 100_000;
 
 /// A Nano-style error: the HTTP status and the `error` text.
 #[derive(Debug)]
@@ -147,6 +154,8 @@ impl Gateway {
             inflight: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
             cache: Mutex::new((HashMap::new(), HashMap::new())),
+            accounts: Mutex::new(std::collections::HashSet::new()),
+            new_accounts: tokio::sync::watch::channel(0).0,
         };
         gw.load_cache();
         Arc::new(gw)
@@ -210,6 +219,104 @@ impl Gateway {
         };
         if let Err(e) = write() {
             tracing::error!(path = %path.display(), "saving the precache: {e}");
+        }
+    }
+
+    /// Remember an account seen in a call, for confirmation-driven precache.
+    fn track(&self, account: PublicKey) {
+        let mut a = lock(&self.accounts);
+        if a.len() < MAX_TRACKED_ACCOUNTS && a.insert(account) {
+            let n = a.len();
+            self.new_accounts.send_replace(n);
+        }
+    }
+
+    /// Follow a Nano node's websocket (`ws://host:7078`): subscribe to the `confirmation`
+    /// topic for the tracked accounts, and precache the next work of each account whose new
+    /// block is confirmed. Reconnects with a growing delay; runs until the task is dropped.
+    pub async fn follow_confirmations(self: Arc<Self>, url: String) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.follow_once(&url).await {
+                Ok(()) => delay = Duration::from_millis(500),
+                Err(e) => tracing::warn!(%url, "nano websocket: {e}; reconnecting in {delay:?}"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn follow_once(self: &Arc<Self>, url: &str) -> anyhow::Result<()> {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message as Ws;
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let mut changes = self.new_accounts.subscribe();
+        let mut sent: std::collections::HashSet<PublicKey> = std::collections::HashSet::new();
+        let accounts = |sent: &mut std::collections::HashSet<PublicKey>| -> Vec<String> {
+            let now = lock(&self.accounts).clone();
+            let new: Vec<String> = now.difference(sent).map(|a| a.to_account()).collect();
+            *sent = now;
+            new
+        };
+        let first = accounts(&mut sent);
+        let subscribe = json!({
+            "action": "subscribe",
+            "topic": "confirmation",
+            "ack": true,
+            "options": { "accounts": first },
+        });
+        ws.send(Ws::text(subscribe.to_string())).await?;
+        tracing::info!(%url, accounts = sent.len(), "following confirmations");
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let add = accounts(&mut sent);
+                    if !add.is_empty() {
+                        let update = json!({
+                            "action": "update",
+                            "topic": "confirmation",
+                            "options": { "accounts_add": add },
+                        });
+                        ws.send(Ws::text(update.to_string())).await?;
+                    }
+                }
+                msg = ws.next() => {
+                    let Some(msg) = msg else { return Ok(()) };
+                    match msg? {
+                        Ws::Text(t) => self.on_confirmation(t.as_str()),
+                        Ws::Close(_) => return Ok(()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A websocket message: a confirmed block of a tracked account makes its hash the
+    /// account's new frontier, whose work is precached. Anything else is ignored.
+    fn on_confirmation(self: &Arc<Self>, text: &str) {
+        if text.len() > MAX_BODY_BYTES {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        if v.get("topic").and_then(Value::as_str) != Some("confirmation") {
+            return;
+        }
+        let m = &v["message"];
+        let account = m["account"]
+            .as_str()
+            .and_then(|a| a.parse::<PublicKey>().ok());
+        let hash = m["hash"].as_str().and_then(|h| h.parse::<Root>().ok());
+        if let (Some(account), Some(hash)) = (account, hash)
+            && lock(&self.accounts).contains(&account)
+        {
+            tracing::debug!(%hash, account = %account.to_account(), "confirmed: precaching the next work");
+            self.precache(hash, Some(account));
         }
     }
 
@@ -534,6 +641,9 @@ async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Result<Valu
         "work_precache" => {
             let root = parse_hash(&v)?;
             let account = parse_account(&v)?;
+            if let Some(a) = account {
+                gw.track(a);
+            }
             gw.precache(root, account);
             Ok(json!({ "started": "1", "hash": root.to_string() }))
         }
@@ -550,6 +660,9 @@ async fn work_generate(gw: &Arc<Gateway>, v: &Value) -> Result<Value, ApiError> 
         _ => return Err(ApiError::bad("Bad block hash")),
     };
     let account = parse_account(v)?;
+    if let Some(a) = account {
+        gw.track(a);
+    }
     let (d, kind, _) = target(gw, v)?;
     gw.config
         .profile

@@ -399,3 +399,116 @@ async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_s
         .await;
     assert_eq!(v["source"], "network", "{v}");
 }
+
+/// A stand-in for a Nano node's websocket: it takes the subscription, then reports confirmed
+/// blocks the way the node documents them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn confirmations_from_a_nano_websocket_precache_the_next_work() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let (net, svc) = network(2).await;
+    let tracked = dpow_keys::SecretKey::generate()
+        .expect("key")
+        .public()
+        .to_account();
+    let stranger = dpow_keys::SecretKey::generate()
+        .expect("key")
+        .public()
+        .to_account();
+    let gw = Gateway::new(
+        svc.clone(),
+        config(net.genesis.profile.clone(), false, dir.path()),
+    );
+    let app = dpow_node::http::router(svc.stats_reader()).merge(gw.router());
+    let addr = dpow_node::http::serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        app,
+        std::future::pending(),
+    )
+    .await
+    .expect("binds");
+    let api = Api {
+        url: format!("http://{addr}/"),
+        client: reqwest::Client::new(),
+        token: None,
+    };
+    // The account becomes known to the gateway through an ordinary call.
+    let (s, v) = api
+        .post(json!({"action": "work_generate", "hash": hash(40), "account": tracked}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("ws listener");
+    let ws_url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let (t, s2) = (tracked.clone(), stranger.clone());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut ws = tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("handshake");
+        let sub = match ws.next().await.expect("a message").expect("ok") {
+            Ws::Text(t) => serde_json::from_str::<Value>(t.as_str()).expect("json"),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(sub["action"], "subscribe");
+        assert_eq!(sub["topic"], "confirmation");
+        assert!(
+            sub["options"]["accounts"]
+                .as_array()
+                .expect("accounts")
+                .contains(&json!(t))
+        );
+        ws.send(Ws::text(
+            json!({"ack": "subscribe", "time": "1"}).to_string(),
+        ))
+        .await
+        .expect("ack");
+        ws.send(Ws::text("not json".to_string()))
+            .await
+            .expect("garbage");
+        for (account, h) in [(s2, hash(42)), (t, hash(41))] {
+            let msg = json!({
+                "topic": "confirmation",
+                "time": "1700000000000",
+                "message": {
+                    "account": account,
+                    "amount": "1000000000000000000000000",
+                    "hash": h,
+                    "confirmation_type": "active_quorum",
+                    "block": {"type": "state", "account": account, "previous": hash(40),
+                              "subtype": "send", "link": hash(0)}
+                }
+            });
+            ws.send(Ws::text(msg.to_string()))
+                .await
+                .expect("confirmation");
+        }
+        // Stay connected until the test ends.
+        while ws.next().await.is_some() {}
+    });
+    let follower = tokio::spawn(gw.clone().follow_confirmations(ws_url));
+
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, v) = api.post(json!({"action": "work_generate", "hash": hash(41), "difficulty": "ff00000000000000"})).await;
+        if v["source"] == "cache" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < T,
+            "the confirmed frontier was never precached: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let file = std::fs::read_to_string(dir.path().join("precache.json")).expect("file");
+    assert!(
+        !file.contains(&hash(42)),
+        "an untracked account's block was precached"
+    );
+    follower.abort();
+    server.abort();
+}

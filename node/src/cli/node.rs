@@ -87,6 +87,10 @@ pub struct NodeArgs {
     /// Service role: never solve locally; wait for the network.
     #[arg(long)]
     pub no_fallback: bool,
+    /// Service role: a Nano node's websocket (e.g. ws://127.0.0.1:7078); confirmed blocks of
+    /// accounts seen in calls get their next work precached.
+    #[arg(long, value_name = "URL")]
+    pub nano_websocket: Option<String>,
     /// Worker devices.
     #[command(flatten)]
     pub devices: DeviceArgs,
@@ -275,13 +279,24 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, http, gateway, roles, &key_path, out))
+    if let Some(u) = &a.nano_websocket
+        && !u.starts_with("ws://")
+    {
+        bail!(
+            "--nano-websocket must be a ws:// URL (wss:// is not built in: use a local proxy), got {u:?}"
+        );
+    }
+    let websocket = a.nano_websocket.clone();
+    runtime.block_on(serve(
+        config, http, gateway, websocket, roles, &key_path, out,
+    ))
 }
 
 async fn serve(
     config: NodeConfig,
     http: Option<SocketAddr>,
     gateway: Option<GatewayConfig>,
+    websocket: Option<String>,
     roles: Vec<&str>,
     key_path: &Path,
     out: Output,
@@ -295,7 +310,11 @@ async fn serve(
         Some(addr) => {
             let mut app = crate::http::router(node.stats_reader());
             if let Some(g) = gateway {
-                app = app.merge(Gateway::new(node.clone(), g).router());
+                let gw = Gateway::new(node.clone(), g);
+                if let Some(url) = websocket.clone() {
+                    tokio::spawn(gw.clone().follow_confirmations(url));
+                }
+                app = app.merge(gw.router());
             }
             let bound = crate::http::serve(addr, app, async {
                 let _ = http_stopped.await;
