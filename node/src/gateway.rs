@@ -249,7 +249,12 @@ impl Gateway {
     async fn follow_once(self: &Arc<Self>, url: &str) -> anyhow::Result<()> {
         use futures::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message as Ws;
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+        // Confirmations are small: refuse anything large rather than buffer it.
+        let limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(MAX_BODY_BYTES * 4))
+            .max_frame_size(Some(MAX_BODY_BYTES * 4));
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(limits), true).await?;
         let mut changes = self.new_accounts.subscribe();
         let mut sent: std::collections::HashSet<PublicKey> = std::collections::HashSet::new();
         let accounts = |sent: &mut std::collections::HashSet<PublicKey>| -> Vec<String> {
