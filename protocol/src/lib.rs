@@ -14,6 +14,7 @@ pub mod codec;
 pub mod envelope;
 mod error;
 pub mod flow;
+pub mod ledger;
 pub mod messages;
 pub mod profile;
 pub mod registry;
