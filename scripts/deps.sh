@@ -5,12 +5,17 @@
 #
 #   scripts/deps.sh            packages for building dpow
 #   scripts/deps.sh --opencl   also OpenCL headers and PoCL (a CPU OpenCL driver) for GPU tests
+#   scripts/deps.sh --test     everything the test suite needs: OpenCL/PoCL and Chromium
 set -euo pipefail
 
 want=(pkg-config)
-if [[ "${1:-}" == "--opencl" ]]; then
-  want+=(ocl-icd-opencl-dev pocl-opencl-icd)
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --opencl) want+=(ocl-icd-opencl-dev pocl-opencl-icd) ;;
+    --test) want+=(ocl-icd-opencl-dev pocl-opencl-icd chromium) ;;
+    *) echo "deps.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${want[@]}"; do

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh --opencl
+scripts/deps.sh --test
 if command -v sccache >/dev/null && [[ -z "${RUSTC_WRAPPER:-}" ]]; then
   export RUSTC_WRAPPER=sccache
 fi
@@ -14,5 +14,6 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test"
-# The GPU tests skip themselves when no OpenCL platform is found, except here: CI must run them.
-DPOW_REQUIRE_OPENCL=1 cargo test --workspace --all-features --locked
+# The GPU and browser tests skip themselves when no OpenCL platform or Chromium is found,
+# except here: CI must run them.
+DPOW_REQUIRE_OPENCL=1 DPOW_REQUIRE_CHROMIUM=1 cargo test --workspace --all-features --locked

@@ -1,32 +1,233 @@
-//! The node's HTTP server: statistics for people and scripts, and on a service's node the
-//! work-server API ([`crate::gateway`]).
+//! The node's HTTP server: the dashboard, statistics for people and scripts, and on a
+//! service's node the work-server API ([`crate::gateway`]).
 //!
-//! `GET /api/stats` returns [`NodeStats`](crate::net::NodeStats) as JSON. Loopback by default;
-//! bound elsewhere, a service node requires a bearer token.
+//! - `GET /`: the dashboard (one HTML page built into the binary, no external assets), live
+//!   through `GET /api/events` (server-sent events, one statistics snapshot a second);
+//! - `GET /api/stats`: [`NodeStats`] as JSON;
+//! - `GET /metrics`: the same figures in the Prometheus text format.
+//!
+//! Loopback by default; bound elsewhere, a service node requires a bearer token for its API.
 
+use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::Stream;
 
 use crate::net::{NodeStats, StatsReader};
+
+const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 
 /// Build the router.
 pub fn router(stats: StatsReader) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/api/stats", get(get_stats))
-        .route("/", get(index))
+        .route("/api/events", get(events))
+        .route("/metrics", get(metrics))
         .with_state(stats)
+}
+
+/// The page with the current statistics in it. `<` is escaped so that no text from the
+/// network (a service's name) can close the script element.
+async fn dashboard(State(stats): State<StatsReader>) -> Html<String> {
+    let json = serde_json::to_string(&stats.snapshot())
+        .unwrap_or_else(|_| "null".into())
+        .replace('<', "\\u003c");
+    Html(DASHBOARD.replacen("/*INITIAL_STATS*/null", &json, 1))
 }
 
 async fn get_stats(State(stats): State<StatsReader>) -> Json<NodeStats> {
     Json(stats.snapshot())
 }
 
-async fn index() -> &'static str {
-    "dpow node: GET /api/stats for statistics as JSON\n"
+async fn events(
+    State(stats): State<StatsReader>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = futures::stream::unfold(stats, |stats| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let data = serde_json::to_string(&stats.snapshot()).unwrap_or_else(|_| "{}".into());
+        Some((Ok(Event::default().data(data)), stats))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(stats): State<StatsReader>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics_text(&stats.snapshot()),
+    )
+}
+
+/// Label values escaped as the text format requires.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The statistics in the Prometheus text exposition format.
+pub fn metrics_text(s: &NodeStats) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, v: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    };
+    gauge(
+        "dpow_connected_peers",
+        "Peers with an open connection.",
+        "gauge",
+        s.connected_peers as f64,
+    );
+    gauge(
+        "dpow_live_workers",
+        "Workers heard from recently.",
+        "gauge",
+        s.live_workers as f64,
+    );
+    gauge(
+        "dpow_network_hash_rate",
+        "Summed announced hash rate, hashes per second.",
+        "gauge",
+        s.network_hash_rate as f64,
+    );
+    gauge(
+        "dpow_registry_entries",
+        "Registry entries applied.",
+        "gauge",
+        s.registry_entries as f64,
+    );
+    gauge(
+        "dpow_services",
+        "Registered services.",
+        "gauge",
+        s.services as f64,
+    );
+    gauge(
+        "dpow_requests_per_second",
+        "Work requests accepted per second over the last minute.",
+        "gauge",
+        s.requests_per_second,
+    );
+    gauge(
+        "dpow_submitted_total",
+        "Requests this node submitted.",
+        "counter",
+        s.submitted as f64,
+    );
+    gauge(
+        "dpow_completed_total",
+        "Of those, answered with valid work.",
+        "counter",
+        s.completed as f64,
+    );
+    gauge(
+        "dpow_expired_total",
+        "Of those, expired unanswered.",
+        "counter",
+        s.expired as f64,
+    );
+    gauge(
+        "dpow_solved_total",
+        "Requests solved and published by this node.",
+        "counter",
+        s.solved as f64,
+    );
+    gauge(
+        "dpow_hashes_total",
+        "Hashes computed by this node.",
+        "counter",
+        s.hashes as f64,
+    );
+    gauge(
+        "dpow_hash_rate",
+        "This node's announced hash rate.",
+        "gauge",
+        s.hash_rate as f64,
+    );
+    gauge(
+        "dpow_queue_length",
+        "Requests waiting in this worker's queue.",
+        "gauge",
+        s.queue as f64,
+    );
+    gauge(
+        "dpow_uptime_seconds",
+        "Seconds since the node started.",
+        "counter",
+        s.uptime_s as f64,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP dpow_accepted_total Gossip messages accepted, by kind.\n# TYPE dpow_accepted_total counter"
+    );
+    for (k, v) in &s.accepted {
+        let _ = writeln!(out, "dpow_accepted_total{{kind=\"{}\"}} {v}", label(k));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP dpow_rejected_total Gossip messages rejected or ignored, by reason.\n# TYPE dpow_rejected_total counter"
+    );
+    for (k, v) in &s.rejected {
+        let _ = writeln!(out, "dpow_rejected_total{{reason=\"{}\"}} {v}", label(k));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP dpow_work_total Valid results seen, by block kind.\n# TYPE dpow_work_total counter"
+    );
+    for (k, v) in &s.work_by_kind {
+        let _ = writeln!(out, "dpow_work_total{{kind=\"{}\"}} {v}", label(k));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP dpow_request_latency_ms Latency of this node's own requests.\n# TYPE dpow_request_latency_ms gauge"
+    );
+    for (q, v) in [
+        ("0.5", s.latency_ms.p50),
+        ("0.95", s.latency_ms.p95),
+        ("0.99", s.latency_ms.p99),
+    ] {
+        let _ = writeln!(out, "dpow_request_latency_ms{{quantile=\"{q}\"}} {v}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP dpow_worker_hash_rate Announced hash rate of each live worker.\n# TYPE dpow_worker_hash_rate gauge"
+    );
+    for w in &s.worker_list {
+        let _ = writeln!(
+            out,
+            "dpow_worker_hash_rate{{worker=\"{}\"}} {}",
+            label(&w.account),
+            w.hash_rate
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP dpow_service_requests_total Requests seen from each service.\n# TYPE dpow_service_requests_total counter"
+    );
+    for v in &s.service_list {
+        let _ = writeln!(
+            out,
+            "dpow_service_requests_total{{service=\"{}\",name=\"{}\"}} {}",
+            label(&v.account),
+            label(&v.name),
+            v.requests
+        );
+    }
+    out
 }
 
 /// Bind `addr` and serve `app` until `shutdown` resolves. Returns the bound address at once.

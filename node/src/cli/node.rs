@@ -359,7 +359,33 @@ async fn serve(
         "http": http_url,
     });
     out.emit(&human, &js)?;
-    wait_for_stop().await?;
+    let is_worker = roles.contains(&"worker");
+    let live = async {
+        // A worker's terminal shows a live line; logs and --json output stay clean.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if is_worker {
+                let s = node.stats();
+                let rejects: u64 = s.rejected.values().sum();
+                out.progress(&format!(
+                    "{}  solved {}  won {:.0}% of hashes  queue {}  peers {}  workers {}  rejects {}",
+                    rate(s.hash_rate as f64),
+                    s.solved,
+                    if s.hashes > 0 { 100.0 * s.hashes_won as f64 / s.hashes as f64 } else { 0.0 },
+                    s.queue,
+                    s.connected_peers,
+                    s.live_workers,
+                    rejects
+                ));
+            }
+        }
+    };
+    tokio::select! {
+        r = wait_for_stop() => r?,
+        () = live => {}
+    }
+    out.progress_done();
     tracing::info!("stopping");
     let _ = stop_http.send(());
     // The HTTP server holds a handle until it has stopped; dropping the last one stops the node.

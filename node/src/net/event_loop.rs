@@ -27,6 +27,7 @@ use super::behaviour::{
     Behaviour, BehaviourEvent, MAX_GOSSIP_BYTES, MAX_SYNC_ITEMS, SyncRequest, SyncResponse,
     identity_of, serde_bytes_vec::Bytes, topic_score,
 };
+use super::stats::{Percentiles, ServiceStat, WorkerStat};
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig};
 use crate::genesis::Genesis;
 
@@ -100,6 +101,15 @@ pub(super) struct EventLoop {
     request_subscribers: HashSet<PeerId>,
     discovery: bool,
     next_discovery: Instant,
+    started: Instant,
+    /// When full statistics (lists, rates) were last rebuilt.
+    last_full_stats: Instant,
+    /// Accept times of recent requests (ms), for the request rate.
+    recent_requests: VecDeque<u64>,
+    /// Latencies of this node's own completed requests, most recent last.
+    latencies: VecDeque<f64>,
+    /// Requests seen per service.
+    per_service: HashMap<dpow_keys::PublicKey, u64>,
 }
 
 impl EventLoop {
@@ -208,6 +218,11 @@ impl EventLoop {
             request_subscribers: HashSet::new(),
             discovery: config.tuning.discovery,
             next_discovery: Instant::now() + Duration::from_secs(1),
+            started: Instant::now(),
+            last_full_stats: Instant::now() - Duration::from_secs(10),
+            recent_requests: VecDeque::new(),
+            latencies: VecDeque::new(),
+            per_service: HashMap::new(),
         })
     }
 
@@ -258,6 +273,8 @@ impl EventLoop {
         if self.discovery {
             wake = wake.min(self.next_discovery);
         }
+        // Statistics lists are rebuilt at most twice a second, and at least that often.
+        wake = wake.min(self.last_full_stats + Duration::from_millis(500));
         wake.max(now + Duration::from_millis(1))
     }
 
@@ -311,6 +328,7 @@ impl EventLoop {
         };
         let entries = self.registry.len();
         let services = self.registry.services().count();
+        self.full_stats(now);
         let mut s = self.stats();
         s.connected_peers = connected;
         s.live_workers = live_workers;
@@ -319,6 +337,87 @@ impl EventLoop {
         s.services = services;
         s.queue = queue;
         s.solving = solving;
+    }
+
+    fn count_request(&mut self, req: &Signed<WorkRequest>, now: u64) {
+        self.recent_requests.push_back(now);
+        while self
+            .recent_requests
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) > 60_000)
+            || self.recent_requests.len() > 1_000_000
+        {
+            self.recent_requests.pop_front();
+        }
+        let service = req.payload().service;
+        if self.per_service.len() < 100_000 || self.per_service.contains_key(&service) {
+            *self.per_service.entry(service).or_default() += 1;
+        }
+    }
+
+    fn count_result(&mut self, res: &Signed<WorkResult>) {
+        let kind = self
+            .requests
+            .get(&res.payload().request)
+            .and_then(|r| r.payload().kind)
+            .map_or("unspecified", |k| k.as_str());
+        if !self.answered.contains_key(&res.payload().request) {
+            *self
+                .stats()
+                .work_by_kind
+                .entry(kind.to_string())
+                .or_default() += 1;
+        }
+    }
+
+    /// Lists and rates: rebuilt at most twice a second, they cost O(workers + services).
+    fn full_stats(&mut self, now: u64) {
+        if self.last_full_stats.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last_full_stats = Instant::now();
+        let window = now.saturating_sub(self.recent_requests.front().copied().unwrap_or(now));
+        let span_s = (window as f64 / 1e3).clamp(1.0, 60.0);
+        let rps = self.recent_requests.len() as f64 / span_s;
+        let lat: Vec<f64> = self.latencies.iter().copied().collect();
+        let mut workers: Vec<WorkerStat> = self
+            .live_statuses(now)
+            .into_iter()
+            .map(|s| {
+                let p = s.payload();
+                WorkerStat {
+                    account: p.worker.to_account(),
+                    hash_rate: p.hash_rate,
+                    queue: p.queue,
+                    payout: p.payout.to_account(),
+                }
+            })
+            .collect();
+        workers.sort_by(|a, b| {
+            b.hash_rate
+                .cmp(&a.hash_rate)
+                .then(a.account.cmp(&b.account))
+        });
+        workers.truncate(1000);
+        let mut services: Vec<ServiceStat> = self
+            .registry
+            .services()
+            .map(|(k, info)| ServiceStat {
+                account: k.to_account(),
+                name: info.name.clone(),
+                requests: self.per_service.get(k).copied().unwrap_or(0),
+                banned: info.banned.is_some(),
+            })
+            .collect();
+        services.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.account.cmp(&b.account)));
+        services.truncate(1000);
+        let uptime = self.started.elapsed().as_secs();
+        let mut s = self.stats();
+        s.uptime_s = uptime;
+        s.requests_per_second = rps;
+        s.latency_ms = Percentiles::of(&lat);
+        s.worker_list = workers;
+        s.service_list = services;
     }
 
     fn live_statuses(&self, now: u64) -> Vec<&Signed<WorkerStatus>> {
@@ -466,6 +565,7 @@ impl EventLoop {
             Topic::Requests => {
                 let req = self.validator.check_request(data, &self.registry, now)?;
                 self.stats().accept("work-request");
+                self.count_request(&req, now);
                 self.on_request(req, now);
             }
             Topic::Results => {
@@ -474,6 +574,7 @@ impl EventLoop {
                     .validator
                     .check_result(data, request, &self.registry, now)?;
                 self.stats().accept("work-result");
+                self.count_result(&res);
                 self.on_result(res, now);
             }
             Topic::Cancels => {
@@ -754,6 +855,11 @@ impl EventLoop {
                 } => {
                     self.stats().completed += 1;
                     if let Some(p) = self.pending.remove(&request) {
+                        self.latencies
+                            .push_back(p.asked.elapsed().as_secs_f64() * 1e3);
+                        if self.latencies.len() > 1000 {
+                            self.latencies.pop_front();
+                        }
                         let _ = p.reply.send(Ok(WorkAnswer {
                             request: request.to_string(),
                             work: result.payload().work,

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::genesis::Genesis;
 pub use behaviour::NetTuning;
-pub use stats::NodeStats;
+pub use stats::{NodeStats, Percentiles, ServiceStat, WorkerStat};
 
 /// Commands waiting for the event loop; senders wait when it is full.
 const COMMAND_QUEUE: usize = 256;

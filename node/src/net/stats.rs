@@ -47,6 +47,78 @@ pub struct NodeStats {
     pub dropped: u64,
     /// Worker side: this node's announced hash rate.
     pub hash_rate: u64,
+    /// Seconds since the node started.
+    pub uptime_s: u64,
+    /// Work requests accepted per second, over the last minute.
+    pub requests_per_second: f64,
+    /// Valid results seen, by the block kind of their request (`unspecified` when none given).
+    pub work_by_kind: BTreeMap<String, u64>,
+    /// Latency of this node's own requests (service side), over the last 1,000.
+    pub latency_ms: Percentiles,
+    /// Registered services and the requests this node has seen from each.
+    pub service_list: Vec<ServiceStat>,
+    /// Live workers and what they announce.
+    pub worker_list: Vec<WorkerStat>,
+}
+
+/// Latency percentiles in milliseconds (0 when there is no sample).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Percentiles {
+    /// Samples behind the figures.
+    pub samples: usize,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+impl Percentiles {
+    /// Percentiles of `samples` (any order).
+    pub fn of(samples: &[f64]) -> Percentiles {
+        let mut v: Vec<f64> = samples.to_vec();
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            if v.is_empty() {
+                return 0.0;
+            }
+            let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
+            v[i.clamp(1, v.len()) - 1]
+        };
+        Percentiles {
+            samples: v.len(),
+            p50: at(50.0),
+            p95: at(95.0),
+            p99: at(99.0),
+        }
+    }
+}
+
+/// One registered service as a node sees it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServiceStat {
+    /// Its `nano_` account.
+    pub account: String,
+    /// Its registered name.
+    pub name: String,
+    /// Requests seen from it.
+    pub requests: u64,
+    /// Whether it is banned.
+    pub banned: bool,
+}
+
+/// One live worker as a node sees it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkerStat {
+    /// Its `nano_` account (its key).
+    pub account: String,
+    /// Announced hash rate, hashes per second.
+    pub hash_rate: u64,
+    /// Announced queue length.
+    pub queue: u32,
+    /// Where it is paid.
+    pub payout: String,
 }
 
 impl NodeStats {
