@@ -444,6 +444,53 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "hashes     {hashes} computed; {lost} ({share:.1}%) on requests another worker answered first\n           \
          (an upper bound on waste: search is memoryless, so only hashing after the first answer is lost)"
     );
+    // The books: every node holds the same receipts; credits and a payout preview from them.
+    let mut digests = std::collections::BTreeSet::new();
+    let mut earned = std::collections::BTreeMap::new();
+    let mut epoch = 0;
+    wait_until(
+        "receipts to reach every node",
+        Duration::from_secs(10),
+        || {
+            procs.0.iter().all(|p| {
+                http_get_json(&format!("{}/api/stats", p.http))
+                    .is_ok_and(|s| u64_of(&s, "ledger_receipts") >= answered)
+            })
+        },
+    )?;
+    for p in &procs.0 {
+        let s = http_get_json(&format!("{}/api/stats", p.http))?;
+        digests.insert(s["ledger_digest"].as_str().unwrap_or("").to_string());
+        epoch = u64_of(&s, "ledger_epoch");
+        if p.role == "worker" {
+            let key: dpow_keys::PublicKey = field(&s, "account")?.parse()?;
+            let credits = u128::from(u64_of(&s, "credits_earned"));
+            if credits > 0 {
+                earned.insert(key, credits);
+            }
+        }
+    }
+    println!(
+        "\n== ledger: {answered} receipts on every node, {} (epoch {epoch} digest {})",
+        if digests.len() == 1 {
+            "identical"
+        } else {
+            "DIFFERENT"
+        },
+        digests.iter().next().map_or("-", |d| &d[..16])
+    );
+    if !earned.is_empty() {
+        let pool = dpow_protocol::ledger::RAW_PER_NANO;
+        let report = dpow_protocol::ledger::PayoutReport::new(epoch, &earned, pool)?;
+        println!(
+            "payout preview of a 1 Nano pool for epoch {epoch}:\n{}",
+            report.to_table()
+        );
+    }
+    if digests.len() != 1 {
+        bail!("the nodes' ledgers differ; logs are in {}", d.display());
+    }
+
     // The service node's work-server API, as a wallet would use it.
     let api = format!("{service_http}/");
     println!("\n== the service node's work API at {api}");

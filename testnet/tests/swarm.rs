@@ -121,6 +121,33 @@ async fn requests_of_every_kind_get_valid_work() {
     net.wait_all(T, |s| s.solving.is_none())
         .await
         .expect("every worker stops");
+    // Every answer became a receipt that every node verified and holds: same digest everywhere,
+    // and the workers' credits add up to the prices.
+    net.wait_all(T, |s| s.ledger_receipts == 5)
+        .await
+        .expect("receipts spread");
+    let digest = wait_for(&service, T, |s| s.ledger_receipts == 5)
+        .await
+        .expect("the service holds its receipts")
+        .ledger_digest;
+    for n in std::iter::once(&net.bootstrap).chain(&net.workers) {
+        let st = n.stats();
+        assert_eq!(
+            st.ledger_digest,
+            digest,
+            "ledgers agree: {} receipts vs {} at the service",
+            st.ledger_receipts,
+            service.stats().ledger_receipts
+        );
+    }
+    let prices: u64 = BlockKind::ALL
+        .into_iter()
+        .map(|k| dpow_protocol::Credits::price(profile.threshold(k)).0)
+        .sum();
+    let earned: u64 = net.workers.iter().map(|w| w.stats().credits_earned).sum();
+    assert_eq!(earned, prices);
+    let svc = &service.stats().service_list;
+    assert_eq!(svc.iter().map(|s| s.spent).sum::<u64>(), prices);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

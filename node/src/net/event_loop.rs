@@ -110,6 +110,8 @@ pub(super) struct EventLoop {
     latencies: VecDeque<f64>,
     /// Requests seen per service.
     per_service: HashMap<dpow_keys::PublicKey, u64>,
+    /// Receipts this node has verified: balances and payouts are computed from them.
+    ledger: dpow_protocol::ledger::Ledger,
 }
 
 impl EventLoop {
@@ -223,6 +225,7 @@ impl EventLoop {
             recent_requests: VecDeque::new(),
             latencies: VecDeque::new(),
             per_service: HashMap::new(),
+            ledger: dpow_protocol::ledger::Ledger::new(dpow_protocol::ledger::DEFAULT_EPOCH_MS),
         })
     }
 
@@ -390,6 +393,7 @@ impl EventLoop {
                     hash_rate: p.hash_rate,
                     queue: p.queue,
                     payout: p.payout.to_account(),
+                    credits: u64::try_from(self.ledger.earned(&p.worker)).unwrap_or(u64::MAX),
                 }
             })
             .collect();
@@ -407,12 +411,31 @@ impl EventLoop {
                 name: info.name.clone(),
                 requests: self.per_service.get(k).copied().unwrap_or(0),
                 banned: info.banned.is_some(),
+                granted: info.granted.0,
+                spent: u64::try_from(self.ledger.spent(k)).unwrap_or(u64::MAX),
             })
             .collect();
         services.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.account.cmp(&b.account)));
         services.truncate(1000);
         let uptime = self.started.elapsed().as_secs();
+        let epoch = dpow_protocol::ledger::epoch_of(now, self.ledger.epoch_ms());
+        let digest = hex::encode(self.ledger.epoch_digest(epoch));
+        let receipts = self.ledger.len();
+        let earned = self.worker.as_ref().map_or(0, |w| {
+            u64::try_from(self.ledger.earned(&w.key.public())).unwrap_or(u64::MAX)
+        });
+        let flagged: Vec<String> = self
+            .ledger
+            .flagged_services()
+            .iter()
+            .map(|k| k.to_account())
+            .collect();
         let mut s = self.stats();
+        s.ledger_receipts = receipts;
+        s.ledger_epoch = epoch;
+        s.ledger_digest = digest;
+        s.credits_earned = earned;
+        s.flagged_services = flagged;
         s.uptime_s = uptime;
         s.requests_per_second = rps;
         s.latency_ms = Percentiles::of(&lat);
@@ -593,8 +616,60 @@ impl EventLoop {
                 self.on_registry(e)?;
                 self.stats().accept("registry");
             }
+            Topic::Receipts => {
+                let r = Signed::<dpow_protocol::Receipt>::decode(data)?;
+                self.on_receipt(r)?;
+                self.stats().accept("receipt");
+            }
         }
         Ok(())
+    }
+
+    /// A verified receipt (three signatures, the work, the price): into the ledger.
+    fn on_receipt(&mut self, r: Signed<dpow_protocol::Receipt>) -> Result<(), Rejected> {
+        use dpow_protocol::ledger::{Ingested, LedgerError};
+        let service = r.payload().request.payload().service;
+        self.registry
+            .check_service(&service)
+            .map_err(|e| Rejected::new(RejectReason::UnknownService, e.to_string()))?;
+        match self.ledger.ingest(r) {
+            Ok(Ingested::Counted { .. }) => Ok(()),
+            Ok(Ingested::Equivocation { proof, .. }) => {
+                // Forwarded: every node should hold the evidence.
+                tracing::warn!(
+                    service = %proof.service.to_account(),
+                    "service signed two receipts for one request: flagged"
+                );
+                Ok(())
+            }
+            Err(LedgerError::Duplicate { .. } | LedgerError::AlreadyProven { .. }) => {
+                Err(Rejected::new(RejectReason::Replay, "receipt already held"))
+            }
+            Err(e) => Err(Rejected::new(RejectReason::Undecodable, e.to_string())),
+        }
+    }
+
+    /// The service side's first valid result: sign its receipt, keep it, spread it.
+    fn issue_receipt(&mut self, request: RequestId, result: Signed<WorkResult>, now: u64) {
+        let (Some(key), Some(req)) = (&self.service_key, self.requests.get(&request)) else {
+            return;
+        };
+        let receipt = dpow_protocol::Receipt {
+            request: req.clone(),
+            result,
+            price: dpow_protocol::Credits::price(req.payload().difficulty),
+            accepted_ms: now,
+        };
+        match Signed::sign(receipt, key) {
+            Ok(r) => {
+                let bytes = r.bytes().to_vec();
+                if let Err(e) = self.on_receipt(r) {
+                    tracing::warn!("own receipt not kept: {e}");
+                }
+                let _ = self.publish(Topic::Receipts, bytes);
+            }
+            Err(e) => tracing::error!("cannot sign a receipt: {e}"),
+        }
     }
 
     fn on_status(&mut self, st: Signed<WorkerStatus>, now: u64) -> Result<(), Rejected> {
@@ -854,6 +929,7 @@ impl EventLoop {
                     request, result, ..
                 } => {
                     self.stats().completed += 1;
+                    self.issue_receipt(request, result.clone(), now);
                     if let Some(p) = self.pending.remove(&request) {
                         self.latencies
                             .push_back(p.asked.elapsed().as_secs_f64() * 1e3);

@@ -101,15 +101,18 @@ pub enum Topic {
     Status,
     /// Registry entries.
     Registry,
+    /// Receipts: the ledger.
+    Receipts,
 }
 
 impl Topic {
-    const ALL: [Topic; 5] = [
+    const ALL: [Topic; 6] = [
         Topic::Requests,
         Topic::Results,
         Topic::Cancels,
         Topic::Status,
         Topic::Registry,
+        Topic::Receipts,
     ];
 
     fn name(self) -> &'static str {
@@ -119,6 +122,7 @@ impl Topic {
             Topic::Cancels => "cancels",
             Topic::Status => "status",
             Topic::Registry => "registry",
+            Topic::Receipts => "receipts",
         }
     }
 }

@@ -59,6 +59,17 @@ pub struct NodeStats {
     pub service_list: Vec<ServiceStat>,
     /// Live workers and what they announce.
     pub worker_list: Vec<WorkerStat>,
+    /// Receipts held in this node's ledger.
+    pub ledger_receipts: usize,
+    /// The current epoch and the digest of this node's receipts in it (hex): equal on nodes
+    /// that hold the same receipts.
+    pub ledger_epoch: u64,
+    /// Digest of the current epoch.
+    pub ledger_digest: String,
+    /// Credits this node earned as a worker, by the ledger.
+    pub credits_earned: u64,
+    /// Services caught signing two receipts for one request.
+    pub flagged_services: Vec<String>,
 }
 
 /// Latency percentiles in milliseconds (0 when there is no sample).
@@ -106,6 +117,10 @@ pub struct ServiceStat {
     pub requests: u64,
     /// Whether it is banned.
     pub banned: bool,
+    /// Credits granted by registrars.
+    pub granted: u64,
+    /// Credits spent, by the ledger.
+    pub spent: u64,
 }
 
 /// One live worker as a node sees it.
@@ -119,6 +134,8 @@ pub struct WorkerStat {
     pub queue: u32,
     /// Where it is paid.
     pub payout: String,
+    /// Credits earned, by the ledger.
+    pub credits: u64,
 }
 
 impl NodeStats {
