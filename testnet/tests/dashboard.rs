@@ -210,7 +210,11 @@ async fn the_dashboard_shows_what_the_api_reports() {
             + stats["submitted"].as_u64().unwrap_or(0))
         .to_string()
     );
-    // Every worker appears in the table.
+    // The service's row counts its requests; every worker appears in the table.
+    let services = stats["service_list"].as_array().expect("services");
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0]["requests"], 5);
+    assert!(dom.contains(services[0]["name"].as_str().expect("name")));
     for w in stats["worker_list"].as_array().expect("workers") {
         assert!(dom.contains(w["account"].as_str().expect("account")));
     }

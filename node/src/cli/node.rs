@@ -369,9 +369,10 @@ async fn serve(
                 let s = node.stats();
                 let rejects: u64 = s.rejected.values().sum();
                 out.progress(&format!(
-                    "{}  solved {}  won {:.0}% of hashes  queue {}  peers {}  workers {}  rejects {}",
+                    "{}  solved {}  credits {}  won {:.0}% of hashes  queue {}  peers {}  workers {}  rejects {}",
                     rate(s.hash_rate as f64),
                     s.solved,
+                    s.credits_earned,
                     if s.hashes > 0 { 100.0 * s.hashes_won as f64 / s.hashes as f64 } else { 0.0 },
                     s.queue,
                     s.connected_peers,

@@ -1019,6 +1019,7 @@ impl EventLoop {
             }
         };
         self.stats().submitted += 1;
+        self.count_request(&signed, now);
         let root = signed.payload().root;
         self.pending.insert(id, Pending { reply, asked, root });
         self.service_actions(actions, now);
