@@ -490,6 +490,37 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if digests.len() != 1 {
         bail!("the nodes' ledgers differ; logs are in {}", d.display());
     }
+    // Anyone can recompute the books: `dpow ledger` through another node (the last worker)
+    // fetches the receipts, verifies each, and must reach the same digest.
+    let other = procs.0.last().map(|p| p.listen.clone()).unwrap_or_default();
+    let verify = dpow_json(
+        &dpow,
+        &[
+            "ledger",
+            "--genesis",
+            &g,
+            "--dial",
+            &other,
+            "verify",
+            "--epoch",
+            &epoch.to_string(),
+        ],
+    )?;
+    let theirs = verify["epochs"][0]["digest"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let agrees = digests.contains(&theirs);
+    println!(
+        "dpow ledger verify via {}: {} receipts, digest {} ({})",
+        &other[other.len().saturating_sub(12)..],
+        u64_of(&verify, "receipts"),
+        &theirs[..theirs.len().min(16)],
+        if agrees { "the same" } else { "DIFFERENT" }
+    );
+    if !agrees {
+        bail!("dpow ledger verify disagrees with the nodes");
+    }
 
     // The service node's work-server API, as a wallet would use it.
     let api = format!("{service_http}/");

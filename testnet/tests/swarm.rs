@@ -169,10 +169,25 @@ async fn a_late_joiner_gets_the_registry_and_the_workers() {
     net.wait_all(T, |s| s.registry_entries >= 3)
         .await
         .expect("gossip spreads the entry");
-    let late = net.add_worker().await.expect("late worker");
-    let s = wait_for(late, T, |s| s.registry_entries >= 3 && s.live_workers >= 3)
+    // Some books to catch up on.
+    let service = net.service_node().await.expect("service node");
+    service
+        .submit(ask(
+            root(77),
+            net.genesis.profile.threshold(BlockKind::Receive),
+            None,
+        ))
         .await
-        .expect("the late joiner syncs");
+        .expect("answered");
+    net.wait_all(T, |s| s.ledger_receipts >= 1)
+        .await
+        .expect("receipt spreads");
+    let late = net.add_worker().await.expect("late worker");
+    let s = wait_for(late, T, |s| {
+        s.registry_entries >= 3 && s.live_workers >= 3 && s.ledger_receipts >= 1
+    })
+    .await
+    .expect("the late joiner syncs the registry, the workers and the receipts");
     assert_eq!(s.registry_entries, 3);
     let entries = late.registry_entries().await.expect("entries");
     assert_eq!(entries.len(), 3);

@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod gpu;
 mod keys;
+mod ledger;
 mod node;
 mod registry;
 mod request;
@@ -64,6 +65,8 @@ pub enum Command {
     Request(Box<request::RequestArgs>),
     /// Registrar actions: register services, grant credits, ban and unban; list the registry.
     Registry(Box<registry::RegistryArgs>),
+    /// The books: payouts, balances, digests and receipts, recomputed from verified receipts.
+    Ledger(Box<ledger::LedgerArgs>),
     /// OpenCL devices: list what this machine has (build with `--features opencl`).
     #[command(subcommand)]
     Gpu(gpu::GpuCommand),
@@ -108,5 +111,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(a) => node::run(*a, out),
         Command::Request(a) => request::run(*a, out),
         Command::Registry(a) => registry::run(*a, out),
+        Command::Ledger(a) => ledger::run(*a, out),
     }
 }

@@ -34,7 +34,14 @@ pub(crate) struct SyncResponse {
     pub(crate) registry: Vec<serde_bytes_vec::Bytes>,
     /// The newest status of each live worker.
     pub(crate) statuses: Vec<serde_bytes_vec::Bytes>,
+    /// Receipts of the current and the previous epoch (at most [`MAX_SYNC_RECEIPTS`]), so a
+    /// node that joins or returns holds the books its peers hold.
+    #[serde(default)]
+    pub(crate) receipts: Vec<serde_bytes_vec::Bytes>,
 }
+
+/// Most receipts in one sync response (~450 bytes each).
+pub(crate) const MAX_SYNC_RECEIPTS: usize = 10_000;
 
 /// Byte strings that serialise as CBOR byte strings, not arrays of numbers.
 pub(crate) mod serde_bytes_vec {

@@ -24,8 +24,8 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{
-    Behaviour, BehaviourEvent, MAX_GOSSIP_BYTES, MAX_SYNC_ITEMS, SyncRequest, SyncResponse,
-    identity_of, serde_bytes_vec::Bytes, topic_score,
+    Behaviour, BehaviourEvent, MAX_GOSSIP_BYTES, MAX_SYNC_ITEMS, MAX_SYNC_RECEIPTS, SyncRequest,
+    SyncResponse, identity_of, serde_bytes_vec::Bytes, topic_score,
 };
 use super::stats::{Percentiles, ServiceStat, WorkerStat};
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig};
@@ -1055,6 +1055,9 @@ impl EventLoop {
             Command::RegistryEntries { reply } => {
                 let _ = reply.send(self.registry.entries());
             }
+            Command::Ledger { reply } => {
+                let _ = reply.send((self.ledger.clone(), self.registry.clone()));
+            }
             Command::PublishRaw {
                 topic,
                 bytes,
@@ -1134,7 +1137,22 @@ impl EventLoop {
                     .take(MAX_SYNC_ITEMS)
                     .map(|s| Bytes(s.bytes().to_vec()))
                     .collect();
-                let resp = SyncResponse { registry, statuses };
+                let epoch = dpow_protocol::ledger::epoch_of(now, self.ledger.epoch_ms());
+                let mut ids = self.ledger.receipt_ids_in_epoch(epoch);
+                if epoch > 0 {
+                    ids.extend(self.ledger.receipt_ids_in_epoch(epoch - 1));
+                }
+                let receipts = ids
+                    .iter()
+                    .filter_map(|id| self.ledger.get(id))
+                    .take(MAX_SYNC_RECEIPTS)
+                    .map(|r| Bytes(r.bytes().to_vec()))
+                    .collect();
+                let resp = SyncResponse {
+                    registry,
+                    statuses,
+                    receipts,
+                };
                 if self
                     .swarm
                     .behaviour_mut()
@@ -1171,7 +1189,18 @@ impl EventLoop {
                         let _ = self.on_status(st, now);
                     }
                 }
-                tracing::debug!(%peer, registry = ok, bad, "synced from peer");
+                let mut receipts = 0usize;
+                for b in response.receipts.iter().take(MAX_SYNC_RECEIPTS) {
+                    match Signed::<dpow_protocol::Receipt>::decode(&b.0)
+                        .map_err(Rejected::from)
+                        .and_then(|r| self.on_receipt(r))
+                    {
+                        Ok(()) => receipts += 1,
+                        Err(r) if !r.reason.penalise() => {}
+                        Err(r) => self.on_rejected(peer, &r),
+                    }
+                }
+                tracing::debug!(%peer, registry = ok, bad, receipts, "synced from peer");
                 self.synced_tx.send_modify(|c| *c += 1);
             }
             request_response::Event::OutboundFailure { peer, error, .. } => {

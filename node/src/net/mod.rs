@@ -191,6 +191,12 @@ enum Command {
         key: SecretKey,
         reply: oneshot::Sender<anyhow::Result<u64>>,
     },
+    Ledger {
+        reply: oneshot::Sender<(
+            dpow_protocol::ledger::Ledger,
+            dpow_protocol::registry::Registry,
+        )>,
+    },
     RegistryEntries {
         reply: oneshot::Sender<Vec<dpow_protocol::Signed<dpow_protocol::RegistryEntry>>>,
     },
@@ -317,6 +323,21 @@ impl NodeHandle {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::RegistryEntries { reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+    }
+
+    /// A copy of the node's ledger and registry (to compute balances and payouts).
+    pub async fn ledger(
+        &self,
+    ) -> anyhow::Result<(
+        dpow_protocol::ledger::Ledger,
+        dpow_protocol::registry::Registry,
+    )> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Ledger { reply })
             .await
             .map_err(|_| anyhow::anyhow!("the node stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
