@@ -1,8 +1,10 @@
 //! Local dpow networks for tests and demos.
 //!
 //! - [`procs`]: separate `dpow` processes, for `testnet/run.sh`;
-//! - [`local`]: nodes in this process on loopback, for tests.
+//! - [`local`]: nodes in this process on loopback, for tests;
+//! - [`reference`]: an independent work-value check.
 #![deny(missing_docs)]
 
 pub mod local;
 pub mod procs;
+pub mod reference;

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blake2::digest::consts::U8;
-use blake2::{Blake2b, Digest};
 use dpow_node::gateway::{Gateway, GatewayConfig};
 use dpow_node::net::NodeHandle;
 use dpow_protocol::{Profile, Root, Work};
@@ -18,12 +16,7 @@ const T: Duration = Duration::from_secs(20);
 fn reference_value(root: &str, work: &str) -> u64 {
     let root: Root = root.parse().expect("root");
     let work: Work = work.parse().expect("work");
-    let mut h = Blake2b::<U8>::new();
-    h.update(work.0.to_le_bytes());
-    h.update(root.0);
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&h.finalize());
-    u64::from_le_bytes(v)
+    dpow_testnet::reference::work_value(&root, work)
 }
 
 fn hash(i: u8) -> String {

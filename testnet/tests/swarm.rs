@@ -2,8 +2,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use blake2::digest::consts::U8;
-use blake2::{Blake2b, Digest};
 use dpow_keys::SecretKey;
 use dpow_node::net::{self, NodeHandle, Topic, WorkAsk};
 use dpow_protocol::{
@@ -21,12 +19,7 @@ fn now_ms() -> u64 {
 }
 
 fn reference_value(root: &Root, work: Work) -> u64 {
-    let mut h = Blake2b::<U8>::new();
-    h.update(work.0.to_le_bytes());
-    h.update(root.0);
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&h.finalize());
-    u64::from_le_bytes(v)
+    dpow_testnet::reference::work_value(root, work)
 }
 
 fn root(i: u8) -> Root {
