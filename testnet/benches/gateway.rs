@@ -10,16 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dpow_node::gateway::{Gateway, GatewayConfig};
+use dpow_node::net::percentile;
 use dpow_testnet::local::{LocalNet, LocalOptions};
 use serde_json::{Value, json};
 
 fn hash(i: u32) -> String {
     format!("{i:08X}{}", "5A".repeat(28))
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[i.clamp(1, sorted.len()) - 1]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -71,9 +67,9 @@ async fn main() -> anyhow::Result<()> {
     println!("== work_generate through the swarm, {n} calls at ff00000000000000, 2 workers");
     println!(
         "latency  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms",
-        pct(&lat, 50.0),
-        pct(&lat, 95.0),
-        pct(&lat, 99.0)
+        percentile(&lat, 50.0),
+        percentile(&lat, 95.0),
+        percentile(&lat, 99.0)
     );
 
     // 2. Cache hits: precache m roots, then ask for them.
@@ -112,9 +108,9 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "latency  p50 {:.3} ms  p95 {:.3} ms  p99 {:.3} ms",
-        pct(&hits, 50.0),
-        pct(&hits, 95.0),
-        pct(&hits, 99.0)
+        percentile(&hits, 50.0),
+        percentile(&hits, 95.0),
+        percentile(&hits, 99.0)
     );
 
     // 3. Concurrent cache hits.

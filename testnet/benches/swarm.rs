@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dpow_node::net::WorkAsk;
+use dpow_node::net::percentile;
 use dpow_protocol::{Difficulty, Priority, Root};
 use dpow_solver::{Control, CpuSolver, Solver};
 use dpow_testnet::local::{LocalNet, LocalOptions};
@@ -32,11 +33,6 @@ fn ask(root: Root, d: Difficulty) -> WorkAsk {
         priority: Priority::Normal,
         lifetime: Duration::from_secs(60),
     }
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[i.clamp(1, sorted.len()) - 1]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -79,26 +75,26 @@ async fn main() -> anyhow::Result<()> {
         lat.push(ans.latency.as_secs_f64() * 1e3);
     }
     lat.sort_by(f64::total_cmp);
-    let solve50 = pct(&solve_ms, 50.0);
+    let solve50 = percentile(&solve_ms, 50.0);
     println!(
         "== overhead: {n} sequential requests at {easy} (256 expected hashes), 4 workers, loopback"
     );
     println!(
         "pure solve  p50 {:.3} ms  p99 {:.3} ms",
         solve50,
-        pct(&solve_ms, 99.0)
+        percentile(&solve_ms, 99.0)
     );
     println!(
         "end to end  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        pct(&lat, 50.0),
-        pct(&lat, 95.0),
-        pct(&lat, 99.0),
+        percentile(&lat, 50.0),
+        percentile(&lat, 95.0),
+        percentile(&lat, 99.0),
         lat[lat.len() - 1]
     );
     println!(
         "overhead    p50 {:.2} ms  p99 {:.2} ms (end to end minus the pure solve p50)",
-        pct(&lat, 50.0) - solve50,
-        pct(&lat, 99.0) - solve50
+        percentile(&lat, 50.0) - solve50,
+        percentile(&lat, 99.0) - solve50
     );
     drop(service);
     drop(net);

@@ -1,22 +1,15 @@
 //! Real swarms on loopback: the request flow, late joiners, and every kind of bad message.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dpow_keys::SecretKey;
-use dpow_node::net::{self, NodeHandle, Topic, WorkAsk};
+use dpow_node::net::{self, NodeHandle, Topic, WorkAsk, now_ms};
 use dpow_protocol::{
     BlockKind, Difficulty, Priority, RegistryAction, Root, Signed, Work, WorkRequest, WorkResult,
 };
 use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, wait_for};
 
 const T: Duration = Duration::from_secs(20);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn reference_value(root: &Root, work: Work) -> u64 {
     dpow_testnet::reference::work_value(root, work)

@@ -10,6 +10,7 @@ use dpow_protocol::ledger::{self, PayoutReport};
 use serde_json::json;
 
 use super::client::ClientArgs;
+use crate::net::now_ms;
 use crate::output::Output;
 
 /// `dpow ledger ...`
@@ -60,13 +61,6 @@ pub(super) fn run(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(run_async(a, out))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {

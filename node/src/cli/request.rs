@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::client::ClientArgs;
 use crate::genesis::Genesis;
-use crate::net::{SubmitError, WorkAsk};
+use crate::net::{SubmitError, WorkAsk, percentile};
 use crate::output::Output;
 
 /// `dpow request`
@@ -80,14 +80,6 @@ fn random_root(i: u32) -> Root {
         chunk.copy_from_slice(&x.to_le_bytes());
     }
     Root(r)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Run `dpow request`.

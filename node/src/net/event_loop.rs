@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dpow_keys::SecretKey;
@@ -12,8 +12,8 @@ use dpow_protocol::validate::{
     RejectReason, Rejected, Validator, ValidatorConfig, peek_request_id,
 };
 use dpow_protocol::{
-    Difficulty, Message, RegistryEntry, RequestId, Root, Signed, Work, WorkCancel, WorkRequest,
-    WorkResult, WorkerStatus,
+    Difficulty, RegistryEntry, RequestId, Root, Signed, Work, WorkCancel, WorkRequest, WorkResult,
+    WorkerStatus,
 };
 use dpow_solver::{Control, Solver};
 use futures::StreamExt;
@@ -28,18 +28,11 @@ use super::behaviour::{
     SyncResponse, identity_of, serde_bytes_vec::Bytes, topic_score,
 };
 use super::stats::{Percentiles, ServiceStat, WorkerStat};
-use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig};
+use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig, now_ms};
 use crate::genesis::Genesis;
 
 /// Requests remembered for validating results and cancels.
 const MAX_KNOWN_REQUESTS: usize = 100_000;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// A solve in progress on the solver thread.
 struct Solving {
@@ -1264,10 +1257,4 @@ fn start_worker(
         solving: None,
         next_status: Instant::now(),
     })
-}
-
-/// For messages the node signs itself: its kind's domain, for logs.
-#[allow(dead_code)]
-fn domain<T: Message>() -> &'static str {
-    T::KIND.domain()
 }

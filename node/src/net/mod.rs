@@ -31,7 +31,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::genesis::Genesis;
 pub use behaviour::NetTuning;
-pub use stats::{NodeStats, Percentiles, ServiceStat, WorkerStat};
+pub use stats::{NodeStats, Percentiles, ServiceStat, WorkerStat, percentile};
+
+/// Unix time in milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Commands waiting for the event loop; senders wait when it is full.
 const COMMAND_QUEUE: usize = 256;

@@ -85,23 +85,25 @@ pub struct Percentiles {
     pub p99: f64,
 }
 
+/// The `p`-th percentile (nearest rank) of `sorted` samples; 0 for none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 impl Percentiles {
     /// Percentiles of `samples` (any order).
     pub fn of(samples: &[f64]) -> Percentiles {
         let mut v: Vec<f64> = samples.to_vec();
         v.sort_by(f64::total_cmp);
-        let at = |p: f64| {
-            if v.is_empty() {
-                return 0.0;
-            }
-            let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
-            v[i.clamp(1, v.len()) - 1]
-        };
         Percentiles {
             samples: v.len(),
-            p50: at(50.0),
-            p95: at(95.0),
-            p99: at(99.0),
+            p50: percentile(&v, 50.0),
+            p95: percentile(&v, 95.0),
+            p99: percentile(&v, 99.0),
         }
     }
 }
