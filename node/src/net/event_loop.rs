@@ -309,28 +309,19 @@ impl EventLoop {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// After every event: the cheap gauges now, everything that walks the worker table or
+    /// the registry at most twice a second ([`Self::full_stats`]).
     fn publish_stats(&mut self) {
         let now = now_ms();
-        let connected = self.swarm.connected_peers().count();
-        let live = self.live_statuses(now);
-        let rate: u64 = live.iter().map(|s| s.payload().hash_rate).sum();
-        let (queue, live_workers, solving) = match &self.worker {
+        self.full_stats(now);
+        let (queue, solving) = match &self.worker {
             Some(w) => (
                 w.flow.queue_len(),
-                w.flow.live_workers(now),
                 w.solving.as_ref().map(|s| s.request.to_string()),
             ),
-            None => (0, live.len(), None),
+            None => (0, None),
         };
-        let entries = self.registry.len();
-        let services = self.registry.services().count();
-        self.full_stats(now);
         let mut s = self.stats();
-        s.connected_peers = connected;
-        s.live_workers = live_workers;
-        s.network_hash_rate = rate;
-        s.registry_entries = entries;
-        s.services = services;
         s.queue = queue;
         s.solving = solving;
     }
@@ -372,13 +363,18 @@ impl EventLoop {
             return;
         }
         self.last_full_stats = Instant::now();
+        let live = self.live_statuses(now);
+        let network_rate: u64 = live.iter().map(|s| s.payload().hash_rate).sum();
+        let live_workers = match &self.worker {
+            Some(w) => w.flow.live_workers(now),
+            None => live.len(),
+        };
         let window = now.saturating_sub(self.recent_requests.front().copied().unwrap_or(now));
         let span_s = (window as f64 / 1e3).clamp(1.0, 60.0);
         let rps = self.recent_requests.len() as f64 / span_s;
         let lat: Vec<f64> = self.latencies.iter().copied().collect();
-        let mut workers: Vec<WorkerStat> = self
-            .live_statuses(now)
-            .into_iter()
+        let mut workers: Vec<WorkerStat> = live
+            .iter()
             .map(|s| {
                 let p = s.payload();
                 WorkerStat {
@@ -410,6 +406,9 @@ impl EventLoop {
             .collect();
         services.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.account.cmp(&b.account)));
         services.truncate(1000);
+        let connected = self.swarm.connected_peers().count();
+        let entries = self.registry.len();
+        let service_count = self.registry.services().count();
         let uptime = self.started.elapsed().as_secs();
         let epoch = dpow_protocol::ledger::epoch_of(now, self.ledger.epoch_ms());
         let digest = hex::encode(self.ledger.epoch_digest(epoch));
@@ -424,6 +423,11 @@ impl EventLoop {
             .map(|k| k.to_account())
             .collect();
         let mut s = self.stats();
+        s.connected_peers = connected;
+        s.live_workers = live_workers;
+        s.network_hash_rate = network_rate;
+        s.registry_entries = entries;
+        s.services = service_count;
         s.ledger_receipts = receipts;
         s.ledger_epoch = epoch;
         s.ledger_digest = digest;
