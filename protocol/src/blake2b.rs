@@ -39,6 +39,27 @@ pub const H0: u64 = IV[0] ^ 0x0101_0008;
 /// Message length in bytes (nonce + root).
 pub const MESSAGE_BYTES: u64 = 40;
 
+/// The working vector before round 0 of the one (final) block of a Nano work hash: the
+/// chain value, the IV, the byte count and the final-block flag.
+pub const V0: [u64; 16] = [
+    H0,
+    IV[1],
+    IV[2],
+    IV[3],
+    IV[4],
+    IV[5],
+    IV[6],
+    IV[7],
+    IV[0],
+    IV[1],
+    IV[2],
+    IV[3],
+    IV[4] ^ MESSAGE_BYTES,
+    IV[5],
+    !IV[6],
+    IV[7],
+];
+
 /// The root as the four little-endian message words 1–4.
 #[inline]
 pub fn root_words(root: &[u8; 32]) -> [u64; 4] {
@@ -70,24 +91,7 @@ pub fn work_value_words(nonce: u64, root: &[u64; 4]) -> u64 {
     let m = [
         nonce, root[0], root[1], root[2], root[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     ];
-    let mut v = [
-        H0,
-        IV[1],
-        IV[2],
-        IV[3],
-        IV[4],
-        IV[5],
-        IV[6],
-        IV[7],
-        IV[0],
-        IV[1],
-        IV[2],
-        IV[3],
-        IV[4] ^ MESSAGE_BYTES,
-        IV[5],
-        !IV[6],
-        IV[7],
-    ];
+    let mut v = V0;
     for s in &SIGMA {
         g(&mut v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
         g(&mut v, 1, 5, 9, 13, m[s[2]], m[s[3]]);

@@ -15,7 +15,7 @@
 //! Measured on a Xeon with AVX-512, this beat both a lane-array (`v[word][lane]`) form, which
 //! LLVM unrolled into scalar code, and hand-written AVX2 intrinsics, which spilled more.
 
-use dpow_protocol::blake2b::{H0, IV, MESSAGE_BYTES, SIGMA};
+use dpow_protocol::blake2b::{H0, SIGMA, V0};
 
 /// The per-job constants: the threshold, the root's message words and the precomputed part of
 /// round 0.
@@ -85,24 +85,7 @@ const S0: [usize; 16] = SIGMA[0];
 impl Job {
     /// The constants for searching `root` (as message words) for values `>= threshold`.
     pub(crate) fn new(root: [u64; 4], threshold: u64) -> Self {
-        let mut v = [
-            H0,
-            IV[1],
-            IV[2],
-            IV[3],
-            IV[4],
-            IV[5],
-            IV[6],
-            IV[7],
-            IV[0],
-            IV[1],
-            IV[2],
-            IV[3],
-            IV[4] ^ MESSAGE_BYTES,
-            IV[5],
-            !IV[6],
-            IV[7],
-        ];
+        let mut v = V0;
         // Columns 1–3 read message words 2–7: the root and zeros, never the nonce.
         g(&mut v, 0, &root, (1, 5, 9, 13), (S0[2], S0[3]));
         g(&mut v, 0, &root, (2, 6, 10, 14), (S0[4], S0[5]));
