@@ -26,6 +26,14 @@
 //! Every worker queues every request it hears of (most as backups), so the queue is bounded:
 //! when it is full, backups that have not started are dropped first, latest start first.
 //!
+//! Services whose credits are spent (the node learns it from the ledger's
+//! `ServiceBalance::is_exhausted` and passes the set to [`WorkerFlow::set_exhausted`]) are
+//! handled by [`FlowConfig::exhausted`]: with [`ExhaustedPolicy::Deprioritise`] (the default)
+//! their requests come after every other class, Precache and over-volume included — solved
+//! only when nothing else waits, and dropped first when the queue is full; with
+//! [`ExhaustedPolicy::Refuse`] they are not taken at all. A new set re-classes the requests
+//! already queued.
+//!
 //! [`ServiceFlow`] is the other side: the service's node tracks its outstanding requests,
 //! republishes a request nobody answered, takes the first valid result and cancels the rest.
 
@@ -44,6 +52,18 @@ use crate::{
 pub const MAX_WORKERS: usize = 10_000;
 /// Most services whose request volume a worker tracks.
 pub const MAX_TRACKED_SERVICES: usize = 10_000;
+
+/// What a worker does with requests from a service whose credits are spent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExhaustedPolicy {
+    /// Queue them after every other class: solved only when nothing else waits, dropped
+    /// first when the queue is full.
+    #[default]
+    Deprioritise,
+    /// Ignore them: never queued, never a backup. Requests already queued when their service
+    /// becomes exhausted are dropped.
+    Refuse,
+}
 
 /// Settings of the request lifecycle. Every node of a network should use the same values so
 /// that their plans agree (a disagreement only costs extra or delayed hashing).
@@ -66,11 +86,15 @@ pub struct FlowConfig {
     pub volume_window_ms: u64,
     /// Requests per service per window beyond which its requests are de-prioritised.
     pub volume_limit: u32,
-    /// Most requests queued on one worker. Beyond it one is dropped: a backup that has not
-    /// started (latest start first) if there is one, else the least urgent runnable request.
+    /// Most requests queued on one worker. Beyond it one is dropped: a request from an
+    /// exhausted service if there is one, else a backup that has not started (latest start
+    /// first), else the least urgent runnable request.
     pub max_queue: usize,
     /// Most finished request ids remembered (to ignore late copies).
     pub max_tracked: usize,
+    /// What to do with requests from services whose credits are spent (see
+    /// [`WorkerFlow::set_exhausted`]).
+    pub exhausted: ExhaustedPolicy,
 }
 
 impl Default for FlowConfig {
@@ -86,6 +110,7 @@ impl Default for FlowConfig {
             volume_limit: 600,
             max_queue: 4096,
             max_tracked: 65_536,
+            exhausted: ExhaustedPolicy::Deprioritise,
         }
     }
 }
@@ -247,7 +272,8 @@ pub enum WorkerAction {
         /// The work found.
         work: Work,
     },
-    /// A queued request was dropped because the queue is full.
+    /// A queued request was dropped: the queue is full, or (with [`ExhaustedPolicy::Refuse`])
+    /// its service ran out of credits.
     Dropped {
         /// The request.
         request: RequestId,
@@ -262,7 +288,10 @@ struct Entry {
     expires_ms: u64,
     received_ms: u64,
     role: Role,
+    service: PublicKey,
     over_volume: bool,
+    /// The service's credits are spent (kept in step by [`WorkerFlow::set_exhausted`]).
+    exhausted: bool,
 }
 
 impl Entry {
@@ -273,26 +302,36 @@ impl Entry {
         }
     }
 
-    /// Lower is served first: class (priority, then volume), then age.
+    /// Lower is served first: class (credits, priority, then volume), then age.
     fn order(&self, id: &RequestId) -> (u8, u64, RequestId) {
         (self.class(), self.received_ms, *id)
     }
 
-    /// Higher is dropped first when the queue is full: backups that have not started (the
-    /// latest to start first, since they are the least likely to be needed), then runnable
-    /// requests in reverse serving order.
-    fn drop_order(&self, id: &RequestId, now_ms: u64) -> (bool, u8, u64, u64, RequestId) {
+    /// Higher is dropped first when the queue is full: requests from exhausted services,
+    /// then backups that have not started (the latest to start first, since they are the
+    /// least likely to be needed), then runnable requests in reverse serving order.
+    fn drop_order(&self, id: &RequestId, now_ms: u64) -> (bool, bool, u8, u64, u64, RequestId) {
         let waiting = self.starts_at() > now_ms;
         let start = if waiting { self.starts_at() } else { 0 };
-        (waiting, self.class(), start, self.received_ms, *id)
+        (
+            self.exhausted,
+            waiting,
+            self.class(),
+            start,
+            self.received_ms,
+            *id,
+        )
     }
 
+    /// Serving class, lower first: Normal 0, Normal over volume 1, Precache 2, Precache over
+    /// volume 3; a service with no credits left adds 4, after all of those.
     fn class(&self) -> u8 {
         let p = match self.priority {
             Priority::Normal => 0,
             Priority::Precache => 2,
         };
-        p + u8::from(self.over_volume)
+        let e = if self.exhausted { 4 } else { 0 };
+        e + p + u8::from(self.over_volume)
     }
 }
 
@@ -331,6 +370,8 @@ pub struct WorkerFlow {
     queue: BTreeMap<RequestId, Entry>,
     done: Remembered,
     volume: HashMap<PublicKey, VecDeque<u64>>,
+    /// Services whose credits are spent.
+    exhausted: HashSet<PublicKey>,
     solving: Option<RequestId>,
     /// The latest time any call passed in.
     last_now: u64,
@@ -347,6 +388,7 @@ impl WorkerFlow {
             queue: BTreeMap::new(),
             done: Remembered::default(),
             volume: HashMap::new(),
+            exhausted: HashSet::new(),
             solving: None,
             last_now: 0,
         }
@@ -355,6 +397,51 @@ impl WorkerFlow {
     /// Change the rate this worker plans with for itself.
     pub fn set_my_rate(&mut self, rate: u64) {
         self.my_rate = rate;
+    }
+
+    /// Replace the set of services whose credits are spent; the node calls it when balances
+    /// change. Requests already queued are re-classed by [`FlowConfig::exhausted`]: under
+    /// `Deprioritise` they move behind every other class (or back, when their service leaves
+    /// the set); under `Refuse` those of newly exhausted services are dropped, without being
+    /// remembered as finished, so a copy republished once credits are granted is taken.
+    ///
+    /// The returned actions apply the change at once, with the latest time passed to any
+    /// call: `Stop`/`Dropped` for refused requests, or a `Stop` and `Solve` when a queued
+    /// request now outranks the one being solved.
+    #[must_use = "the actions stop or switch the solve the new set re-classed"]
+    pub fn set_exhausted(
+        &mut self,
+        services: impl IntoIterator<Item = PublicKey>,
+    ) -> Vec<WorkerAction> {
+        self.exhausted = services.into_iter().collect();
+        let mut actions = Vec::new();
+        match self.config.exhausted {
+            ExhaustedPolicy::Deprioritise => {
+                for e in self.queue.values_mut() {
+                    e.exhausted = self.exhausted.contains(&e.service);
+                }
+            }
+            ExhaustedPolicy::Refuse => {
+                let refused: Vec<RequestId> = self
+                    .queue
+                    .iter()
+                    .filter(|(_, e)| self.exhausted.contains(&e.service))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for id in refused {
+                    self.queue.remove(&id);
+                    if self.solving == Some(id) {
+                        self.solving = None;
+                        actions.push(WorkerAction::Stop { request: id });
+                    }
+                    actions.push(WorkerAction::Dropped { request: id });
+                }
+            }
+        }
+        // Start the next request if a refused one was being solved, or let a request that now
+        // outranks the current solve preempt it.
+        actions.extend(self.schedule(self.last_now));
+        actions
     }
 
     /// A worker's status (ours is ignored: we always count ourselves live).
@@ -450,6 +537,10 @@ impl WorkerFlow {
         if self.done.contains(&id) || self.queue.contains_key(&id) || now_ms >= req.expires_ms {
             return Vec::new();
         }
+        let exhausted = self.exhausted.contains(&req.service);
+        if exhausted && self.config.exhausted == ExhaustedPolicy::Refuse {
+            return Vec::new();
+        }
         let over_volume = self.count_volume(req.service, now_ms);
         let live = self.live(now_ms);
         let plan = plan(req, &id, &live, &self.config);
@@ -466,7 +557,9 @@ impl WorkerFlow {
                 expires_ms: req.expires_ms,
                 received_ms: now_ms,
                 role,
+                service: req.service,
                 over_volume,
+                exhausted,
             },
         );
         let mut actions = Vec::new();

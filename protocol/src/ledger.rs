@@ -109,8 +109,17 @@ pub enum Ingested {
         /// A receipt the ledger no longer holds: with two already held, the new one had a
         /// lower id than the higher of them, which was dropped (the node deletes it from
         /// storage too).
-        dropped: Option<MessageId>,
+        dropped: Option<Dropped>,
     },
+}
+
+/// A receipt [`Ledger::ingest`] let go of, with what storage needs to find it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    /// The receipt's id.
+    pub id: MessageId,
+    /// Its `accepted_ms`.
+    pub accepted_ms: u64,
 }
 
 /// Two receipts a service signed for one request.
@@ -290,11 +299,14 @@ impl Ledger {
         held.insert(id);
         let (counted, evidence) = (before.min(id), before.max(id));
         self.insert(id, receipt);
-        if let Some(gone) = dropped
-            && let Some(r) = self.receipts.remove(&gone)
-        {
-            self.by_time.remove(&(r.payload().accepted_ms, gone));
-        }
+        let dropped = dropped.and_then(|gone| {
+            let accepted_ms = self.receipts.remove(&gone)?.payload().accepted_ms;
+            self.by_time.remove(&(accepted_ms, gone));
+            Some(Dropped {
+                id: gone,
+                accepted_ms,
+            })
+        });
         if counted != before {
             self.count(&before, false);
             self.count(&counted, true);
@@ -326,6 +338,20 @@ impl Ledger {
         let worker = r.result.payload().worker;
         tally(&mut self.spent, service, r.price, on);
         tally(&mut self.earned, worker, r.price, on);
+    }
+
+    /// The epochs this ledger holds receipts in, ascending, with how many (counted and
+    /// evidence) each.
+    pub fn epochs(&self) -> Vec<(u64, usize)> {
+        let mut out: Vec<(u64, usize)> = Vec::new();
+        for (ms, _) in &self.by_time {
+            let e = epoch_of(*ms, self.epoch_ms);
+            match out.last_mut() {
+                Some((last, n)) if *last == e => *n += 1,
+                _ => out.push((e, 1)),
+            }
+        }
+        out
     }
 
     /// A held receipt.

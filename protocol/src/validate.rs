@@ -19,7 +19,8 @@ use serde::Deserialize;
 
 use crate::envelope::{MessageKind, Signed};
 use crate::messages::{
-    RegistryEntry, RequestId, TimePolicy, WorkCancel, WorkRequest, WorkResult, WorkerStatus,
+    Receipt, RegistryEntry, RequestId, TimePolicy, WorkCancel, WorkRequest, WorkResult,
+    WorkerStatus,
 };
 use crate::registry::{Registry, RegistryError};
 use crate::{Profile, ProtocolError, work_value};
@@ -459,6 +460,47 @@ impl Validator {
                 format!(
                     "worker status from {} is {age} ms old, over the {STATUS_MAX_AGE_MS} ms allowed",
                     status.worker
+                ),
+            ));
+        }
+        Ok(signed)
+    }
+
+    /// A receipt from the network: decoding checks its three signatures, that the result
+    /// answers the request, the work and the price; here, that the service is registered
+    /// (banned or not), and that the service accepted it while the request was alive (give or take
+    /// the clock skew) and not in the future. Whether it is new is the ledger's business.
+    pub fn check_receipt(
+        &self,
+        bytes: &[u8],
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Signed<Receipt>, Rejected> {
+        let signed = Signed::<Receipt>::decode(bytes)?;
+        let receipt = signed.payload();
+        let request = receipt.request.payload();
+        match registry.check_service(&request.service) {
+            // A ban stops new requests, not the books: work done before it is still owed,
+            // and every node must keep the same receipts.
+            Ok(_) | Err(RegistryError::BannedService { .. }) => {}
+            Err(e) => return Err(registry_rejection(e)),
+        }
+        let skew = self.config.time.max_skew_ms;
+        if receipt.accepted_ms > now_ms.saturating_add(skew) {
+            return Err(Rejected::from(ProtocolError::NotYetValid {
+                kind: MessageKind::Receipt.domain(),
+                created_ms: receipt.accepted_ms,
+                now_ms,
+            }));
+        }
+        if receipt.accepted_ms.saturating_add(skew) < request.created_ms
+            || receipt.accepted_ms > request.expires_ms.saturating_add(skew)
+        {
+            return Err(Rejected::new(
+                RejectReason::Expired,
+                format!(
+                    "receipt accepted at {} outside its request's lifetime {}..{}",
+                    receipt.accepted_ms, request.created_ms, request.expires_ms
                 ),
             ));
         }

@@ -4,8 +4,8 @@
 
 use dpow_keys::{PublicKey, SecretKey};
 use dpow_protocol::flow::{
-    FlowConfig, MAX_WORKERS, Role, ServiceAction, ServiceConfig, ServiceFlow, WorkerAction,
-    WorkerFlow, plan, rank_workers,
+    ExhaustedPolicy, FlowConfig, MAX_WORKERS, Role, ServiceAction, ServiceConfig, ServiceFlow,
+    WorkerAction, WorkerFlow, plan, rank_workers,
 };
 use dpow_protocol::{
     Difficulty, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult, WorkerStatus,
@@ -62,6 +62,21 @@ fn solves(actions: &[WorkerAction]) -> Vec<RequestId> {
             _ => None,
         })
         .collect()
+}
+
+/// Finish the current solve again and again; the requests started, in order.
+fn drain(w: &mut WorkerFlow, mut current: RequestId, from: u64) -> Vec<RequestId> {
+    let mut order = Vec::new();
+    for t in from..from + 100 {
+        match solves(&w.on_solved(current, Work(1), t)).first() {
+            Some(next) => {
+                order.push(*next);
+                current = *next;
+            }
+            None => break,
+        }
+    }
+    order
 }
 
 #[test]
@@ -544,4 +559,226 @@ fn a_full_queue_drops_waiting_backups_before_primaries() {
         assert_eq!(w.role(*p), Some(Role::Primary));
     }
     assert_eq!(w.queue_len(), 6);
+}
+
+#[test]
+fn an_exhausted_service_is_served_after_precache_and_over_volume() {
+    let me = key(130);
+    let (busy, poor, heavy, light) = (key(131), key(132), key(133), key(134));
+    let mut w = WorkerFlow::new(
+        me.public(),
+        1_000_000,
+        FlowConfig {
+            volume_limit: 1,
+            ..FlowConfig::default()
+        },
+    );
+    assert_eq!(
+        FlowConfig::default().exhausted,
+        ExhaustedPolicy::Deprioritise
+    );
+    assert!(
+        w.set_exhausted([poor.public()]).is_empty(),
+        "nothing queued"
+    );
+    let d = 0xffff_0000_0000_0000;
+    let first = request(&busy, 1, d, 0, Priority::Normal);
+    assert_eq!(solves(&w.on_request(&first, 0)), vec![first.id()]);
+    // The exhausted service's request is the oldest and Normal, yet it goes last.
+    let poor1 = request(&poor, 2, d, 1, Priority::Normal);
+    let heavy1 = request(&heavy, 3, d, 2, Priority::Normal);
+    let heavy2 = request(&heavy, 4, d, 3, Priority::Normal); // over volume
+    let pre = request(&light, 5, d, 4, Priority::Precache);
+    for (i, r) in [&poor1, &heavy1, &heavy2, &pre].into_iter().enumerate() {
+        assert!(w.on_request(r, 1 + i as u64).is_empty());
+    }
+    assert_eq!(
+        drain(&mut w, first.id(), 10),
+        vec![heavy1.id(), heavy2.id(), pre.id(), poor1.id()],
+        "normal, normal over volume, precache, then the exhausted service"
+    );
+    assert_eq!(w.queue_len(), 0);
+    // With nothing else waiting it is still solved, at once.
+    let poor2 = request(&poor, 6, d, 100, Priority::Normal);
+    assert_eq!(solves(&w.on_request(&poor2, 100)), vec![poor2.id()]);
+    // A better request preempts it.
+    let pre2 = request(&light, 7, d, 101, Priority::Precache);
+    let a = w.on_request(&pre2, 101);
+    assert_eq!(
+        a[0],
+        WorkerAction::Stop {
+            request: poor2.id()
+        }
+    );
+    assert_eq!(solves(&a), vec![pre2.id()]);
+}
+
+#[test]
+fn a_full_queue_drops_exhausted_requests_first() {
+    let me = key(140);
+    let (svc, poor) = (key(141), key(142));
+    let mut w = WorkerFlow::new(
+        me.public(),
+        1_000_000,
+        FlowConfig {
+            max_queue: 3,
+            ..FlowConfig::default()
+        },
+    );
+    let _ = w.set_exhausted([poor.public()]);
+    let d = 0xffff_0000_0000_0000;
+    let first = request(&svc, 1, d, 0, Priority::Normal);
+    let poor1 = request(&poor, 2, d, 1, Priority::Normal);
+    let pre = request(&svc, 3, d, 2, Priority::Precache);
+    let late_pre = request(&svc, 4, d, 3, Priority::Precache);
+    assert_eq!(solves(&w.on_request(&first, 0)), vec![first.id()]);
+    assert!(w.on_request(&poor1, 1).is_empty());
+    assert!(w.on_request(&pre, 2).is_empty());
+    // Even the newest precache outranks an exhausted service's request.
+    assert_eq!(
+        w.on_request(&late_pre, 3),
+        vec![WorkerAction::Dropped {
+            request: poor1.id()
+        }]
+    );
+    assert_eq!(w.queue_len(), 3);
+}
+
+#[test]
+fn an_exhausted_request_is_dropped_before_a_waiting_backup() {
+    let me = key(170);
+    let (svc, poor) = (key(171), key(172));
+    let config = FlowConfig {
+        max_queue: 3,
+        ..FlowConfig::default()
+    };
+    let mut w = WorkerFlow::new(me.public(), 1_000_000, config.clone());
+    let mut live = vec![(me.public(), 1_000_000)];
+    for n in 0..5 {
+        w.on_status(&status(&key(180 + n), 1_000_000_000, 0), 0);
+        live.push((key(180 + n).public(), 1_000_000_000));
+    }
+    let _ = w.set_exhausted([poor.public()]);
+    let d = 0xffff_0000_0000_0000;
+    let is_primary = |r: &Signed<WorkRequest>| {
+        plan(r.payload(), &r.id(), &live, &config)
+            .primaries
+            .contains(&me.public())
+    };
+    // One request where this worker is a primary and two where it is a backup, per service.
+    let find = |s: &SecretKey, primary: bool, skip: usize| {
+        (0..1_000)
+            .map(|n| request(s, n, d, 1, Priority::Normal))
+            .filter(|r| is_primary(r) == primary)
+            .nth(skip)
+            .expect("the scenario exists")
+    };
+    let first = find(&svc, true, 0);
+    let poor1 = find(&poor, true, 0);
+    let backup1 = find(&svc, false, 0);
+    let backup2 = find(&svc, false, 1);
+    assert_eq!(solves(&w.on_request(&first, 1)), vec![first.id()]);
+    assert!(w.on_request(&poor1, 1).is_empty());
+    assert!(w.on_request(&backup1, 1).is_empty());
+    assert!(matches!(w.role(backup1.id()), Some(Role::Backup { .. })));
+    // Full: the runnable request of the exhausted service goes before any waiting backup.
+    assert_eq!(
+        w.on_request(&backup2, 1),
+        vec![WorkerAction::Dropped {
+            request: poor1.id()
+        }]
+    );
+    assert_eq!(w.queue_len(), 3);
+}
+
+#[test]
+fn refused_services_are_never_queued_and_dropped_when_they_run_out() {
+    let me = key(150);
+    let (svc, poor) = (key(151), key(152));
+    let mut w = WorkerFlow::new(
+        me.public(),
+        1_000_000,
+        FlowConfig {
+            exhausted: ExhaustedPolicy::Refuse,
+            ..FlowConfig::default()
+        },
+    );
+    let d = 0xffff_0000_0000_0000;
+    let _ = w.set_exhausted([poor.public()]);
+    // An idle worker still ignores it: no solve, no queue entry, no deadline, no backup role.
+    let poor1 = request(&poor, 1, d, 0, Priority::Normal);
+    assert!(w.on_request(&poor1, 0).is_empty());
+    assert_eq!(w.queue_len(), 0);
+    assert_eq!(w.role(poor1.id()), None);
+    assert_eq!(w.next_deadline(), None);
+    assert!(w.on_tick(30_000).is_empty());
+    assert_eq!(w.solving(), None);
+    // Credits granted: a republished copy is taken.
+    assert!(w.set_exhausted([]).is_empty());
+    assert_eq!(solves(&w.on_request(&poor1, 30_001)), vec![poor1.id()]);
+    let other = request(&svc, 2, d, 30_002, Priority::Precache);
+    assert!(w.on_request(&other, 30_002).is_empty());
+    // Spent again while being solved: it is stopped and dropped, the next one starts.
+    let a = w.set_exhausted([poor.public()]);
+    assert_eq!(
+        a,
+        vec![
+            WorkerAction::Stop {
+                request: poor1.id()
+            },
+            WorkerAction::Dropped {
+                request: poor1.id()
+            },
+            WorkerAction::Solve {
+                request: other.id(),
+                root: other.payload().root,
+                difficulty: other.payload().difficulty,
+            },
+        ]
+    );
+    assert_eq!(w.queue_len(), 1);
+}
+
+#[test]
+fn setting_and_clearing_the_set_reclasses_queued_requests() {
+    let me = key(160);
+    let (busy, poor, svc) = (key(161), key(162), key(163));
+    let mut w = WorkerFlow::new(me.public(), 1_000_000, FlowConfig::default());
+    let d = 0xffff_0000_0000_0000;
+    let first = request(&busy, 1, d, 0, Priority::Normal);
+    let poor1 = request(&poor, 2, d, 1, Priority::Normal);
+    let pre = request(&svc, 3, d, 2, Priority::Precache);
+    assert_eq!(solves(&w.on_request(&first, 0)), vec![first.id()]);
+    assert!(w.on_request(&poor1, 1).is_empty());
+    assert!(w.on_request(&pre, 2).is_empty());
+    // Exhausted after it was queued: it moves behind the precache.
+    assert!(w.set_exhausted([poor.public()]).is_empty());
+    // Cleared again: normal order is back (Normal before Precache).
+    assert!(w.set_exhausted([]).is_empty());
+    assert_eq!(drain(&mut w, first.id(), 10), vec![poor1.id(), pre.id()]);
+
+    // The same queue with the set left in place serves the precache first.
+    let mut w = WorkerFlow::new(me.public(), 1_000_000, FlowConfig::default());
+    assert_eq!(solves(&w.on_request(&first, 0)), vec![first.id()]);
+    assert!(w.on_request(&poor1, 1).is_empty());
+    assert!(w.on_request(&pre, 2).is_empty());
+    assert!(w.set_exhausted([poor.public()]).is_empty());
+    assert_eq!(drain(&mut w, first.id(), 10), vec![pre.id(), poor1.id()]);
+
+    // A solve whose service runs out yields to a waiting precache at once, and takes the
+    // solver back when its credits return.
+    let mut w = WorkerFlow::new(me.public(), 1_000_000, FlowConfig::default());
+    assert_eq!(solves(&w.on_request(&poor1, 1)), vec![poor1.id()]);
+    assert!(w.on_request(&pre, 2).is_empty());
+    let a = w.set_exhausted([poor.public()]);
+    assert_eq!(
+        a[0],
+        WorkerAction::Stop {
+            request: poor1.id()
+        }
+    );
+    assert_eq!(solves(&a), vec![pre.id()]);
+    let a = w.set_exhausted(Vec::new());
+    assert_eq!(a[0], WorkerAction::Stop { request: pre.id() });
+    assert_eq!(solves(&a), vec![poor1.id()]);
 }

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use dpow_keys::{PublicKey, SecretKey};
 use dpow_protocol::ledger::{
-    Balances, DEFAULT_EPOCH_MS, Equivocation, Ingested, Ledger, LedgerError, PayoutReport,
+    Balances, DEFAULT_EPOCH_MS, Dropped, Equivocation, Ingested, Ledger, LedgerError, PayoutReport,
     ServiceBalance, epoch_of, parse_amount, report_signing_input,
 };
 use dpow_protocol::registry::Registry;
@@ -313,7 +313,10 @@ fn a_third_receipt_adds_nothing_or_replaces_the_highest() {
                 counted: lo.id(),
                 evidence: mid.id(),
             },
-            dropped: Some(hi.id()),
+            dropped: Some(Dropped {
+                id: hi.id(),
+                accepted_ms: hi.payload().accepted_ms,
+            }),
         }
     );
     assert!(b.get(&hi.id()).is_none(), "the dropped receipt is gone");
