@@ -1,17 +1,31 @@
 //! `dpow ledger`: the books, recomputed here from receipts that peers hand over and that this
 //! command verifies itself (three signatures, the work, the price) before counting them.
+//!
+//! A genesis registrar signs a payout report with `payout --sign-key`; anyone checks such a
+//! signature offline with `check-report` ([`report`]).
 
+mod report;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use dpow_keys::{PublicKey, Signature, keyfile};
 use dpow_protocol::ledger::{self, PayoutReport};
 use serde_json::json;
 
 use super::client::ClientArgs;
+use crate::genesis::{Genesis, read_small};
 use crate::net::now_ms;
 use crate::output::Output;
+
+/// Longest report CSV `check-report` reads, in bytes (a line is about 130 bytes).
+const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest signature file `check-report` reads, in bytes (128 hex digits and a line end).
+const MAX_SIGNATURE_FILE_BYTES: u64 = 1024;
 
 /// `dpow ledger ...`
 #[derive(Debug, Args)]
@@ -38,6 +52,26 @@ pub enum LedgerCommand {
         /// Print CSV (the bytes a registrar signs) instead of a table or JSON.
         #[arg(long)]
         csv: bool,
+        /// Sign the report with this registrar key file (one of the genesis registrars).
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
+        /// Also write the signature (128 hex digits) to this file; required with `--csv`,
+        /// whose stdout is the CSV alone.
+        #[arg(long, value_name = "FILE", requires = "sign_key")]
+        signature_out: Option<PathBuf>,
+    },
+    /// Check a registrar's signature over a payout report's CSV, offline: only the genesis
+    /// file is read, the network is never joined.
+    CheckReport {
+        /// The report, exactly as `payout --csv` printed it.
+        #[arg(long, value_name = "FILE")]
+        csv: PathBuf,
+        /// The signature: 128 hex digits, or a file holding them (`--signature-out`).
+        #[arg(long, value_name = "HEX_OR_FILE")]
+        signature: String,
+        /// The registrar said to have signed (nano_ account or hex); it must be in the genesis.
+        #[arg(long, value_name = "KEY")]
+        registrar: PublicKey,
     },
     /// Credits granted, spent and left per service; earned per worker.
     Balances,
@@ -56,6 +90,14 @@ pub enum LedgerCommand {
 
 /// Run `dpow ledger`.
 pub(super) fn run(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
+    if let LedgerCommand::CheckReport {
+        csv,
+        signature,
+        registrar,
+    } = &a.command
+    {
+        return check_report(&a.client.genesis, csv, signature, registrar, out);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,14 +111,40 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
         LedgerCommand::Payout { pool, .. } => Some(ledger::parse_amount(pool)?),
         _ => None,
     };
-    let node = a.client.connect(None).await?;
-    // The sync answer carries the receipts; give stragglers on the receipts topic a moment.
+    let signer = match &a.command {
+        LedgerCommand::Payout {
+            sign_key: Some(path),
+            csv,
+            signature_out,
+            ..
+        } => {
+            if *csv && signature_out.is_none() {
+                bail!(
+                    "--csv with --sign-key needs --signature-out FILE: stdout carries the CSV alone, so the signature goes to a file"
+                );
+            }
+            let key = keyfile::read(path)
+                .with_context(|| format!("registrar key file {}", path.display()))?;
+            let genesis = Genesis::load(&a.client.genesis)?;
+            report::require_registrar(&key.public(), &genesis.registrars)?;
+            Some((key, genesis.registrars))
+        }
+        _ => None,
+    };
+    // Caught up with a peer's books (every receipt verified here); give stragglers on the
+    // receipts topic a moment.
+    let node = a.client.connect_with_books().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (books, registry) = node.ledger().await?;
     node.shutdown().await?;
     let current = ledger::epoch_of(now_ms(), books.epoch_ms());
     match a.command {
-        LedgerCommand::Payout { epoch, csv, .. } => {
+        LedgerCommand::Payout {
+            epoch,
+            csv,
+            signature_out,
+            ..
+        } => {
             let epoch = epoch.unwrap_or(current);
             let earned = books.earned_in_epoch(epoch);
             if earned.is_empty() {
@@ -85,16 +153,20 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
                 );
             }
             let report = PayoutReport::new(epoch, &earned, pool.unwrap_or(0))?;
-            if csv {
-                use std::io::Write;
-                std::io::stdout()
-                    .lock()
-                    .write_all(report.to_csv().as_bytes())?;
-            } else {
-                let js: serde_json::Value = serde_json::from_str(&report.to_json())?;
-                out.emit(&report.to_table(), &js)?;
+            let signature = match &signer {
+                Some((key, registrars)) => Some((
+                    key.public(),
+                    report::sign_report(&report.to_csv(), key, registrars)?,
+                )),
+                None => None,
+            };
+            if let (Some(path), Some((_, sig))) = (&signature_out, &signature) {
+                write_signature(path, sig)?;
             }
+            print_payout(&report, signature.as_ref(), csv, out)?;
         }
+        // Handled by `run` before any network is joined.
+        LedgerCommand::CheckReport { .. } => bail!("check-report runs offline, not here"),
         LedgerCommand::Balances => {
             let b = books.balances(&registry);
             let mut human = format!(
@@ -211,5 +283,93 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
             out.emit(&human, &js)?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print a payout report: the CSV alone, its JSON (with `registrar` and `signature` added at
+/// the end when signed), or the table (with a `signed by` line after it).
+fn print_payout(
+    report: &PayoutReport,
+    signature: Option<&(PublicKey, Signature)>,
+    csv: bool,
+    out: Output,
+) -> anyhow::Result<()> {
+    let text = if csv {
+        report.to_csv()
+    } else if out.json {
+        match signature {
+            Some((registrar, sig)) => report::signed_json(report, registrar, sig),
+            None => report.to_json(),
+        }
+    } else {
+        let mut t = report.to_table();
+        if let Some((registrar, sig)) = signature {
+            t.push_str(&format!(
+                "signed by {} : {}\n",
+                registrar.to_account(),
+                report::signature_hex(sig)
+            ));
+        }
+        t
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Write a signature as 128 hex digits and a line end.
+fn write_signature(path: &Path, signature: &Signature) -> anyhow::Result<()> {
+    std::fs::write(path, format!("{}\n", report::signature_hex(signature)))
+        .with_context(|| format!("writing the signature to {}", path.display()))
+}
+
+/// `--signature`: 128 hex digits, else a file holding them.
+fn read_signature(arg: &str) -> anyhow::Result<Signature> {
+    let text = arg.trim();
+    if text.len() == 128 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(report::parse_signature(text)?);
+    }
+    let path = Path::new(arg);
+    if path.is_file() {
+        let content = read_small(path, MAX_SIGNATURE_FILE_BYTES)?;
+        return report::parse_signature(&content)
+            .with_context(|| format!("signature file {}", path.display()));
+    }
+    report::parse_signature(text)
+        .context("--signature is neither 128 hex digits nor a file that exists")
+}
+
+/// `dpow ledger check-report`: verify offline, from the genesis file alone.
+fn check_report(
+    genesis: &Path,
+    csv_path: &Path,
+    signature: &str,
+    registrar: &PublicKey,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    let genesis = Genesis::load(genesis)?;
+    let signature = read_signature(signature)?;
+    let csv = read_small(csv_path, MAX_REPORT_BYTES)?;
+    let report = report::verify_report(&csv, &signature, registrar, &genesis.registrars)
+        .with_context(|| format!("report {}", csv_path.display()))?;
+    let human = format!(
+        "report signature valid: epoch {}, {} accounts, {} raw, signed by registrar {}",
+        report.epoch(),
+        report.lines().len(),
+        report.pool_raw(),
+        registrar.to_account()
+    );
+    out.emit(
+        &human,
+        &json!({
+            "valid": true,
+            "epoch": report.epoch(),
+            "accounts": report.lines().len(),
+            "pool_raw": report.pool_raw().to_string(),
+            "total_credits": report.total_credits().to_string(),
+            "registrar": registrar.to_account(),
+        }),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
