@@ -5,14 +5,16 @@
 #
 #   scripts/deps.sh            packages for building dpow
 #   scripts/deps.sh --opencl   also OpenCL headers and PoCL (a CPU OpenCL driver) for GPU tests
-#   scripts/deps.sh --test     everything the test suite needs: OpenCL/PoCL and Chromium
+#   scripts/deps.sh --test     everything the test suite needs: OpenCL/PoCL, Chromium, and
+#                              sccache (caches RocksDB's C++ build between runs)
 set -euo pipefail
 
-want=(pkg-config)
+# libclang-dev: bindgen for RocksDB's C API (librocksdb-sys).
+want=(pkg-config libclang-dev)
 for arg in "$@"; do
   case "$arg" in
     --opencl) want+=(ocl-icd-opencl-dev pocl-opencl-icd) ;;
-    --test) want+=(ocl-icd-opencl-dev pocl-opencl-icd chromium) ;;
+    --test) want+=(ocl-icd-opencl-dev pocl-opencl-icd chromium sccache) ;;
     *) echo "deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done

@@ -7,7 +7,6 @@
 //! Precached work is answered at once after it is re-validated. See docs/service-api.md.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::net::{NodeHandle, SubmitError, WorkAsk};
+use crate::store::Store;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -40,8 +40,8 @@ pub struct GatewayConfig {
     pub request_lifetime: Duration,
     /// Callers must send `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
-    /// Where precached work is kept across restarts.
-    pub cache_file: Option<PathBuf>,
+    /// Where precached work is kept across restarts (column family `precache-v1`).
+    pub store: Option<Arc<Store>>,
 }
 
 /// Where an answer came from.
@@ -167,58 +167,51 @@ impl Gateway {
     }
 
     fn load_cache(&self) {
-        let Some(path) = &self.config.cache_file else {
+        let Some(store) = &self.config.store else {
             return;
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        let lines = match store.precache_lines() {
+            Ok(l) => l,
             Err(e) => {
-                tracing::warn!(path = %path.display(), "precache file unreadable: {e}");
-                return;
-            }
-        };
-        let entries: Vec<CacheEntry> = match serde_json::from_str::<Vec<CacheLine>>(&text) {
-            Ok(lines) => lines.iter().filter_map(CacheEntry::from_line).collect(),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "precache file ignored: {e}");
+                tracing::warn!("precache unreadable: {e}");
                 return;
             }
         };
         let min = self.config.profile.min;
         let mut c = lock(&self.cache);
-        for e in entries {
-            // Nothing is served that does not validate now.
-            if work_value(&e.root, e.work) >= min {
-                if let Some(a) = e.account {
-                    c.1.insert(a, e.root);
+        let mut dropped = 0usize;
+        for bytes in lines {
+            let entry = serde_json::from_slice::<CacheLine>(&bytes)
+                .ok()
+                .and_then(|l| CacheEntry::from_line(&l));
+            match entry {
+                // Nothing is served that does not validate now.
+                Some(e) if work_value(&e.root, e.work) >= min => {
+                    if let Some(a) = e.account {
+                        c.1.insert(a, e.root);
+                    }
+                    c.0.insert(e.root, e);
                 }
-                c.0.insert(e.root, e);
+                _ => dropped += 1,
             }
         }
-        tracing::info!(entries = c.0.len(), "precache loaded");
+        tracing::info!(entries = c.0.len(), dropped, "precache loaded");
     }
 
-    /// Write the cache to its file: a temporary file, fsync, then rename over the old one.
-    fn save_cache(&self) {
-        let Some(path) = &self.config.cache_file else {
+    /// Write one cache entry (and delete the one it replaces), synced to disk.
+    fn persist(&self, put: &CacheEntry, replaced: Option<Root>) {
+        let Some(store) = &self.config.store else {
             return;
         };
-        let entries: Vec<CacheLine> = lock(&self.cache).0.values().map(CacheEntry::line).collect();
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(serde_json::to_string_pretty(&entries)?.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            if let Some(dir) = path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
+        let write = || -> anyhow::Result<()> {
+            if let Some(old) = replaced {
+                store.precache_delete(&old.0)?;
             }
+            store.precache_put(&put.root.0, &serde_json::to_vec(&put.line())?)?;
             Ok(())
         };
         if let Err(e) = write() {
-            tracing::error!(path = %path.display(), "saving the precache: {e}");
+            tracing::error!(root = %put.root, "saving precached work: {e}");
         }
     }
 
@@ -458,6 +451,12 @@ impl Gateway {
             };
             match gw.node.submit(ask).await {
                 Ok(a) if work_value(&root, a.work) >= d => {
+                    let entry = CacheEntry {
+                        root,
+                        work: a.work,
+                        account,
+                    };
+                    let mut replaced = None;
                     {
                         let mut c = lock(&gw.cache);
                         if let Some(acct) = account
@@ -466,17 +465,11 @@ impl Gateway {
                         {
                             // The account moved on: its old frontier's work is useless.
                             c.0.remove(&old);
+                            replaced = Some(old);
                         }
-                        c.0.insert(
-                            root,
-                            CacheEntry {
-                                root,
-                                work: a.work,
-                                account,
-                            },
-                        );
+                        c.0.insert(root, entry.clone());
                     }
-                    gw.save_cache();
+                    gw.persist(&entry, replaced);
                     tracing::info!(%root, "precached");
                 }
                 Ok(_) => tracing::warn!(%root, "precache answer below the threshold: dropped"),

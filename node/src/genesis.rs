@@ -39,6 +39,9 @@ pub struct GenesisFile {
     /// How far in the future a request's creation time may be.
     #[serde(default)]
     pub max_clock_skew_ms: Option<u64>,
+    /// The ledger's epoch length (default a UTC day, 86400000): payouts are per epoch.
+    #[serde(default)]
+    pub epoch_ms: Option<u64>,
 }
 
 /// A checked genesis.
@@ -54,6 +57,8 @@ pub struct Genesis {
     pub bootstrap: Vec<Multiaddr>,
     /// Timing rules for requests.
     pub time: TimePolicy,
+    /// The ledger's epoch length in milliseconds.
+    pub epoch_ms: u64,
 }
 
 impl Genesis {
@@ -101,12 +106,19 @@ impl Genesis {
         if let Some(s) = f.max_clock_skew_ms {
             time.max_skew_ms = s;
         }
+        let epoch_ms = f
+            .epoch_ms
+            .unwrap_or(dpow_protocol::ledger::DEFAULT_EPOCH_MS);
+        if epoch_ms < 1000 {
+            bail!("epoch_ms must be at least 1000 (one second), got {epoch_ms}");
+        }
         Ok(Genesis {
             network: f.network.clone(),
             profile,
             registrars,
             bootstrap,
             time,
+            epoch_ms,
         })
     }
 
@@ -151,6 +163,7 @@ mod tests {
             bootstrap: vec![],
             max_request_lifetime_ms: None,
             max_clock_skew_ms: None,
+            epoch_ms: None,
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`cli`]: the `dpow` command (clap), one module per subcommand;
 //! - [`devices`]: CPU threads and OpenCL devices selected on the command line;
-//! - [`output`]: human-readable or JSON output for every command.
+//! - [`output`]: human-readable or JSON output for every command;
+//! - [`store`]: the node's RocksDB database (receipts, DHT records, precache).
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -12,3 +13,4 @@ pub mod genesis;
 pub mod http;
 pub mod net;
 pub mod output;
+pub mod store;

@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let svc = Arc::new(net.service_node().await?);
     let dir = tempfile::tempdir()?;
+    let store = std::sync::Arc::new(dpow_node::store::Store::open(&dir.path().join("db"))?);
     let gw = Gateway::new(
         svc.clone(),
         GatewayConfig {
@@ -36,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
             fallback_after: Duration::from_secs(5),
             request_lifetime: Duration::from_secs(30),
             token: None,
-            cache_file: Some(dir.path().join("precache.json")),
+            store: Some(store.clone()),
         },
     );
     let app = dpow_node::http::router(svc.stats_reader()).merge(gw.router());
@@ -77,12 +78,9 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..m {
         post(json!({"action": "work_precache", "hash": hash(10_000 + i)})).await?;
     }
-    let file = dir.path().join("precache.json");
     let t0 = Instant::now();
     loop {
-        let n = std::fs::read_to_string(&file)
-            .map(|t| t.matches("\"hash\"").count())
-            .unwrap_or(0);
+        let n = store.precache_lines()?.len();
         if n as u32 >= m {
             break;
         }

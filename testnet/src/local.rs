@@ -29,6 +29,11 @@ pub struct LocalOptions {
     pub flow: FlowConfig,
     /// Penalised rejections before a peer is blocked.
     pub max_penalties: u32,
+    /// The ledger's epoch length.
+    pub epoch_ms: u64,
+    /// Let nodes find each other through the DHT (and so replicate receipts in it). Off by
+    /// default: most tests decide who connects to whom.
+    pub discovery: bool,
 }
 
 impl Default for LocalOptions {
@@ -41,6 +46,8 @@ impl Default for LocalOptions {
             register_service: true,
             flow: FlowConfig::default(),
             max_penalties: 3,
+            epoch_ms: dpow_protocol::ledger::DEFAULT_EPOCH_MS,
+            discovery: false,
         }
     }
 }
@@ -89,10 +96,12 @@ impl LocalNet {
             registrars: vec![registrar.public()],
             bootstrap: vec![],
             time: TimePolicy::default(),
+            epoch_ms: options.epoch_ms,
         };
         let mut cfg = NodeConfig::new(genesis.clone(), SecretKey::generate()?);
         cfg.listen = vec![loopback()];
         cfg.tuning = test_tuning();
+        cfg.tuning.discovery = options.discovery;
         cfg.max_penalties = options.max_penalties;
         let bootstrap = net::spawn(cfg).await?;
         let bootstrap_addr = bootstrap
@@ -154,6 +163,7 @@ impl LocalNet {
         let mut cfg = NodeConfig::new(self.genesis.clone(), key);
         cfg.listen = vec![loopback()];
         cfg.tuning = test_tuning();
+        cfg.tuning.discovery = self.options.discovery;
         cfg.flow = self.options.flow.clone();
         cfg.status_interval = Duration::from_millis(500);
         cfg.max_penalties = self.options.max_penalties;

@@ -42,12 +42,17 @@ pub struct Args {
 }
 
 /// A started node process.
-struct NodeProc {
-    role: String,
-    child: Child,
-    peer_id: String,
-    listen: String,
-    http: String,
+pub struct NodeProc {
+    /// What it does in the testnet (for the summary).
+    pub role: String,
+    /// The process.
+    pub child: Child,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Its first listen address (with `/p2p/`).
+    pub listen: String,
+    /// Its HTTP base URL.
+    pub http: String,
 }
 
 /// Every child process, stopped when dropped (also on errors and panics).
@@ -95,8 +100,9 @@ fn field(v: &Value, k: &str) -> anyhow::Result<String> {
         .with_context(|| format!("missing {k} in {v}"))
 }
 
-/// Start `dpow --json node ...` and wait for its start-up report on stdout.
-fn start_node(
+/// Start `dpow --json node ...` (data in `dir/name`, log in `dir/name.log`) and wait for its
+/// start-up report on stdout.
+pub fn start_node(
     dpow: &Path,
     dir: &Path,
     name: &str,

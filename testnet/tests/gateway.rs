@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use dpow_node::gateway::{Gateway, GatewayConfig};
 use dpow_node::net::NodeHandle;
+use dpow_node::store::Store;
 use dpow_protocol::{Profile, Root, Work};
 use dpow_solver::{CpuSolver, Solver};
 use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
@@ -48,14 +49,28 @@ impl Api {
     }
 }
 
-fn config(profile: Profile, fallback: bool, dir: &std::path::Path) -> GatewayConfig {
+fn open_store(dir: &tempfile::TempDir) -> Arc<Store> {
+    Arc::new(Store::open(&dir.path().join("db")).expect("store"))
+}
+
+/// The precache lines stored, as text.
+fn stored_lines(store: &Store) -> Vec<String> {
+    store
+        .precache_lines()
+        .expect("lines")
+        .into_iter()
+        .map(|l| String::from_utf8(l).expect("utf-8"))
+        .collect()
+}
+
+fn config(profile: Profile, fallback: bool, store: &Arc<Store>) -> GatewayConfig {
     GatewayConfig {
         profile,
         fallback: fallback.then(|| Arc::new(CpuSolver::new(1).expect("cpu")) as Arc<dyn Solver>),
         fallback_after: Duration::from_secs(5),
         request_lifetime: Duration::from_secs(30),
         token: None,
-        cache_file: Some(dir.join("precache.json")),
+        store: Some(store.clone()),
     }
 }
 
@@ -91,9 +106,10 @@ async fn network(workers: usize) -> (LocalNet, Arc<NodeHandle>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generate_and_validate_speak_the_work_server_protocol() {
     let dir = tempfile::tempdir().expect("dir");
+    let store = open_store(&dir);
     let (net, svc) = network(2).await;
     let profile = net.genesis.profile.clone();
-    let api = serve(svc.clone(), config(profile.clone(), false, dir.path())).await;
+    let api = serve(svc.clone(), config(profile.clone(), false, &store)).await;
 
     // Default threshold (send), explicit difficulty, multiplier, and a block's subtype.
     let send = profile.threshold(dpow_protocol::BlockKind::Send).0;
@@ -167,10 +183,11 @@ async fn generate_and_validate_speak_the_work_server_protocol() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_a_nano_style_error_and_status() {
     let dir = tempfile::tempdir().expect("dir");
+    let store = open_store(&dir);
     let (net, svc) = network(1).await;
     let api = serve(
         svc.clone(),
-        config(net.genesis.profile.clone(), false, dir.path()),
+        config(net.genesis.profile.clone(), false, &store),
     )
     .await;
     let before = svc.stats().submitted;
@@ -243,7 +260,7 @@ async fn bad_input_gets_a_nano_style_error_and_status() {
     assert_eq!(svc.stats().submitted, before, "nothing reached the network");
 
     // A token, when set, is required.
-    let mut c = config(net.genesis.profile.clone(), false, dir.path());
+    let mut c = config(net.genesis.profile.clone(), false, &store);
     c.token = Some("s3cret".into());
     let locked = serve(svc.clone(), c).await;
     let wrong = Api {
@@ -264,11 +281,12 @@ async fn bad_input_gets_a_nano_style_error_and_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_for_one_root_share_one_request() {
     let dir = tempfile::tempdir().expect("dir");
+    let store = open_store(&dir);
     let (net, svc) = network(2).await;
     let api = Arc::new(
         serve(
             svc.clone(),
-            config(net.genesis.profile.clone(), false, dir.path()),
+            config(net.genesis.profile.clone(), false, &store),
         )
         .await,
     );
@@ -291,9 +309,10 @@ async fn concurrent_calls_for_one_root_share_one_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_no_workers_the_node_falls_back_or_can_be_cancelled() {
     let dir = tempfile::tempdir().expect("dir");
+    let store = open_store(&dir);
     let (net, svc) = network(0).await;
     let profile = net.genesis.profile.clone();
-    let api = serve(svc.clone(), config(profile.clone(), true, dir.path())).await;
+    let api = serve(svc.clone(), config(profile.clone(), true, &store)).await;
     let (s, v) = api
         .post(json!({"action": "work_generate", "hash": hash(20)}))
         .await;
@@ -305,7 +324,7 @@ async fn with_no_workers_the_node_falls_back_or_can_be_cancelled() {
     );
 
     // Without a fallback the call waits for the network; work_cancel ends it.
-    let waiting = Arc::new(serve(svc.clone(), config(profile, false, dir.path())).await);
+    let waiting = Arc::new(serve(svc.clone(), config(profile, false, &store)).await);
     let w = waiting.clone();
     let pending = tokio::spawn(async move {
         w.post(json!({"action": "work_generate", "hash": hash(21)}))
@@ -326,20 +345,20 @@ async fn with_no_workers_the_node_falls_back_or_can_be_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_stale() {
     let dir = tempfile::tempdir().expect("dir");
+    let store = open_store(&dir);
     let (net, svc) = network(2).await;
     let profile = net.genesis.profile.clone();
     let account = dpow_keys::SecretKey::generate()
         .expect("key")
         .public()
         .to_account();
-    let api = serve(svc.clone(), config(profile.clone(), false, dir.path())).await;
+    let api = serve(svc.clone(), config(profile.clone(), false, &store)).await;
     let (s, v) = api
         .post(json!({"action": "work_precache", "hash": hash(30), "account": account}))
         .await;
     assert_eq!(s, 200, "{v}");
-    let file = dir.path().join("precache.json");
     let t0 = std::time::Instant::now();
-    while !std::fs::read_to_string(&file).is_ok_and(|t| t.len() > 2) {
+    while stored_lines(&store).is_empty() {
         assert!(t0.elapsed() < T, "precache never stored");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -349,8 +368,10 @@ async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_s
     assert_eq!(v["source"], "cache", "{v}");
     let cached = v["work"].as_str().expect("work").to_string();
 
-    // A new gateway over the same file (a restart) serves it too.
-    let again = serve(svc.clone(), config(profile.clone(), false, dir.path())).await;
+    // A new gateway over the same store (a restart of the gateway; RocksDB's own durability
+    // across processes is tested in dpow-node's store tests and the ledger's kill -9 test)
+    // serves it too.
+    let again = serve(svc.clone(), config(profile.clone(), false, &store)).await;
     let (_, v) = again
         .post(json!({"action": "work_generate", "hash": hash(30)}))
         .await;
@@ -358,15 +379,18 @@ async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_s
     assert_eq!(v["work"], cached.as_str());
 
     // A tampered entry is not served.
-    let text = std::fs::read_to_string(&file).expect("file");
+    let text = stored_lines(&store).concat();
     let bad = (0u64..)
         .map(|n| format!("{n:016x}"))
         .find(|w| reference_value(&hash(30), w) < 0xff00000000000000)
         .expect("bad");
     let tampered = text.replace(&format!("\"{cached}\""), &format!("\"{bad}\""));
     assert_ne!(tampered, text, "the work is stored as a hex string");
-    std::fs::write(&file, tampered).expect("write");
-    let third = serve(svc.clone(), config(profile.clone(), false, dir.path())).await;
+    let root: dpow_protocol::Root = hash(30).parse().expect("root");
+    store
+        .precache_put(&root.0, tampered.as_bytes())
+        .expect("write");
+    let third = serve(svc.clone(), config(profile.clone(), false, &store)).await;
     let (_, v) = third
         .post(json!({"action": "work_generate", "hash": hash(30)}))
         .await;
@@ -377,8 +401,10 @@ async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_s
         .post(json!({"action": "work_precache", "hash": hash(31), "account": account}))
         .await;
     let t0 = std::time::Instant::now();
-    while !std::fs::read_to_string(&file)
-        .is_ok_and(|t| t.contains(&hash(31)) || t.contains(&hash(31).to_lowercase()))
+    while !stored_lines(&store)
+        .concat()
+        .to_uppercase()
+        .contains(&hash(31).to_uppercase())
     {
         assert!(t0.elapsed() < T, "second precache never stored");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -401,6 +427,7 @@ async fn confirmations_from_a_nano_websocket_precache_the_next_work() {
     use tokio_tungstenite::tungstenite::Message as Ws;
 
     let dir = tempfile::tempdir().expect("dir");
+    let store = open_store(&dir);
     let (net, svc) = network(2).await;
     let tracked = dpow_keys::SecretKey::generate()
         .expect("key")
@@ -412,7 +439,7 @@ async fn confirmations_from_a_nano_websocket_precache_the_next_work() {
         .to_account();
     let gw = Gateway::new(
         svc.clone(),
-        config(net.genesis.profile.clone(), false, dir.path()),
+        config(net.genesis.profile.clone(), false, &store),
     );
     let app = dpow_node::http::router(svc.stats_reader()).merge(gw.router());
     let addr = dpow_node::http::serve(
@@ -497,9 +524,9 @@ async fn confirmations_from_a_nano_websocket_precache_the_next_work() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let file = std::fs::read_to_string(dir.path().join("precache.json")).expect("file");
+    let file = stored_lines(&store).concat().to_uppercase();
     assert!(
-        !file.contains(&hash(42)),
+        !file.contains(&hash(42).to_uppercase()),
         "an untracked account's block was precached"
     );
     follower.abort();

@@ -28,7 +28,22 @@ pub struct ClientArgs {
 
 impl ClientArgs {
     /// Start the client node and wait until a peer has synced it and listens on the topics.
+    /// It takes no part in the ledger (no catch-up): see [`ClientArgs::connect_with_books`].
     pub async fn connect(&self, service_key: Option<SecretKey>) -> anyhow::Result<NodeHandle> {
+        self.start(service_key, false).await
+    }
+
+    /// As [`ClientArgs::connect`], and wait until the node has caught up with its first
+    /// peer's ledger (every receipt verified here).
+    pub async fn connect_with_books(&self) -> anyhow::Result<NodeHandle> {
+        self.start(None, true).await
+    }
+
+    async fn start(
+        &self,
+        service_key: Option<SecretKey>,
+        books: bool,
+    ) -> anyhow::Result<NodeHandle> {
         let genesis = Genesis::load(&self.genesis)?;
         if genesis.bootstrap.is_empty() && self.dial.is_empty() {
             anyhow::bail!(
@@ -47,15 +62,18 @@ impl ClientArgs {
         }
         config.service_key = service_key;
         config.tuning.discovery = false;
+        config.tuning.ledger = books;
         let node = net::spawn(config)
             .await
             .context("starting the client node")?;
         node.wait_for_peers(1, timeout)
             .await
             .context("joining the network")?;
-        node.wait_synced(timeout)
-            .await
-            .context("syncing the registry")?;
+        node.wait_synced(timeout).await.context(if books {
+            "catching up with the ledger"
+        } else {
+            "syncing the registry"
+        })?;
         Ok(node)
     }
 }

@@ -17,6 +17,7 @@ use crate::gateway::{Gateway, GatewayConfig};
 use crate::genesis::{Genesis, read_small};
 use crate::net::{self, NodeConfig, WorkerConfig};
 use crate::output::{Output, rate};
+use crate::store::Store;
 
 /// A node's role besides relaying and validating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -26,6 +27,16 @@ pub enum Role {
     Worker,
     /// Submit requests signed with a service key (see `--service-key`).
     Service,
+}
+
+/// What a worker does with requests from services whose credits are spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Exhausted {
+    /// Solve them only when nothing else waits (the default).
+    Deprioritise,
+    /// Ignore them.
+    Refuse,
 }
 
 /// Options of `dpow node`; each can also come from the `--config` TOML file (flags win).
@@ -70,6 +81,15 @@ pub struct NodeArgs {
     /// Do not walk the DHT for more peers (stay with the bootstrap and dialled peers).
     #[arg(long)]
     pub no_discovery: bool,
+    /// Worker role: what to do with requests of services whose credits are spent.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub exhausted: Option<Exhausted>,
+    /// Peers that hold each receipt as a DHT record (the Kademlia replication factor).
+    #[arg(long, value_name = "K")]
+    pub replication: Option<usize>,
+    /// Seconds between comparing ledger digests with a random peer (besides on connecting).
+    #[arg(long, value_name = "SECS")]
+    pub ledger_sync: Option<f64>,
     /// Service role: bearer token the work API requires (needed when --http is not loopback).
     #[arg(
         long,
@@ -118,6 +138,9 @@ struct ConfigFile {
     #[serde(default)]
     gpu: Vec<String>,
     no_discovery: Option<bool>,
+    replication: Option<usize>,
+    ledger_sync: Option<f64>,
+    exhausted: Option<Exhausted>,
     fallback_after: Option<f64>,
     fallback_threads: Option<usize>,
     no_fallback: Option<bool>,
@@ -165,6 +188,9 @@ fn merge(mut a: NodeArgs) -> anyhow::Result<NodeArgs> {
             .collect::<anyhow::Result<_>>()?;
     }
     a.no_discovery |= c.no_discovery.unwrap_or(false);
+    a.replication = a.replication.or(c.replication);
+    a.exhausted = a.exhausted.or(c.exhausted);
+    a.ledger_sync = a.ledger_sync.or(c.ledger_sync);
     a.fallback_after = a.fallback_after.or(c.fallback_after);
     a.fallback_threads = a.fallback_threads.or(c.fallback_threads);
     a.no_fallback |= c.no_fallback.unwrap_or(false);
@@ -206,6 +232,25 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
     };
     config.dial = a.dial.clone();
     config.tuning.discovery = !a.no_discovery;
+    if let Some(k) = a.replication {
+        config.tuning.replication = std::num::NonZeroUsize::new(k)
+            .filter(|k| k.get() <= 20)
+            .context("--replication must be between 1 and 20")?;
+    }
+    if let Some(s) = a.ledger_sync {
+        if !(s.is_finite() && (1.0..=86400.0).contains(&s)) {
+            bail!("--ledger-sync must be between 1 and 86400 seconds");
+        }
+        config.tuning.ledger_sync = Duration::from_secs_f64(s);
+    }
+    config.flow.exhausted = match a.exhausted {
+        Some(Exhausted::Refuse) => dpow_protocol::flow::ExhaustedPolicy::Refuse,
+        Some(Exhausted::Deprioritise) | None => dpow_protocol::flow::ExhaustedPolicy::Deprioritise,
+    };
+    let db = data_dir.join("db");
+    let store = std::sync::Arc::new(Store::open(&db)?);
+    tracing::info!(path = %db.display(), "store opened");
+    config.store = Some(store.clone());
     if let Some(s) = a.status_interval {
         if !(s.is_finite() && (0.1..=3600.0).contains(&s)) {
             bail!("--status-interval must be between 0.1 and 3600 seconds");
@@ -262,7 +307,7 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
             fallback_after: Duration::from_secs_f64(fallback_after),
             request_lifetime: Duration::from_secs(60),
             token: a.http_token.clone().filter(|t| !t.is_empty()),
-            cache_file: Some(data_dir.join("precache.json")),
+            store: Some(store.clone()),
         })
     } else {
         None

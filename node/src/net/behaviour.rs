@@ -20,28 +20,74 @@ const MAX_FRAME_BYTES: usize = 256 * 1024;
 /// Most registry entries and worker statuses one sync response carries.
 pub(crate) const MAX_SYNC_ITEMS: usize = 20_000;
 
-/// What a node asks a peer for when it connects: everything it needs to take part at once.
+/// The sync protocol (`/dpow/sync/2`): what a node asks a peer for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum SyncRequest {
-    /// The registry entries and the latest worker statuses the peer holds.
+    /// On connecting: the registry entries and the latest worker statuses the peer holds.
     Hello,
+    /// The ledger digest of every epoch the peer holds receipts in (newest
+    /// [`MAX_SYNC_EPOCHS`]).
+    Digests,
+    /// The ids of the peer's receipts of one epoch, ascending, starting after `after`.
+    Ids {
+        /// The epoch.
+        epoch: u64,
+        /// Continue after this id (32 bytes), for epochs over [`MAX_SYNC_IDS`] receipts.
+        after: Option<serde_bytes_vec::Bytes>,
+    },
+    /// Receipts by id: `ids` is a concatenation of 32-byte ids, at most [`MAX_SYNC_FETCH`].
+    Fetch {
+        /// The ids wanted.
+        ids: serde_bytes_vec::Bytes,
+    },
 }
 
-/// The answer to [`SyncRequest::Hello`]: signed envelopes, each verified on arrival like gossip.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct SyncResponse {
-    /// Registry entries, each registrar's in sequence order.
-    pub(crate) registry: Vec<serde_bytes_vec::Bytes>,
-    /// The newest status of each live worker.
-    pub(crate) statuses: Vec<serde_bytes_vec::Bytes>,
-    /// Receipts of the current and the previous epoch (at most [`MAX_SYNC_RECEIPTS`]), so a
-    /// node that joins or returns holds the books its peers hold.
-    #[serde(default)]
-    pub(crate) receipts: Vec<serde_bytes_vec::Bytes>,
+/// One epoch's entry in [`SyncResponse::Digests`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EpochDigest {
+    /// The epoch.
+    pub(crate) epoch: u64,
+    /// Receipts held in it (counted and evidence).
+    pub(crate) receipts: u64,
+    /// `Ledger::epoch_digest`.
+    pub(crate) digest: serde_bytes_vec::Bytes,
 }
 
-/// Most receipts in one sync response (~450 bytes each).
-pub(crate) const MAX_SYNC_RECEIPTS: usize = 10_000;
+/// The answer to a [`SyncRequest`], of the same variant. Everything signed in it is verified
+/// on arrival like gossip.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum SyncResponse {
+    /// Signed registry entries (each registrar's in sequence order) and worker statuses.
+    Hello {
+        /// Registry entries.
+        registry: Vec<serde_bytes_vec::Bytes>,
+        /// The newest status of each live worker.
+        statuses: Vec<serde_bytes_vec::Bytes>,
+    },
+    /// The peer's epoch digests, oldest first.
+    Digests {
+        /// The peer's epoch length: digests of another length are not comparable.
+        epoch_ms: u64,
+        /// One entry per epoch held.
+        epochs: Vec<EpochDigest>,
+    },
+    /// Receipt ids of one epoch, ascending, concatenated.
+    Ids {
+        /// The ids.
+        ids: serde_bytes_vec::Bytes,
+        /// Whether more follow (ask again with `after` = the last id).
+        more: bool,
+    },
+    /// Receipt envelopes, for the ids the peer holds.
+    Receipts(Vec<serde_bytes_vec::Bytes>),
+}
+
+/// Most epochs in one digest list.
+pub(crate) const MAX_SYNC_EPOCHS: usize = 4096;
+/// Most receipt ids in one answer (128 KiB).
+pub(crate) const MAX_SYNC_IDS: usize = 4096;
+/// Most receipts fetched in one request (~256 KiB).
+pub(crate) const MAX_SYNC_FETCH: usize = 512;
 
 /// Byte strings that serialise as CBOR byte strings, not arrays of numbers.
 pub(crate) mod serde_bytes_vec {
@@ -82,10 +128,16 @@ pub(crate) mod serde_bytes_vec {
 pub(crate) struct Behaviour {
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) identify: identify::Behaviour,
-    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) kad: kad::Behaviour<super::records::Records>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
 }
+
+/// Copies of each receipt in the DHT, by default.
+pub const DEFAULT_REPLICATION: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(3) {
+    Some(n) => n,
+    None => unreachable!(),
+};
 
 /// Network settings that tests and the testnet tune.
 #[derive(Clone, Debug)]
@@ -96,6 +148,14 @@ pub struct NetTuning {
     pub discovery: bool,
     /// How long gossipsub remembers a message id to drop copies of it.
     pub duplicate_cache: Duration,
+    /// How many peers hold each receipt as a Kademlia record (the k closest to its id).
+    pub replication: std::num::NonZeroUsize,
+    /// How often the node compares its ledger digests with a random peer and fetches what it
+    /// lacks (besides once per new connection).
+    pub ledger_sync: Duration,
+    /// Catch up with peers' ledgers (on connecting and every `ledger_sync`). Off for
+    /// short-lived clients that have no use for the books.
+    pub ledger: bool,
 }
 
 impl Default for NetTuning {
@@ -104,6 +164,9 @@ impl Default for NetTuning {
             heartbeat: Duration::from_millis(500),
             discovery: true,
             duplicate_cache: Duration::from_secs(120),
+            replication: DEFAULT_REPLICATION,
+            ledger_sync: Duration::from_secs(60),
+            ledger: true,
         }
     }
 }
@@ -113,6 +176,7 @@ impl Behaviour {
         key: &identity::Keypair,
         network: &str,
         tuning: &NetTuning,
+        records: super::records::Records,
     ) -> anyhow::Result<Behaviour> {
         let peer_id = key.public().to_peer_id();
         let identify = identify::Behaviour::new(
@@ -121,14 +185,19 @@ impl Behaviour {
         );
         let mut kad_config = kad::Config::new(StreamProtocol::new("/dpow/kad/1"));
         kad_config.set_query_timeout(Duration::from_secs(30));
+        // Receipts are kept for good: no expiry, and each node re-replicates what it holds.
+        kad_config.set_record_ttl(None);
+        kad_config.set_publication_interval(None);
+        kad_config.set_replication_factor(tuning.replication);
+        // Every inbound record is verified (as a receipt) by the node before it is stored.
+        kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
         if !tuning.discovery {
             // No walks, and no table entries that would trigger kad's automatic walks: the
             // node talks to the peers it was told about and those that dial it, nothing more.
             kad_config.set_periodic_bootstrap_interval(None);
             kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
         }
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        let mut kad = kad::Behaviour::with_config(peer_id, records, kad_config);
         // Loopback and private networks never confirm an external address; serve anyway.
         kad.set_mode(Some(kad::Mode::Server));
 
@@ -159,7 +228,7 @@ impl Behaviour {
 
         let sync = request_response::cbor::Behaviour::new(
             [(
-                StreamProtocol::new("/dpow/sync/1"),
+                StreamProtocol::new("/dpow/sync/2"),
                 request_response::ProtocolSupport::Full,
             )],
             request_response::Config::default().with_request_timeout(Duration::from_secs(10)),

@@ -1,5 +1,7 @@
 //! The one task that owns the swarm.
 
+mod books;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,12 +26,13 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{
-    Behaviour, BehaviourEvent, MAX_GOSSIP_BYTES, MAX_SYNC_ITEMS, MAX_SYNC_RECEIPTS, SyncRequest,
-    SyncResponse, identity_of, serde_bytes_vec::Bytes, topic_score,
+    Behaviour, BehaviourEvent, MAX_GOSSIP_BYTES, MAX_SYNC_ITEMS, SyncRequest, SyncResponse,
+    identity_of, serde_bytes_vec::Bytes, topic_score,
 };
 use super::stats::{Percentiles, ServiceStat, WorkerStat};
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig, now_ms};
 use crate::genesis::Genesis;
+use crate::store::Store;
 
 /// Requests remembered for validating results and cancels.
 const MAX_KNOWN_REQUESTS: usize = 100_000;
@@ -105,6 +108,20 @@ pub(super) struct EventLoop {
     per_service: HashMap<dpow_keys::PublicKey, u64>,
     /// Receipts this node has verified: balances and payouts are computed from them.
     ledger: dpow_protocol::ledger::Ledger,
+    /// Where receipts (and Kademlia records) are kept; `None` for short-lived clients.
+    store: Option<Arc<Store>>,
+    /// Receipts in the ledger that are not on disk yet.
+    receipts_queue: books::Queue,
+    /// Ledger catch-ups in progress, per peer.
+    catch_ups: HashMap<PeerId, books::CatchUp>,
+    /// DHT lookups for receipts in flight.
+    dht_gets: HashMap<kad::QueryId, books::DhtGet>,
+    /// When to compare digests with a random peer next, and how often.
+    next_ledger_sync: Instant,
+    ledger_sync: Duration,
+    catch_up_ledger: bool,
+    /// Services whose credits are spent, as last told to the worker.
+    exhausted: Vec<dpow_keys::PublicKey>,
 }
 
 impl EventLoop {
@@ -119,6 +136,12 @@ impl EventLoop {
         let identity = identity_of(&config.key)?;
         let network = config.genesis.network.clone();
         let tuning = config.tuning.clone();
+        let store = config.store.clone();
+        let ledger = match &store {
+            Some(s) => s.load_ledger(config.genesis.epoch_ms)?,
+            None => dpow_protocol::ledger::Ledger::new(config.genesis.epoch_ms),
+        };
+        let records_store = store.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
             .with_tokio()
             .with_tcp(
@@ -128,7 +151,10 @@ impl EventLoop {
             )
             .context("building the tcp transport")?
             .with_behaviour(|key| {
-                Behaviour::new(key, &network, &tuning).map_err(|e| e.into_boxed_dyn_error())
+                let records =
+                    super::records::Records::new(key.public().to_peer_id(), records_store);
+                Behaviour::new(key, &network, &tuning, records)
+                    .map_err(|e| e.into_boxed_dyn_error())
             })
             .map_err(|e| anyhow::anyhow!("building the node's behaviours: {e}"))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -218,7 +244,15 @@ impl EventLoop {
             recent_requests: VecDeque::new(),
             latencies: VecDeque::new(),
             per_service: HashMap::new(),
-            ledger: dpow_protocol::ledger::Ledger::new(dpow_protocol::ledger::DEFAULT_EPOCH_MS),
+            ledger,
+            store,
+            receipts_queue: books::Queue::default(),
+            catch_ups: HashMap::new(),
+            dht_gets: HashMap::new(),
+            next_ledger_sync: Instant::now() + config.tuning.ledger_sync,
+            ledger_sync: config.tuning.ledger_sync,
+            catch_up_ledger: config.tuning.ledger,
+            exhausted: Vec::new(),
         })
     }
 
@@ -240,8 +274,16 @@ impl EventLoop {
                 _ = tokio::time::sleep_until(wake.into()) => self.on_tick(),
                 _ = &mut shutdown => break,
             }
+            if self
+                .receipts_queue
+                .due()
+                .is_some_and(|t| t <= Instant::now())
+            {
+                self.flush_receipts();
+            }
             self.publish_stats();
         }
+        self.flush_receipts();
         if let Some(w) = &self.worker
             && let Some(s) = &w.solving
         {
@@ -268,6 +310,12 @@ impl EventLoop {
         }
         if self.discovery {
             wake = wake.min(self.next_discovery);
+        }
+        if let Some(t) = self.receipts_queue.due() {
+            wake = wake.min(t);
+        }
+        if self.catch_up_ledger {
+            wake = wake.min(self.next_ledger_sync);
         }
         // Statistics lists are rebuilt at most twice a second, and at least that often.
         wake = wake.min(self.last_full_stats + Duration::from_millis(500));
@@ -363,6 +411,9 @@ impl EventLoop {
             return;
         }
         self.last_full_stats = Instant::now();
+        // What the statistics show of the books is on disk.
+        self.flush_receipts();
+        self.update_exhausted(now);
         let live = self.live_statuses(now);
         let network_rate: u64 = live.iter().map(|s| s.payload().hash_rate).sum();
         let live_workers = match &self.worker {
@@ -440,6 +491,33 @@ impl EventLoop {
         s.service_list = services;
     }
 
+    /// Tell the worker which services have spent their credits (it de-prioritises or refuses
+    /// their requests, as configured), when that set changes.
+    fn update_exhausted(&mut self, now: u64) {
+        if self.worker.is_none() {
+            return;
+        }
+        let exhausted: Vec<dpow_keys::PublicKey> = self
+            .registry
+            .services()
+            .map(|(k, _)| *k)
+            .filter(|k| {
+                self.ledger
+                    .service_balance(&self.registry, k)
+                    .is_exhausted()
+            })
+            .collect();
+        if exhausted == self.exhausted {
+            return;
+        }
+        tracing::info!(services = exhausted.len(), "services out of credits");
+        self.exhausted = exhausted.clone();
+        if let Some(w) = &mut self.worker {
+            let actions = w.flow.set_exhausted(exhausted);
+            self.worker_actions(actions, now);
+        }
+    }
+
     fn live_statuses(&self, now: u64) -> Vec<&Signed<WorkerStatus>> {
         self.statuses
             .values()
@@ -501,6 +579,32 @@ impl EventLoop {
             })) => {
                 tracing::debug!("dht bootstrap: {e:?}");
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            })) => self.on_inbound_record(source, record),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::PutRecord(r),
+                stats,
+                ..
+            })) => match r {
+                Ok(ok) => tracing::debug!(
+                    receipt = %hex::encode(ok.key.as_ref()),
+                    peers = stats.num_successes(),
+                    "receipt replicated in the DHT"
+                ),
+                Err(e) => tracing::debug!("receipt not replicated in the DHT: {e:?}"),
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetRecord(r),
+                step,
+                ..
+            })) => self.on_dht_get(id, r, step.last),
             _ => {}
         }
     }
@@ -518,6 +622,17 @@ impl EventLoop {
                         RejectReason::Oversized,
                         format!("{} bytes, over {MAX_GOSSIP_BYTES}", message.data.len()),
                     )),
+                    // Accepted (forwarded) only once on disk: see `books`.
+                    Some(Topic::Receipts) => match self.receipt_from_network(
+                        &message.data,
+                        books::Ack::Gossip {
+                            id: message_id.clone(),
+                            from: propagation_source,
+                        },
+                    ) {
+                        Ok(()) => return,
+                        Err(r) => Err(r),
+                    },
                     Some(t) => self.on_message(t, &message.data),
                     None => Err(Rejected::new(RejectReason::Undecodable, "unknown topic")),
                 };
@@ -614,36 +729,14 @@ impl EventLoop {
                 self.stats().accept("registry");
             }
             Topic::Receipts => {
-                let r = Signed::<dpow_protocol::Receipt>::decode(data)?;
-                self.on_receipt(r)?;
-                self.stats().accept("receipt");
+                // Taken before this point, in `on_gossip_event`.
+                return Err(Rejected::new(
+                    RejectReason::Undecodable,
+                    "receipt out of place",
+                ));
             }
         }
         Ok(())
-    }
-
-    /// A verified receipt (three signatures, the work, the price): into the ledger.
-    fn on_receipt(&mut self, r: Signed<dpow_protocol::Receipt>) -> Result<(), Rejected> {
-        use dpow_protocol::ledger::{Ingested, LedgerError};
-        let service = r.payload().request.payload().service;
-        self.registry
-            .check_service(&service)
-            .map_err(|e| Rejected::new(RejectReason::UnknownService, e.to_string()))?;
-        match self.ledger.ingest(r) {
-            Ok(Ingested::Counted { .. }) => Ok(()),
-            Ok(Ingested::Equivocation { proof, .. }) => {
-                // Forwarded: every node should hold the evidence.
-                tracing::warn!(
-                    service = %proof.service.to_account(),
-                    "service signed two receipts for one request: flagged"
-                );
-                Ok(())
-            }
-            Err(LedgerError::Duplicate { .. } | LedgerError::AlreadyProven { .. }) => {
-                Err(Rejected::new(RejectReason::Replay, "receipt already held"))
-            }
-            Err(e) => Err(Rejected::new(RejectReason::Undecodable, e.to_string())),
-        }
     }
 
     /// The service side's first valid result: sign its receipt, keep it, spread it.
@@ -659,11 +752,11 @@ impl EventLoop {
         };
         match Signed::sign(receipt, key) {
             Ok(r) => {
-                let bytes = r.bytes().to_vec();
-                if let Err(e) = self.on_receipt(r) {
+                // Published (and put into the DHT) once it is on disk: a service that lost its
+                // receipt could sign a second one for the same request.
+                if let Err(e) = self.take_receipt(r, books::Ack::Own) {
                     tracing::warn!("own receipt not kept: {e}");
                 }
-                let _ = self.publish(Topic::Receipts, bytes);
             }
             Err(e) => tracing::error!("cannot sign a receipt: {e}"),
         }
@@ -793,7 +886,7 @@ impl EventLoop {
                     work,
                 } => self.publish_result(request, root, work, now),
                 WorkerAction::Dropped { request } => {
-                    tracing::warn!(%request, "queue full: dropped a request");
+                    tracing::warn!(%request, "dropped a request (queue full, or its service is out of credits)");
                     self.stats().dropped += 1;
                 }
             }
@@ -1053,6 +1146,7 @@ impl EventLoop {
                 let _ = reply.send(self.registry.entries());
             }
             Command::Ledger { reply } => {
+                self.flush_receipts();
                 let _ = reply.send((self.ledger.clone(), self.registry.clone()));
             }
             Command::PublishRaw {
@@ -1065,6 +1159,7 @@ impl EventLoop {
                     .map_err(|e| anyhow::anyhow!("publish on {}: {e}", topic.name()));
                 let _ = reply.send(r);
             }
+            Command::Dht { id, network, reply } => self.dht_receipt(id, network, reply),
             Command::Dial(addr) => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::warn!(%addr, "dial: {e}");
@@ -1134,22 +1229,7 @@ impl EventLoop {
                     .take(MAX_SYNC_ITEMS)
                     .map(|s| Bytes(s.bytes().to_vec()))
                     .collect();
-                let epoch = dpow_protocol::ledger::epoch_of(now, self.ledger.epoch_ms());
-                let mut ids = self.ledger.receipt_ids_in_epoch(epoch);
-                if epoch > 0 {
-                    ids.extend(self.ledger.receipt_ids_in_epoch(epoch - 1));
-                }
-                let receipts = ids
-                    .iter()
-                    .filter_map(|id| self.ledger.get(id))
-                    .take(MAX_SYNC_RECEIPTS)
-                    .map(|r| Bytes(r.bytes().to_vec()))
-                    .collect();
-                let resp = SyncResponse {
-                    registry,
-                    statuses,
-                    receipts,
-                };
+                let resp = SyncResponse::Hello { registry, statuses };
                 if self
                     .swarm
                     .behaviour_mut()
@@ -1161,13 +1241,24 @@ impl EventLoop {
                 }
             }
             request_response::Event::Message {
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.answer_ledger(request, channel),
+            request_response::Event::Message {
                 peer,
-                message: request_response::Message::Response { response, .. },
+                message:
+                    request_response::Message::Response {
+                        response: SyncResponse::Hello { registry, statuses },
+                        ..
+                    },
                 ..
             } => {
                 let now = now_ms();
                 let (mut ok, mut bad) = (0usize, 0usize);
-                for b in response.registry.iter().take(MAX_SYNC_ITEMS) {
+                for b in registry.iter().take(MAX_SYNC_ITEMS) {
                     match self
                         .validator
                         .check_registry(&b.0, &self.registry)
@@ -1181,27 +1272,26 @@ impl EventLoop {
                         }
                     }
                 }
-                for b in response.statuses.iter().take(MAX_SYNC_ITEMS) {
+                for b in statuses.iter().take(MAX_SYNC_ITEMS) {
                     if let Ok(st) = self.validator.check_status(&b.0, &self.registry, now) {
                         let _ = self.on_status(st, now);
                     }
                 }
-                let mut receipts = 0usize;
-                for b in response.receipts.iter().take(MAX_SYNC_RECEIPTS) {
-                    match Signed::<dpow_protocol::Receipt>::decode(&b.0)
-                        .map_err(Rejected::from)
-                        .and_then(|r| self.on_receipt(r))
-                    {
-                        Ok(()) => receipts += 1,
-                        Err(r) if !r.reason.penalise() => {}
-                        Err(r) => self.on_rejected(peer, &r),
-                    }
+                tracing::debug!(%peer, registry = ok, bad, "synced from peer");
+                // Then the books: counted as synced once they match the peer's.
+                if self.catch_up_ledger {
+                    self.start_catch_up(peer, true);
+                } else {
+                    self.synced_tx.send_modify(|c| *c += 1);
                 }
-                tracing::debug!(%peer, registry = ok, bad, receipts, "synced from peer");
-                self.synced_tx.send_modify(|c| *c += 1);
             }
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Response { response, .. },
+                ..
+            } => self.on_ledger_response(peer, response),
             request_response::Event::OutboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, "sync failed: {error}");
+                self.on_sync_failure(peer, &error);
             }
             _ => {}
         }
@@ -1218,6 +1308,9 @@ impl EventLoop {
             if due {
                 self.publish_status(now);
             }
+        }
+        if self.catch_up_ledger {
+            self.periodic_catch_up();
         }
         if self.discovery && Instant::now() >= self.next_discovery {
             self.next_discovery = Instant::now() + Duration::from_secs(30);

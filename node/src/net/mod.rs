@@ -16,6 +16,7 @@
 
 mod behaviour;
 mod event_loop;
+mod records;
 mod stats;
 
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::genesis::Genesis;
-pub use behaviour::NetTuning;
+pub use behaviour::{DEFAULT_REPLICATION, NetTuning};
 pub use stats::{NodeStats, Percentiles, ServiceStat, WorkerStat, percentile};
 
 /// Unix time in milliseconds (0 if the clock is before 1970).
@@ -76,6 +77,9 @@ pub struct NodeConfig {
     pub max_penalties: u32,
     /// Network tuning.
     pub tuning: NetTuning,
+    /// The node's database (receipts, DHT records); `None` keeps everything in memory, for
+    /// short-lived clients and tests.
+    pub store: Option<Arc<crate::store::Store>>,
 }
 
 impl NodeConfig {
@@ -92,6 +96,7 @@ impl NodeConfig {
             status_interval: Duration::from_secs(5),
             max_penalties: 5,
             tuning: NetTuning::default(),
+            store: None,
         }
     }
 }
@@ -214,6 +219,11 @@ enum Command {
         reply: oneshot::Sender<anyhow::Result<()>>,
     },
     Dial(Multiaddr),
+    Dht {
+        id: dpow_protocol::MessageId,
+        network: bool,
+        reply: oneshot::Sender<Option<dpow_protocol::Signed<dpow_protocol::Receipt>>>,
+    },
 }
 
 /// Reads a node's statistics from any task.
@@ -282,7 +292,8 @@ impl NodeHandle {
         Ok(())
     }
 
-    /// Wait until a peer has answered this node's sync request (registry and worker statuses).
+    /// Wait until a first peer has answered this node's sync (registry, worker statuses) and
+    /// the node has fetched the receipts that peer holds and it lacked (ledger catch-up).
     pub async fn wait_synced(&self, timeout: Duration) -> anyhow::Result<()> {
         let mut rx = self.synced.clone();
         tokio::time::timeout(timeout, rx.wait_for(|&c| c >= 1))
@@ -346,6 +357,21 @@ impl NodeHandle {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Ledger { reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+    }
+
+    /// A receipt from the DHT by id: from this node's own record store (`network = false`)
+    /// or by a Kademlia lookup (`network = true`). What comes back is verified.
+    pub async fn dht_receipt(
+        &self,
+        id: dpow_protocol::MessageId,
+        network: bool,
+    ) -> anyhow::Result<Option<dpow_protocol::Signed<dpow_protocol::Receipt>>> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Dht { id, network, reply })
             .await
             .map_err(|_| anyhow::anyhow!("the node stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))

@@ -1,0 +1,518 @@
+//! The event loop's ledger: receipts in, durable, out to peers that lack them.
+//!
+//! - **Ingest.** A receipt (gossip, DHT, sync, or signed here) is verified
+//!   ([`dpow_protocol::validate::Validator::check_receipt`]), taken into the in-memory
+//!   [`Ledger`], and queued. The queue is written to RocksDB in one synced batch (group commit)
+//!   when it reaches [`FLUSH_AT`] receipts or [`FLUSH_AFTER`] after its first receipt, and
+//!   before anything reads the books (statistics, the `Ledger` command, sync answers). Only
+//!   then is a receipt acknowledged: forwarded on gossip, published and put into the DHT if it
+//!   is this service's own. So a receipt anyone has seen acknowledged is on disk.
+//! - **DHT.** The service's node puts each receipt it signs as a Kademlia record (key: the
+//!   receipt id) on the `replication` closest peers; inbound records are verified as receipts
+//!   before they are stored, and ingested like gossip.
+//! - **Catch-up.** On every new connection and every `ledger_sync` interval, a node asks a
+//!   peer for its epoch digests; for every epoch whose digest differs it lists the peer's ids
+//!   and fetches those it lacks, [`MAX_SYNC_FETCH`] at a time.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use dpow_protocol::ledger::{Ingested, LedgerError};
+use dpow_protocol::validate::{RejectReason, Rejected};
+use dpow_protocol::{MessageId, Receipt, Signed};
+use libp2p::request_response::{self, ResponseChannel};
+use libp2p::{PeerId, gossipsub, kad};
+
+use super::super::behaviour::{
+    EpochDigest, MAX_SYNC_EPOCHS, MAX_SYNC_FETCH, MAX_SYNC_IDS, SyncRequest, SyncResponse,
+    serde_bytes_vec::Bytes,
+};
+use super::super::{Topic, now_ms};
+use super::EventLoop;
+use crate::store::StoredReceipt;
+
+/// Flush the receipt queue once it holds this many.
+const FLUSH_AT: usize = 256;
+/// ... or this long after its first receipt arrived.
+const FLUSH_AFTER: Duration = Duration::from_millis(3);
+
+/// What to do once a queued receipt is on disk.
+pub(super) enum Ack {
+    /// Tell gossipsub to forward it.
+    Gossip {
+        id: gossipsub::MessageId,
+        from: PeerId,
+    },
+    /// This node's own receipt: publish it and put it into the DHT.
+    Own,
+    /// Nothing (sync, DHT, startup).
+    Quiet,
+}
+
+/// Receipts taken into the ledger but not yet on disk.
+#[derive(Default)]
+pub(super) struct Queue {
+    put: Vec<(StoredReceipt, Ack)>,
+    delete: Vec<(u64, MessageId)>,
+    since: Option<Instant>,
+}
+
+impl Queue {
+    /// When the queue must be written, if it holds anything.
+    pub(super) fn due(&self) -> Option<Instant> {
+        self.since.map(|t| t + FLUSH_AFTER)
+    }
+}
+
+/// Catching up with one peer.
+#[derive(Debug, Default)]
+pub(super) struct CatchUp {
+    /// Epochs whose digests differ, still to list.
+    epochs: VecDeque<u64>,
+    /// The epoch being listed, and the last id seen when the list continues.
+    listing: Option<(u64, Option<MessageId>)>,
+    /// Ids the peer holds and this node lacks.
+    want: Vec<MessageId>,
+    /// Receipts taken from this peer so far.
+    got: usize,
+    /// Counted into `synced_tx` when done (the first catch-up after connecting).
+    first: bool,
+}
+
+/// A DHT lookup for one receipt.
+pub(super) struct DhtGet {
+    id: MessageId,
+    reply: Option<tokio::sync::oneshot::Sender<Option<Signed<Receipt>>>>,
+}
+
+fn ids_of(bytes: &[u8]) -> Option<Vec<MessageId>> {
+    if !bytes.len().is_multiple_of(32) {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(32)
+            .map(|c| {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(c);
+                MessageId(id)
+            })
+            .collect(),
+    )
+}
+
+fn id_bytes(ids: &[MessageId]) -> Bytes {
+    Bytes(ids.iter().flat_map(|id| id.0).collect())
+}
+
+impl EventLoop {
+    /// Verify receipt bytes from the network and take the receipt in (see [`Self::take_receipt`]).
+    pub(super) fn receipt_from_network(&mut self, bytes: &[u8], ack: Ack) -> Result<(), Rejected> {
+        let r = self
+            .validator
+            .check_receipt(bytes, &self.registry, now_ms())?;
+        self.take_receipt(r, ack)
+    }
+
+    /// Take a verified receipt into the ledger and queue it for disk; `ack` happens once it is
+    /// there. Copies already held are refused as replays.
+    pub(super) fn take_receipt(&mut self, r: Signed<Receipt>, ack: Ack) -> Result<(), Rejected> {
+        let stored = StoredReceipt {
+            accepted_ms: r.payload().accepted_ms,
+            id: r.id(),
+            bytes: r.bytes().to_vec(),
+        };
+        match self.ledger.ingest(r) {
+            Ok(Ingested::Counted { .. }) => {}
+            Ok(Ingested::Equivocation { proof, dropped }) => {
+                // Kept and forwarded: every node should hold the evidence.
+                tracing::warn!(
+                    service = %proof.service.to_account(),
+                    request = %proof.request,
+                    "service signed two receipts for one request: flagged"
+                );
+                if let Some(d) = dropped {
+                    self.receipts_queue.delete.push((d.accepted_ms, d.id));
+                }
+            }
+            Err(LedgerError::Duplicate { .. } | LedgerError::AlreadyProven { .. }) => {
+                return Err(Rejected::new(RejectReason::Replay, "receipt already held"));
+            }
+            Err(e) => return Err(Rejected::new(RejectReason::Undecodable, e.to_string())),
+        }
+        if self.store.is_none() {
+            // No disk (a short-lived client): nothing to wait for.
+            self.acknowledge(stored, ack);
+            return Ok(());
+        }
+        let q = &mut self.receipts_queue;
+        q.put.push((stored, ack));
+        q.since.get_or_insert_with(Instant::now);
+        if q.put.len() >= FLUSH_AT {
+            self.flush_receipts();
+        }
+        Ok(())
+    }
+
+    /// Write queued receipts in one synced batch, then acknowledge them.
+    pub(super) fn flush_receipts(&mut self) {
+        let q = std::mem::take(&mut self.receipts_queue);
+        if q.put.is_empty() && q.delete.is_empty() {
+            return;
+        }
+        let (put, acks): (Vec<_>, Vec<_>) = q.put.into_iter().unzip();
+        if let Some(store) = &self.store
+            && let Err(e) = store.write_receipts(&put, &q.delete)
+        {
+            // Held in memory, never acknowledged: not forwarded, and peers will offer them
+            // again at the next catch-up.
+            tracing::error!(receipts = put.len(), "receipts not stored: {e}");
+            self.stats().reject("store_failed");
+            return;
+        }
+        for (stored, ack) in put.into_iter().zip(acks) {
+            self.acknowledge(stored, ack);
+        }
+    }
+
+    fn acknowledge(&mut self, stored: StoredReceipt, ack: Ack) {
+        match ack {
+            Ack::Gossip { id, from } => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(
+                        &id,
+                        &from,
+                        gossipsub::MessageAcceptance::Accept,
+                    );
+                self.stats().accept("receipt");
+            }
+            Ack::Own => {
+                let record = kad::Record::new(kad::RecordKey::new(&stored.id.0), stored.bytes);
+                let _ = self.publish(Topic::Receipts, record.value.clone());
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    tracing::warn!(receipt = %stored.id, "receipt not put into the DHT: {e:?}");
+                }
+            }
+            Ack::Quiet => {}
+        }
+    }
+
+    /// A record a peer asks this node to hold: it must be a valid receipt under its own id.
+    pub(super) fn on_inbound_record(&mut self, from: PeerId, record: kad::Record) {
+        let check = self
+            .validator
+            .check_receipt(&record.value, &self.registry, now_ms())
+            .and_then(|r| {
+                if record.key.as_ref() == r.id().0.as_slice() {
+                    Ok(r)
+                } else {
+                    Err(Rejected::new(
+                        RejectReason::Undecodable,
+                        "record key is not the receipt's id",
+                    ))
+                }
+            });
+        match check {
+            Ok(r) => {
+                use kad::store::RecordStore;
+                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                    tracing::warn!("kad record not stored: {e:?}");
+                }
+                match self.take_receipt(r, Ack::Quiet) {
+                    Ok(())
+                    | Err(Rejected {
+                        reason: RejectReason::Replay,
+                        ..
+                    }) => {}
+                    Err(r) => self.on_rejected(from, &r),
+                }
+            }
+            Err(r) => self.on_rejected(from, &r),
+        }
+    }
+
+    /// Start comparing digests with `peer` (a no-op if already doing so).
+    pub(super) fn start_catch_up(&mut self, peer: PeerId, first: bool) {
+        if let Some(c) = self.catch_ups.get_mut(&peer) {
+            c.first |= first;
+            return;
+        }
+        self.catch_ups.insert(
+            peer,
+            CatchUp {
+                first,
+                ..CatchUp::default()
+            },
+        );
+        self.swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, SyncRequest::Digests);
+    }
+
+    /// Every `ledger_sync`: catch up with one connected peer, picked at random.
+    pub(super) fn periodic_catch_up(&mut self) {
+        if Instant::now() < self.next_ledger_sync {
+            return;
+        }
+        self.next_ledger_sync = Instant::now() + self.ledger_sync;
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        if peers.is_empty() {
+            return;
+        }
+        let pick = (now_ms() as usize) % peers.len();
+        self.start_catch_up(peers[pick], false);
+    }
+
+    /// The next step of catching up with `peer`, or its end.
+    fn advance(&mut self, peer: PeerId) {
+        let Some(c) = self.catch_ups.get_mut(&peer) else {
+            return;
+        };
+        let request = if !c.want.is_empty() {
+            let n = c.want.len().min(MAX_SYNC_FETCH);
+            let ids: Vec<MessageId> = c.want.drain(..n).collect();
+            Some(SyncRequest::Fetch {
+                ids: id_bytes(&ids),
+            })
+        } else if let Some((epoch, Some(after))) = c.listing {
+            Some(SyncRequest::Ids {
+                epoch,
+                after: Some(Bytes(after.0.to_vec())),
+            })
+        } else if let Some(epoch) = c.epochs.pop_front() {
+            c.listing = Some((epoch, None));
+            Some(SyncRequest::Ids { epoch, after: None })
+        } else {
+            None
+        };
+        match request {
+            Some(r) => {
+                self.swarm.behaviour_mut().sync.send_request(&peer, r);
+            }
+            None => self.end_catch_up(peer),
+        }
+    }
+
+    pub(super) fn end_catch_up(&mut self, peer: PeerId) {
+        if let Some(c) = self.catch_ups.remove(&peer) {
+            if c.got > 0 {
+                tracing::info!(%peer, receipts = c.got, "ledger caught up with peer");
+            }
+            if c.first {
+                self.synced_tx.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    /// Answer a ledger sync request (anything but `Hello`).
+    pub(super) fn answer_ledger(
+        &mut self,
+        request: SyncRequest,
+        channel: ResponseChannel<SyncResponse>,
+    ) {
+        // Answer from what is on disk.
+        self.flush_receipts();
+        let response = match request {
+            SyncRequest::Hello => return,
+            SyncRequest::Digests => {
+                let epochs = self.ledger.epochs();
+                let skip = epochs.len().saturating_sub(MAX_SYNC_EPOCHS);
+                SyncResponse::Digests {
+                    epoch_ms: self.ledger.epoch_ms(),
+                    epochs: epochs
+                        .into_iter()
+                        .skip(skip)
+                        .map(|(epoch, receipts)| EpochDigest {
+                            epoch,
+                            receipts: receipts as u64,
+                            digest: Bytes(self.ledger.epoch_digest(epoch).to_vec()),
+                        })
+                        .collect(),
+                }
+            }
+            SyncRequest::Ids { epoch, after } => {
+                let after = after
+                    .and_then(|b| ids_of(&b.0))
+                    .and_then(|v| v.first().copied());
+                let ids: Vec<MessageId> = self
+                    .ledger
+                    .receipt_ids_in_epoch(epoch)
+                    .into_iter()
+                    .filter(|id| after.is_none_or(|a| *id > a))
+                    .collect();
+                let more = ids.len() > MAX_SYNC_IDS;
+                SyncResponse::Ids {
+                    ids: id_bytes(&ids[..ids.len().min(MAX_SYNC_IDS)]),
+                    more,
+                }
+            }
+            SyncRequest::Fetch { ids } => SyncResponse::Receipts(
+                ids_of(&ids.0)
+                    .unwrap_or_default()
+                    .iter()
+                    .take(MAX_SYNC_FETCH)
+                    .filter_map(|id| self.ledger.get(id))
+                    .map(|r| Bytes(r.bytes().to_vec()))
+                    .collect(),
+            ),
+        };
+        if self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(channel, response)
+            .is_err()
+        {
+            tracing::debug!("ledger sync answer not sent: the peer left");
+        }
+    }
+
+    /// A peer's answer during catch-up.
+    pub(super) fn on_ledger_response(&mut self, peer: PeerId, response: SyncResponse) {
+        if !self.catch_ups.contains_key(&peer) {
+            return;
+        }
+        match response {
+            SyncResponse::Hello { .. } => return,
+            SyncResponse::Digests { epoch_ms, epochs } => {
+                if epoch_ms != self.ledger.epoch_ms() {
+                    tracing::warn!(%peer, epoch_ms, "peer uses another epoch length: no catch-up");
+                    self.end_catch_up(peer);
+                    return;
+                }
+                let mine: HashMap<u64, [u8; 32]> = self
+                    .ledger
+                    .epochs()
+                    .into_iter()
+                    .map(|(e, _)| (e, self.ledger.epoch_digest(e)))
+                    .collect();
+                let differ: VecDeque<u64> = epochs
+                    .iter()
+                    .take(MAX_SYNC_EPOCHS)
+                    .filter(|d| {
+                        mine.get(&d.epoch)
+                            .is_none_or(|m| m.as_slice() != d.digest.0)
+                    })
+                    .map(|d| d.epoch)
+                    .collect();
+                if let Some(c) = self.catch_ups.get_mut(&peer) {
+                    c.epochs = differ;
+                }
+            }
+            SyncResponse::Ids { ids, more } => {
+                let Some(ids) = ids_of(&ids.0) else {
+                    self.on_rejected(
+                        peer,
+                        &Rejected::new(RejectReason::Undecodable, "receipt id list"),
+                    );
+                    self.end_catch_up(peer);
+                    return;
+                };
+                let missing: Vec<MessageId> = ids
+                    .iter()
+                    .take(MAX_SYNC_IDS)
+                    .filter(|id| self.ledger.get(id).is_none())
+                    .copied()
+                    .collect();
+                if let Some(c) = self.catch_ups.get_mut(&peer) {
+                    c.want.extend(missing);
+                    c.listing = match (c.listing, ids.last()) {
+                        (Some((epoch, _)), Some(last)) if more => Some((epoch, Some(*last))),
+                        _ => None,
+                    };
+                }
+            }
+            SyncResponse::Receipts(list) => {
+                let mut got = 0;
+                for b in list.iter().take(MAX_SYNC_FETCH) {
+                    match self.receipt_from_network(&b.0, Ack::Quiet) {
+                        Ok(()) => got += 1,
+                        Err(r) if !r.reason.penalise() => {}
+                        Err(r) => self.on_rejected(peer, &r),
+                    }
+                }
+                if let Some(c) = self.catch_ups.get_mut(&peer) {
+                    c.got += got;
+                }
+            }
+        }
+        self.advance(peer);
+    }
+
+    /// A sync request to `peer` failed: stop catching up with it.
+    pub(super) fn on_sync_failure(
+        &mut self,
+        peer: PeerId,
+        error: &request_response::OutboundFailure,
+    ) {
+        tracing::debug!(%peer, "sync failed: {error}");
+        self.end_catch_up(peer);
+    }
+
+    /// Look a receipt up in the DHT (or only in this node's record store).
+    pub(super) fn dht_receipt(
+        &mut self,
+        id: MessageId,
+        network: bool,
+        reply: tokio::sync::oneshot::Sender<Option<Signed<Receipt>>>,
+    ) {
+        let key = kad::RecordKey::new(&id.0);
+        if !network {
+            use kad::store::RecordStore;
+            let found = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .store_mut()
+                .get(&key)
+                .and_then(|r| Signed::<Receipt>::decode(&r.value).ok())
+                .filter(|r| r.id() == id);
+            let _ = reply.send(found);
+            return;
+        }
+        let q = self.swarm.behaviour_mut().kad.get_record(key);
+        self.dht_gets.insert(
+            q,
+            DhtGet {
+                id,
+                reply: Some(reply),
+            },
+        );
+    }
+
+    /// Progress of a DHT lookup: the first record that verifies as the receipt answers it.
+    pub(super) fn on_dht_get(
+        &mut self,
+        q: kad::QueryId,
+        r: Result<kad::GetRecordOk, kad::GetRecordError>,
+        last: bool,
+    ) {
+        let Some(get) = self.dht_gets.get_mut(&q) else {
+            return;
+        };
+        if let Ok(kad::GetRecordOk::FoundRecord(found)) = r
+            && let Ok(receipt) = Signed::<Receipt>::decode(&found.record.value)
+            && receipt.id() == get.id
+            && let Some(reply) = get.reply.take()
+        {
+            let _ = reply.send(Some(receipt));
+            if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&q) {
+                query.finish();
+            }
+        }
+        if last
+            && let Some(mut get) = self.dht_gets.remove(&q)
+            && let Some(reply) = get.reply.take()
+        {
+            let _ = reply.send(None);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Ledger figures for docs/benchmarks.md:
+//!
+//! 1. ingest per core: what a node does with each receipt from the network, on one thread —
+//!    verify (`Validator::check_receipt`: three signatures, one hash, price, registration,
+//!    times), take into the `Ledger`, and write to RocksDB in synced batches of 256 (the
+//!    node's group commit);
+//! 2. recompute over N receipts (default 1,000,000): a node's start-up (read every receipt
+//!    from RocksDB and verify it again, in parallel) and balances over all of them;
+//! 3. RocksDB bytes per receipt, after compaction.
+//!
+//! `cargo bench -p dpow-testnet --bench ledger` (`-- quick` for 100,000 receipts).
+#![allow(clippy::print_stdout)] // a benchmark report
+
+use std::time::Instant;
+
+use dpow_keys::SecretKey;
+use dpow_node::store::{Store, StoredReceipt};
+use dpow_protocol::ledger::Ledger;
+use dpow_protocol::registry::Registry;
+use dpow_protocol::validate::{Validator, ValidatorConfig};
+use dpow_protocol::{
+    Credits, Difficulty, Priority, Profile, Receipt, RegistryAction, RegistryEntry, Root, Signed,
+    Work, WorkRequest, WorkResult,
+};
+
+const EPOCH_MS: u64 = 86_400_000;
+
+/// Receipt `i`: its own root, one of 64 workers, accepted now-ish.
+fn receipt(service: &SecretKey, workers: &[SecretKey], i: u64, now: u64) -> Signed<Receipt> {
+    let mut r = [0u8; 32];
+    r[..8].copy_from_slice(&i.to_le_bytes());
+    let root = Root(r);
+    // Difficulty 0: any work is valid, so generating a million receipts costs signatures only.
+    let d = Difficulty(0);
+    let req = Signed::sign(
+        WorkRequest {
+            service: service.public(),
+            root,
+            difficulty: d,
+            kind: None,
+            account: None,
+            nonce: i,
+            created_ms: now,
+            expires_ms: now + 30_000,
+            priority: Priority::Normal,
+        },
+        service,
+    )
+    .expect("request");
+    let worker = &workers[(i % workers.len() as u64) as usize];
+    let res = Signed::sign(
+        WorkResult {
+            request: req.id(),
+            root,
+            work: Work(i),
+            worker: worker.public(),
+        },
+        worker,
+    )
+    .expect("result");
+    Signed::sign(
+        Receipt {
+            request: req,
+            result: res,
+            price: Credits::price(d),
+            accepted_ms: now + 1,
+        },
+        service,
+    )
+    .expect("receipt")
+}
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "quick");
+    let n: u64 = std::env::var("DPOW_BENCH_RECEIPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 100_000 } else { 1_000_000 });
+    let registrar = SecretKey::generate()?;
+    let service = SecretKey::generate()?;
+    let workers: Vec<SecretKey> = (0..64)
+        .map(|_| SecretKey::generate())
+        .collect::<Result<_, _>>()?;
+    let mut registry = Registry::new([registrar.public()]);
+    for (seq, action) in [
+        RegistryAction::RegisterService {
+            service: service.public(),
+            name: "bench".into(),
+        },
+        RegistryAction::GrantCredits {
+            service: service.public(),
+            credits: Credits(u64::MAX / 2),
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = RegistryEntry {
+            registrar: registrar.public(),
+            seq: seq as u64,
+            created_ms: 0,
+            action,
+        };
+        registry
+            .apply(Signed::sign(e, &registrar)?)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let now = dpow_node::net::now_ms();
+    let validator = Validator::new(ValidatorConfig::new(Profile::test()));
+
+    // Generate (in parallel; not measured).
+    let t0 = Instant::now();
+    let receipts: Vec<(dpow_protocol::MessageId, Vec<u8>)> = {
+        use rayon::prelude::*;
+        (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let r = receipt(&service, &workers, i, now);
+                (r.id(), r.bytes().to_vec())
+            })
+            .collect()
+    };
+    println!(
+        "generated {n} receipts in {:.1} s ({} bytes each on the wire, first one)",
+        t0.elapsed().as_secs_f64(),
+        receipts[0].1.len()
+    );
+
+    // 1. Ingest on one thread: verify, ledger, synced batches of 256.
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("db"))?;
+    let sample = receipts.len().min(50_000);
+    let mut ledger = Ledger::new(EPOCH_MS);
+    let mut batch = Vec::with_capacity(256);
+    let (mut t_verify, mut t_ledger, mut t_store) = (0f64, 0f64, 0f64);
+    let t0 = Instant::now();
+    for (_, bytes) in &receipts[..sample] {
+        let a = Instant::now();
+        let r = validator
+            .check_receipt(bytes, &registry, now + 10)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let b = Instant::now();
+        let stored = StoredReceipt {
+            accepted_ms: r.payload().accepted_ms,
+            id: r.id(),
+            bytes: bytes.clone(),
+        };
+        ledger.ingest(r)?;
+        let c = Instant::now();
+        batch.push(stored);
+        if batch.len() == 256 {
+            store.write_receipts(&batch, &[])?;
+            batch.clear();
+        }
+        t_verify += (b - a).as_secs_f64();
+        t_ledger += (c - b).as_secs_f64();
+        t_store += c.elapsed().as_secs_f64();
+    }
+    store.write_receipts(&batch, &[])?;
+    let total = t0.elapsed().as_secs_f64();
+    println!(
+        "ingest, one thread, {sample} receipts: {:.0}/s (verify {:.1} us, ledger {:.1} us, store {:.1} us per receipt)",
+        sample as f64 / total,
+        t_verify * 1e6 / sample as f64,
+        t_ledger * 1e6 / sample as f64,
+        t_store * 1e6 / sample as f64
+    );
+    drop(ledger);
+
+    // 2. Store all n (batches of 4096, synced), then recompute from disk as a node starts.
+    let t0 = Instant::now();
+    for chunk in receipts[sample..].chunks(4096) {
+        let rows: Vec<StoredReceipt> = chunk
+            .iter()
+            .map(|(id, bytes)| StoredReceipt {
+                accepted_ms: now + 1,
+                id: *id,
+                bytes: bytes.clone(),
+            })
+            .collect();
+        store.write_receipts(&rows, &[])?;
+    }
+    println!(
+        "stored the other {} receipts in {:.1} s",
+        n as usize - sample,
+        t0.elapsed().as_secs_f64()
+    );
+    drop(receipts);
+    store.compact()?;
+    let bytes = store.disk_bytes();
+    println!(
+        "RocksDB after compaction: {bytes} bytes for {n} receipts = {:.0} bytes/receipt",
+        bytes as f64 / n as f64
+    );
+
+    let t0 = Instant::now();
+    let ledger = store.load_ledger(EPOCH_MS)?;
+    let load = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let balances = ledger.balances(&registry);
+    let bal = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let epoch = dpow_protocol::ledger::epoch_of(now + 1, EPOCH_MS);
+    let earned = ledger.earned_in_epoch(epoch);
+    let report = dpow_protocol::ledger::PayoutReport::new(epoch, &earned, 10u128.pow(30))?;
+    let pay = t0.elapsed().as_secs_f64();
+    println!(
+        "recompute over {} receipts: load+verify from RocksDB {:.1} s ({:.0}/s on {} threads), balances {:.3} s, epoch payout {:.3} s ({} lines; {} workers in balances)",
+        ledger.len(),
+        load,
+        ledger.len() as f64 / load,
+        rayon::current_num_threads(),
+        bal,
+        pay,
+        report.lines().len(),
+        balances.workers.len()
+    );
+    Ok(())
+}

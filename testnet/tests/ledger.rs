@@ -1,0 +1,468 @@
+//! The ledger across real nodes on loopback: receipts on disk, catch-up of older epochs by
+//! digests, DHT replication that survives losing k−1 of a receipt's k holders, bad receipts
+//! refused everywhere, and a node process killed with SIGKILL while it ingests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dpow_keys::SecretKey;
+use dpow_node::net::{self, NodeHandle, Topic, WorkAsk, now_ms};
+use dpow_node::store::Store;
+use dpow_protocol::ledger::Ledger;
+use dpow_protocol::{
+    BlockKind, Credits, Difficulty, Priority, Receipt, Root, Signed, Work, WorkRequest, WorkResult,
+};
+use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
+
+const T: Duration = Duration::from_secs(30);
+
+fn root(i: u32) -> Root {
+    let mut r = [0x42u8; 32];
+    r[..4].copy_from_slice(&i.to_be_bytes());
+    Root(r)
+}
+
+fn ask(i: u32) -> WorkAsk {
+    WorkAsk {
+        root: root(i),
+        difficulty: dpow_protocol::Profile::test().threshold(BlockKind::Receive),
+        kind: Some(BlockKind::Receive),
+        account: None,
+        priority: Priority::Normal,
+        lifetime: Duration::from_secs(60),
+    }
+}
+
+/// Every epoch's digest, from a node's ledger.
+async fn digests(node: &NodeHandle) -> BTreeMap<u64, [u8; 32]> {
+    let (ledger, _) = node.ledger().await.expect("ledger");
+    digests_of(&ledger)
+}
+
+fn digests_of(ledger: &Ledger) -> BTreeMap<u64, [u8; 32]> {
+    ledger
+        .epochs()
+        .into_iter()
+        .map(|(e, _)| (e, ledger.epoch_digest(e)))
+        .collect()
+}
+
+fn open_store(dir: &Path) -> Arc<Store> {
+    Arc::new(Store::open(&dir.join("db")).expect("store opens"))
+}
+
+/// A node of `net` with a store, dialling `dial` (the bootstrap when empty).
+async fn stored_node(
+    net: &LocalNet,
+    store: Arc<Store>,
+    service: bool,
+    dial: Vec<libp2p::Multiaddr>,
+) -> NodeHandle {
+    let mut cfg = net.config(SecretKey::generate().expect("key"));
+    cfg.store = Some(store);
+    if service {
+        cfg.service_key = Some(net.service.clone());
+    }
+    if !dial.is_empty() {
+        cfg.genesis.bootstrap = vec![];
+        cfg.dial = dial;
+    }
+    let node = net::spawn(cfg).await.expect("node starts");
+    node.wait_synced(T).await.expect("node syncs");
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        epoch_ms: 1000,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let service = net.service_node().await.expect("service node");
+    // Requests spread over at least four one-second epochs.
+    let n = 9u32;
+    for i in 0..n {
+        service.submit(ask(i)).await.expect("work");
+        tokio::time::sleep(Duration::from_millis(450)).await;
+    }
+    wait_for(&service, T, |s| s.ledger_receipts == n as usize)
+        .await
+        .expect("the service holds its receipts");
+    let want = digests(&service).await;
+    assert!(want.len() >= 4, "receipts span {} epochs", want.len());
+
+    let dir = tempfile::tempdir().expect("dir");
+    let late = stored_node(&net, open_store(dir.path()), false, vec![]).await;
+    assert_eq!(
+        digests(&late).await,
+        want,
+        "after catch-up, every epoch's digest is the service's"
+    );
+    late.shutdown().await.expect("stops");
+
+    // Restarted alone (no peers at all), the node has every receipt from its own disk.
+    let mut cfg = net.config(SecretKey::generate().expect("key"));
+    cfg.genesis.bootstrap = vec![];
+    cfg.store = Some(open_store(dir.path()));
+    let alone = net::spawn(cfg).await.expect("restarts");
+    assert_eq!(digests(&alone).await, want, "the store kept every receipt");
+    alone.shutdown().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_any_k_minus_1_of_a_receipts_k_holders_loses_nothing() {
+    let k = net::DEFAULT_REPLICATION.get();
+    assert_eq!(k, 3, "the test builds k = 3 holders");
+    for survivor in 0..k {
+        let mut net = LocalNet::start(LocalOptions {
+            workers: 1,
+            discovery: true,
+            ..LocalOptions::default()
+        })
+        .await
+        .expect("network starts");
+        let service = net.service_node().await.expect("service node");
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            service.submit(ask(100 + i)).await.expect("work");
+        }
+        let (ledger, _) = service.ledger().await.expect("ledger");
+        ids.extend(ledger.counted().map(|r| r.id()));
+        assert_eq!(ids.len(), 3);
+
+        // The k holders: the bootstrap, the worker and the service each hold every receipt,
+        // in their ledger and as a DHT record.
+        let dir = tempfile::tempdir().expect("dir");
+        let mut newcomer_cfg = net.config(SecretKey::generate().expect("key"));
+        newcomer_cfg.store = Some(open_store(dir.path()));
+        newcomer_cfg.genesis.bootstrap = vec![];
+        let worker = net.workers.remove(0);
+        let mut holders = vec![net.bootstrap, worker, service];
+        let t0 = Instant::now();
+        loop {
+            let mut all = true;
+            for h in &holders {
+                for id in &ids {
+                    all &= h.dht_receipt(*id, false).await.expect("dht").is_some();
+                }
+                all &= h.stats().ledger_receipts == 3;
+            }
+            if all {
+                break;
+            }
+            assert!(t0.elapsed() < T, "receipts never reached all {k} holders");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let want = digests(&holders[survivor]).await;
+
+        // Lose the other k−1.
+        let kept = holders.remove(survivor);
+        for h in holders {
+            h.shutdown().await.expect("stops");
+        }
+        newcomer_cfg.dial = kept.listen_addrs(T).await.expect("addr");
+        let newcomer = net::spawn(newcomer_cfg).await.expect("newcomer starts");
+        newcomer.wait_synced(T).await.expect("newcomer syncs");
+        assert_eq!(
+            digests(&newcomer).await,
+            want,
+            "survivor {survivor}: books recovered"
+        );
+        for id in &ids {
+            let found = newcomer.dht_receipt(*id, true).await.expect("lookup");
+            assert_eq!(
+                found.map(|r| r.id()),
+                Some(*id),
+                "survivor {survivor}: {id} in the DHT"
+            );
+        }
+        newcomer.shutdown().await.expect("stops");
+        kept.shutdown().await.expect("stops");
+    }
+}
+
+/// A receipt for a request `service` signed, answered by `worker`.
+fn receipt(
+    service: &SecretKey,
+    worker: &SecretKey,
+    i: u32,
+    d: Difficulty,
+    created: u64,
+    accepted: u64,
+) -> Signed<Receipt> {
+    let req = Signed::sign(
+        WorkRequest {
+            service: service.public(),
+            root: root(i),
+            difficulty: d,
+            kind: None,
+            account: None,
+            nonce: u64::from(i),
+            created_ms: created,
+            expires_ms: created + 30_000,
+            priority: Priority::Normal,
+        },
+        service,
+    )
+    .expect("request");
+    let work = (0u64..)
+        .map(Work)
+        .find(|w| dpow_protocol::work_value(&root(i), *w) >= d)
+        .expect("work");
+    let res = Signed::sign(
+        WorkResult {
+            request: req.id(),
+            root: root(i),
+            work,
+            worker: worker.public(),
+        },
+        worker,
+    )
+    .expect("result");
+    Signed::sign(
+        Receipt {
+            price: Credits::price(d),
+            request: req,
+            result: res,
+            accepted_ms: accepted,
+        },
+        service,
+    )
+    .expect("receipt")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_receipts_are_refused_at_the_first_hop_and_never_stored() {
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        max_penalties: 100,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let bad = net::spawn(net.config(SecretKey::generate().expect("key")))
+        .await
+        .expect("attacker");
+    bad.wait_synced(T).await.expect("synced");
+    let boot = &net.bootstrap;
+    let d = net.genesis.profile.threshold(BlockKind::Receive);
+    let now = now_ms();
+    let worker = SecretKey::generate().expect("key");
+    let stranger = SecretKey::generate().expect("key");
+
+    let genuine = receipt(&net.service, &worker, 1, d, now, now + 10);
+    let mut flipped = genuine.bytes().to_vec();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "undecodable",
+            genuine.bytes()[..genuine.bytes().len() / 2].to_vec(),
+        ),
+        ("bad_signature", flipped),
+        (
+            "unknown_service",
+            receipt(&stranger, &worker, 2, d, now, now + 10)
+                .bytes()
+                .to_vec(),
+        ),
+        (
+            "not_yet_valid",
+            receipt(&net.service, &worker, 3, d, now, now + 3_600_000)
+                .bytes()
+                .to_vec(),
+        ),
+        (
+            "expired",
+            receipt(&net.service, &worker, 4, d, now - 120_000, now)
+                .bytes()
+                .to_vec(),
+        ),
+    ];
+    for (reason, bytes) in cases {
+        let before = boot.stats().rejected.get(reason).copied().unwrap_or(0);
+        bad.publish_raw(Topic::Receipts, bytes)
+            .await
+            .expect("published");
+        wait_for(boot, T, |s| {
+            s.rejected.get(reason).copied().unwrap_or(0) > before
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{reason}: not rejected: {e}"));
+    }
+    // The genuine one is taken, stored and spread; sent again, it is a replay, not news.
+    bad.publish_raw(Topic::Receipts, genuine.bytes().to_vec())
+        .await
+        .expect("published");
+    net.wait_all(T, |s| s.ledger_receipts == 1)
+        .await
+        .expect("the genuine receipt spreads");
+    let before = boot.stats().rejected.get("replay").copied().unwrap_or(0);
+    bad.publish_raw(Topic::Receipts, genuine.bytes().to_vec())
+        .await
+        .ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in std::iter::once(boot).chain(&net.workers) {
+        let (ledger, _) = n.ledger().await.expect("ledger");
+        assert_eq!(ledger.len(), 1, "only the genuine receipt is held");
+        assert!(ledger.get(&genuine.id()).is_some());
+    }
+    assert!(
+        boot.stats().rejected.get("replay").copied().unwrap_or(0) >= before,
+        "a copy is not counted twice"
+    );
+    let penalties = boot.stats().rejected.values().sum::<u64>();
+    assert!(penalties >= 5, "every bad receipt was counted: {penalties}");
+}
+
+/// The `dpow` binary next to this test's directory (built by `cargo test --workspace`).
+fn dpow_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join("dpow");
+    if !bin.exists() {
+        let ok = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "dpow-node", "--bin", "dpow"])
+            .status()
+            .expect("cargo runs");
+        assert!(ok.success(), "building dpow");
+    }
+    bin
+}
+
+fn ledger_count(http: &str) -> Option<u64> {
+    dpow_testnet::procs::http_get_json(&format!("{http}/api/stats"))
+        .ok()
+        .and_then(|v| v["ledger_receipts"].as_u64())
+}
+
+fn genesis_file(net: &LocalNet, dir: &Path, name: &str, bootstrap: Option<&str>) -> PathBuf {
+    let path = dir.join(name);
+    let text = format!(
+        "network = \"{}\"\nprofile = \"test\"\nregistrars = [\"{}\"]\nbootstrap = [{}]\n",
+        net.genesis.network,
+        net.registrar.public().to_account(),
+        bootstrap.map(|b| format!("\"{b}\"")).unwrap_or_default()
+    );
+    std::fs::write(&path, text).expect("genesis written");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
+    let dpow = dpow_binary();
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let service = Arc::new(net.service_node().await.expect("service node"));
+    let dir = tempfile::tempdir().expect("dir");
+    let online = genesis_file(
+        &net,
+        dir.path(),
+        "genesis.toml",
+        Some(&net.bootstrap_addr.to_string()),
+    );
+    let offline = genesis_file(&net, dir.path(), "genesis-alone.toml", None);
+
+    // Receipts keep coming while the child ingests them.
+    let producing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let producer = {
+        let (service, producing) = (service.clone(), producing.clone());
+        tokio::spawn(async move {
+            let mut i = 1000;
+            while producing.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = service.submit(ask(i)).await;
+                i += 1;
+            }
+        })
+    };
+    let dpow2 = dpow.clone();
+    let d = dir.path().to_path_buf();
+    let mut child = tokio::task::spawn_blocking(move || {
+        dpow_testnet::procs::start_node(&dpow2, &d, "victim", "ledger", &online, &[])
+    })
+    .await
+    .expect("join")
+    .expect("child starts");
+
+    // Watch what the child acknowledges (its statistics show only receipts on disk), then
+    // kill it mid-stream.
+    let t0 = Instant::now();
+    let mut acked = 0;
+    while acked < 40 {
+        assert!(
+            t0.elapsed() < T,
+            "the child never ingested receipts: {acked}"
+        );
+        acked = acked.max(ledger_count(&child.http).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    acked = acked.max(ledger_count(&child.http).unwrap_or(0));
+    child.child.kill().expect("SIGKILL");
+    child.child.wait().expect("reaped");
+
+    // Restarted with no peers: everything acknowledged is there, from disk alone.
+    let d = dir.path().to_path_buf();
+    let dpow2 = dpow.clone();
+    let mut alone = tokio::task::spawn_blocking(move || {
+        dpow_testnet::procs::start_node(&dpow2, &d, "victim", "ledger", &offline, &[])
+    })
+    .await
+    .expect("join")
+    .expect("child restarts");
+    let after = ledger_count(&alone.http).expect("stats");
+    assert!(
+        after >= acked,
+        "acknowledged {acked} receipts before the kill, {after} after the restart"
+    );
+    alone.child.kill().expect("stop");
+    alone.child.wait().expect("reaped");
+
+    // Back online, it converges to its peers' books.
+    producing.store(false, std::sync::atomic::Ordering::Relaxed);
+    producer.await.expect("producer");
+    let want = service.stats();
+    let want = wait_for(&service, T, |s| s.ledger_receipts >= want.ledger_receipts)
+        .await
+        .expect("stats");
+    let d = dir.path().to_path_buf();
+    let online = dir.path().join("genesis.toml");
+    let mut back = tokio::task::spawn_blocking(move || {
+        dpow_testnet::procs::start_node(&dpow, &d, "victim", "ledger", &online, &[])
+    })
+    .await
+    .expect("join")
+    .expect("child restarts online");
+    let t0 = Instant::now();
+    loop {
+        let v =
+            dpow_testnet::procs::http_get_json(&format!("{}/api/stats", back.http)).expect("stats");
+        let digest = service.stats().ledger_digest;
+        if v["ledger_digest"].as_str() == Some(digest.as_str())
+            && v["ledger_receipts"].as_u64() == Some(service.stats().ledger_receipts as u64)
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < T,
+            "never converged: child {} receipts, service {} ({})",
+            v["ledger_receipts"],
+            want.ledger_receipts,
+            service.stats().ledger_receipts
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    back.child.kill().expect("stop");
+    back.child.wait().expect("reaped");
+}
