@@ -527,6 +527,28 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if !agrees {
         bail!("dpow ledger verify disagrees with the nodes");
     }
+    let bal = dpow_json(
+        &dpow,
+        &["ledger", "--genesis", &g, "--dial", &other, "balances"],
+    )?;
+    println!("balances recomputed by `dpow ledger balances` from the same receipts:");
+    for x in bal["services"].as_array().into_iter().flatten() {
+        println!(
+            "  service {}  granted {}  spent {}  left {}",
+            x["service"].as_str().unwrap_or("?"),
+            x["granted"].as_str().unwrap_or("?"),
+            x["spent"].as_str().unwrap_or("?"),
+            x["balance"].as_str().unwrap_or("?")
+        );
+    }
+    for x in bal["workers"].as_array().into_iter().flatten() {
+        println!(
+            "  worker  {}  earned {} credits in {} receipts",
+            x["worker"].as_str().unwrap_or("?"),
+            x["earned"].as_str().unwrap_or("?"),
+            x["receipts"]
+        );
+    }
 
     // The service node's work-server API, as a wallet would use it.
     let api = format!("{service_http}/");

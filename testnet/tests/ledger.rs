@@ -466,3 +466,70 @@ async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
     back.child.kill().expect("stop");
     back.child.wait().expect("reaped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_refuses_a_service_whose_credits_are_spent_until_it_gets_more() {
+    use dpow_protocol::RegistryAction;
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        register_service: false,
+        flow: dpow_testnet::local::FlowConfig {
+            exhausted: dpow_protocol::flow::ExhaustedPolicy::Refuse,
+            ..Default::default()
+        },
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let grant = |credits: u64| RegistryAction::GrantCredits {
+        service: net.service.public(),
+        credits: Credits(credits),
+    };
+    net.bootstrap
+        .registry(
+            RegistryAction::RegisterService {
+                service: net.service.public(),
+                name: "one credit".into(),
+            },
+            net.registrar.clone(),
+        )
+        .await
+        .expect("register");
+    // One credit: exactly one receive-difficulty request (price 1).
+    net.bootstrap
+        .registry(grant(1), net.registrar.clone())
+        .await
+        .expect("grant");
+    net.wait_all(T, |s| s.registry_entries >= 2)
+        .await
+        .expect("entries spread");
+    let service = net.service_node().await.expect("service node");
+    service.submit(ask(1)).await.expect("paid from the credit");
+    wait_for(&net.workers[0], T, |s| s.ledger_receipts == 1)
+        .await
+        .expect("the worker holds the receipt");
+    // The worker learns the balance at its next statistics rebuild (twice a second).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let refused = service
+        .submit(WorkAsk {
+            lifetime: Duration::from_secs(2),
+            ..ask(2)
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(net::SubmitError::Expired)),
+        "a spent service is refused: {refused:?}"
+    );
+    net.bootstrap
+        .registry(grant(10), net.registrar.clone())
+        .await
+        .expect("grant more");
+    wait_for(&net.workers[0], T, |s| s.registry_entries >= 3)
+        .await
+        .expect("the grant reaches the worker");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    service
+        .submit(ask(3))
+        .await
+        .expect("served again once credits are granted");
+}

@@ -41,6 +41,14 @@ pub struct BenchArgs {
     /// Do not measure OpenCL devices.
     #[arg(long, conflicts_with = "gpus")]
     pub no_gpu: bool,
+    /// Measure the ledger instead of hashing: receipt ingest per core, recomputing balances
+    /// over this many receipts (e.g. 1000000), RocksDB bytes per receipt.
+    #[arg(long, value_name = "RECEIPTS")]
+    pub ledger: Option<u64>,
+    /// With --ledger: where to create the scratch database (default: the system's temporary
+    /// directory). It is deleted afterwards.
+    #[arg(long, value_name = "DIR", requires = "ledger")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// One configuration to measure.
@@ -96,6 +104,17 @@ fn plain_loop_rate(threads: usize, duration: Duration) -> f64 {
 
 /// Run `dpow bench`.
 pub(super) fn run(a: BenchArgs, out: Output) -> anyhow::Result<ExitCode> {
+    if let Some(n) = a.ledger {
+        let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("dpow-bench-ledger-{}", std::process::id()));
+        let r = super::bench_ledger::run(n, &dir, &out);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), "removing the scratch database: {e}");
+        }
+        return r.map(|()| ExitCode::SUCCESS);
+    }
     if !(a.seconds.is_finite() && a.seconds > 0.0 && a.seconds <= 600.0) {
         bail!("--seconds must be between 0 and 600");
     }

@@ -1,6 +1,7 @@
 //! The `dpow` command line: one subcommand enum, a module per subcommand.
 
 mod bench;
+mod bench_ledger;
 mod client;
 mod gpu;
 mod keys;

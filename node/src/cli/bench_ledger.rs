@@ -1,20 +1,18 @@
-//! Ledger figures for docs/benchmarks.md:
+//! `dpow bench --ledger N`: ledger figures for docs/benchmarks.md.
 //!
 //! 1. ingest per core: what a node does with each receipt from the network, on one thread —
 //!    verify (`Validator::check_receipt`: three signatures, one hash, price, registration,
 //!    times), take into the `Ledger`, and write to RocksDB in synced batches of 256 (the
 //!    node's group commit);
-//! 2. recompute over N receipts (default 1,000,000): a node's start-up (read every receipt
-//!    from RocksDB and verify it again, in parallel) and balances over all of them;
+//! 2. recompute over N receipts: a node's start-up (read every receipt from RocksDB and
+//!    verify it again, in parallel), then balances and an epoch's payout over all of them;
 //! 3. RocksDB bytes per receipt, after compaction.
-//!
-//! `cargo bench -p dpow-testnet --bench ledger` (`-- quick` for 100,000 receipts).
-#![allow(clippy::print_stdout)] // a benchmark report
 
+use std::path::Path;
 use std::time::Instant;
 
+use anyhow::bail;
 use dpow_keys::SecretKey;
-use dpow_node::store::{Store, StoredReceipt};
 use dpow_protocol::ledger::Ledger;
 use dpow_protocol::registry::Registry;
 use dpow_protocol::validate::{Validator, ValidatorConfig};
@@ -22,11 +20,26 @@ use dpow_protocol::{
     Credits, Difficulty, Priority, Profile, Receipt, RegistryAction, RegistryEntry, Root, Signed,
     Work, WorkRequest, WorkResult,
 };
+use serde_json::json;
+
+use crate::output::Output;
+use crate::store::{Store, StoredReceipt};
+
+fn say(out: &Output, line: String) {
+    if let Err(e) = out.emit(&line, &json!({ "line": line })) {
+        tracing::warn!("writing the report: {e}");
+    }
+}
 
 const EPOCH_MS: u64 = 86_400_000;
 
 /// Receipt `i`: its own root, one of 64 workers, accepted now-ish.
-fn receipt(service: &SecretKey, workers: &[SecretKey], i: u64, now: u64) -> Signed<Receipt> {
+fn receipt(
+    service: &SecretKey,
+    workers: &[SecretKey],
+    i: u64,
+    now: u64,
+) -> Result<Signed<Receipt>, dpow_protocol::ProtocolError> {
     let mut r = [0u8; 32];
     r[..8].copy_from_slice(&i.to_le_bytes());
     let root = Root(r);
@@ -45,8 +58,7 @@ fn receipt(service: &SecretKey, workers: &[SecretKey], i: u64, now: u64) -> Sign
             priority: Priority::Normal,
         },
         service,
-    )
-    .expect("request");
+    )?;
     let worker = &workers[(i % workers.len() as u64) as usize];
     let res = Signed::sign(
         WorkResult {
@@ -56,8 +68,7 @@ fn receipt(service: &SecretKey, workers: &[SecretKey], i: u64, now: u64) -> Sign
             worker: worker.public(),
         },
         worker,
-    )
-    .expect("result");
+    )?;
     Signed::sign(
         Receipt {
             request: req,
@@ -67,15 +78,13 @@ fn receipt(service: &SecretKey, workers: &[SecretKey], i: u64, now: u64) -> Sign
         },
         service,
     )
-    .expect("receipt")
 }
 
-fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "quick");
-    let n: u64 = std::env::var("DPOW_BENCH_RECEIPTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 100_000 } else { 1_000_000 });
+/// Run the ledger benchmark over `n` receipts, in a fresh database under `dir`.
+pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
+    if n < 1000 {
+        bail!("--ledger needs at least 1000 receipts");
+    }
     let registrar = SecretKey::generate()?;
     let service = SecretKey::generate()?;
     let workers: Vec<SecretKey> = (0..64)
@@ -97,7 +106,7 @@ fn main() -> anyhow::Result<()> {
     {
         let e = RegistryEntry {
             registrar: registrar.public(),
-            seq: seq as u64,
+            seq: seq as u64 + 1,
             created_ms: 0,
             action,
         };
@@ -105,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             .apply(Signed::sign(e, &registrar)?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    let now = dpow_node::net::now_ms();
+    let now = crate::net::now_ms();
     let validator = Validator::new(ValidatorConfig::new(Profile::test()));
 
     // Generate (in parallel; not measured).
@@ -115,20 +124,22 @@ fn main() -> anyhow::Result<()> {
         (0..n)
             .into_par_iter()
             .map(|i| {
-                let r = receipt(&service, &workers, i, now);
-                (r.id(), r.bytes().to_vec())
+                let r = receipt(&service, &workers, i, now)?;
+                Ok((r.id(), r.bytes().to_vec()))
             })
-            .collect()
+            .collect::<Result<_, dpow_protocol::ProtocolError>>()?
     };
-    println!(
-        "generated {n} receipts in {:.1} s ({} bytes each on the wire, first one)",
-        t0.elapsed().as_secs_f64(),
-        receipts[0].1.len()
+    say(
+        out,
+        format!(
+            "generated {n} receipts in {:.1} s ({} bytes each on the wire, first one)",
+            t0.elapsed().as_secs_f64(),
+            receipts[0].1.len()
+        ),
     );
 
     // 1. Ingest on one thread: verify, ledger, synced batches of 256.
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("db"))?;
+    let store = Store::open(&dir.join("db"))?;
     let sample = receipts.len().min(50_000);
     let mut ledger = Ledger::new(EPOCH_MS);
     let mut batch = Vec::with_capacity(256);
@@ -158,12 +169,15 @@ fn main() -> anyhow::Result<()> {
     }
     store.write_receipts(&batch, &[])?;
     let total = t0.elapsed().as_secs_f64();
-    println!(
-        "ingest, one thread, {sample} receipts: {:.0}/s (verify {:.1} us, ledger {:.1} us, store {:.1} us per receipt)",
-        sample as f64 / total,
-        t_verify * 1e6 / sample as f64,
-        t_ledger * 1e6 / sample as f64,
-        t_store * 1e6 / sample as f64
+    say(
+        out,
+        format!(
+            "ingest, one thread, {sample} receipts: {:.0}/s (verify {:.1} us, ledger {:.1} us, store {:.1} us per receipt)",
+            sample as f64 / total,
+            t_verify * 1e6 / sample as f64,
+            t_ledger * 1e6 / sample as f64,
+            t_store * 1e6 / sample as f64
+        ),
     );
     drop(ledger);
 
@@ -180,17 +194,23 @@ fn main() -> anyhow::Result<()> {
             .collect();
         store.write_receipts(&rows, &[])?;
     }
-    println!(
-        "stored the other {} receipts in {:.1} s",
-        n as usize - sample,
-        t0.elapsed().as_secs_f64()
+    say(
+        out,
+        format!(
+            "stored the other {} receipts in {:.1} s",
+            n as usize - sample,
+            t0.elapsed().as_secs_f64()
+        ),
     );
     drop(receipts);
     store.compact()?;
     let bytes = store.disk_bytes();
-    println!(
-        "RocksDB after compaction: {bytes} bytes for {n} receipts = {:.0} bytes/receipt",
-        bytes as f64 / n as f64
+    say(
+        out,
+        format!(
+            "RocksDB after compaction: {bytes} bytes for {n} receipts = {:.0} bytes/receipt",
+            bytes as f64 / n as f64
+        ),
     );
 
     let t0 = Instant::now();
@@ -204,16 +224,19 @@ fn main() -> anyhow::Result<()> {
     let earned = ledger.earned_in_epoch(epoch);
     let report = dpow_protocol::ledger::PayoutReport::new(epoch, &earned, 10u128.pow(30))?;
     let pay = t0.elapsed().as_secs_f64();
-    println!(
-        "recompute over {} receipts: load+verify from RocksDB {:.1} s ({:.0}/s on {} threads), balances {:.3} s, epoch payout {:.3} s ({} lines; {} workers in balances)",
-        ledger.len(),
-        load,
-        ledger.len() as f64 / load,
-        rayon::current_num_threads(),
-        bal,
-        pay,
-        report.lines().len(),
-        balances.workers.len()
+    say(
+        out,
+        format!(
+            "recompute over {} receipts: load+verify from RocksDB {:.1} s ({:.0}/s on {} threads), balances {:.3} s, epoch payout {:.3} s ({} lines; {} workers in balances)",
+            ledger.len(),
+            load,
+            ledger.len() as f64 / load,
+            rayon::current_num_threads(),
+            bal,
+            pay,
+            report.lines().len(),
+            balances.workers.len()
+        ),
     );
     Ok(())
 }
