@@ -138,6 +138,41 @@ fn signing_input(kind: MessageKind, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Signatures a caller vouched were verified ([`Signed::remember_verified`]), so a message
+/// met again is not verified twice: a receipt carries the request and the result its node
+/// verified when they arrived on gossip. The key is (id, signature): the id is the blake2b-256
+/// of the signing input, which names the signer, so an entry stands for exactly one verified
+/// statement, and whether bytes decode never depends on what is remembered (only how fast).
+/// Bounded; forgotten all at once when full.
+mod verified {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use dpow_keys::Signature;
+
+    use super::MessageId;
+
+    const CAPACITY: usize = 1 << 17;
+
+    static SEEN: Mutex<Option<HashSet<([u8; 32], [u8; 64])>>> = Mutex::new(None);
+
+    pub(super) fn contains(id: &MessageId, sig: &Signature) -> bool {
+        SEEN.lock()
+            .ok()
+            .is_some_and(|s| s.as_ref().is_some_and(|s| s.contains(&(id.0, sig.0))))
+    }
+
+    pub(super) fn insert(id: MessageId, sig: Signature) {
+        if let Ok(mut s) = SEEN.lock() {
+            let set = s.get_or_insert_with(HashSet::new);
+            if set.len() >= CAPACITY {
+                set.clear();
+            }
+            set.insert((id.0, sig.0));
+        }
+    }
+}
+
 fn hash_id(input: &[u8]) -> MessageId {
     let mut out = [0u8; 32];
     out.copy_from_slice(&Blake2b::<U32>::digest(input));
@@ -221,15 +256,27 @@ impl<T: Message> Signed<T> {
         let payload: T = codec::decode_canonical(env.payload, kind)?;
         payload.check()?;
         let input = signing_input(T::KIND, env.payload);
-        payload
-            .signer()
-            .verify(&input, &env.signature)
-            .map_err(|_| ProtocolError::BadSignature { kind })?;
+        let id = hash_id(&input);
+        if !verified::contains(&id, &env.signature) {
+            payload
+                .signer()
+                .verify(&input, &env.signature)
+                .map_err(|_| ProtocolError::BadSignature { kind })?;
+        }
         Ok(Signed {
             payload,
-            id: hash_id(&input),
+            id,
             bytes: bytes.to_vec(),
         })
+    }
+
+    /// Remember (process-wide, bounded) that this message's signature verified, so decoding the
+    /// same message again, alone or nested in a receipt, skips the ed25519 check. For messages
+    /// a node accepted and expects to meet again.
+    pub fn remember_verified(&self) {
+        if let Ok(env) = codec::decode_canonical::<Envelope<'_>>(&self.bytes, T::KIND.domain()) {
+            verified::insert(self.id, env.signature);
+        }
     }
 
     /// The verified payload.

@@ -133,6 +133,32 @@ proptest! {
 }
 
 #[test]
+fn a_remembered_signature_skips_only_its_own_message() {
+    let a = key(7);
+    let signed = Signed::sign(request(&a, [9; 32], 77, 1), &a).expect("sign");
+    signed.remember_verified();
+    let again = Signed::<WorkRequest>::decode(signed.bytes()).expect("decodes");
+    assert_eq!(again.id(), signed.id());
+    // Another signature over the same payload is still checked, and fails.
+    let mut bytes = signed.bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    assert!(matches!(
+        Signed::<WorkRequest>::decode(&bytes),
+        Err(ProtocolError::BadSignature { .. })
+    ));
+    // So does the same signature under a changed payload (another id).
+    let mut bytes = signed.bytes().to_vec();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == 77u64.to_le_bytes())
+        .or_else(|| bytes.iter().position(|b| *b == 77))
+        .expect("nonce in payload");
+    bytes[at] ^= 0x01;
+    assert!(Signed::<WorkRequest>::decode(&bytes).is_err());
+}
+
+#[test]
 fn signature_from_another_key_fails() {
     let (a, b) = (key(1), key(2));
     // Signed by b but naming a as the service: refused at signing time...

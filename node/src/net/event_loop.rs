@@ -699,6 +699,8 @@ impl EventLoop {
         match topic {
             Topic::Requests => {
                 let req = self.validator.check_request(data, &self.registry, now)?;
+                // Its receipt will carry it: verified once.
+                req.remember_verified();
                 self.stats().accept("work-request");
                 self.count_request(&req, now);
                 self.on_request(req, now);
@@ -708,6 +710,7 @@ impl EventLoop {
                 let res = self
                     .validator
                     .check_result(data, request, &self.registry, now)?;
+                res.remember_verified();
                 self.stats().accept("work-result");
                 self.count_result(&res);
                 self.on_result(res, now);

@@ -122,6 +122,8 @@ impl EventLoop {
             id: r.id(),
             bytes: r.bytes().to_vec(),
         };
+        // Copies (gossip, DHT and catch-up bring the same receipt) then cost a hash.
+        r.remember_verified();
         match self.ledger.ingest(r) {
             Ok(Ingested::Counted { .. }) => {}
             Ok(Ingested::Equivocation { proof, dropped }) => {
