@@ -154,7 +154,10 @@ mod verified {
 
     const CAPACITY: usize = 1 << 17;
 
-    static SEEN: Mutex<Option<HashSet<([u8; 32], [u8; 64])>>> = Mutex::new(None);
+    /// (message id, signature) of a verified message.
+    type Entry = ([u8; 32], [u8; 64]);
+
+    static SEEN: Mutex<Option<HashSet<Entry>>> = Mutex::new(None);
 
     pub(super) fn contains(id: &MessageId, sig: &Signature) -> bool {
         SEEN.lock()
