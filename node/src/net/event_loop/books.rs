@@ -106,6 +106,31 @@ fn id_bytes(ids: &[MessageId]) -> Bytes {
 }
 
 impl EventLoop {
+    /// The ledger changed in the epoch of `accepted_ms`: its cached digest is stale.
+    fn books_changed(&mut self, accepted_ms: u64) {
+        let epoch = dpow_protocol::ledger::epoch_of(accepted_ms, self.ledger.epoch_ms());
+        self.digests.remove(&epoch);
+        self.epochs_held = None;
+    }
+
+    /// An epoch's digest, computed once per change of the epoch (a digest sorts every id of
+    /// the epoch; statistics and every peer's catch-up ask for it).
+    pub(super) fn digest_of(&mut self, epoch: u64) -> [u8; 32] {
+        if let Some(d) = self.digests.get(&epoch) {
+            return *d;
+        }
+        let d = self.ledger.epoch_digest(epoch);
+        self.digests.insert(epoch, d);
+        d
+    }
+
+    /// The epochs held, with their receipt counts (cached until the ledger changes).
+    fn epochs_held(&mut self) -> Vec<(u64, usize)> {
+        self.epochs_held
+            .get_or_insert_with(|| self.ledger.epochs())
+            .clone()
+    }
+
     /// Verify receipt bytes from the network and take the receipt in (see [`Self::take_receipt`]).
     pub(super) fn receipt_from_network(&mut self, bytes: &[u8], ack: Ack) -> Result<(), Rejected> {
         let r = self
@@ -125,8 +150,9 @@ impl EventLoop {
         // Copies (gossip, DHT and catch-up bring the same receipt) then cost a hash.
         r.remember_verified();
         match self.ledger.ingest(r) {
-            Ok(Ingested::Counted { .. }) => {}
+            Ok(Ingested::Counted { .. }) => self.books_changed(stored.accepted_ms),
             Ok(Ingested::Equivocation { proof, dropped }) => {
+                self.books_changed(stored.accepted_ms);
                 // Kept and forwarded: every node should hold the evidence.
                 tracing::warn!(
                     service = %proof.service.to_account(),
@@ -134,6 +160,7 @@ impl EventLoop {
                     "service signed two receipts for one request: flagged"
                 );
                 if let Some(d) = dropped {
+                    self.books_changed(d.accepted_ms);
                     self.receipts_queue.delete.push((d.accepted_ms, d.id));
                 }
             }
@@ -325,7 +352,7 @@ impl EventLoop {
         let response = match request {
             SyncRequest::Hello => return,
             SyncRequest::Digests => {
-                let epochs = self.ledger.epochs();
+                let epochs = self.epochs_held();
                 let skip = epochs.len().saturating_sub(MAX_SYNC_EPOCHS);
                 SyncResponse::Digests {
                     epoch_ms: self.ledger.epoch_ms(),
@@ -335,7 +362,7 @@ impl EventLoop {
                         .map(|(epoch, receipts)| EpochDigest {
                             epoch,
                             receipts: receipts as u64,
-                            digest: Bytes(self.ledger.epoch_digest(epoch).to_vec()),
+                            digest: Bytes(self.digest_of(epoch).to_vec()),
                         })
                         .collect(),
                 }
@@ -391,10 +418,9 @@ impl EventLoop {
                     return;
                 }
                 let mine: HashMap<u64, [u8; 32]> = self
-                    .ledger
-                    .epochs()
+                    .epochs_held()
                     .into_iter()
-                    .map(|(e, _)| (e, self.ledger.epoch_digest(e)))
+                    .map(|(e, _)| (e, self.digest_of(e)))
                     .collect();
                 let differ: VecDeque<u64> = epochs
                     .iter()
