@@ -320,7 +320,9 @@ async fn bad_receipts_are_refused_at_the_first_hop_and_never_stored() {
     assert!(penalties >= 5, "every bad receipt was counted: {penalties}");
 }
 
-/// The `dpow` binary next to this test's directory (built by `cargo test --workspace`).
+/// The `dpow` binary next to this test's directory (built by `cargo test --workspace`; built
+/// here with the test suite's own selection otherwise, so RocksDB is not compiled again for
+/// another feature set).
 fn dpow_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
@@ -330,7 +332,7 @@ fn dpow_binary() -> PathBuf {
     let bin = dir.join("dpow");
     if !bin.exists() {
         let ok = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "dpow-node", "--bin", "dpow"])
+            .args(["build", "--workspace", "--all-features", "--bins"])
             .status()
             .expect("cargo runs");
         assert!(ok.success(), "building dpow");
