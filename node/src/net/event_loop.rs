@@ -215,6 +215,8 @@ impl EventLoop {
             s.peer_id = swarm.local_peer_id().to_string();
             s.account = config.key.public().to_account();
             s.hash_rate = worker.as_ref().map_or(0, |w| w.rate);
+            // What the store held at start, before the first statistics rebuild.
+            s.ledger_receipts = ledger.len();
         }
         Ok(EventLoop {
             swarm,
