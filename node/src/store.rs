@@ -8,6 +8,7 @@
 //! | `receipts-v1` | `accepted_ms` (u64 big-endian) ‖ receipt id (32 bytes) | the receipt envelope |
 //! | `kad-records-v1` | the Kademlia record key | [`StoredRecord`] (postcard) |
 //! | `precache-v1` | the root (32 bytes) | the gateway's cache line (JSON) |
+//! | `registry-v1` | registrar (32 bytes) ‖ sequence number (u64 big-endian) | the registry entry envelope |
 //! | `meta-v1` | a name | a value (`schema` = [`SCHEMA`]) |
 //!
 //! Receipts are keyed by time first, so an epoch (a time range) is one range scan whatever the
@@ -31,12 +32,14 @@ pub const CF_RECEIPTS: &str = "receipts-v1";
 pub const CF_KAD: &str = "kad-records-v1";
 /// The gateway's precached work.
 pub const CF_PRECACHE: &str = "precache-v1";
+/// Registry entries, so a restarted node knows services and bans before it meets a peer.
+pub const CF_REGISTRY: &str = "registry-v1";
 /// Small facts about the store itself.
 pub const CF_META: &str = "meta-v1";
 /// The schema this build reads and writes.
 pub const SCHEMA: &str = "dpow-store-1";
 
-const FAMILIES: [&str; 4] = [CF_RECEIPTS, CF_KAD, CF_PRECACHE, CF_META];
+const FAMILIES: [&str; 5] = [CF_RECEIPTS, CF_KAD, CF_PRECACHE, CF_REGISTRY, CF_META];
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -341,6 +344,29 @@ impl Store {
             })
     }
 
+    /// Store a registry entry (synced).
+    pub fn registry_put(
+        &self,
+        registrar: &[u8; 32],
+        seq: u64,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut k = [0u8; 40];
+        k[..32].copy_from_slice(registrar);
+        k[32..].copy_from_slice(&seq.to_be_bytes());
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_REGISTRY), k, bytes);
+        Ok(self.db.write_opt(b, &Self::synced())?)
+    }
+
+    /// Every stored registry entry, each registrar's in sequence order.
+    pub fn registry_entries(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_REGISTRY), IteratorMode::Start)
+            .map(|item| Ok(item?.1.into_vec()))
+            .collect()
+    }
+
     /// Store (or replace) a precache line under its root (synced).
     pub fn precache_put(&self, root: &[u8; 32], line: &[u8]) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
@@ -438,6 +464,8 @@ mod tests {
             s.kad_put(b"k2", &rec).unwrap();
             s.kad_remove(b"k2").unwrap();
             s.precache_put(&[7; 32], b"line").unwrap();
+            s.registry_put(&[1; 32], 2, b"second").unwrap();
+            s.registry_put(&[1; 32], 1, b"first").unwrap();
             s.precache_put(&[8; 32], b"gone").unwrap();
             s.precache_delete(&[8; 32]).unwrap();
         }
@@ -449,6 +477,10 @@ mod tests {
             vec![(b"k1".to_vec(), rec)]
         );
         assert_eq!(s.precache_lines().unwrap(), vec![b"line".to_vec()]);
+        assert_eq!(
+            s.registry_entries().unwrap(),
+            vec![b"first".to_vec(), b"second".to_vec()]
+        );
     }
 
     #[test]

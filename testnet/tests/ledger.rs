@@ -111,6 +111,10 @@ async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
     cfg.store = Some(open_store(dir.path()));
     let alone = net::spawn(cfg).await.expect("restarts");
     assert_eq!(digests(&alone).await, want, "the store kept every receipt");
+    // And the registry: it knows the service without asking anyone.
+    wait_for(&alone, T, |s| s.registry_entries >= 2 && s.services >= 1)
+        .await
+        .expect("the store kept the registry");
     alone.shutdown().await.expect("stops");
 }
 

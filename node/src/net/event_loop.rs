@@ -198,11 +198,22 @@ impl EventLoop {
             }
         }
 
-        let registry = Registry::new(config.genesis.registrars.iter().copied());
+        let mut registry = Registry::new(config.genesis.registrars.iter().copied());
         let validator = Validator::new(ValidatorConfig {
             time: config.genesis.time,
             ..ValidatorConfig::new(config.genesis.profile.clone())
         });
+        if let Some(s) = &store {
+            // The registry as this node last knew it, each entry verified again.
+            let mut loaded = 0usize;
+            for bytes in s.registry_entries()? {
+                match validator.check_registry(&bytes, &registry) {
+                    Ok(e) => loaded += registry.apply(e).map(|a| a.len()).unwrap_or(0),
+                    Err(e) => tracing::warn!("stored registry entry skipped: {e}"),
+                }
+            }
+            tracing::info!(entries = loaded, "registry loaded from the store");
+        }
         let (solved_tx, solved_rx) = mpsc::channel(16);
         let worker = match config.worker {
             Some(w) => Some(start_worker(w, config.key.clone(), config.flow.clone())?),
@@ -815,8 +826,10 @@ impl EventLoop {
     }
 
     fn on_registry(&mut self, e: Signed<RegistryEntry>) -> Result<(), Rejected> {
+        let (registrar, seq, bytes) = (e.payload().registrar, e.payload().seq, e.bytes().to_vec());
         match self.registry.apply(e) {
             Ok(applied) => {
+                self.store_registry_entry(&registrar, seq, &bytes);
                 tracing::info!(
                     applied = applied.len(),
                     total = self.registry.len(),
@@ -833,6 +846,15 @@ impl EventLoop {
                 Err(Rejected::new(RejectReason::Replay, e.to_string()))
             }
             Err(e) => Err(Rejected::new(RejectReason::UnknownRegistrar, e.to_string())),
+        }
+    }
+
+    /// Keep an applied (or pending) registry entry for the next start.
+    fn store_registry_entry(&self, registrar: &dpow_keys::PublicKey, seq: u64, bytes: &[u8]) {
+        if let Some(s) = &self.store
+            && let Err(e) = s.registry_put(&registrar.0, seq, bytes)
+        {
+            tracing::error!(seq, "registry entry not stored: {e}");
         }
     }
 
@@ -1216,6 +1238,7 @@ impl EventLoop {
         self.registry
             .apply(signed.clone())
             .map_err(|e| anyhow::anyhow!("applying the entry: {e}"))?;
+        self.store_registry_entry(&registrar, seq, signed.bytes());
         match self.publish(Topic::Registry, signed.bytes().to_vec()) {
             Ok(()) => {}
             // Applied here; peers get it in the sync when they connect.
