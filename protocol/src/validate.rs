@@ -468,7 +468,8 @@ impl Validator {
 
     /// A receipt from the network: decoding checks its three signatures, that the result
     /// answers the request, the work and the price; here, that the service is registered
-    /// (banned or not), and that the service accepted it while the request was alive (give or take
+    /// (banned or not), that the request's difficulty is within the network's profile (the
+    /// network never carried a request outside it), and that the service accepted it while the request was alive (give or take
     /// the clock skew) and not in the future. Whether it is new is the ledger's business.
     pub fn check_receipt(
         &self,
@@ -485,6 +486,8 @@ impl Validator {
             Ok(_) | Err(RegistryError::BannedService { .. }) => {}
             Err(e) => return Err(registry_rejection(e)),
         }
+        // A request the network would have refused was never made: no receipt for it counts.
+        self.config.profile.check(request.difficulty)?;
         let skew = self.config.time.max_skew_ms;
         if receipt.accepted_ms > now_ms.saturating_add(skew) {
             return Err(Rejected::from(ProtocolError::NotYetValid {

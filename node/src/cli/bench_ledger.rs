@@ -17,7 +17,7 @@ use dpow_protocol::ledger::Ledger;
 use dpow_protocol::registry::Registry;
 use dpow_protocol::validate::{Validator, ValidatorConfig};
 use dpow_protocol::{
-    Credits, Difficulty, Priority, Profile, Receipt, RegistryAction, RegistryEntry, Root, Signed,
+    Credits, Priority, Profile, Receipt, RegistryAction, RegistryEntry, Root, Signed,
     Work, WorkRequest, WorkResult,
 };
 use serde_json::json;
@@ -43,8 +43,13 @@ fn receipt(
     let mut r = [0u8; 32];
     r[..8].copy_from_slice(&i.to_le_bytes());
     let root = Root(r);
-    // Difficulty 0: any work is valid, so generating a million receipts costs signatures only.
-    let d = Difficulty(0);
+    // The test profile's easiest difficulty (256 expected hashes): a million receipts cost
+    // mostly their signatures to make.
+    let d = Profile::test().min;
+    let work = (0u64..)
+        .map(Work)
+        .find(|w| dpow_protocol::work_value(&root, *w) >= d)
+        .unwrap_or(Work(0));
     let req = Signed::sign(
         WorkRequest {
             service: service.public(),
@@ -64,7 +69,7 @@ fn receipt(
         WorkResult {
             request: req.id(),
             root,
-            work: Work(i),
+            work,
             worker: worker.public(),
         },
         worker,

@@ -123,6 +123,7 @@ pub(super) struct EventLoop {
     /// Epoch digests and the epochs held, cached until a receipt of that epoch comes or goes.
     digests: HashMap<u64, [u8; 32]>,
     epochs_held: Option<Vec<(u64, usize)>>,
+    epoch_ids: HashMap<u64, Arc<Vec<dpow_protocol::MessageId>>>,
     digest_shown_at: Instant,
     /// Services whose credits are spent, as last told to the worker.
     exhausted: Vec<dpow_keys::PublicKey>,
@@ -272,6 +273,7 @@ impl EventLoop {
             exhausted: Vec::new(),
             digests: HashMap::new(),
             epochs_held: None,
+            epoch_ids: HashMap::new(),
             digest_shown_at: Instant::now(),
         })
     }

@@ -110,7 +110,18 @@ impl EventLoop {
     fn books_changed(&mut self, accepted_ms: u64) {
         let epoch = dpow_protocol::ledger::epoch_of(accepted_ms, self.ledger.epoch_ms());
         self.digests.remove(&epoch);
+        self.epoch_ids.remove(&epoch);
         self.epochs_held = None;
+    }
+
+    /// An epoch's receipt ids, ascending (cached like its digest).
+    fn ids_of_epoch(&mut self, epoch: u64) -> std::sync::Arc<Vec<MessageId>> {
+        if let Some(ids) = self.epoch_ids.get(&epoch) {
+            return ids.clone();
+        }
+        let ids = std::sync::Arc::new(self.ledger.receipt_ids_in_epoch(epoch));
+        self.epoch_ids.insert(epoch, ids.clone());
+        ids
     }
 
     /// An epoch's digest, computed once per change of the epoch (a digest sorts every id of
@@ -371,16 +382,14 @@ impl EventLoop {
                 let after = after
                     .and_then(|b| ids_of(&b.0))
                     .and_then(|v| v.first().copied());
-                let ids: Vec<MessageId> = self
-                    .ledger
-                    .receipt_ids_in_epoch(epoch)
-                    .into_iter()
-                    .filter(|id| after.is_none_or(|a| *id > a))
-                    .collect();
-                let more = ids.len() > MAX_SYNC_IDS;
+                // A page of the sorted, cached list: each answer costs a binary search and a
+                // copy, however often a peer asks.
+                let all = self.ids_of_epoch(epoch);
+                let start = after.map_or(0, |a| all.partition_point(|id| *id <= a));
+                let end = (start + MAX_SYNC_IDS).min(all.len());
                 SyncResponse::Ids {
-                    ids: id_bytes(&ids[..ids.len().min(MAX_SYNC_IDS)]),
-                    more,
+                    ids: id_bytes(&all[start..end]),
+                    more: end < all.len(),
                 }
             }
             SyncRequest::Fetch { ids } => SyncResponse::Receipts(
