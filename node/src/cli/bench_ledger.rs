@@ -17,8 +17,8 @@ use dpow_protocol::ledger::Ledger;
 use dpow_protocol::registry::Registry;
 use dpow_protocol::validate::{Validator, ValidatorConfig};
 use dpow_protocol::{
-    Credits, Priority, Profile, Receipt, RegistryAction, RegistryEntry, Root, Signed,
-    Work, WorkRequest, WorkResult,
+    Credits, Priority, Profile, Receipt, RegistryAction, RegistryEntry, Root, Signed, Work,
+    WorkRequest, WorkResult,
 };
 use serde_json::json;
 
