@@ -180,14 +180,32 @@ impl Store {
         w
     }
 
+    /// Write one key, synced to disk before returning.
+    fn put_synced(
+        &self,
+        family: &'static str,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(family), key, value);
+        Ok(self.db.write_opt(b, &Self::synced())?)
+    }
+
+    /// Every value of a family, in key order.
+    fn values(&self, family: &'static str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(family), IteratorMode::Start)
+            .map(|item| Ok(item?.1.into_vec()))
+            .collect()
+    }
+
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_META), key)?)
     }
 
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_META), key, value);
-        Ok(self.db.write_opt(b, &Self::synced())?)
+        self.put_synced(CF_META, key, value)
     }
 
     fn receipt_key(accepted_ms: u64, id: &MessageId) -> [u8; 40] {
@@ -315,9 +333,7 @@ impl Store {
             family: CF_KAD,
             why: e.to_string(),
         })?;
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_KAD), key, v);
-        Ok(self.db.write_opt(b, &Self::synced())?)
+        self.put_synced(CF_KAD, key, v)
     }
 
     /// Delete a Kademlia record.
@@ -354,24 +370,17 @@ impl Store {
         let mut k = [0u8; 40];
         k[..32].copy_from_slice(registrar);
         k[32..].copy_from_slice(&seq.to_be_bytes());
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_REGISTRY), k, bytes);
-        Ok(self.db.write_opt(b, &Self::synced())?)
+        self.put_synced(CF_REGISTRY, k, bytes)
     }
 
     /// Every stored registry entry, each registrar's in sequence order.
     pub fn registry_entries(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.db
-            .iterator_cf(self.cf(CF_REGISTRY), IteratorMode::Start)
-            .map(|item| Ok(item?.1.into_vec()))
-            .collect()
+        self.values(CF_REGISTRY)
     }
 
     /// Store (or replace) a precache line under its root (synced).
     pub fn precache_put(&self, root: &[u8; 32], line: &[u8]) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_PRECACHE), root, line);
-        Ok(self.db.write_opt(b, &Self::synced())?)
+        self.put_synced(CF_PRECACHE, root, line)
     }
 
     /// Delete a precache line (synced).
@@ -383,10 +392,7 @@ impl Store {
 
     /// Every precache line.
     pub fn precache_lines(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.db
-            .iterator_cf(self.cf(CF_PRECACHE), IteratorMode::Start)
-            .map(|item| Ok(item?.1.into_vec()))
-            .collect()
+        self.values(CF_PRECACHE)
     }
 
     /// Bytes on disk: the database's live SST files plus its write-ahead logs.
