@@ -1,21 +1,17 @@
 //! The `dpow` binary end to end: every answer it prints is checked with the `blake2` crate, an
 //! implementation independent of the solver's own hash.
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
+
+use common::dpow;
 
 use blake2::digest::consts::U8;
 use blake2::{Blake2b, Digest};
 use serde_json::Value;
 
 const ROOT: &str = "7F7122E843B27524F4F1D6BD14AEFD1C8F01D36AE8653D37417533C0D4BC2BE6";
-
-fn dpow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dpow"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the dpow binary runs")
-}
 
 fn json(out: &Output) -> Value {
     assert!(

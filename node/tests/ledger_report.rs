@@ -5,18 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
+
+use common::dpow;
 
 use dpow_keys::SecretKey;
 use dpow_protocol::ledger::{PayoutReport, report_signing_input};
-
-fn dpow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dpow"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the dpow binary runs")
-}
 
 fn key(n: u8) -> SecretKey {
     SecretKey::from_seed([n; 32])

@@ -15,6 +15,7 @@ use dpow_protocol::{
     BlockKind, Credits, Difficulty, Priority, Receipt, Root, Signed, Work, WorkRequest, WorkResult,
 };
 use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
+use dpow_testnet::procs::NodeProc;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -367,6 +368,23 @@ fn genesis_file(net: &LocalNet, dir: &Path, name: &str, bootstrap: Option<&str>)
     path
 }
 
+/// Start the `victim` node process (data in `dir/victim`) on `genesis`.
+async fn start_victim(dpow: &Path, dir: &Path, genesis: &Path) -> NodeProc {
+    let (dpow, dir, genesis) = (dpow.to_path_buf(), dir.to_path_buf(), genesis.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        dpow_testnet::procs::start_node(&dpow, &dir, "victim", "ledger", &genesis, &[])
+    })
+    .await
+    .expect("join")
+    .expect("the node process starts")
+}
+
+/// SIGKILL a node process and reap it.
+fn stop(p: &mut NodeProc) {
+    p.child.kill().expect("SIGKILL");
+    p.child.wait().expect("reaped");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
     let dpow = dpow_binary();
@@ -398,14 +416,7 @@ async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
             }
         })
     };
-    let dpow2 = dpow.clone();
-    let d = dir.path().to_path_buf();
-    let mut child = tokio::task::spawn_blocking(move || {
-        dpow_testnet::procs::start_node(&dpow2, &d, "victim", "ledger", &online, &[])
-    })
-    .await
-    .expect("join")
-    .expect("child starts");
+    let mut child = start_victim(&dpow, dir.path(), &online).await;
 
     // Watch what the child acknowledges (its statistics show only receipts on disk), then
     // kill it mid-stream.
@@ -420,18 +431,10 @@ async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     acked = acked.max(ledger_count(&child.http).unwrap_or(0));
-    child.child.kill().expect("SIGKILL");
-    child.child.wait().expect("reaped");
+    stop(&mut child); // SIGKILL
 
     // Restarted with no peers: everything acknowledged is there, from disk alone.
-    let d = dir.path().to_path_buf();
-    let dpow2 = dpow.clone();
-    let mut alone = tokio::task::spawn_blocking(move || {
-        dpow_testnet::procs::start_node(&dpow2, &d, "victim", "ledger", &offline, &[])
-    })
-    .await
-    .expect("join")
-    .expect("child restarts");
+    let mut alone = start_victim(&dpow, dir.path(), &offline).await;
     // It has no peer, so whatever it holds came from its own disk.
     let t0 = Instant::now();
     let mut after = 0;
@@ -443,45 +446,31 @@ async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
         after >= acked,
         "acknowledged {acked} receipts before the kill, {after} after the restart"
     );
-    alone.child.kill().expect("stop");
-    alone.child.wait().expect("reaped");
+    stop(&mut alone);
 
     // Back online, it converges to its peers' books.
     producing.store(false, std::sync::atomic::Ordering::Relaxed);
     producer.await.expect("producer");
-    let want = service.stats();
-    let want = wait_for(&service, T, |s| s.ledger_receipts >= want.ledger_receipts)
-        .await
-        .expect("stats");
-    let d = dir.path().to_path_buf();
-    let online = dir.path().join("genesis.toml");
-    let mut back = tokio::task::spawn_blocking(move || {
-        dpow_testnet::procs::start_node(&dpow, &d, "victim", "ledger", &online, &[])
-    })
-    .await
-    .expect("join")
-    .expect("child restarts online");
+    let mut back = start_victim(&dpow, dir.path(), &online).await;
     let t0 = Instant::now();
     loop {
         let v =
             dpow_testnet::procs::http_get_json(&format!("{}/api/stats", back.http)).expect("stats");
-        let digest = service.stats().ledger_digest;
-        if v["ledger_digest"].as_str() == Some(digest.as_str())
-            && v["ledger_receipts"].as_u64() == Some(service.stats().ledger_receipts as u64)
+        let want = service.stats();
+        if v["ledger_digest"].as_str() == Some(want.ledger_digest.as_str())
+            && v["ledger_receipts"].as_u64() == Some(want.ledger_receipts as u64)
         {
             break;
         }
         assert!(
             t0.elapsed() < T,
-            "never converged: child {} receipts, service {} ({})",
+            "never converged: child {} receipts, service {}",
             v["ledger_receipts"],
-            want.ledger_receipts,
-            service.stats().ledger_receipts
+            want.ledger_receipts
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    back.child.kill().expect("stop");
-    back.child.wait().expect("reaped");
+    stop(&mut back);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
