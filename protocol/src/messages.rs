@@ -80,17 +80,30 @@ impl Default for TimePolicy {
     }
 }
 
+impl TimePolicy {
+    /// A message of `kind` dated `created_ms` is not later than `now_ms` plus the clock skew.
+    pub fn not_in_future(
+        &self,
+        kind: MessageKind,
+        created_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), ProtocolError> {
+        if created_ms > now_ms.saturating_add(self.max_skew_ms) {
+            return Err(ProtocolError::NotYetValid {
+                kind: kind.domain(),
+                created_ms,
+                now_ms,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl WorkRequest {
     /// Whether the request may be acted on at `now_ms`.
     pub fn check_time(&self, now_ms: u64, policy: &TimePolicy) -> Result<(), ProtocolError> {
         let kind = MessageKind::WorkRequest.domain();
-        if self.created_ms > now_ms.saturating_add(policy.max_skew_ms) {
-            return Err(ProtocolError::NotYetValid {
-                kind,
-                created_ms: self.created_ms,
-                now_ms,
-            });
-        }
+        policy.not_in_future(MessageKind::WorkRequest, self.created_ms, now_ms)?;
         if now_ms >= self.expires_ms {
             return Err(ProtocolError::Expired {
                 kind,

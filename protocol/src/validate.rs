@@ -446,13 +446,9 @@ impl Validator {
         registry
             .check_worker(&status.worker)
             .map_err(registry_rejection)?;
-        if status.created_ms > now_ms.saturating_add(self.config.time.max_skew_ms) {
-            return Err(Rejected::from(ProtocolError::NotYetValid {
-                kind: MessageKind::WorkerStatus.domain(),
-                created_ms: status.created_ms,
-                now_ms,
-            }));
-        }
+        self.config
+            .time
+            .not_in_future(MessageKind::WorkerStatus, status.created_ms, now_ms)?;
         let age = now_ms.saturating_sub(status.created_ms);
         if age > STATUS_MAX_AGE_MS {
             return Err(Rejected::new(
@@ -488,14 +484,10 @@ impl Validator {
         }
         // A request the network would have refused was never made: no receipt for it counts.
         self.config.profile.check(request.difficulty)?;
+        self.config
+            .time
+            .not_in_future(MessageKind::Receipt, receipt.accepted_ms, now_ms)?;
         let skew = self.config.time.max_skew_ms;
-        if receipt.accepted_ms > now_ms.saturating_add(skew) {
-            return Err(Rejected::from(ProtocolError::NotYetValid {
-                kind: MessageKind::Receipt.domain(),
-                created_ms: receipt.accepted_ms,
-                now_ms,
-            }));
-        }
         if receipt.accepted_ms.saturating_add(skew) < request.created_ms
             || receipt.accepted_ms > request.expires_ms.saturating_add(skew)
         {
