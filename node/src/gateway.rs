@@ -198,16 +198,14 @@ impl Gateway {
         tracing::info!(entries = c.0.len(), dropped, "precache loaded");
     }
 
-    /// Write one cache entry (and delete the one it replaces), synced to disk.
+    /// Write one cache entry and delete the one it replaces, in one synced write.
     fn persist(&self, put: &CacheEntry, replaced: Option<Root>) {
         let Some(store) = &self.config.store else {
             return;
         };
         let write = || -> anyhow::Result<()> {
-            if let Some(old) = replaced {
-                store.precache_delete(&old.0)?;
-            }
-            store.precache_put(&put.root.0, &serde_json::to_vec(&put.line())?)?;
+            let line = serde_json::to_vec(&put.line())?;
+            store.precache_put(&put.root.0, &line, replaced.as_ref().map(|r| &r.0))?;
             Ok(())
         };
         if let Err(e) = write() {

@@ -378,15 +378,20 @@ impl Store {
         self.values(CF_REGISTRY)
     }
 
-    /// Store (or replace) a precache line under its root (synced).
-    pub fn precache_put(&self, root: &[u8; 32], line: &[u8]) -> Result<(), StoreError> {
-        self.put_synced(CF_PRECACHE, root, line)
-    }
-
-    /// Delete a precache line (synced).
-    pub fn precache_delete(&self, root: &[u8; 32]) -> Result<(), StoreError> {
+    /// Store (or replace) a precache line under its root and delete the line it `replaces`
+    /// (an account's previous frontier), in one synced write.
+    pub fn precache_put(
+        &self,
+        root: &[u8; 32],
+        line: &[u8],
+        replaces: Option<&[u8; 32]>,
+    ) -> Result<(), StoreError> {
+        let cf = self.cf(CF_PRECACHE);
         let mut b = WriteBatch::default();
-        b.delete_cf(self.cf(CF_PRECACHE), root);
+        if let Some(old) = replaces {
+            b.delete_cf(cf, old);
+        }
+        b.put_cf(cf, root, line);
         Ok(self.db.write_opt(b, &Self::synced())?)
     }
 
@@ -469,11 +474,11 @@ mod tests {
             s.kad_put(b"k1", &rec).unwrap();
             s.kad_put(b"k2", &rec).unwrap();
             s.kad_remove(b"k2").unwrap();
-            s.precache_put(&[7; 32], b"line").unwrap();
+            s.precache_put(&[7; 32], b"line", None).unwrap();
             s.registry_put(&[1; 32], 2, b"second").unwrap();
             s.registry_put(&[1; 32], 1, b"first").unwrap();
-            s.precache_put(&[8; 32], b"gone").unwrap();
-            s.precache_delete(&[8; 32]).unwrap();
+            s.precache_put(&[8; 32], b"gone", None).unwrap();
+            s.precache_put(&[9; 32], b"next", Some(&[8; 32])).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.kad_get(b"k1").unwrap(), Some(rec.clone()));
@@ -482,7 +487,10 @@ mod tests {
             s.kad_records().collect::<Vec<_>>(),
             vec![(b"k1".to_vec(), rec)]
         );
-        assert_eq!(s.precache_lines().unwrap(), vec![b"line".to_vec()]);
+        assert_eq!(
+            s.precache_lines().unwrap(),
+            vec![b"line".to_vec(), b"next".to_vec()]
+        );
         assert_eq!(
             s.registry_entries().unwrap(),
             vec![b"first".to_vec(), b"second".to_vec()]
