@@ -399,6 +399,11 @@ impl WorkerFlow {
         self.my_rate = rate;
     }
 
+    /// The services last given to [`WorkerFlow::set_exhausted`].
+    pub fn exhausted(&self) -> &HashSet<PublicKey> {
+        &self.exhausted
+    }
+
     /// Replace the set of services whose credits are spent; the node calls it when balances
     /// change. Requests already queued are re-classed by [`FlowConfig::exhausted`]: under
     /// `Deprioritise` they move behind every other class (or back, when their service leaves

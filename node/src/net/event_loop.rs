@@ -125,8 +125,6 @@ pub(super) struct EventLoop {
     epochs_held: Option<Vec<(u64, usize)>>,
     epoch_ids: HashMap<u64, Arc<Vec<dpow_protocol::MessageId>>>,
     digest_shown_at: Instant,
-    /// Services whose credits are spent, as last told to the worker.
-    exhausted: Vec<dpow_keys::PublicKey>,
 }
 
 impl EventLoop {
@@ -270,7 +268,6 @@ impl EventLoop {
             next_ledger_sync: Instant::now() + config.tuning.ledger_sync,
             ledger_sync: config.tuning.ledger_sync,
             catch_up_ledger: config.tuning.ledger,
-            exhausted: Vec::new(),
             digests: HashMap::new(),
             epochs_held: None,
             epoch_ids: HashMap::new(),
@@ -528,10 +525,10 @@ impl EventLoop {
     /// Tell the worker which services have spent their credits (it de-prioritises or refuses
     /// their requests, as configured), when that set changes.
     fn update_exhausted(&mut self, now: u64) {
-        if self.worker.is_none() {
+        let Some(w) = &self.worker else {
             return;
-        }
-        let exhausted: Vec<dpow_keys::PublicKey> = self
+        };
+        let exhausted: HashSet<dpow_keys::PublicKey> = self
             .registry
             .services()
             .map(|(k, _)| *k)
@@ -541,11 +538,10 @@ impl EventLoop {
                     .is_exhausted()
             })
             .collect();
-        if exhausted == self.exhausted {
+        if &exhausted == w.flow.exhausted() {
             return;
         }
         tracing::info!(services = exhausted.len(), "services out of credits");
-        self.exhausted = exhausted.clone();
         if let Some(w) = &mut self.worker {
             let actions = w.flow.set_exhausted(exhausted);
             self.worker_actions(actions, now);
