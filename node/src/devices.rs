@@ -6,22 +6,32 @@ use dpow_gpu::{DeviceSpec, GpuOptions};
 use dpow_solver::Solver;
 use dpow_solver::cpu::{Backend, CpuSolver};
 use dpow_solver::dispatch::Dispatcher;
+use serde::{Deserialize, Serialize};
 
-/// Device flags shared by every command that solves.
-#[derive(Clone, Debug, Default, Args)]
+/// Device flags shared by every command that solves. In `dpow node`'s config file they are
+/// the keys `threads`, `backend`, `gpu` and `no_cpu`.
+#[derive(Clone, Debug, Default, Args, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DeviceArgs {
-    /// CPU threads (0 = every core).
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub threads: usize,
+    /// CPU threads (default 0 = every core).
+    #[arg(long, env = "DPOW_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
     /// CPU kernel: avx512, avx2 or portable (default: the fastest this CPU supports).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "DPOW_BACKEND", value_name = "NAME")]
+    #[serde(with = "crate::config::text_opt")]
     pub backend: Option<Backend>,
     /// OpenCL device to solve on as well, `PLATFORM:DEVICE` from `dpow gpu list`, or `all`
     /// (every GPU; OpenCL CPU devices are left out while CPU threads run). Repeatable.
-    #[arg(long = "gpu", value_name = "P:D|all")]
+    #[arg(
+        long = "gpu",
+        env = "DPOW_GPU",
+        value_delimiter = ',',
+        value_name = "P:D|all"
+    )]
+    #[serde(rename = "gpu", with = "crate::config::text_vec")]
     pub gpus: Vec<DeviceSpec>,
-    /// Solve on the GPUs only, no CPU threads.
-    #[arg(long, requires = "gpus")]
+    /// Solve on the GPUs only, no CPU threads (needs `--gpu`).
+    #[arg(long, env = "DPOW_NO_CPU")]
     pub no_cpu: bool,
 }
 
@@ -29,10 +39,14 @@ impl DeviceArgs {
     /// Open every selected device.
     pub fn open(&self) -> anyhow::Result<Vec<Box<dyn Solver>>> {
         let mut devices: Vec<Box<dyn Solver>> = Vec::new();
+        if self.no_cpu && self.gpus.is_empty() {
+            bail!("--no-cpu (no_cpu) leaves nothing to solve on: name a GPU with --gpu");
+        }
         if !self.no_cpu {
+            let threads = self.threads.unwrap_or(0);
             let cpu = match self.backend {
-                Some(b) => CpuSolver::with_backend(self.threads, b),
-                None => CpuSolver::new(self.threads),
+                Some(b) => CpuSolver::with_backend(threads, b),
+                None => CpuSolver::new(threads),
             }
             .context("starting the CPU solver")?;
             devices.push(Box::new(cpu));

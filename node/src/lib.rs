@@ -3,10 +3,14 @@
 //! - [`cli`]: the `dpow` command (clap), one module per subcommand;
 //! - [`devices`]: CPU threads and OpenCL devices selected on the command line;
 //! - [`output`]: human-readable or JSON output for every command;
+//! - [`config`]: `dpow node`'s configuration (file, environment, flags);
+//! - [`control`]: the node's local control socket (backups while it runs);
 //! - [`store`]: the node's RocksDB database (receipts, DHT records, precache).
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod config;
+pub mod control;
 pub mod devices;
 pub mod gateway;
 pub mod genesis;

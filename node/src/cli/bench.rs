@@ -104,6 +104,11 @@ fn plain_loop_rate(threads: usize, duration: Duration) -> f64 {
 
 /// Run `dpow bench`.
 pub(super) fn run(a: BenchArgs, out: Output) -> anyhow::Result<ExitCode> {
+    #[cfg(not(feature = "ledger"))]
+    if a.ledger.is_some() {
+        bail!("--ledger measures the RocksDB ledger, which this light build leaves out");
+    }
+    #[cfg(feature = "ledger")]
     if let Some(n) = a.ledger {
         let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("dpow-bench-ledger-{}", std::process::id()));

@@ -1,6 +1,8 @@
 //! The `dpow` command line: one subcommand enum, a module per subcommand.
 
+mod backup;
 mod bench;
+#[cfg(feature = "ledger")]
 mod bench_ledger;
 mod client;
 mod gpu;

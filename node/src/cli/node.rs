@@ -1,200 +1,39 @@
 //! `dpow node`: run a node of a network until Ctrl-C.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand};
 use dpow_keys::{PublicKey, keyfile};
-use libp2p::Multiaddr;
-use serde::Deserialize;
 use serde_json::json;
 
-use crate::devices::DeviceArgs;
+use crate::config::{Config, Exhausted, Role};
 use crate::gateway::{Gateway, GatewayConfig};
-use crate::genesis::{Genesis, read_small};
+use crate::genesis::Genesis;
 use crate::net::{self, NodeConfig, WorkerConfig};
 use crate::output::{Output, rate};
-use crate::store::Store;
 
-/// A node's role besides relaying and validating.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Solve requests and earn credits.
-    Worker,
-    /// Submit requests signed with a service key (see `--service-key`).
-    Service,
-}
-
-/// What a worker does with requests from services whose credits are spent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Exhausted {
-    /// Solve them only when nothing else waits (the default).
-    Deprioritise,
-    /// Ignore them.
-    Refuse,
-}
-
-/// Options of `dpow node`; each can also come from the `--config` TOML file (flags win).
+/// `dpow node`: run a node, or act on a node's data directory.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct NodeArgs {
-    /// The network's genesis file (TOML).
-    #[arg(long, value_name = "FILE")]
-    pub genesis: Option<PathBuf>,
-    /// A TOML file with any of the options below (names as the flags, `_` for `-`).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Where the node keeps its key and data (default: ./dpow-data).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// The node key (created if missing; default: DATA_DIR/node.key).
-    #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
-    /// libp2p listen address, repeatable (default: /ip4/0.0.0.0/tcp/7075).
-    #[arg(long, value_name = "MULTIADDR")]
-    pub listen: Vec<Multiaddr>,
-    /// Extra peers to dial besides the genesis bootstrap list, repeatable.
-    #[arg(long, value_name = "MULTIADDR")]
-    pub dial: Vec<Multiaddr>,
-    /// Roles, comma-separated: worker, service.
-    #[arg(long, value_delimiter = ',', value_name = "ROLE,..")]
-    pub role: Vec<Role>,
-    /// The service key requests are signed with (service role).
-    #[arg(long, value_name = "FILE")]
-    pub service_key: Option<PathBuf>,
-    /// Where a worker's earnings go: a nano_ account (default: the node key's account).
-    #[arg(long, value_name = "ACCOUNT")]
-    pub payout: Option<String>,
-    /// HTTP server address for statistics (default: 127.0.0.1:7076; `off` to disable).
-    #[arg(long, value_name = "ADDR")]
-    pub http: Option<String>,
-    /// Seconds between a worker's status announcements.
-    #[arg(long, value_name = "SECS")]
-    pub status_interval: Option<f64>,
-    /// Announce this hash rate instead of measuring it (H/s).
-    #[arg(long, value_name = "H/S")]
-    pub announce_rate: Option<u64>,
-    /// Do not walk the DHT for more peers (stay with the bootstrap and dialled peers).
-    #[arg(long)]
-    pub no_discovery: bool,
-    /// Worker role: what to do with requests of services whose credits are spent.
-    #[arg(long, value_enum, value_name = "POLICY")]
-    pub exhausted: Option<Exhausted>,
-    /// Peers that hold each receipt as a DHT record (the Kademlia replication factor).
-    #[arg(long, value_name = "K")]
-    pub replication: Option<usize>,
-    /// Seconds between comparing ledger digests with a random peer (besides on connecting).
-    #[arg(long, value_name = "SECS")]
-    pub ledger_sync: Option<f64>,
-    /// Service role: bearer token the work API requires (needed when --http is not loopback).
-    #[arg(
-        long,
-        env = "DPOW_HTTP_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub http_token: Option<String>,
-    /// Service role: seconds to wait for the network before solving locally as well.
-    #[arg(long, value_name = "SECS")]
-    pub fallback_after: Option<f64>,
-    /// Service role: CPU threads for local fallback (0 = every core).
-    #[arg(long, value_name = "N")]
-    pub fallback_threads: Option<usize>,
-    /// Service role: never solve locally; wait for the network.
-    #[arg(long)]
-    pub no_fallback: bool,
-    /// Service role: a Nano node's websocket (e.g. ws://127.0.0.1:7078); confirmed blocks of
-    /// accounts seen in calls get their next work precached.
-    #[arg(long, value_name = "URL")]
-    pub nano_websocket: Option<String>,
-    /// Worker devices.
+    /// Act on a node's data instead of running it.
+    #[command(subcommand)]
+    pub action: Option<NodeAction>,
+    /// The node's options: flags over `DPOW_*` variables over the `--config` file.
     #[command(flatten)]
-    pub devices: DeviceArgs,
+    pub config: Config,
 }
 
-/// The `--config` file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    genesis: Option<PathBuf>,
-    data_dir: Option<PathBuf>,
-    key: Option<PathBuf>,
-    #[serde(default)]
-    listen: Vec<String>,
-    #[serde(default)]
-    dial: Vec<String>,
-    #[serde(default)]
-    role: Vec<Role>,
-    service_key: Option<PathBuf>,
-    payout: Option<String>,
-    http: Option<String>,
-    status_interval: Option<f64>,
-    announce_rate: Option<u64>,
-    threads: Option<usize>,
-    #[serde(default)]
-    gpu: Vec<String>,
-    no_discovery: Option<bool>,
-    replication: Option<usize>,
-    ledger_sync: Option<f64>,
-    exhausted: Option<Exhausted>,
-    fallback_after: Option<f64>,
-    fallback_threads: Option<usize>,
-    no_fallback: Option<bool>,
-}
-
-fn parse_addrs(v: &[String], what: &str) -> anyhow::Result<Vec<Multiaddr>> {
-    v.iter()
-        .map(|a| a.parse().with_context(|| format!("{what} address {a:?}")))
-        .collect()
-}
-
-/// The node's options after merging the config file under the flags.
-fn merge(mut a: NodeArgs) -> anyhow::Result<NodeArgs> {
-    let Some(path) = a.config.clone() else {
-        return Ok(a);
-    };
-    let text = read_small(&path, 64 * 1024)?;
-    let c: ConfigFile =
-        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
-    a.genesis = a.genesis.or(c.genesis);
-    a.data_dir = a.data_dir.or(c.data_dir);
-    a.key = a.key.or(c.key);
-    if a.listen.is_empty() {
-        a.listen = parse_addrs(&c.listen, "listen")?;
-    }
-    if a.dial.is_empty() {
-        a.dial = parse_addrs(&c.dial, "dial")?;
-    }
-    if a.role.is_empty() {
-        a.role = c.role;
-    }
-    a.service_key = a.service_key.or(c.service_key);
-    a.payout = a.payout.or(c.payout);
-    a.http = a.http.or(c.http);
-    a.status_interval = a.status_interval.or(c.status_interval);
-    a.announce_rate = a.announce_rate.or(c.announce_rate);
-    if a.devices.threads == 0 {
-        a.devices.threads = c.threads.unwrap_or(0);
-    }
-    if a.devices.gpus.is_empty() {
-        a.devices.gpus = c
-            .gpu
-            .iter()
-            .map(|g| g.parse().with_context(|| format!("gpu {g:?}")))
-            .collect::<anyhow::Result<_>>()?;
-    }
-    a.no_discovery |= c.no_discovery.unwrap_or(false);
-    a.replication = a.replication.or(c.replication);
-    a.exhausted = a.exhausted.or(c.exhausted);
-    a.ledger_sync = a.ledger_sync.or(c.ledger_sync);
-    a.fallback_after = a.fallback_after.or(c.fallback_after);
-    a.fallback_threads = a.fallback_threads.or(c.fallback_threads);
-    a.no_fallback |= c.no_fallback.unwrap_or(false);
-    Ok(a)
+/// What `dpow node` can do besides running.
+#[derive(Debug, Subcommand)]
+pub enum NodeAction {
+    /// Back up a node's data directory (its key and a consistent RocksDB checkpoint of its
+    /// database), while the node runs or not. DIR must not exist yet.
+    Backup(super::backup::BackupArgs),
 }
 
 /// Wait for Ctrl-C or SIGTERM.
@@ -210,26 +49,28 @@ async fn wait_for_stop() -> anyhow::Result<()> {
 
 /// Run `dpow node`.
 pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let a = merge(args)?;
+    if let Some(NodeAction::Backup(b)) = args.action {
+        return super::backup::run(b, out);
+    }
+    let a = args.config.merged()?.with_defaults();
+    if a.print_config {
+        out.emit(&a.to_toml(), &redacted_json(&a))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(genesis_path) = &a.genesis else {
-        bail!("--genesis (or `genesis` in --config) is required: the network to join");
+        bail!(
+            "--genesis (or `genesis` in --config, or DPOW_GENESIS) is required: the network to join"
+        );
     };
     let genesis = Genesis::load(genesis_path)?;
-    let data_dir = a
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("dpow-data"));
+    let data_dir = a.data_dir.clone().unwrap_or_default();
     let key_path = a.key.clone().unwrap_or_else(|| data_dir.join("node.key"));
     let (key, created) = keyfile::load_or_create(&key_path)?;
     if created {
         tracing::info!(path = %key_path.display(), "created a new node key");
     }
     let mut config = NodeConfig::new(genesis, key.clone());
-    config.listen = if a.listen.is_empty() {
-        vec!["/ip4/0.0.0.0/tcp/7075".parse()?]
-    } else {
-        a.listen.clone()
-    };
+    config.listen = a.listen.clone();
     config.dial = a.dial.clone();
     config.tuning.discovery = !a.no_discovery;
     if let Some(k) = a.replication {
@@ -247,10 +88,13 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
         Some(Exhausted::Refuse) => dpow_protocol::flow::ExhaustedPolicy::Refuse,
         Some(Exhausted::Deprioritise) | None => dpow_protocol::flow::ExhaustedPolicy::Deprioritise,
     };
-    let db = data_dir.join("db");
-    let store = std::sync::Arc::new(Store::open(&db)?);
-    tracing::info!(path = %db.display(), "store opened");
-    config.store = Some(store.clone());
+    let store = open_store(&data_dir, &mut config)?;
+    if let Some(s) = &store
+        && let Err(e) = crate::control::serve(&data_dir, s.clone())
+    {
+        // Everything else works without it; only `dpow node backup` needs the node stopped.
+        tracing::warn!("no control socket: {e:#}");
+    }
     if let Some(s) = a.status_interval {
         if !(s.is_finite() && (0.1..=3600.0).contains(&s)) {
             bail!("--status-interval must be between 0.1 and 3600 seconds");
@@ -274,7 +118,7 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
     let http: Option<SocketAddr> = match a.http.as_deref() {
         Some("off") => None,
         Some(s) => Some(s.parse().with_context(|| format!("--http {s:?}"))?),
-        None => Some("127.0.0.1:7076".parse()?),
+        None => Some(crate::config::DEFAULT_HTTP.parse()?),
     };
     let gateway = if a.role.contains(&Role::Service) {
         let Some(p) = &a.service_key else {
@@ -289,7 +133,9 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
                 "--http {addr} is reachable from other machines: set --http-token (or DPOW_HTTP_TOKEN) so the work API requires it"
             );
         }
-        let fallback_after = a.fallback_after.unwrap_or(5.0);
+        let fallback_after = a
+            .fallback_after
+            .unwrap_or(crate::config::DEFAULT_FALLBACK_AFTER);
         if !(fallback_after.is_finite() && (0.0..=600.0).contains(&fallback_after)) {
             bail!("--fallback-after must be between 0 and 600 seconds");
         }
@@ -307,19 +153,12 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
             fallback_after: Duration::from_secs_f64(fallback_after),
             request_lifetime: Duration::from_secs(60),
             token: a.http_token.clone().filter(|t| !t.is_empty()),
-            store: Some(store.clone()),
+            store: store.clone(),
         })
     } else {
         None
     };
-    let roles: Vec<&str> = a
-        .role
-        .iter()
-        .map(|r| match r {
-            Role::Worker => "worker",
-            Role::Service => "service",
-        })
-        .collect();
+    let roles: Vec<&str> = a.role.iter().map(|r| r.as_str()).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -335,6 +174,43 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(
         config, http, gateway, websocket, roles, &key_path, out,
     ))
+}
+
+/// The merged configuration as JSON, the token shown only as set.
+fn redacted_json(c: &Config) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    if let Some(t) = v.get_mut("http_token")
+        && !t.is_null()
+    {
+        *t = json!("(set, not shown)");
+    }
+    v
+}
+
+/// Open the node's database under DATA_DIR/db for the ledger, the DHT records and the
+/// precache. A light build (without the `ledger` feature) keeps no ledger: it keeps only the
+/// receipts that pay it, in memory, and stores nothing.
+#[cfg(feature = "ledger")]
+fn open_store(
+    data_dir: &Path,
+    config: &mut NodeConfig,
+) -> anyhow::Result<Option<std::sync::Arc<crate::store::Store>>> {
+    let db = data_dir.join("db");
+    let store = std::sync::Arc::new(crate::store::Store::open(&db)?);
+    tracing::info!(path = %db.display(), "store opened");
+    config.store = Some(store.clone());
+    Ok(Some(store))
+}
+
+#[cfg(not(feature = "ledger"))]
+fn open_store(
+    _data_dir: &Path,
+    config: &mut NodeConfig,
+) -> anyhow::Result<Option<std::sync::Arc<crate::store::Store>>> {
+    tracing::info!("light build: no ledger is kept, only this node's own receipts in memory");
+    config.tuning.ledger = false;
+    config.tuning.light = true;
+    Ok(None)
 }
 
 async fn serve(

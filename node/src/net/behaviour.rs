@@ -156,6 +156,11 @@ pub struct NetTuning {
     /// Catch up with peers' ledgers (on connecting and every `ledger_sync`). Off for
     /// short-lived clients that have no use for the books.
     pub ledger: bool,
+    /// A light node (the build without the `ledger` feature): it keeps only its own receipts
+    /// (those that pay its worker key or that its service key signed) and verifies and
+    /// forwards the others without holding them; it runs Kademlia as a client (holds no
+    /// records) and offers no receipts to peers that catch up.
+    pub light: bool,
 }
 
 impl Default for NetTuning {
@@ -167,6 +172,7 @@ impl Default for NetTuning {
             replication: DEFAULT_REPLICATION,
             ledger_sync: Duration::from_secs(60),
             ledger: true,
+            light: false,
         }
     }
 }
@@ -198,8 +204,13 @@ impl Behaviour {
             kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
         }
         let mut kad = kad::Behaviour::with_config(peer_id, records, kad_config);
-        // Loopback and private networks never confirm an external address; serve anyway.
-        kad.set_mode(Some(kad::Mode::Server));
+        // Loopback and private networks never confirm an external address; serve anyway,
+        // unless the node keeps no records (a light node).
+        kad.set_mode(Some(if tuning.light {
+            kad::Mode::Client
+        } else {
+            kad::Mode::Server
+        }));
 
         // Messages are our own signed envelopes, so gossipsub's own signatures would only cost
         // a second ed25519 per hop: anonymous mode, content-addressed ids, and our validation

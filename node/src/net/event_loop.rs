@@ -120,6 +120,8 @@ pub(super) struct EventLoop {
     next_ledger_sync: Instant,
     ledger_sync: Duration,
     catch_up_ledger: bool,
+    /// Keep only this node's own receipts ([`super::NetTuning::light`]).
+    light: bool,
     /// Epoch digests and the epochs held, cached until a receipt of that epoch comes or goes.
     digests: HashMap<u64, [u8; 32]>,
     epochs_held: Option<Vec<(u64, usize)>>,
@@ -268,6 +270,7 @@ impl EventLoop {
             next_ledger_sync: Instant::now() + config.tuning.ledger_sync,
             ledger_sync: config.tuning.ledger_sync,
             catch_up_ledger: config.tuning.ledger,
+            light: config.tuning.light,
             digests: HashMap::new(),
             epochs_held: None,
             epoch_ids: HashMap::new(),

@@ -158,6 +158,11 @@ impl EventLoop {
             id: r.id(),
             bytes: r.bytes().to_vec(),
         };
+        if self.light && !self.is_own(&r) {
+            // Verified, so forwarded; a light node holds only the receipts that concern it.
+            self.acknowledge(stored, ack);
+            return Ok(());
+        }
         // Copies (gossip, DHT and catch-up bring the same receipt) then cost a hash.
         r.remember_verified();
         match self.ledger.ingest(r) {
@@ -192,6 +197,18 @@ impl EventLoop {
             self.flush_receipts();
         }
         Ok(())
+    }
+
+    /// Whether a receipt pays this node's worker or was signed by this node's service.
+    fn is_own(&self, r: &Signed<Receipt>) -> bool {
+        let p = r.payload();
+        self.worker
+            .as_ref()
+            .is_some_and(|w| w.key.public() == p.result.payload().worker)
+            || self
+                .service_key
+                .as_ref()
+                .is_some_and(|k| k.public() == p.request.payload().service)
     }
 
     /// Write queued receipts in one synced batch, then acknowledge them.
@@ -363,7 +380,12 @@ impl EventLoop {
         let response = match request {
             SyncRequest::Hello => return,
             SyncRequest::Digests => {
-                let epochs = self.epochs_held();
+                // A light node's few receipts are held by full nodes too: it offers none.
+                let epochs = if self.light {
+                    Vec::new()
+                } else {
+                    self.epochs_held()
+                };
                 let skip = epochs.len().saturating_sub(MAX_SYNC_EPOCHS);
                 SyncResponse::Digests {
                     epoch_ms: self.ledger.epoch_ms(),

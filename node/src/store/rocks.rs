@@ -1,0 +1,482 @@
+//! The RocksDB store (the `ledger` feature): see the parent module for the layout.
+
+use std::path::{Path, PathBuf};
+
+use dpow_protocol::ledger::{Ingested, Ledger};
+use dpow_protocol::{MessageId, Receipt, Signed};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions,
+};
+
+use super::{StoredReceipt, StoredRecord};
+
+/// Receipts by time and id.
+pub const CF_RECEIPTS: &str = "receipts-v1";
+/// The Kademlia record store.
+pub const CF_KAD: &str = "kad-records-v1";
+/// The gateway's precached work.
+pub const CF_PRECACHE: &str = "precache-v1";
+/// Registry entries, so a restarted node knows services and bans before it meets a peer.
+pub const CF_REGISTRY: &str = "registry-v1";
+/// Small facts about the store itself.
+pub const CF_META: &str = "meta-v1";
+/// The schema this build reads and writes.
+pub const SCHEMA: &str = "dpow-store-1";
+
+const FAMILIES: [&str; 5] = [CF_RECEIPTS, CF_KAD, CF_PRECACHE, CF_REGISTRY, CF_META];
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB refused to open the directory (in use by another process, unreadable, ...).
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        /// The database directory.
+        path: PathBuf,
+        /// RocksDB's reason.
+        source: rocksdb::Error,
+    },
+    /// The directory cannot be created.
+    #[error("cannot create the store directory {path}: {source}")]
+    Dir {
+        /// The database directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The directory holds a store of another format.
+    #[error("the store at {path} has schema {found:?}; this dpow reads {SCHEMA:?}")]
+    Schema {
+        /// The database directory.
+        path: PathBuf,
+        /// The schema found.
+        found: String,
+    },
+    /// A read or write failed.
+    #[error("store: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// A stored value does not decode.
+    #[error("corrupt {family} entry: {why}")]
+    Corrupt {
+        /// The column family.
+        family: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The node's RocksDB database. Cheap to share: every method takes `&self`.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn family_options() -> Options {
+    let mut o = Options::default();
+    // Receipts are signatures and hashes: they do not compress, and no compression library
+    // is linked in.
+    o.set_compression_type(DBCompressionType::None);
+    o
+}
+
+impl Store {
+    /// Open (or create) the database in directory `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(path).map_err(|source| StoreError::Dir {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut opts = family_options();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        opts.set_max_total_wal_size(64 << 20);
+        let families = FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_options()));
+        let db =
+            DB::open_cf_descriptors(&opts, path, families).map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
+        match store.meta("schema")? {
+            None => store.set_meta("schema", SCHEMA.as_bytes())?,
+            Some(v) if v == SCHEMA.as_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::Schema {
+                    path: store.path,
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                });
+            }
+        }
+        Ok(store)
+    }
+
+    /// A consistent copy of the whole database in the new directory `dir` (a RocksDB
+    /// checkpoint: files are hard-linked where `dir` is on the same filesystem, copied
+    /// otherwise), taken while the store is in use. `dir` must not exist.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        let c = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+        Ok(c.create_checkpoint(dir)?)
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
+        // Every family in FAMILIES is opened (and created if missing) by `open`.
+        #[allow(clippy::expect_used)]
+        self.db
+            .cf_handle(name)
+            .expect("column family opened with the store")
+    }
+
+    fn synced() -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        w
+    }
+
+    /// Write one key, synced to disk before returning.
+    fn put_synced(
+        &self,
+        family: &'static str,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(family), key, value);
+        Ok(self.db.write_opt(b, &Self::synced())?)
+    }
+
+    /// Every value of a family, in key order.
+    fn values(&self, family: &'static str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(family), IteratorMode::Start)
+            .map(|item| Ok(item?.1.into_vec()))
+            .collect()
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META), key)?)
+    }
+
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.put_synced(CF_META, key, value)
+    }
+
+    fn receipt_key(accepted_ms: u64, id: &MessageId) -> [u8; 40] {
+        let mut k = [0u8; 40];
+        k[..8].copy_from_slice(&accepted_ms.to_be_bytes());
+        k[8..].copy_from_slice(&id.0);
+        k
+    }
+
+    /// Store receipts and delete others, atomically, synced to disk before returning.
+    pub fn write_receipts(
+        &self,
+        put: &[StoredReceipt],
+        delete: &[(u64, MessageId)],
+    ) -> Result<(), StoreError> {
+        if put.is_empty() && delete.is_empty() {
+            return Ok(());
+        }
+        let cf = self.cf(CF_RECEIPTS);
+        let mut b = WriteBatch::default();
+        for r in put {
+            b.put_cf(cf, Self::receipt_key(r.accepted_ms, &r.id), &r.bytes);
+        }
+        for (ms, id) in delete {
+            b.delete_cf(cf, Self::receipt_key(*ms, id));
+        }
+        Ok(self.db.write_opt(b, &Self::synced())?)
+    }
+
+    /// Every stored receipt accepted in `[from_ms, to_ms)`, in (time, id) order.
+    pub fn receipts_between(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> impl Iterator<Item = Result<StoredReceipt, StoreError>> + '_ {
+        let start = Self::receipt_key(from_ms, &MessageId([0; 32]));
+        self.db
+            .iterator_cf(
+                self.cf(CF_RECEIPTS),
+                IteratorMode::From(&start, Direction::Forward),
+            )
+            .map(|item| {
+                let (k, v) = item?;
+                if k.len() != 40 {
+                    return Err(StoreError::Corrupt {
+                        family: CF_RECEIPTS,
+                        why: format!("key of {} bytes", k.len()),
+                    });
+                }
+                let mut ms = [0u8; 8];
+                ms.copy_from_slice(&k[..8]);
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&k[8..]);
+                Ok(StoredReceipt {
+                    accepted_ms: u64::from_be_bytes(ms),
+                    id: MessageId(id),
+                    bytes: v.into_vec(),
+                })
+            })
+            .take_while(move |r| r.as_ref().map_or(true, |r| r.accepted_ms < to_ms))
+    }
+
+    /// Every stored receipt, in (time, id) order.
+    pub fn receipts(&self) -> impl Iterator<Item = Result<StoredReceipt, StoreError>> + '_ {
+        self.receipts_between(0, u64::MAX)
+    }
+
+    /// Load every stored receipt into a ledger, verifying each again (in parallel: the disk is
+    /// trusted no more than the network). Receipts that no longer verify, and the loser of an
+    /// equivocation pair, are reported and deleted.
+    pub fn load_ledger(&self, epoch_ms: u64) -> Result<Ledger, StoreError> {
+        use rayon::prelude::*;
+        let t0 = std::time::Instant::now();
+        let stored: Vec<StoredReceipt> = self.receipts().collect::<Result<_, _>>()?;
+        let decoded: Vec<_> = stored
+            .par_iter()
+            .map(|s| (s, Signed::<Receipt>::decode(&s.bytes)))
+            .collect();
+        let mut ledger = Ledger::new(epoch_ms);
+        let mut stale = Vec::new();
+        for (s, r) in decoded {
+            let taken = r.map_err(|e| e.to_string()).and_then(|r| {
+                if r.id() != s.id {
+                    return Err(format!("stored under {} but its id is {}", s.id, r.id()));
+                }
+                ledger.ingest(r).map_err(|e| e.to_string())
+            });
+            match taken {
+                Ok(Ingested::Equivocation {
+                    dropped: Some(d), ..
+                }) => stale.push((d.accepted_ms, d.id)),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(receipt = %s.id, "stored receipt skipped: {e}");
+                    stale.push((s.accepted_ms, s.id));
+                }
+            }
+        }
+        self.write_receipts(&[], &stale)?;
+        tracing::info!(
+            receipts = ledger.len(),
+            skipped = stale.len(),
+            ms = t0.elapsed().as_millis() as u64,
+            "ledger loaded from the store"
+        );
+        Ok(ledger)
+    }
+
+    /// A Kademlia record.
+    pub fn kad_get(&self, key: &[u8]) -> Result<Option<StoredRecord>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(CF_KAD), key)? {
+            None => Ok(None),
+            Some(v) => postcard::from_bytes(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    family: CF_KAD,
+                    why: e.to_string(),
+                }),
+        }
+    }
+
+    /// Store a Kademlia record (synced).
+    pub fn kad_put(&self, key: &[u8], record: &StoredRecord) -> Result<(), StoreError> {
+        let v = postcard::to_allocvec(record).map_err(|e| StoreError::Corrupt {
+            family: CF_KAD,
+            why: e.to_string(),
+        })?;
+        self.put_synced(CF_KAD, key, v)
+    }
+
+    /// Delete a Kademlia record.
+    pub fn kad_remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        Ok(self.db.delete_cf(self.cf(CF_KAD), key)?)
+    }
+
+    /// Every Kademlia record, key first; undecodable ones are skipped with a warning.
+    pub fn kad_records(&self) -> impl Iterator<Item = (Vec<u8>, StoredRecord)> + '_ {
+        self.db
+            .iterator_cf(self.cf(CF_KAD), IteratorMode::Start)
+            .filter_map(|item| match item {
+                Ok((k, v)) => match postcard::from_bytes::<StoredRecord>(&v) {
+                    Ok(r) => Some((k.into_vec(), r)),
+                    Err(e) => {
+                        tracing::warn!(key = %hex::encode(&k), "corrupt kad record skipped: {e}");
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!("reading kad records: {e}");
+                    None
+                }
+            })
+    }
+
+    /// Store a registry entry (synced).
+    pub fn registry_put(
+        &self,
+        registrar: &[u8; 32],
+        seq: u64,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut k = [0u8; 40];
+        k[..32].copy_from_slice(registrar);
+        k[32..].copy_from_slice(&seq.to_be_bytes());
+        self.put_synced(CF_REGISTRY, k, bytes)
+    }
+
+    /// Every stored registry entry, each registrar's in sequence order.
+    pub fn registry_entries(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.values(CF_REGISTRY)
+    }
+
+    /// Store (or replace) a precache line under its root and delete the line it `replaces`
+    /// (an account's previous frontier), in one synced write.
+    pub fn precache_put(
+        &self,
+        root: &[u8; 32],
+        line: &[u8],
+        replaces: Option<&[u8; 32]>,
+    ) -> Result<(), StoreError> {
+        let cf = self.cf(CF_PRECACHE);
+        let mut b = WriteBatch::default();
+        if let Some(old) = replaces {
+            b.delete_cf(cf, old);
+        }
+        b.put_cf(cf, root, line);
+        Ok(self.db.write_opt(b, &Self::synced())?)
+    }
+
+    /// Every precache line.
+    pub fn precache_lines(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.values(CF_PRECACHE)
+    }
+
+    /// Bytes on disk: the database's live SST files plus its write-ahead logs.
+    pub fn disk_bytes(&self) -> u64 {
+        dir_bytes(&self.path)
+    }
+
+    /// Write memtables out and compact, so [`Store::disk_bytes`] measures settled data.
+    pub fn compact(&self) -> Result<(), StoreError> {
+        for name in FAMILIES {
+            let cf = self.cf(name);
+            self.db.flush_cf(cf)?;
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let data = name.ends_with(".sst") || name.ends_with(".log");
+            data.then(|| e.metadata().map(|m| m.len()).unwrap_or(0))
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn receipt(ms: u64, n: u8) -> StoredReceipt {
+        StoredReceipt {
+            accepted_ms: ms,
+            id: MessageId([n; 32]),
+            bytes: vec![n; 10],
+        }
+    }
+
+    #[test]
+    fn receipts_survive_reopening_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.write_receipts(&[receipt(30, 3), receipt(10, 1), receipt(20, 2)], &[])
+                .unwrap();
+            s.write_receipts(&[], &[(20, MessageId([2; 32]))]).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let all: Vec<_> = s.receipts().map(Result::unwrap).collect();
+        assert_eq!(all, vec![receipt(10, 1), receipt(30, 3)]);
+        let some: Vec<_> = s.receipts_between(11, 31).map(Result::unwrap).collect();
+        assert_eq!(some, vec![receipt(30, 3)]);
+        assert_eq!(s.receipts_between(0, 10).count(), 0);
+    }
+
+    #[test]
+    fn kad_records_and_precache_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = StoredRecord {
+            value: b"v".to_vec(),
+            publisher: Some(vec![1, 2]),
+            expires_ms: None,
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.kad_put(b"k1", &rec).unwrap();
+            s.kad_put(b"k2", &rec).unwrap();
+            s.kad_remove(b"k2").unwrap();
+            s.precache_put(&[7; 32], b"line", None).unwrap();
+            s.registry_put(&[1; 32], 2, b"second").unwrap();
+            s.registry_put(&[1; 32], 1, b"first").unwrap();
+            s.precache_put(&[8; 32], b"gone", None).unwrap();
+            s.precache_put(&[9; 32], b"next", Some(&[8; 32])).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.kad_get(b"k1").unwrap(), Some(rec.clone()));
+        assert_eq!(s.kad_get(b"k2").unwrap(), None);
+        assert_eq!(
+            s.kad_records().collect::<Vec<_>>(),
+            vec![(b"k1".to_vec(), rec)]
+        );
+        assert_eq!(
+            s.precache_lines().unwrap(),
+            vec![b"line".to_vec(), b"next".to_vec()]
+        );
+        assert_eq!(
+            s.registry_entries().unwrap(),
+            vec![b"first".to_vec(), b"second".to_vec()]
+        );
+    }
+
+    #[test]
+    fn another_schema_is_refused_and_a_second_opener_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        // RocksDB holds a lock: a second process (or handle) gets a clear error.
+        let second = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(second, StoreError::Open { .. }), "{second}");
+        s.set_meta("schema", b"dpow-store-0").unwrap();
+        drop(s);
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Schema { .. }), "{err}");
+    }
+}

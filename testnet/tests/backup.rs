@@ -1,0 +1,191 @@
+//! `dpow node backup`: a consistent copy of a node's key and database, taken while the node
+//! runs (through its control socket) and while it does not, from which a node starts again
+//! with everything it had.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dpow_node::net::WorkAsk;
+use dpow_node::store::Store;
+use dpow_protocol::{BlockKind, Priority, Root};
+use dpow_testnet::local::{LocalNet, LocalOptions};
+use dpow_testnet::procs::{NodeProc, http_get_json, start_node};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(30);
+
+/// The `dpow` binary of this build (the suite builds it with the same selection).
+fn dpow_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join("dpow");
+    if !bin.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "--workspace", "--all-features", "--bins"])
+            .status()
+            .expect("cargo runs");
+        assert!(ok.success(), "building dpow");
+    }
+    bin
+}
+
+/// A node process, killed and reaped when the test ends, passed or not.
+struct Running(NodeProc);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
+fn receipts_of(p: &NodeProc) -> u64 {
+    http_get_json(&format!("{}/api/stats", p.http))
+        .ok()
+        .and_then(|v| v["ledger_receipts"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Poll a node's statistics until it holds `n` receipts.
+async fn wait_receipts(p: &NodeProc, n: u64) {
+    let t0 = Instant::now();
+    while receipts_of(p) < n {
+        assert!(t0.elapsed() < T, "{} of {n} receipts", receipts_of(p));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn backup(dpow: &Path, dir: &Path, data_dir: &Path) -> (bool, Value, String) {
+    let out = Command::new(dpow)
+        .args(["--json", "node", "backup"])
+        .arg(dir)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("dpow runs");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (
+        out.status.success(),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn stored_receipts(db: &Path) -> usize {
+    let store = Store::open(db).expect("the backup opens");
+    store
+        .receipts()
+        .inspect(|r| assert!(r.is_ok(), "a readable receipt"))
+        .count()
+}
+
+async fn start(dpow: &Path, dir: &Path, name: &str, genesis: &Path) -> Running {
+    let (dpow, dir, name, genesis) = (
+        dpow.to_path_buf(),
+        dir.to_path_buf(),
+        name.to_string(),
+        genesis.to_path_buf(),
+    );
+    tokio::task::spawn_blocking(move || start_node(&dpow, &dir, &name, "relay", &genesis, &[]))
+        .await
+        .expect("join")
+        .map(Running)
+        .expect("the node starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_taken_while_the_node_runs_restores_a_node_with_everything() {
+    let dpow = dpow_binary();
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network");
+    let service = Arc::new(net.service_node().await.expect("service node"));
+    let dir = tempfile::tempdir().expect("dir");
+    let genesis = |name: &str, bootstrap: bool| {
+        let path = dir.path().join(name);
+        let text = format!(
+            "network = \"{}\"\nprofile = \"test\"\nregistrars = [\"{}\"]\nbootstrap = [{}]\n",
+            net.genesis.network,
+            net.registrar.public().to_account(),
+            if bootstrap {
+                format!("\"{}\"", net.bootstrap_addr)
+            } else {
+                String::new()
+            }
+        );
+        std::fs::write(&path, text).expect("genesis");
+        path
+    };
+    let online = genesis("genesis.toml", true);
+    let alone = genesis("genesis-alone.toml", false);
+    let node = start(&dpow, dir.path(), "keeper", &online).await;
+    let data_dir = dir.path().join("keeper");
+
+    let n = 6u8;
+    for i in 0..n {
+        let mut r = [0x42u8; 32];
+        r[0] = i;
+        service
+            .submit(WorkAsk {
+                root: Root(r),
+                difficulty: net.genesis.profile.threshold(BlockKind::Receive),
+                kind: Some(BlockKind::Receive),
+                account: None,
+                priority: Priority::Normal,
+                lifetime: Duration::from_secs(30),
+            })
+            .await
+            .expect("answered");
+    }
+    wait_receipts(&node.0, u64::from(n)).await;
+
+    // While it runs: the node writes the checkpoint itself.
+    let live = dir.path().join("backup-live");
+    let (ok, v, err) = backup(&dpow, &live, &data_dir);
+    assert!(ok, "{err}");
+    assert_eq!(v["node_running"], true, "{v}");
+    assert_eq!(v["receipts"], u64::from(n), "{v}");
+    assert_eq!(
+        std::fs::read(live.join("node.key")).expect("key copied"),
+        std::fs::read(data_dir.join("node.key")).expect("key")
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(live.join("node.key"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the key copy is private: {mode:o}");
+    }
+    assert_eq!(stored_receipts(&live.join("db")), usize::from(n));
+
+    // A directory that exists is never written into.
+    let (ok, _, err) = backup(&dpow, &live, &data_dir);
+    assert!(!ok && err.contains("exists"), "{err}");
+    // A directory that is no node's is refused.
+    let (ok, _, err) = backup(&dpow, &dir.path().join("other"), dir.path());
+    assert!(!ok && err.contains("no node database"), "{err}");
+
+    // Stopped: the command opens the database itself.
+    let peer_id = node.0.peer_id.clone();
+    drop(node);
+    let cold = dir.path().join("backup-cold");
+    let (ok, v, err) = backup(&dpow, &cold, &data_dir);
+    assert!(ok, "{err}");
+    assert_eq!(v["node_running"], false, "{v}");
+    assert_eq!(v["receipts"], u64::from(n), "{v}");
+
+    // A node started on the live backup, with no peer, has the same identity and books.
+    std::fs::rename(&live, dir.path().join("restored")).expect("move into place");
+    let restored = start(&dpow, dir.path(), "restored", &alone).await;
+    assert_eq!(restored.0.peer_id, peer_id);
+    wait_receipts(&restored.0, u64::from(n)).await;
+}
