@@ -150,6 +150,10 @@ impl Solver for Dispatcher {
         format!("dispatch [{}]", names.join(", "))
     }
 
+    fn devices(&self) -> Vec<DeviceStat> {
+        self.device_stats()
+    }
+
     fn solve(
         &self,
         root: &Root,

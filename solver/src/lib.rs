@@ -111,6 +111,13 @@ pub trait Solver: Send + Sync {
         difficulty: Difficulty,
         control: &Control,
     ) -> Result<Option<Work>, SolveError>;
+
+    /// Per-device records when this solver spreads jobs over several devices (a
+    /// [`Dispatcher`](dispatch::Dispatcher)); empty for a single device, whose rate is the
+    /// solver's own.
+    fn devices(&self) -> Vec<dispatch::DeviceStat> {
+        Vec::new()
+    }
 }
 
 /// A random 64-bit starting nonce, so that independent searches do not overlap.

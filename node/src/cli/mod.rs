@@ -11,6 +11,7 @@ mod ledger;
 mod node;
 mod registry;
 mod request;
+mod status;
 mod work;
 
 use std::process::ExitCode;
@@ -73,6 +74,9 @@ pub enum Command {
     /// OpenCL devices: list what this machine has (build with `--features opencl`).
     #[command(subcommand)]
     Gpu(gpu::GpuCommand),
+    /// A running node's worker: devices and rates, results sent, won, lost and rejected,
+    /// credits per epoch (read from its --http address; exit status 1 if it does not work).
+    Status(status::StatusArgs),
 }
 
 /// Set up logging to stderr: `--log`, else `RUST_LOG`, else warnings only.
@@ -115,5 +119,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Request(a) => request::run(*a, out),
         Command::Registry(a) => registry::run(*a, out),
         Command::Ledger(a) => ledger::run(*a, out),
+        Command::Status(a) => status::run(a, out),
     }
 }

@@ -288,17 +288,21 @@ async fn serve(
             tick.tick().await;
             if is_worker {
                 let s = node.stats();
-                let rejects: u64 = s.rejected.values().sum();
+                // This worker's results; the gossip this node refused (any peer's) apart.
+                let own = s.worker.clone().unwrap_or_default();
+                let refused: u64 = s.rejected.values().sum();
                 out.progress(&format!(
-                    "{}  solved {}  credits {}  won {:.0}% of hashes  queue {}  peers {}  workers {}  rejects {}",
+                    "{}  sent {}  won {}  lost {}  rejected {}  credits {}  queue {}  peers {}  workers {}  gossip refused {}",
                     rate(s.hash_rate as f64),
-                    s.solved,
-                    s.credits_earned,
-                    if s.hashes > 0 { 100.0 * s.hashes_won as f64 / s.hashes as f64 } else { 0.0 },
+                    own.sent,
+                    own.won,
+                    own.lost,
+                    own.rejected_total(),
+                    own.credits,
                     s.queue,
                     s.connected_peers,
                     s.live_workers,
-                    rejects
+                    refused
                 ));
             }
         }

@@ -29,7 +29,7 @@ use super::behaviour::{
     Behaviour, BehaviourEvent, MAX_GOSSIP_BYTES, MAX_SYNC_ITEMS, SyncRequest, SyncResponse,
     identity_of, serde_bytes_vec::Bytes, topic_score,
 };
-use super::stats::{Percentiles, ServiceStat, WorkerStat};
+use super::stats::{OwnReject, OwnTally, Percentiles, ServiceStat, WorkerStat};
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig, now_ms};
 use crate::genesis::Genesis;
 use crate::store::Store;
@@ -46,8 +46,12 @@ struct Solving {
 /// What the solver thread reports.
 struct Solved {
     request: RequestId,
+    /// What was asked, to check the answer against before it leaves the node.
+    root: Root,
+    difficulty: Difficulty,
     outcome: Result<Option<Work>, String>,
     hashes: u64,
+    elapsed: Duration,
 }
 
 struct Worker {
@@ -58,6 +62,8 @@ struct Worker {
     rate: u64,
     solving: Option<Solving>,
     next_status: Instant,
+    /// This worker's own figures: devices, results and what became of them, credits.
+    own: OwnTally,
 }
 
 struct Pending {
@@ -499,6 +505,10 @@ impl EventLoop {
         let earned = self.worker.as_ref().map_or(0, |w| {
             u64::try_from(self.ledger.earned(&w.key.public())).unwrap_or(u64::MAX)
         });
+        let own = self.worker.as_mut().map(|w| {
+            w.own.refresh_credits(&self.ledger, &w.key.public(), now);
+            w.own.snapshot()
+        });
         let flagged: Vec<String> = self
             .ledger
             .flagged_services()
@@ -517,6 +527,7 @@ impl EventLoop {
             s.ledger_digest = d;
         }
         s.credits_earned = earned;
+        s.worker = own;
         s.flagged_services = flagged;
         s.uptime_s = uptime;
         s.requests_per_second = rps;
@@ -911,6 +922,14 @@ impl EventLoop {
 
     // ---- worker side ----
 
+    /// The ledger counted a receipt for `request` naming `worker`: won or lost, if this
+    /// worker sent a result for it.
+    fn own_receipt(&mut self, request: &RequestId, worker: &dpow_keys::PublicKey) {
+        if let Some(w) = &mut self.worker {
+            w.own.receipt(request, worker, &w.key.public());
+        }
+    }
+
     fn worker_actions(&mut self, actions: Vec<WorkerAction>, now: u64) {
         for a in actions {
             match a {
@@ -957,13 +976,17 @@ impl EventLoop {
         let spawned = std::thread::Builder::new()
             .name("dpow-solve".into())
             .spawn(move || {
+                let began = Instant::now();
                 let outcome = solver
                     .solve(&root, difficulty, &control)
                     .map_err(|e| e.to_string());
                 let _ = tx.blocking_send(Solved {
                     request,
+                    root,
+                    difficulty,
                     outcome,
                     hashes: control.hashes(),
+                    elapsed: began.elapsed(),
                 });
             });
         if let Err(e) = spawned {
@@ -974,6 +997,18 @@ impl EventLoop {
 
     fn on_solved(&mut self, done: Solved) {
         let now = now_ms();
+        // Why an answer found now would come too late, if it would.
+        let late = if self.answered.contains_key(&done.request) {
+            Some(OwnReject::AlreadyAnswered)
+        } else if self
+            .requests
+            .get(&done.request)
+            .is_some_and(|r| now >= r.payload().expires_ms)
+        {
+            Some(OwnReject::Expired)
+        } else {
+            None
+        };
         let Some(w) = &mut self.worker else { return };
         if w.solving
             .as_ref()
@@ -981,6 +1016,20 @@ impl EventLoop {
         {
             w.solving = None;
         }
+        w.own.job_done(w.solver.as_ref(), done.hashes, done.elapsed);
+        // Whatever the solver says, work leaves this node only if it meets the request's
+        // threshold: every peer would refuse it (and penalise this node) otherwise.
+        let outcome = match done.outcome {
+            Ok(Some(work)) if !dpow_protocol::is_valid(&done.root, work, done.difficulty) => Err((
+                OwnReject::InvalidWork,
+                format!(
+                    "work {work} for root {} does not meet {}",
+                    done.root, done.difficulty
+                ),
+            )),
+            Ok(found) => Ok(found),
+            Err(e) => Err((OwnReject::SolverError, e)),
+        };
         {
             let mut s = self
                 .stats
@@ -988,16 +1037,28 @@ impl EventLoop {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             s.hashes += done.hashes;
             // Won as far as this node can tell: no answer arrived before ours.
-            if matches!(done.outcome, Ok(Some(_))) && !self.answered.contains_key(&done.request) {
+            if matches!(outcome, Ok(Some(_))) && late.is_none() {
                 s.hashes_won += done.hashes;
             }
         }
-        let actions = match done.outcome {
-            Ok(Some(work)) => w.flow.on_solved(done.request, work, now),
+        let actions = match outcome {
+            Ok(Some(work)) => {
+                let mut actions = w.flow.on_solved(done.request, work, now);
+                let publishes = |a: &WorkerAction| matches!(a, WorkerAction::Publish { request, .. } if *request == done.request);
+                if late == Some(OwnReject::Expired) {
+                    // Still queued until the next tick, but every peer would refuse it now.
+                    actions.retain(|a| !publishes(a));
+                }
+                if !actions.iter().any(publishes) {
+                    w.own.reject(late.unwrap_or(OwnReject::Cancelled));
+                }
+                actions
+            }
             // Stopped: the flow already knows why.
             Ok(None) => Vec::new(),
-            Err(e) => {
-                tracing::error!(request = %done.request, "solver failed: {e}");
+            Err((reason, e)) => {
+                tracing::error!(request = %done.request, reason = reason.as_str(), "solver failed: {e}");
+                w.own.reject(reason);
                 w.flow.on_solve_failed(done.request, now)
             }
         };
@@ -1025,7 +1086,17 @@ impl EventLoop {
             }
         };
         self.stats().solved += 1;
-        let _ = self.publish(Topic::Results, signed.bytes().to_vec());
+        let published = self
+            .publish(Topic::Results, signed.bytes().to_vec())
+            .is_ok();
+        if let Some(w) = &mut self.worker {
+            // A result for this node's own service reaches it below, published or not.
+            if published || self.pending.contains_key(&request) {
+                w.own.sent(request);
+            } else {
+                w.own.reject(OwnReject::PublishFailed);
+            }
+        }
         // Our own message does not come back to us: handle it as if it had.
         self.on_result(signed, now);
     }
@@ -1393,6 +1464,7 @@ fn start_worker(
     }
     .max(1);
     tracing::info!(rate, "worker ready");
+    let own = OwnTally::new(&w.payout, solver.as_ref(), rate);
     Ok(Worker {
         flow: WorkerFlow::new(key.public(), rate, flow),
         solver,
@@ -1401,5 +1473,6 @@ fn start_worker(
         rate,
         solving: None,
         next_status: Instant::now(),
+        own,
     })
 }

@@ -32,7 +32,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::genesis::Genesis;
 pub use behaviour::{DEFAULT_REPLICATION, NetTuning};
-pub use stats::{NodeStats, Percentiles, ServiceStat, WorkerStat, percentile};
+pub use stats::{
+    CREDIT_EPOCHS, DeviceRate, EpochCredits, MAX_AWAITED_RESULTS, NodeStats, OwnReject,
+    OwnWorkerStats, Percentiles, ServiceStat, WorkerStat, percentile,
+};
 
 /// Unix time in milliseconds (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {

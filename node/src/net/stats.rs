@@ -1,8 +1,30 @@
 //! What a node counts about the swarm, as one snapshot any part of the program can read.
+//!
+//! [`NodeStats`] is what the event loop publishes (the dashboard, `/api/stats`, `/metrics` and
+//! `dpow status` read it). A worker's own figures, [`OwnWorkerStats`], are kept by
+//! [`OwnTally`]: it follows each of this node's answers from the solver to the receipt that
+//! pays it (or another worker), and reads the credits per epoch from the ledger.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use dpow_keys::PublicKey;
+use dpow_protocol::RequestId;
+use dpow_protocol::ledger::{Ledger, epoch_of};
+use dpow_solver::Solver;
+use serde::{Deserialize, Serialize};
+
+/// Epochs of credits a worker's statistics show: the current one and the six before it.
+pub const CREDIT_EPOCHS: u64 = 7;
+/// Sent results remembered until their receipt comes; the oldest is forgotten first.
+pub const MAX_AWAITED_RESULTS: usize = 10_000;
+/// A job shorter than this gives too noisy a hash rate: devices keep the figure of their
+/// last longer job (or take the short job's when they have none yet).
+const MIN_RATE_JOB: Duration = Duration::from_millis(50);
+/// On a ledger this big, credits per epoch (a walk over each epoch's receipts) are
+/// recomputed at most this often.
+const BIG_LEDGER: usize = 50_000;
+const BIG_LEDGER_REFRESH: Duration = Duration::from_secs(5);
 
 /// Counters and gauges of one node. Cloned out as a snapshot; the event loop is the only writer.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -70,6 +92,9 @@ pub struct NodeStats {
     pub credits_earned: u64,
     /// Services caught signing two receipts for one request.
     pub flagged_services: Vec<String>,
+    /// This node as a worker: its devices, its results and what became of them, its
+    /// credits. `None` when the node does not work.
+    pub worker: Option<OwnWorkerStats>,
 }
 
 /// Latency percentiles in milliseconds (0 when there is no sample).
@@ -157,5 +182,374 @@ impl NodeStats {
     /// Messages of `kind` accepted.
     pub fn accepted_of(&self, kind: &str) -> u64 {
         self.accepted.get(kind).copied().unwrap_or(0)
+    }
+}
+
+/// This node's own work as a worker. Counts start with the process; credits come from the
+/// ledger, so they include receipts earned before a restart.
+///
+/// Every answer the solver finds ends in exactly one of `sent` or `rejected`; every sent
+/// result ends in `won`, `lost`, or stays `awaiting_receipt` (a request whose service never
+/// signed a receipt, or one not seen yet).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OwnWorkerStats {
+    /// Where this worker's earnings are paid (`nano_` account).
+    pub payout: String,
+    /// Each device that solves and its hash rate, refreshed after every job.
+    pub devices: Vec<DeviceRate>,
+    /// Results signed and published (or handed to this node's own service).
+    pub sent: u64,
+    /// Sent results whose request's receipt names this worker: paid.
+    pub won: u64,
+    /// Sent results whose request's receipt names another worker (its answer came first).
+    pub lost: u64,
+    /// Sent results with no receipt for their request yet (at most [`MAX_AWAITED_RESULTS`]).
+    pub awaiting_receipt: u64,
+    /// Jobs that did not end in a sent result, by reason ([`OwnReject`]); never counted
+    /// for a job that was stopped because its request was answered or withdrawn first.
+    pub rejected: BTreeMap<String, u64>,
+    /// Credits earned in all, by the ledger.
+    pub credits: u64,
+    /// Credits earned in each of the last [`CREDIT_EPOCHS`] epochs, the current one first
+    /// (epochs with nothing earned included, as 0).
+    pub credits_by_epoch: Vec<EpochCredits>,
+}
+
+impl OwnWorkerStats {
+    /// All rejected jobs, whatever the reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// Rejected jobs for `reason`.
+    pub fn rejected_for(&self, reason: OwnReject) -> u64 {
+        self.rejected.get(reason.as_str()).copied().unwrap_or(0)
+    }
+}
+
+/// One solving device of this worker.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceRate {
+    /// Its name ("cpu avx2 x8", "opencl 0:0 …").
+    pub name: String,
+    /// Its hash rate over its last job, hashes per second.
+    pub hash_rate: u64,
+    /// Failures (errors, work that failed re-validation) since the node started.
+    pub failures: u64,
+    /// Whether it was dropped after too many failures in a row.
+    pub dropped: bool,
+}
+
+/// Credits a worker earned in one epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochCredits {
+    /// The epoch (the ledger's epoch number: days since 1970 with the default length).
+    pub epoch: u64,
+    /// Credits earned in it, by the ledger's counted receipts.
+    pub credits: u64,
+}
+
+/// Why an answer or job of this worker did not become a sent result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnReject {
+    /// The solver's answer failed the node's re-validation: it never left the node.
+    InvalidWork,
+    /// The solver failed (a device error, no device left).
+    SolverError,
+    /// Another worker's valid result arrived while this one was being found.
+    AlreadyAnswered,
+    /// The request expired before the answer was found.
+    Expired,
+    /// The request was cancelled by its service (or refused when its service ran out of
+    /// credits) while it was being solved.
+    Cancelled,
+    /// Gossip would not take the result (no peer on the results topic, for one).
+    PublishFailed,
+}
+
+impl OwnReject {
+    /// The reason as statistics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnReject::InvalidWork => "invalid_work",
+            OwnReject::SolverError => "solver_error",
+            OwnReject::AlreadyAnswered => "already_answered",
+            OwnReject::Expired => "expired",
+            OwnReject::Cancelled => "cancelled",
+            OwnReject::PublishFailed => "publish_failed",
+        }
+    }
+}
+
+/// The event loop's bookkeeping behind [`OwnWorkerStats`]: the figures, and the sent results
+/// still waiting for their receipt (bounded).
+#[derive(Debug)]
+pub(crate) struct OwnTally {
+    stats: OwnWorkerStats,
+    awaited: HashSet<RequestId>,
+    awaited_order: VecDeque<RequestId>,
+    /// `(credits in all, current epoch, credits in it)` when credits per epoch were computed.
+    credits_seen: Option<(u128, u64, u128)>,
+    credits_at: Option<Instant>,
+}
+
+impl OwnTally {
+    /// A worker paid to `payout`, solving with `solver` at `rate` (announced or measured).
+    pub(crate) fn new(payout: &PublicKey, solver: &dyn Solver, rate: u64) -> OwnTally {
+        let mut t = OwnTally {
+            stats: OwnWorkerStats {
+                payout: payout.to_account(),
+                ..OwnWorkerStats::default()
+            },
+            awaited: HashSet::new(),
+            awaited_order: VecDeque::new(),
+            credits_seen: None,
+            credits_at: None,
+        };
+        t.stats.devices = solver
+            .devices()
+            .into_iter()
+            .map(|d| DeviceRate {
+                name: d.name,
+                hash_rate: d.rate_hps as u64,
+                failures: d.total_failures,
+                dropped: d.dropped,
+            })
+            .collect();
+        if t.stats.devices.is_empty() {
+            t.stats.devices.push(DeviceRate {
+                name: solver.name(),
+                hash_rate: rate,
+                ..DeviceRate::default()
+            });
+        }
+        t
+    }
+
+    /// The figures as they stand.
+    pub(crate) fn snapshot(&self) -> OwnWorkerStats {
+        self.stats.clone()
+    }
+
+    /// A job ended after `hashes` in `elapsed`: refresh the devices' rates (from the
+    /// solver's own per-device records when it keeps them, a dispatcher does).
+    pub(crate) fn job_done(&mut self, solver: &dyn Solver, hashes: u64, elapsed: Duration) {
+        let long = elapsed >= MIN_RATE_JOB;
+        let records = solver.devices();
+        if records.is_empty() {
+            if let [only] = self.stats.devices.as_mut_slice()
+                && (long || only.hash_rate == 0)
+                && hashes > 0
+            {
+                only.hash_rate = (hashes as f64 / elapsed.as_secs_f64().max(1e-6)) as u64;
+            }
+            return;
+        }
+        if records.len() != self.stats.devices.len() {
+            self.stats.devices = records
+                .iter()
+                .map(|d| DeviceRate {
+                    name: d.name.clone(),
+                    ..DeviceRate::default()
+                })
+                .collect();
+        }
+        for (mine, d) in self.stats.devices.iter_mut().zip(records) {
+            if (long || mine.hash_rate == 0) && d.hashes > 0 {
+                mine.hash_rate = d.rate_hps as u64;
+            }
+            mine.failures = d.total_failures;
+            mine.dropped = d.dropped;
+        }
+    }
+
+    /// An answer or job did not become a sent result.
+    pub(crate) fn reject(&mut self, reason: OwnReject) {
+        *self
+            .stats
+            .rejected
+            .entry(reason.as_str().to_string())
+            .or_default() += 1;
+    }
+
+    /// A result for `request` went out: wait for its receipt.
+    pub(crate) fn sent(&mut self, request: RequestId) {
+        self.stats.sent += 1;
+        if self.awaited.insert(request) {
+            self.awaited_order.push_back(request);
+        }
+        while self.awaited_order.len() > MAX_AWAITED_RESULTS {
+            if let Some(old) = self.awaited_order.pop_front() {
+                self.awaited.remove(&old);
+            }
+        }
+        self.stats.awaiting_receipt = self.awaited.len() as u64;
+    }
+
+    /// The ledger counted a receipt for `request` naming `worker`: if this worker sent a
+    /// result for it, that result is won (`worker` is `me`) or lost.
+    pub(crate) fn receipt(&mut self, request: &RequestId, worker: &PublicKey, me: &PublicKey) {
+        if !self.awaited.remove(request) {
+            return;
+        }
+        self.awaited_order.retain(|r| r != request);
+        if worker == me {
+            self.stats.won += 1;
+        } else {
+            self.stats.lost += 1;
+        }
+        self.stats.awaiting_receipt = self.awaited.len() as u64;
+    }
+
+    /// Credits of `me` in all and per epoch, from `ledger` at time `now_ms`. Cheap when
+    /// nothing changed: the epochs are walked again only when `me`'s total or the current
+    /// epoch moved (and on a big ledger at most every few seconds).
+    pub(crate) fn refresh_credits(&mut self, ledger: &Ledger, me: &PublicKey, now_ms: u64) {
+        let total = ledger.earned(me);
+        let epoch = epoch_of(now_ms, ledger.epoch_ms());
+        if self
+            .credits_seen
+            .is_some_and(|(t, e, _)| t == total && e == epoch)
+        {
+            return;
+        }
+        if ledger.len() >= BIG_LEDGER
+            && self
+                .credits_at
+                .is_some_and(|at| at.elapsed() < BIG_LEDGER_REFRESH)
+        {
+            return;
+        }
+        self.credits_at = Some(Instant::now());
+        let earned_in = |e: u64| {
+            ledger
+                .earned_in_epoch(e)
+                .get(me)
+                .copied()
+                .unwrap_or_default()
+        };
+        let current = earned_in(epoch);
+        let clamp = |c: u128| u64::try_from(c).unwrap_or(u64::MAX);
+        // Only the current epoch changed if the credits outside it did not: the common case
+        // (a receipt just won) costs one epoch's walk, not seven.
+        let same_past = self.credits_seen.is_some_and(|(t, e, c)| {
+            e == epoch && t.saturating_sub(c) == total.saturating_sub(current)
+        });
+        if same_past && let Some(first) = self.stats.credits_by_epoch.first_mut() {
+            first.credits = clamp(current);
+        } else {
+            self.stats.credits_by_epoch = (0..CREDIT_EPOCHS)
+                .filter_map(|back| epoch.checked_sub(back))
+                .map(|e| EpochCredits {
+                    epoch: e,
+                    credits: clamp(if e == epoch { current } else { earned_in(e) }),
+                })
+                .collect();
+        }
+        self.stats.credits = clamp(total);
+        self.credits_seen = Some((total, epoch, current));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct One;
+
+    impl Solver for One {
+        fn name(&self) -> String {
+            "one".into()
+        }
+
+        fn solve(
+            &self,
+            _: &dpow_protocol::Root,
+            _: dpow_protocol::Difficulty,
+            _: &dpow_solver::Control,
+        ) -> Result<Option<dpow_protocol::Work>, dpow_solver::SolveError> {
+            Ok(None)
+        }
+    }
+
+    fn key(b: u8) -> PublicKey {
+        PublicKey([b; 32])
+    }
+
+    fn id(b: u8) -> RequestId {
+        dpow_protocol::MessageId([b; 32])
+    }
+
+    #[test]
+    fn sent_results_end_won_lost_or_awaiting() {
+        let (me, other) = (key(1), key(2));
+        let mut t = OwnTally::new(&key(9), &One, 1000);
+        t.sent(id(1));
+        t.sent(id(2));
+        t.sent(id(3));
+        t.receipt(&id(1), &me, &me);
+        t.receipt(&id(2), &other, &me);
+        // A receipt for a request this worker sent nothing for, or one already settled.
+        t.receipt(&id(7), &me, &me);
+        t.receipt(&id(1), &me, &me);
+        t.reject(OwnReject::InvalidWork);
+        t.reject(OwnReject::InvalidWork);
+        t.reject(OwnReject::Expired);
+        let s = t.snapshot();
+        assert_eq!((s.sent, s.won, s.lost, s.awaiting_receipt), (3, 1, 1, 1));
+        assert_eq!(s.rejected_for(OwnReject::InvalidWork), 2);
+        assert_eq!(s.rejected_total(), 3);
+        assert_eq!(s.payout, key(9).to_account());
+        assert_eq!(s.devices.len(), 1);
+        assert_eq!(
+            (s.devices[0].name.as_str(), s.devices[0].hash_rate),
+            ("one", 1000)
+        );
+    }
+
+    #[test]
+    fn awaited_results_are_bounded_oldest_first() {
+        let me = key(1);
+        let mut t = OwnTally::new(&me, &One, 1);
+        for i in 0..=MAX_AWAITED_RESULTS as u32 {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            t.sent(dpow_protocol::MessageId(b));
+        }
+        let s = t.snapshot();
+        assert_eq!(s.sent, MAX_AWAITED_RESULTS as u64 + 1);
+        assert_eq!(s.awaiting_receipt, MAX_AWAITED_RESULTS as u64);
+        // The first was forgotten: its receipt counts for nothing.
+        t.receipt(&dpow_protocol::MessageId([0; 32]), &me, &me);
+        assert_eq!(t.snapshot().won, 0);
+    }
+
+    #[test]
+    fn a_single_solvers_rate_follows_its_long_jobs() {
+        let mut t = OwnTally::new(&key(1), &One, 0);
+        // No rate yet: even a short job gives one.
+        t.job_done(&One, 1_000, Duration::from_millis(10));
+        assert_eq!(t.snapshot().devices[0].hash_rate, 100_000);
+        // A short job does not replace it; a long one does.
+        t.job_done(&One, 10, Duration::from_millis(10));
+        assert_eq!(t.snapshot().devices[0].hash_rate, 100_000);
+        t.job_done(&One, 2_000_000, Duration::from_secs(1));
+        assert_eq!(t.snapshot().devices[0].hash_rate, 2_000_000);
+    }
+
+    #[test]
+    fn credits_per_epoch_of_an_empty_ledger_are_seven_zeros() {
+        let mut t = OwnTally::new(&key(1), &One, 1);
+        let ledger = Ledger::new(1000);
+        t.refresh_credits(&ledger, &key(1), 10_500);
+        let s = t.snapshot();
+        let epochs: Vec<u64> = s.credits_by_epoch.iter().map(|e| e.epoch).collect();
+        assert_eq!(epochs, vec![10, 9, 8, 7, 6, 5, 4]);
+        assert!(s.credits_by_epoch.iter().all(|e| e.credits == 0));
+        // Near the start of time there are fewer epochs to show.
+        t.refresh_credits(&ledger, &key(1), 2_000);
+        assert_eq!(t.snapshot().credits_by_epoch.len(), 3);
     }
 }

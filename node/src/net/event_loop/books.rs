@@ -165,8 +165,12 @@ impl EventLoop {
         }
         // Copies (gossip, DHT and catch-up bring the same receipt) then cost a hash.
         r.remember_verified();
+        let worker = r.payload().result.payload().worker;
         match self.ledger.ingest(r) {
-            Ok(Ingested::Counted { .. }) => self.books_changed(stored.accepted_ms),
+            Ok(Ingested::Counted { request }) => {
+                self.books_changed(stored.accepted_ms);
+                self.own_receipt(&request, &worker);
+            }
             Ok(Ingested::Equivocation { proof, dropped }) => {
                 self.books_changed(stored.accepted_ms);
                 // Kept and forwarded: every node should hold the evidence.
