@@ -4,6 +4,8 @@
 //! - `GET /`: the dashboard (one HTML page built into the binary, no external assets), live
 //!   through `GET /api/events` (server-sent events, one statistics snapshot a second);
 //! - `GET /api/stats`: [`NodeStats`] as JSON;
+//! - `GET /api/history`: the last hour of charted figures ([`HistoryView`]), sampled from the
+//!   statistics every [`DEFAULT_HISTORY_INTERVAL`] by a task the router starts;
 //! - `GET /metrics`: the same figures in the Prometheus text format.
 //!
 //! Loopback by default; bound elsewhere, a service node requires a bearer token for its API.
@@ -11,6 +13,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,35 +25,100 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::Stream;
 
-use crate::net::{NodeStats, StatsReader};
+use crate::net::history::{DEFAULT_HISTORY_INTERVAL, History, HistoryView};
+use crate::net::{NodeStats, StatsReader, now_ms};
 
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 
-/// Build the router.
+/// What the handlers share: the live statistics and their sampled history.
+#[derive(Clone)]
+struct AppState {
+    stats: StatsReader,
+    history: Arc<Mutex<History>>,
+}
+
+impl AppState {
+    fn history(&self) -> HistoryView {
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .view()
+    }
+}
+
+/// Build the router; its history samples the statistics every [`DEFAULT_HISTORY_INTERVAL`].
 pub fn router(stats: StatsReader) -> Router {
+    router_sampling_every(stats, DEFAULT_HISTORY_INTERVAL)
+}
+
+/// Build the router with a history sampled every `interval` (tests use a short one). The
+/// sampling task starts on the current tokio runtime and ends once the router is dropped;
+/// outside a runtime there is no sampling and the history stays empty.
+pub fn router_sampling_every(stats: StatsReader, interval: Duration) -> Router {
+    let interval = interval.max(Duration::from_millis(1));
+    let history = Arc::new(Mutex::new(History::with_interval(interval)));
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(sample(stats.clone(), Arc::downgrade(&history), interval));
+        }
+        Err(_) => tracing::warn!("no tokio runtime: the dashboard's history is not sampled"),
+    }
     Router::new()
         .route("/", get(dashboard))
         .route("/api/stats", get(get_stats))
+        .route("/api/history", get(get_history))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
-        .with_state(stats)
+        .with_state(AppState { stats, history })
 }
 
-/// The page with the current statistics in it. `<` is escaped so that no text from the
-/// network (a service's name) can close the script element.
-async fn dashboard(State(stats): State<StatsReader>) -> Html<String> {
-    let json = serde_json::to_string(&stats.snapshot())
+/// Record a snapshot every `interval`, the first at once, while the router lives.
+async fn sample(stats: StatsReader, history: Weak<Mutex<History>>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let Some(history) = history.upgrade() else {
+            return;
+        };
+        let snapshot = stats.snapshot();
+        history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(now_ms(), &snapshot);
+    }
+}
+
+/// JSON for a script element: `<` escaped so that no text from the network (a service's
+/// name) can close it.
+fn inline_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value)
         .unwrap_or_else(|_| "null".into())
-        .replace('<', "\\u003c");
-    Html(DASHBOARD.replacen("/*INITIAL_STATS*/null", &json, 1))
+        .replace('<', "\\u003c")
 }
 
-async fn get_stats(State(stats): State<StatsReader>) -> Json<NodeStats> {
-    Json(stats.snapshot())
+/// The page with the current statistics and the history in it, so that it is complete
+/// (charts included) on first paint.
+async fn dashboard(State(state): State<AppState>) -> Html<String> {
+    let stats = inline_json(&state.stats.snapshot());
+    let history = inline_json(&state.history());
+    Html(
+        DASHBOARD
+            .replacen("/*INITIAL_STATS*/null", &stats, 1)
+            .replacen("/*INITIAL_HISTORY*/null", &history, 1),
+    )
+}
+
+async fn get_stats(State(state): State<AppState>) -> Json<NodeStats> {
+    Json(state.stats.snapshot())
+}
+
+async fn get_history(State(state): State<AppState>) -> Json<HistoryView> {
+    Json(state.history())
 }
 
 async fn events(
-    State(stats): State<StatsReader>,
+    State(AppState { stats, .. }): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = futures::stream::unfold(stats, |stats| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -60,13 +128,13 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-async fn metrics(State(stats): State<StatsReader>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics_text(&stats.snapshot()),
+        metrics_text(&state.stats.snapshot()),
     )
 }
 

@@ -1,4 +1,4 @@
-//! The node's dashboard, statistics and metrics, on a small network.
+//! The node's dashboard, statistics, history and metrics, on a small network.
 //!
 //! The browser test runs Debian's Chromium headless; `scripts/test.sh` installs it and sets
 //! DPOW_REQUIRE_CHROMIUM=1, so in CI a missing browser fails the test instead of skipping it.
@@ -14,6 +14,43 @@ use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(20);
+
+/// The history's sampling interval here: short, so a test sees many samples in seconds.
+const SAMPLE: Duration = Duration::from_millis(100);
+
+/// Serve `node`'s statistics (history sampled every [`SAMPLE`]); the base URL.
+async fn serve(node: &NodeHandle) -> String {
+    let app = dpow_node::http::router_sampling_every(node.stats_reader(), SAMPLE);
+    let addr = dpow_node::http::serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        app,
+        std::future::pending(),
+    )
+    .await
+    .expect("binds");
+    format!("http://{addr}")
+}
+
+/// `GET /api/history` once `ok` holds for it (polled, within [`T`]).
+async fn history_when(base: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let t0 = tokio::time::Instant::now();
+    loop {
+        let h: Value = get(&format!("{base}/api/history"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        if ok(&h) {
+            return h;
+        }
+        assert!(t0.elapsed() < T, "history never got there: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn samples(h: &Value) -> &Vec<Value> {
+    h["samples"].as_array().expect("samples")
+}
 
 async fn busy_network() -> (LocalNet, Arc<NodeHandle>, String) {
     let net = LocalNet::start(LocalOptions {
@@ -44,15 +81,10 @@ async fn busy_network() -> (LocalNet, Arc<NodeHandle>, String) {
     .await
     .expect("stats settle");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let app = dpow_node::http::router(svc.stats_reader());
-    let addr = dpow_node::http::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        app,
-        std::future::pending(),
-    )
-    .await
-    .expect("binds");
-    (net, svc, format!("http://{addr}"))
+    let base = serve(&svc).await;
+    // A few samples of the settled network, so that charts have lines to draw.
+    history_when(&base, |h| samples(h).len() >= 3).await;
+    (net, svc, base)
 }
 
 async fn get(url: &str) -> reqwest::Response {
@@ -119,6 +151,130 @@ async fn metrics_parse_and_agree_with_the_json_stats() {
     assert!(value("dpow_request_latency_ms", Some(("quantile", "0.5"))) > 0.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_samples_the_busy_network() {
+    let (net, _svc, base) = busy_network().await;
+    let stats: Value = get(&format!("{base}/api/stats"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let h = history_when(&base, |h| samples(h).len() >= 5).await;
+    assert_eq!(h["interval_s"].as_f64(), Some(SAMPLE.as_secs_f64()));
+    assert_eq!(
+        h["capacity"].as_u64(),
+        Some(dpow_node::net::history::HISTORY_CAPACITY as u64)
+    );
+    let s = samples(&h);
+    assert!(s.len() <= dpow_node::net::history::HISTORY_CAPACITY);
+    let times: Vec<u64> = s
+        .iter()
+        .map(|x| x["t_ms"].as_u64().expect("t_ms"))
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {times:?}"
+    );
+    // The network had settled before sampling began: every sample shows it busy.
+    for x in s {
+        assert_eq!(x["live_workers"], 3, "{x}");
+        assert_eq!(x["network_hash_rate"], stats["network_hash_rate"], "{x}");
+        assert!(x["connected_peers"].as_u64().expect("peers") >= 1, "{x}");
+        assert!(x["requests_per_second"].as_f64().expect("rps") > 0.0, "{x}");
+        let p50 = x["latency_p50_ms"].as_f64().expect("p50");
+        assert!(
+            p50 > 0.0 && x["latency_p99_ms"].as_f64().expect("p99") >= p50,
+            "{x}"
+        );
+        assert_eq!(x["credits_earned"], 0, "a service node earns nothing: {x}");
+        assert!(
+            x["credits_moved"].is_u64() && x["ledger_receipts"].is_u64(),
+            "{x}"
+        );
+    }
+    // The ledger's receipts arrive: credits moved are what the service spent.
+    let spent: u64 = net
+        .workers
+        .iter()
+        .map(|w| w.stats().credits_earned)
+        .sum::<u64>();
+    let h = history_when(&base, |h| {
+        samples(h)
+            .last()
+            .is_some_and(|x| x["credits_moved"].as_u64() >= Some(spent.max(1)))
+    })
+    .await;
+    let last = samples(&h).last().expect("a sample");
+    assert!(
+        last["ledger_receipts"].as_u64().expect("receipts") >= 5,
+        "{last}"
+    );
+    // One series per live worker, each at its announced rate, none longer than the samples.
+    let workers = h["workers"].as_array().expect("workers");
+    let mut got: Vec<&str> = workers
+        .iter()
+        .map(|w| w["account"].as_str().expect("account"))
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<&str> = stats["worker_list"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| w["account"].as_str().expect("account"))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    for w in workers {
+        let rates = w["hash_rates"].as_array().expect("rates");
+        assert!(!rates.is_empty() && rates.len() <= samples(&h).len(), "{w}");
+        assert!(rates.iter().all(|r| r == 20_000_000), "{w}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workers_history_shows_the_credits_it_earned() {
+    let (net, _svc, _base) = busy_network().await;
+    // Some worker won a request; its ledger credits it once the receipt is in.
+    let t0 = tokio::time::Instant::now();
+    let worker = loop {
+        if let Some(w) = net.workers.iter().find(|w| w.stats().credits_earned > 0) {
+            break w;
+        }
+        assert!(t0.elapsed() < T, "no worker was credited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let earned = worker.stats().credits_earned;
+    let base = serve(worker).await;
+    let h = history_when(&base, |h| {
+        samples(h)
+            .last()
+            .is_some_and(|x| x["credits_earned"].as_u64() >= Some(earned))
+    })
+    .await;
+    let last = samples(&h).last().expect("a sample");
+    assert!(
+        last["credits_moved"].as_u64().expect("moved") >= earned,
+        "{last}"
+    );
+}
+
+/// The page embeds the statistics and the history, so charts draw before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_carries_the_history() {
+    let (_net, _svc, base) = busy_network().await;
+    let html = get(&format!("{base}/")).await.text().await.expect("html");
+    assert!(
+        !html.contains("/*INITIAL_STATS*/"),
+        "statistics not inlined"
+    );
+    assert!(!html.contains("/*INITIAL_HISTORY*/"), "history not inlined");
+    let start = html.find("let past = ").expect("the history's variable") + 11;
+    let end = start + html[start..].find(";\n").expect("statement end");
+    let h: Value = serde_json::from_str(&html[start..end]).expect("inlined history is JSON");
+    assert!(samples(&h).len() >= 3, "{h}");
+    assert_eq!(h["workers"].as_array().map(Vec::len), Some(3));
+}
+
 fn chromium() -> Option<&'static str> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
@@ -128,10 +284,21 @@ fn chromium() -> Option<&'static str> {
 /// The text of the element with `id` in a dumped DOM.
 fn element(dom: &str, id: &str) -> String {
     let start = dom
-        .find(&format!("id=\"{id}\">"))
+        .find(&format!("id=\"{id}\""))
         .unwrap_or_else(|| panic!("#{id} missing from the page"));
-    let rest = &dom[start + id.len() + 6..];
+    let rest = &dom[start..];
+    let rest = &rest[rest.find('>').expect("tag end") + 1..];
     rest[..rest.find('<').unwrap_or(rest.len())].to_string()
+}
+
+/// The markup inside the element with `id` (up to its first closing `</div>`: plots and
+/// cells hold no divs).
+fn inner<'a>(dom: &'a str, id: &str) -> &'a str {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("#{id} missing from the page"));
+    let rest = &dom[start..];
+    &rest[..rest.find("</div>").unwrap_or(rest.len())]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -148,7 +315,7 @@ async fn the_dashboard_shows_what_the_api_reports() {
     let profile = tempfile::tempdir().expect("profile dir");
     let profile_path = profile.path().to_path_buf();
     let page = format!("{base}/");
-    let run = move |extra: &[&str]| {
+    let run = move |size: &str, extra: &[&str]| {
         let out = Command::new(browser)
             .args([
                 "--headless",
@@ -159,9 +326,10 @@ async fn the_dashboard_shows_what_the_api_reports() {
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
+                "--hide-scrollbars",
                 "--timeout=4000",
-                "--window-size=1280,1000",
             ])
+            .arg(format!("--window-size={size}"))
             .arg(format!("--user-data-dir={}", profile_path.display()))
             .args(extra)
             .arg(&page)
@@ -175,13 +343,19 @@ async fn the_dashboard_shows_what_the_api_reports() {
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let dom = tokio::task::spawn_blocking(move || {
-        let dom = run(&["--dump-dom"]);
-        // A screenshot for people, kept as a test artifact.
+        let dom = run("1280,1000", &["--dump-dom"]);
+        // Screenshots for people (a desktop and a phone), kept as test artifacts.
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
         let _ = std::fs::create_dir_all(&dir);
-        let shot = dir.join("dashboard.png");
-        run(&[&format!("--screenshot={}", shot.display())]);
-        assert!(shot.exists(), "no screenshot at {}", shot.display());
+        for (name, size) in [
+            ("dashboard.png", "1280,1500"),
+            ("dashboard-phone.png", "390,2600"),
+        ] {
+            let shot = dir.join(name);
+            let _ = std::fs::remove_file(&shot);
+            run(size, &[&format!("--screenshot={}", shot.display())]);
+            assert!(shot.exists(), "no screenshot at {}", shot.display());
+        }
         dom
     })
     .await
@@ -218,4 +392,44 @@ async fn the_dashboard_shows_what_the_api_reports() {
     for w in stats["worker_list"].as_array().expect("workers") {
         assert!(dom.contains(w["account"].as_str().expect("account")));
     }
+    // The header left "connecting…": the page had its data, and the stream opened.
+    let status = element(&dom, "status");
+    assert!(
+        status == "live" || status.starts_with("as of "),
+        "header says {status:?}"
+    );
+    // Every chart drew its lines from the inlined history, of several points each.
+    for (id, lines) in [
+        ("chart_rps", 1),
+        ("chart_latency", 2),
+        ("chart_hash", 1),
+        ("chart_credits", 2),
+    ] {
+        let plot = inner(&dom, id);
+        assert!(plot.contains("<svg"), "#{id} drew no chart");
+        assert_eq!(
+            plot.matches("class=\"line\"").count(),
+            lines,
+            "#{id}: {plot}"
+        );
+        let paths = path_data(plot);
+        assert!(paths.len() >= lines, "#{id}: {plot}");
+        assert!(paths.iter().all(|d| d.contains('L')), "#{id}: {paths:?}");
+    }
+    // A sparkline in each worker's row.
+    assert!(dom.contains("<th>last hour</th>"));
+    let table = inner(&dom, "workers");
+    assert_eq!(table.matches("class=\"spark\"").count(), 3, "{table}");
+    let sparks = path_data(table);
+    assert_eq!(sparks.len(), 3, "{table}");
+    assert!(sparks.iter().all(|d| d.contains('L')), "{sparks:?}");
+}
+
+/// The `d` attribute of every path in `markup`.
+fn path_data(markup: &str) -> Vec<&str> {
+    markup
+        .split("<path d=\"")
+        .skip(1)
+        .map(|p| &p[..p.find('"').unwrap_or(p.len())])
+        .collect()
 }

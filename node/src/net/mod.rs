@@ -16,6 +16,7 @@
 
 mod behaviour;
 mod event_loop;
+pub mod history;
 mod records;
 mod stats;
 
