@@ -159,7 +159,12 @@ impl EventLoop {
             bytes: r.bytes().to_vec(),
         };
         if self.light && !self.is_own(&r) {
-            // Verified, so forwarded; a light node holds only the receipts that concern it.
+            // Verified, so forwarded; a light node holds only the receipts that concern it
+            // (this one may still say that another worker won a request it answered).
+            self.own_receipt(
+                &r.payload().request.id(),
+                &r.payload().result.payload().worker,
+            );
             self.acknowledge(stored, ack);
             return Ok(());
         }
