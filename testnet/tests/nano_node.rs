@@ -132,6 +132,18 @@ async fn a_nano_node_gets_work_from_one_peer_and_cancels_the_other() {
         .await
         .expect("the cancel reached the network");
 
+    // The node writes work_cancel and hangs up without reading: the cancel still happens.
+    let before = svc.stats().submitted;
+    let to_b = nano_send(b.addr, &generate(&hash(2))).await;
+    wait_for(&svc, T, |s| s.submitted > before)
+        .await
+        .expect("B asked the network");
+    drop(to_b);
+    drop(nano_send(b.addr, &cancel(&hash(2))).await);
+    wait_for(&net.bootstrap, T, |s| s.accepted_of("work-cancel") >= 2)
+        .await
+        .expect("a cancel whose caller hung up still reached the network");
+
     // Fields a Nano client adds (`version`, a `block` as a JSON string) do not get in the way.
     let block = json!({"type": "state", "previous": hash(3), "link": hash(0)}).to_string();
     let body = ptree(&[
