@@ -4,7 +4,10 @@
 //! Requests are signed with the node's service key and sent to the swarm; concurrent calls for
 //! the same root and difficulty share one network request. When no valid work arrives within
 //! `fallback_after`, or no worker is known, the node solves locally (unless disabled).
-//! Precached work is answered at once after it is re-validated. See docs/service-api.md.
+//! Precached work is answered at once after it is re-validated. Errors are answered as Nano's
+//! RPC answers them, HTTP 200 with `{"error": "..."}` (a Nano node's `work_peers` client reads
+//! nothing else), except a refused token (401) and an oversized body (413): `ApiError` decides.
+//! See docs/service-api.md.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -125,19 +128,41 @@ pub struct Gateway {
 /// Most accounts tracked for precaching.
 pub const MAX_TRACKED_ACCOUNTS: usize = 100_000;
 
-/// A Nano-style error: the HTTP status and the `error` text.
+/// Why a call was not served. Its HTTP status is decided here and nowhere else.
+///
+/// A Nano node's `work_peers` client reads an answer only when the status is 200: any other
+/// status is neither used nor counted as a failure, and the node never fails over from that
+/// peer. Every answer to a well-formed HTTP call is therefore 200, with `{"error": "..."}` when
+/// it cannot be served, as Nano's own RPC answers (a body that is not JSON included). Only the
+/// HTTP-level refusals keep their status: a missing or wrong token (401) and an oversized
+/// body (413).
 #[derive(Debug)]
-struct ApiError(StatusCode, String);
+enum ApiError {
+    /// Missing or wrong bearer token.
+    Unauthorized,
+    /// A body over [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// Anything else, in the words of the `error` field.
+    Nano(String),
+}
 
 impl ApiError {
     fn bad(text: &str) -> ApiError {
-        ApiError(StatusCode::BAD_REQUEST, text.to_string())
+        ApiError::Nano(text.to_string())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+        let (status, text) = match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized".to_string()),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body over {MAX_BODY_BYTES} bytes"),
+            ),
+            ApiError::Nano(text) => (StatusCode::OK, text),
+        };
+        (status, axum::Json(json!({ "error": text }))).into_response()
     }
 }
 
@@ -605,16 +630,12 @@ async fn rpc(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> 
 
 async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Result<Value, ApiError> {
     if !authorised(&gw, &headers) {
-        return Err(ApiError(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
+        return Err(ApiError::Unauthorized);
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Request body over {MAX_BODY_BYTES} bytes"),
-            )
-        })?;
+        .map_err(|_| ApiError::TooLarge)?;
+    // Unknown fields (`version`, `json_block`, a wallet's own) are ignored.
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|_| ApiError::bad("Unable to parse JSON"))?;
     if !v.is_object() {
@@ -626,12 +647,16 @@ async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Result<Valu
         "work_validate" => work_validate(&gw, &v),
         "work_cancel" => {
             let root = parse_hash(&v)?;
-            gw.cancel_local(&root);
-            let n = gw
-                .node
-                .cancel_root(root)
+            // A caller may hang up before the answer (a Nano node does not read it): the
+            // cancel runs in its own task, to the end whatever becomes of this call.
+            let cancel = tokio::spawn(async move {
+                gw.cancel_local(&root);
+                gw.node.cancel_root(root).await
+            });
+            let n = cancel
                 .await
-                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                .map_err(|_| ApiError::bad("Cancel failed"))?
+                .map_err(|e| ApiError::Nano(format!("Cancel failed: {e}")))?;
             Ok(json!({ "success": "", "cancelled": n }))
         }
         "work_precache" => {
@@ -672,21 +697,11 @@ async fn work_generate(gw: &Arc<Gateway>, v: &Value) -> Result<Value, ApiError> 
         priority: Priority::Normal,
         lifetime: gw.config.request_lifetime,
     };
-    let a = gw.generate(ask).await.map_err(|e| {
-        let status = if e == "Cancelled" {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        ApiError(status, e)
-    })?;
+    let a = gw.generate(ask).await.map_err(ApiError::Nano)?;
     let value = work_value(&root, a.work);
     if value < d {
-        // Never happens: every path validates. Refuse rather than serve bad work.
-        return Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Work generation failed".into(),
-        ));
+        // A solver that breaks its promise to re-validate: refuse rather than serve bad work.
+        return Err(ApiError::bad("Work generation failed"));
     }
     let base = gw.config.profile.threshold(BlockKind::Send);
     let mut out = json!({

@@ -299,6 +299,10 @@ pub fn metrics_text(s: &NodeStats) -> String {
 }
 
 /// Bind `addr` and serve `app` until `shutdown` resolves. Returns the bound address at once.
+///
+/// HTTP/1 connections may be half-closed: a call whose client closes its side right after
+/// the request (a Nano node does so with `work_cancel`) still runs to the end. With hyper's
+/// default (as under `axum::serve`) the connection and the call would be dropped at that EOF.
 pub async fn serve(
     addr: SocketAddr,
     app: Router,
@@ -308,13 +312,42 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding the HTTP server to {addr}"))?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!("http server: {e}");
-        }
-    });
+    tokio::spawn(accept(listener, app, shutdown));
     Ok(bound)
+}
+
+/// Accept connections until `shutdown`, then let those open finish their calls.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.half_close(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin.
+                    tracing::warn!("http server: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("http connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }

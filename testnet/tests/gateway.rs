@@ -1,107 +1,16 @@
 //! The work-server API on a service's node, driven over real HTTP with reqwest.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use dpow_node::gateway::{Gateway, GatewayConfig};
-use dpow_node::net::NodeHandle;
-use dpow_node::store::Store;
-use dpow_protocol::{Profile, Root, Work};
-use dpow_solver::{CpuSolver, Solver};
-use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
+use common::{
+    HASH, T, config, hash, network, open_store, reference_value, serve, serve_gateway, stored_lines,
+};
+use dpow_node::gateway::Gateway;
+use dpow_testnet::local::wait_for;
 use serde_json::{Value, json};
-
-const HASH: &str = "7F7122E843B27524F4F1D6BD14AEFD1C8F01D36AE8653D37417533C0D4BC2BE6";
-const T: Duration = Duration::from_secs(20);
-
-fn reference_value(root: &str, work: &str) -> u64 {
-    let root: Root = root.parse().expect("root");
-    let work: Work = work.parse().expect("work");
-    dpow_testnet::reference::work_value(&root, work)
-}
-
-fn hash(i: u8) -> String {
-    let mut h = HASH.to_string();
-    h.replace_range(0..2, &format!("{i:02X}"));
-    h
-}
-
-struct Api {
-    url: String,
-    client: reqwest::Client,
-    token: Option<String>,
-}
-
-impl Api {
-    async fn post(&self, body: Value) -> (u16, Value) {
-        self.post_raw(body.to_string().into_bytes()).await
-    }
-
-    async fn post_raw(&self, body: Vec<u8>) -> (u16, Value) {
-        let mut r = self.client.post(&self.url).body(body);
-        if let Some(t) = &self.token {
-            r = r.bearer_auth(t);
-        }
-        let resp = r.send().await.expect("the server answers");
-        let status = resp.status().as_u16();
-        let v = resp.json::<Value>().await.expect("a JSON body");
-        (status, v)
-    }
-}
-
-fn open_store(dir: &tempfile::TempDir) -> Arc<Store> {
-    Arc::new(Store::open(&dir.path().join("db")).expect("store"))
-}
-
-/// The precache lines stored, as text.
-fn stored_lines(store: &Store) -> Vec<String> {
-    store
-        .precache_lines()
-        .expect("lines")
-        .into_iter()
-        .map(|l| String::from_utf8(l).expect("utf-8"))
-        .collect()
-}
-
-fn config(profile: Profile, fallback: bool, store: &Arc<Store>) -> GatewayConfig {
-    GatewayConfig {
-        profile,
-        fallback: fallback.then(|| Arc::new(CpuSolver::new(1).expect("cpu")) as Arc<dyn Solver>),
-        fallback_after: Duration::from_secs(5),
-        request_lifetime: Duration::from_secs(30),
-        token: None,
-        store: Some(store.clone()),
-    }
-}
-
-async fn serve(node: Arc<NodeHandle>, config: GatewayConfig) -> Api {
-    let token = config.token.clone();
-    let gw = Gateway::new(node.clone(), config);
-    let app = dpow_node::http::router(node.stats_reader()).merge(gw.router());
-    let addr = dpow_node::http::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        app,
-        std::future::pending(),
-    )
-    .await
-    .expect("binds");
-    Api {
-        url: format!("http://{addr}/"),
-        client: reqwest::Client::new(),
-        token,
-    }
-}
-
-async fn network(workers: usize) -> (LocalNet, Arc<NodeHandle>) {
-    let net = LocalNet::start(LocalOptions {
-        workers,
-        ..LocalOptions::default()
-    })
-    .await
-    .expect("network");
-    let svc = Arc::new(net.service_node().await.expect("service node"));
-    (net, svc)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generate_and_validate_speak_the_work_server_protocol() {
@@ -181,104 +90,6 @@ async fn generate_and_validate_speak_the_work_server_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_input_gets_a_nano_style_error_and_status() {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = open_store(&dir);
-    let (net, svc) = network(1).await;
-    let api = serve(
-        svc.clone(),
-        config(net.genesis.profile.clone(), false, &store),
-    )
-    .await;
-    let before = svc.stats().submitted;
-    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
-        (b"{not json".to_vec(), 400, "Unable to parse JSON"),
-        (b"[1,2]".to_vec(), 400, "Unable to parse JSON"),
-        (
-            json!({"action": "work_dance"}).to_string().into_bytes(),
-            400,
-            "Unknown command",
-        ),
-        (
-            json!({"action": "work_generate"}).to_string().into_bytes(),
-            400,
-            "Bad block hash",
-        ),
-        (
-            json!({"action": "work_generate", "hash": "12zz"})
-                .to_string()
-                .into_bytes(),
-            400,
-            "Bad block hash",
-        ),
-        (
-            json!({"action": "work_generate", "hash": HASH, "difficulty": "xyz"})
-                .to_string()
-                .into_bytes(),
-            400,
-            "Bad difficulty",
-        ),
-        (
-            json!({"action": "work_generate", "hash": HASH, "multiplier": "-2"})
-                .to_string()
-                .into_bytes(),
-            400,
-            "Bad multiplier",
-        ),
-        (
-            json!({"action": "work_generate", "hash": HASH, "difficulty": "0000000000000001"})
-                .to_string()
-                .into_bytes(),
-            400,
-            "Difficulty out of valid range",
-        ),
-        (
-            json!({"action": "work_generate", "hash": HASH, "account": "nano_1bad"})
-                .to_string()
-                .into_bytes(),
-            400,
-            "Bad account number",
-        ),
-        (
-            json!({"action": "work_validate", "hash": HASH, "work": "nope"})
-                .to_string()
-                .into_bytes(),
-            400,
-            "Bad work",
-        ),
-        (vec![b' '; 64 * 1024], 413, "Request body over"),
-    ];
-    for (body, status, text) in cases {
-        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).to_string();
-        let (s, v) = api.post_raw(body).await;
-        assert_eq!(s, status, "{shown}: {v}");
-        assert!(
-            v["error"].as_str().is_some_and(|e| e.starts_with(text)),
-            "{shown}: {v}"
-        );
-    }
-    assert_eq!(svc.stats().submitted, before, "nothing reached the network");
-
-    // A token, when set, is required.
-    let mut c = config(net.genesis.profile.clone(), false, &store);
-    c.token = Some("s3cret".into());
-    let locked = serve(svc.clone(), c).await;
-    let wrong = Api {
-        url: locked.url.clone(),
-        client: reqwest::Client::new(),
-        token: Some("guess".into()),
-    };
-    let (s, v) = wrong
-        .post(json!({"action": "work_validate", "hash": HASH, "work": "0000000000000000"}))
-        .await;
-    assert_eq!(s, 401, "{v}");
-    let (s, _) = locked
-        .post(json!({"action": "work_validate", "hash": HASH, "work": "0000000000000000"}))
-        .await;
-    assert_eq!(s, 200);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_for_one_root_share_one_request() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open_store(&dir);
@@ -338,8 +149,8 @@ async fn with_no_workers_the_node_falls_back_or_can_be_cancelled() {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["cancelled"], 1);
-    let (_, v) = pending.await.expect("task");
-    assert_eq!(v["error"], "Cancelled");
+    let (s, v) = pending.await.expect("task");
+    assert_eq!((s, &v["error"]), (200, &json!("Cancelled")), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -441,19 +252,7 @@ async fn confirmations_from_a_nano_websocket_precache_the_next_work() {
         svc.clone(),
         config(net.genesis.profile.clone(), false, &store),
     );
-    let app = dpow_node::http::router(svc.stats_reader()).merge(gw.router());
-    let addr = dpow_node::http::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        app,
-        std::future::pending(),
-    )
-    .await
-    .expect("binds");
-    let api = Api {
-        url: format!("http://{addr}/"),
-        client: reqwest::Client::new(),
-        token: None,
-    };
+    let api = serve_gateway(&svc, &gw, None).await;
     // The account becomes known to the gateway through an ordinary call.
     let (s, v) = api
         .post(json!({"action": "work_generate", "hash": hash(40), "account": tracked}))

@@ -198,8 +198,9 @@ async fn run_async(
     }
     out.progress_done();
     let elapsed = started.elapsed();
-    // Receipts for the last answers were just published: give gossip a moment to carry them
-    // before this short-lived node leaves (the ledger has no catch-up yet).
+    // Receipts for the last answers were just published (gossip, and the DHT put): give them a
+    // moment to reach peers before this short-lived node leaves. It keeps no store, so once it
+    // is gone no peer can fetch them from it by catch-up.
     tokio::time::sleep(Duration::from_millis(750)).await;
     if let Ok(node) = std::sync::Arc::try_unwrap(node) {
         node.shutdown().await?;
