@@ -158,6 +158,24 @@ impl LocalNet {
         Ok(net)
     }
 
+    /// Write this network's genesis as a file for `dpow` processes, listing the bootstrap
+    /// node or (with `bootstrap` false) no peer at all, for a node that must start alone.
+    pub fn write_genesis(&self, path: &std::path::Path, bootstrap: bool) -> anyhow::Result<()> {
+        let peers = if bootstrap {
+            format!("\"{}\"", self.bootstrap_addr)
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "network = \"{}\"\nprofile = \"{}\"\nregistrars = [\"{}\"]\nbootstrap = [{peers}]\nepoch_ms = {}\n",
+            self.genesis.network,
+            self.genesis.profile.name,
+            self.registrar.public().to_account(),
+            self.genesis.epoch_ms,
+        );
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
     /// A node config for this network with test settings.
     pub fn config(&self, key: SecretKey) -> NodeConfig {
         let mut cfg = NodeConfig::new(self.genesis.clone(), key);

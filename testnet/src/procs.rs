@@ -55,6 +55,36 @@ pub struct NodeProc {
     pub http: String,
 }
 
+impl Drop for NodeProc {
+    /// A node process never outlives its handle: killed and reaped (a no-op if already so).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `dpow` binary beside the running test or program (`target/debug/dpow` for the test
+/// suite), built with the suite's own selection when it is missing, so that RocksDB is not
+/// compiled again for another feature set.
+pub fn dpow_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("the running binary's path")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the target directory")?;
+    let bin = dir.join("dpow");
+    if !bin.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "--workspace", "--all-features", "--bins"])
+            .status()
+            .context("running cargo")?;
+        if !ok.success() {
+            bail!("building dpow failed");
+        }
+    }
+    Ok(bin)
+}
+
 /// Every child process, stopped when dropped (also on errors and panics).
 #[derive(Default)]
 struct Procs(Vec<NodeProc>);

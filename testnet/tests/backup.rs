@@ -2,7 +2,7 @@
 //! runs (through its control socket) and while it does not, from which a node starts again
 //! with everything it had.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,38 +11,10 @@ use dpow_node::net::WorkAsk;
 use dpow_node::store::Store;
 use dpow_protocol::{BlockKind, Priority, Root};
 use dpow_testnet::local::{LocalNet, LocalOptions};
-use dpow_testnet::procs::{NodeProc, http_get_json, start_node};
+use dpow_testnet::procs::{NodeProc, dpow_binary, http_get_json, start_node};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
-
-/// The `dpow` binary of this build (the suite builds it with the same selection).
-fn dpow_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let bin = dir.join("dpow");
-    if !bin.exists() {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "--workspace", "--all-features", "--bins"])
-            .status()
-            .expect("cargo runs");
-        assert!(ok.success(), "building dpow");
-    }
-    bin
-}
-
-/// A node process, killed and reaped when the test ends, passed or not.
-struct Running(NodeProc);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
-}
 
 fn receipts_of(p: &NodeProc) -> u64 {
     http_get_json(&format!("{}/api/stats", p.http))
@@ -84,7 +56,7 @@ fn stored_receipts(db: &Path) -> usize {
         .count()
 }
 
-async fn start(dpow: &Path, dir: &Path, name: &str, genesis: &Path) -> Running {
+async fn start(dpow: &Path, dir: &Path, name: &str, genesis: &Path) -> NodeProc {
     let (dpow, dir, name, genesis) = (
         dpow.to_path_buf(),
         dir.to_path_buf(),
@@ -94,13 +66,12 @@ async fn start(dpow: &Path, dir: &Path, name: &str, genesis: &Path) -> Running {
     tokio::task::spawn_blocking(move || start_node(&dpow, &dir, &name, "relay", &genesis, &[]))
         .await
         .expect("join")
-        .map(Running)
         .expect("the node starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_taken_while_the_node_runs_restores_a_node_with_everything() {
-    let dpow = dpow_binary();
+    let dpow = dpow_binary().expect("dpow");
     let net = LocalNet::start(LocalOptions {
         workers: 1,
         ..LocalOptions::default()
@@ -111,17 +82,7 @@ async fn a_backup_taken_while_the_node_runs_restores_a_node_with_everything() {
     let dir = tempfile::tempdir().expect("dir");
     let genesis = |name: &str, bootstrap: bool| {
         let path = dir.path().join(name);
-        let text = format!(
-            "network = \"{}\"\nprofile = \"test\"\nregistrars = [\"{}\"]\nbootstrap = [{}]\n",
-            net.genesis.network,
-            net.registrar.public().to_account(),
-            if bootstrap {
-                format!("\"{}\"", net.bootstrap_addr)
-            } else {
-                String::new()
-            }
-        );
-        std::fs::write(&path, text).expect("genesis");
+        net.write_genesis(&path, bootstrap).expect("genesis");
         path
     };
     let online = genesis("genesis.toml", true);
@@ -145,7 +106,7 @@ async fn a_backup_taken_while_the_node_runs_restores_a_node_with_everything() {
             .await
             .expect("answered");
     }
-    wait_receipts(&node.0, u64::from(n)).await;
+    wait_receipts(&node, u64::from(n)).await;
 
     // While it runs: the node writes the checkpoint itself.
     let live = dir.path().join("backup-live");
@@ -175,7 +136,7 @@ async fn a_backup_taken_while_the_node_runs_restores_a_node_with_everything() {
     assert!(!ok && err.contains("no node database"), "{err}");
 
     // Stopped: the command opens the database itself.
-    let peer_id = node.0.peer_id.clone();
+    let peer_id = node.peer_id.clone();
     drop(node);
     let cold = dir.path().join("backup-cold");
     let (ok, v, err) = backup(&dpow, &cold, &data_dir);
@@ -186,6 +147,6 @@ async fn a_backup_taken_while_the_node_runs_restores_a_node_with_everything() {
     // A node started on the live backup, with no peer, has the same identity and books.
     std::fs::rename(&live, dir.path().join("restored")).expect("move into place");
     let restored = start(&dpow, dir.path(), "restored", &alone).await;
-    assert_eq!(restored.0.peer_id, peer_id);
-    wait_receipts(&restored.0, u64::from(n)).await;
+    assert_eq!(restored.peer_id, peer_id);
+    wait_receipts(&restored, u64::from(n)).await;
 }

@@ -3,7 +3,7 @@
 //! refused everywhere, and a node process killed with SIGKILL while it ingests.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -330,42 +330,10 @@ async fn bad_receipts_are_refused_at_the_first_hop_and_never_stored() {
     assert!(penalties >= 6, "every bad receipt was counted: {penalties}");
 }
 
-/// The `dpow` binary next to this test's directory (built by `cargo test --workspace`; built
-/// here with the test suite's own selection otherwise, so RocksDB is not compiled again for
-/// another feature set).
-fn dpow_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let bin = dir.join("dpow");
-    if !bin.exists() {
-        let ok = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--workspace", "--all-features", "--bins"])
-            .status()
-            .expect("cargo runs");
-        assert!(ok.success(), "building dpow");
-    }
-    bin
-}
-
 fn ledger_count(http: &str) -> Option<u64> {
     dpow_testnet::procs::http_get_json(&format!("{http}/api/stats"))
         .ok()
         .and_then(|v| v["ledger_receipts"].as_u64())
-}
-
-fn genesis_file(net: &LocalNet, dir: &Path, name: &str, bootstrap: Option<&str>) -> PathBuf {
-    let path = dir.join(name);
-    let text = format!(
-        "network = \"{}\"\nprofile = \"test\"\nregistrars = [\"{}\"]\nbootstrap = [{}]\n",
-        net.genesis.network,
-        net.registrar.public().to_account(),
-        bootstrap.map(|b| format!("\"{b}\"")).unwrap_or_default()
-    );
-    std::fs::write(&path, text).expect("genesis written");
-    path
 }
 
 /// Start the `victim` node process (data in `dir/victim`) on `genesis`.
@@ -387,7 +355,7 @@ fn stop(p: &mut NodeProc) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
-    let dpow = dpow_binary();
+    let dpow = dpow_testnet::procs::dpow_binary().expect("dpow");
     let net = LocalNet::start(LocalOptions {
         workers: 1,
         ..LocalOptions::default()
@@ -396,13 +364,10 @@ async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
     .expect("network starts");
     let service = Arc::new(net.service_node().await.expect("service node"));
     let dir = tempfile::tempdir().expect("dir");
-    let online = genesis_file(
-        &net,
-        dir.path(),
-        "genesis.toml",
-        Some(&net.bootstrap_addr.to_string()),
-    );
-    let offline = genesis_file(&net, dir.path(), "genesis-alone.toml", None);
+    let online = dir.path().join("genesis.toml");
+    net.write_genesis(&online, true).expect("genesis");
+    let offline = dir.path().join("genesis-alone.toml");
+    net.write_genesis(&offline, false).expect("genesis");
 
     // Receipts keep coming while the child ingests them.
     let producing = Arc::new(std::sync::atomic::AtomicBool::new(true));

@@ -50,16 +50,6 @@ fn build_light() -> PathBuf {
     target.join("debug").join("dpow")
 }
 
-/// A node process, killed and reaped when the test ends, passed or not.
-struct Running(NodeProc);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
-}
-
 fn stats(p: &NodeProc) -> Value {
     http_get_json(&format!("{}/api/stats", p.http)).unwrap_or(Value::Null)
 }
@@ -98,16 +88,7 @@ async fn a_light_worker_joins_full_nodes_solves_and_keeps_only_its_own_receipts(
     let service = Arc::new(net.service_node().await.expect("service node"));
     let dir = tempfile::tempdir().expect("dir");
     let genesis = dir.path().join("genesis.toml");
-    std::fs::write(
-        &genesis,
-        format!(
-            "network = \"{}\"\nprofile = \"test\"\nregistrars = [\"{}\"]\nbootstrap = [\"{}\"]\n",
-            net.genesis.network,
-            net.registrar.public().to_account(),
-            net.bootstrap_addr
-        ),
-    )
-    .expect("genesis");
+    net.write_genesis(&genesis, true).expect("genesis");
     let light = {
         let (dpow, dir, genesis) = (dpow.clone(), dir.path().to_path_buf(), genesis.clone());
         tokio::task::spawn_blocking(move || {
@@ -130,14 +111,13 @@ async fn a_light_worker_joins_full_nodes_solves_and_keeps_only_its_own_receipts(
         })
         .await
         .expect("join")
-        .map(Running)
         .expect("the light worker starts")
     };
     wait_for(&service, T, |s| s.live_workers >= 1)
         .await
         .expect("the service hears the light worker");
 
-    let account = stats(&light.0)["account"]
+    let account = stats(&light)["account"]
         .as_str()
         .expect("account")
         .to_string();
@@ -177,7 +157,7 @@ async fn a_light_worker_joins_full_nodes_solves_and_keeps_only_its_own_receipts(
         .sum::<u64>();
     let t0 = Instant::now();
     let s = loop {
-        let s = stats(&light.0);
+        let s = stats(&light);
         if s["credits_earned"].as_u64() == Some(earned) {
             break s;
         }

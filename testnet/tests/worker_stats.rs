@@ -6,7 +6,7 @@
 //! node must catch each lie itself, before it publishes anything.
 #![allow(clippy::print_stderr)] // says why the browser half was skipped
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -260,25 +260,6 @@ async fn a_worker_that_lies_every_other_time_sends_only_valid_work_and_counts_th
     }
 }
 
-/// The `dpow` binary next to this test's directory, built with the suite's own selection
-/// when it is missing (so RocksDB is not compiled again for another feature set).
-fn dpow_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let bin = dir.join("dpow");
-    if !bin.exists() {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "--workspace", "--all-features", "--bins"])
-            .status()
-            .expect("cargo runs");
-        assert!(ok.success(), "building dpow");
-    }
-    bin
-}
-
 /// Run `dpow ARGS` (blocking: call from a blocking task).
 fn dpow(bin: &Path, args: &[&str]) -> Output {
     Command::new(bin)
@@ -306,20 +287,11 @@ fn stats_of(http: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
-    let bin = dpow_binary();
+    let bin = dpow_testnet::procs::dpow_binary().expect("dpow");
     let net = bare_network().await;
     let dir = tempfile::tempdir().expect("dir");
     let genesis = dir.path().join("genesis.toml");
-    std::fs::write(
-        &genesis,
-        format!(
-            "network = \"{}\"\nprofile = \"test\"\nregistrars = [\"{}\"]\nbootstrap = [\"{}\"]\n",
-            net.genesis.network,
-            net.registrar.public().to_account(),
-            net.bootstrap_addr
-        ),
-    )
-    .expect("genesis written");
+    net.write_genesis(&genesis, true).expect("genesis written");
     let (b, d, g) = (bin.clone(), dir.path().to_path_buf(), genesis.clone());
     let proc = tokio::task::spawn_blocking(move || {
         let extra: Vec<String> = [
@@ -463,7 +435,7 @@ fn row(key: &str, value: impl std::fmt::Display) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dpow_status_says_when_a_node_does_not_work_or_does_not_answer() {
-    let bin = dpow_binary();
+    let bin = dpow_testnet::procs::dpow_binary().expect("dpow");
     let net = LocalNet::start(LocalOptions {
         workers: 1,
         ..LocalOptions::default()
