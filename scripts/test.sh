@@ -13,6 +13,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+echo "== cargo clippy (the light build: no ledger feature, in its own target directory)"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/light" \
+  cargo clippy -p dpow-node --no-default-features --all-targets --locked -- -D warnings
 echo "== cargo test"
 # The GPU and browser tests skip themselves when no OpenCL platform or Chromium is found,
 # except here: CI must run them.

@@ -143,6 +143,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "ledger")]
     fn records_on_disk_survive_a_new_store_handle() {
         let dir = tempfile::tempdir().unwrap();
         let peer = PeerId::random();
