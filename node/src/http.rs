@@ -282,6 +282,51 @@ pub fn metrics_text(s: &NodeStats) -> String {
             w.hash_rate
         );
     }
+    if let Some(w) = &s.worker {
+        let _ = writeln!(
+            out,
+            "# HELP dpow_worker_results_total This worker's results: sent, and of those won (paid) or lost to another worker.\n# TYPE dpow_worker_results_total counter"
+        );
+        for (outcome, n) in [("sent", w.sent), ("won", w.won), ("lost", w.lost)] {
+            let _ = writeln!(
+                out,
+                "dpow_worker_results_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP dpow_worker_rejected_total This worker's jobs that ended in no sent result, by reason.\n# TYPE dpow_worker_rejected_total counter"
+        );
+        for (reason, n) in &w.rejected {
+            let _ = writeln!(
+                out,
+                "dpow_worker_rejected_total{{reason=\"{}\"}} {n}",
+                label(reason)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP dpow_worker_awaiting_receipt Sent results with no receipt yet.\n# TYPE dpow_worker_awaiting_receipt gauge\ndpow_worker_awaiting_receipt {}",
+            w.awaiting_receipt
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dpow_worker_credits_total Credits this worker earned, by the ledger.\n# TYPE dpow_worker_credits_total counter\ndpow_worker_credits_total {}",
+            w.credits
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dpow_device_hash_rate Hash rate of each of this worker's devices over its last job.\n# TYPE dpow_device_hash_rate gauge"
+        );
+        for d in &w.devices {
+            let _ = writeln!(
+                out,
+                "dpow_device_hash_rate{{device=\"{}\"}} {}",
+                label(&d.name),
+                d.hash_rate
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP dpow_service_requests_total Requests seen from each service.\n# TYPE dpow_service_requests_total counter"

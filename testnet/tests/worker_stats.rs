@@ -246,6 +246,46 @@ async fn a_worker_that_lies_every_other_time_sends_only_valid_work_and_counts_th
         .collect();
     check_epochs(&ledger, &l.worker, &by_epoch, w.credits);
 
+    // The same figures for Prometheus.
+    let text = dpow_node::http::metrics_text(&s);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text format");
+    let metric = |name: &str, label: Option<(&str, &str)>| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    for (outcome, n) in [("sent", w.sent), ("won", w.won), ("lost", w.lost)] {
+        assert_eq!(
+            metric("dpow_worker_results_total", Some(("outcome", outcome))),
+            Some(n as f64),
+            "{outcome}"
+        );
+    }
+    assert_eq!(
+        metric(
+            "dpow_worker_rejected_total",
+            Some(("reason", "invalid_work"))
+        ),
+        Some(l.lies as f64)
+    );
+    assert_eq!(
+        metric("dpow_worker_credits_total", None),
+        Some(w.credits as f64)
+    );
+    assert_eq!(
+        metric(
+            "dpow_device_hash_rate",
+            Some(("device", w.devices[0].name.as_str()))
+        ),
+        Some(w.devices[0].hash_rate as f64)
+    );
+
     // No lie ever left the worker: nobody refused invalid work from it.
     for node in [&l.service, &l.net.bootstrap] {
         let st = node.stats();
@@ -310,11 +350,10 @@ async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
     })
     .await
     .expect("join")
-    .map(Killed)
     .expect("the worker process starts");
     register(&net).await;
     let t0 = Instant::now();
-    while stats_of(&proc.0.http).is_none_or(|v| v["registry_entries"].as_u64() < Some(2)) {
+    while stats_of(&proc.http).is_none_or(|v| v["registry_entries"].as_u64() < Some(2)) {
         assert!(
             t0.elapsed() < T,
             "the worker process never learnt the registry"
@@ -335,7 +374,7 @@ async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
     }
     let t0 = Instant::now();
     let account = loop {
-        let v = stats_of(&proc.0.http).unwrap_or_default();
+        let v = stats_of(&proc.http).unwrap_or_default();
         if v["worker"]["won"].as_u64() == Some(n) {
             break v["account"].as_str().expect("account").to_string();
         }
@@ -347,7 +386,7 @@ async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
     assert_eq!(ledger.len() as u64, n);
 
     // --json: the worker's figures, as the service's ledger has them.
-    let out = dpow_async(&bin, &["--json", "status", "--http", &proc.0.http]).await;
+    let out = dpow_async(&bin, &["--json", "status", "--http", &proc.http]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -391,7 +430,7 @@ async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
     assert!(devices[0]["hash_rate"].as_u64().expect("rate") > 0);
 
     // The table: one figure per line.
-    let out = dpow_async(&bin, &["status", "--http", &proc.0.http]).await;
+    let out = dpow_async(&bin, &["status", "--http", &proc.http]).await;
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     for line in [
@@ -416,16 +455,6 @@ async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
         .find(|l| l.starts_with("device "))
         .expect("a device line");
     assert!(device.contains("H/s  cpu"), "{device}");
-}
-
-/// A node process, killed when the test ends (passed or not).
-struct Killed(dpow_testnet::procs::NodeProc);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
 }
 
 /// One line of `dpow status`'s table.
