@@ -145,6 +145,27 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One metric family with one label: its HELP and TYPE lines, then a sample per (label
+/// value, value).
+fn family<'a, V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    label_name: &str,
+    samples: impl IntoIterator<Item = (&'a str, V)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (l, v) in samples {
+        let _ = writeln!(out, "{name}{{{label_name}=\"{}\"}} {v}", label(l));
+    }
+}
+
+/// A map's entries as (label value, value) samples.
+fn by_key(m: &std::collections::BTreeMap<String, u64>) -> impl Iterator<Item = (&str, u64)> {
+    m.iter().map(|(k, v)| (k.as_str(), *v))
+}
+
 /// The statistics in the Prometheus text exposition format.
 pub fn metrics_text(s: &NodeStats) -> String {
     let mut out = String::new();
@@ -238,27 +259,30 @@ pub fn metrics_text(s: &NodeStats) -> String {
         "counter",
         s.uptime_s as f64,
     );
-    let _ = writeln!(
-        out,
-        "# HELP dpow_accepted_total Gossip messages accepted, by kind.\n# TYPE dpow_accepted_total counter"
+    family(
+        &mut out,
+        "dpow_accepted_total",
+        "Gossip messages accepted, by kind.",
+        "counter",
+        "kind",
+        by_key(&s.accepted),
     );
-    for (k, v) in &s.accepted {
-        let _ = writeln!(out, "dpow_accepted_total{{kind=\"{}\"}} {v}", label(k));
-    }
-    let _ = writeln!(
-        out,
-        "# HELP dpow_rejected_total Gossip messages rejected or ignored, by reason.\n# TYPE dpow_rejected_total counter"
+    family(
+        &mut out,
+        "dpow_rejected_total",
+        "Gossip messages rejected or ignored, by reason.",
+        "counter",
+        "reason",
+        by_key(&s.rejected),
     );
-    for (k, v) in &s.rejected {
-        let _ = writeln!(out, "dpow_rejected_total{{reason=\"{}\"}} {v}", label(k));
-    }
-    let _ = writeln!(
-        out,
-        "# HELP dpow_work_total Valid results seen, by block kind.\n# TYPE dpow_work_total counter"
+    family(
+        &mut out,
+        "dpow_work_total",
+        "Valid results seen, by block kind.",
+        "counter",
+        "kind",
+        by_key(&s.work_by_kind),
     );
-    for (k, v) in &s.work_by_kind {
-        let _ = writeln!(out, "dpow_work_total{{kind=\"{}\"}} {v}", label(k));
-    }
     let _ = writeln!(
         out,
         "# HELP dpow_request_latency_ms Latency of this node's own requests.\n# TYPE dpow_request_latency_ms gauge"
@@ -270,40 +294,33 @@ pub fn metrics_text(s: &NodeStats) -> String {
     ] {
         let _ = writeln!(out, "dpow_request_latency_ms{{quantile=\"{q}\"}} {v}");
     }
-    let _ = writeln!(
-        out,
-        "# HELP dpow_worker_hash_rate Announced hash rate of each live worker.\n# TYPE dpow_worker_hash_rate gauge"
+    family(
+        &mut out,
+        "dpow_worker_hash_rate",
+        "Announced hash rate of each live worker.",
+        "gauge",
+        "worker",
+        s.worker_list
+            .iter()
+            .map(|w| (w.account.as_str(), w.hash_rate)),
     );
-    for w in &s.worker_list {
-        let _ = writeln!(
-            out,
-            "dpow_worker_hash_rate{{worker=\"{}\"}} {}",
-            label(&w.account),
-            w.hash_rate
-        );
-    }
     if let Some(w) = &s.worker {
-        let _ = writeln!(
-            out,
-            "# HELP dpow_worker_results_total This worker's results: sent, and of those won (paid) or lost to another worker.\n# TYPE dpow_worker_results_total counter"
+        family(
+            &mut out,
+            "dpow_worker_results_total",
+            "This worker's results: sent, and of those won (paid) or lost to another worker.",
+            "counter",
+            "outcome",
+            [("sent", w.sent), ("won", w.won), ("lost", w.lost)],
         );
-        for (outcome, n) in [("sent", w.sent), ("won", w.won), ("lost", w.lost)] {
-            let _ = writeln!(
-                out,
-                "dpow_worker_results_total{{outcome=\"{outcome}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP dpow_worker_rejected_total This worker's jobs that ended in no sent result, by reason.\n# TYPE dpow_worker_rejected_total counter"
+        family(
+            &mut out,
+            "dpow_worker_rejected_total",
+            "This worker's jobs that ended in no sent result, by reason.",
+            "counter",
+            "reason",
+            by_key(&w.rejected),
         );
-        for (reason, n) in &w.rejected {
-            let _ = writeln!(
-                out,
-                "dpow_worker_rejected_total{{reason=\"{}\"}} {n}",
-                label(reason)
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP dpow_worker_awaiting_receipt Sent results with no receipt yet.\n# TYPE dpow_worker_awaiting_receipt gauge\ndpow_worker_awaiting_receipt {}",
@@ -314,18 +331,14 @@ pub fn metrics_text(s: &NodeStats) -> String {
             "# HELP dpow_worker_credits_total Credits this worker earned, by the ledger.\n# TYPE dpow_worker_credits_total counter\ndpow_worker_credits_total {}",
             w.credits
         );
-        let _ = writeln!(
-            out,
-            "# HELP dpow_device_hash_rate Hash rate of each of this worker's devices over its last job.\n# TYPE dpow_device_hash_rate gauge"
+        family(
+            &mut out,
+            "dpow_device_hash_rate",
+            "Hash rate of each of this worker's devices over its last job.",
+            "gauge",
+            "device",
+            w.devices.iter().map(|d| (d.name.as_str(), d.hash_rate)),
         );
-        for d in &w.devices {
-            let _ = writeln!(
-                out,
-                "dpow_device_hash_rate{{device=\"{}\"}} {}",
-                label(&d.name),
-                d.hash_rate
-            );
-        }
     }
     let _ = writeln!(
         out,

@@ -5,6 +5,7 @@
 //! - [`reference`]: an independent work-value check.
 #![deny(missing_docs)]
 
+pub mod browser;
 pub mod local;
 pub mod procs;
 pub mod reference;

@@ -275,20 +275,9 @@ async fn the_page_carries_the_history() {
     assert_eq!(h["workers"].as_array().map(Vec::len), Some(3));
 }
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
 /// The text of the element with `id` in a dumped DOM.
 fn element(dom: &str, id: &str) -> String {
-    let start = dom
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("#{id} missing from the page"));
-    let rest = &dom[start..];
-    let rest = &rest[rest.find('>').expect("tag end") + 1..];
-    rest[..rest.find('<').unwrap_or(rest.len())].to_string()
+    dpow_testnet::browser::element(dom, id).unwrap_or_else(|| panic!("#{id} missing from the page"))
 }
 
 /// The markup inside the element with `id` (up to its first closing `</div>`: plots and
@@ -303,11 +292,7 @@ fn inner<'a>(dom: &'a str, id: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_shows_what_the_api_reports() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("DPOW_REQUIRE_CHROMIUM").is_none(),
-            "DPOW_REQUIRE_CHROMIUM is set but no chromium is installed"
-        );
+    let Some(browser) = dpow_testnet::browser::chromium().expect("a browser") else {
         eprintln!("skipped: no chromium (scripts/test.sh installs it)");
         return;
     };

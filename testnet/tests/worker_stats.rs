@@ -516,28 +516,14 @@ async fn dpow_status_says_when_a_node_does_not_work_or_does_not_answer() {
     assert!(out.stdout.is_empty());
 }
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-}
-
 /// The text of the element with `id` in a dumped DOM.
 fn element(dom: &str, id: &str) -> String {
-    let start = dom
-        .find(&format!("id=\"{id}\">"))
-        .unwrap_or_else(|| panic!("#{id} missing from the page"));
-    let rest = &dom[start + id.len() + 6..];
-    rest[..rest.find('<').unwrap_or(rest.len())].to_string()
+    dpow_testnet::browser::element(dom, id).unwrap_or_else(|| panic!("#{id} missing from the page"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_shows_this_workers_panel() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("DPOW_REQUIRE_CHROMIUM").is_none(),
-            "DPOW_REQUIRE_CHROMIUM is set but no chromium is installed"
-        );
+    let Some(browser) = dpow_testnet::browser::chromium().expect("a browser") else {
         eprintln!("skipped: no chromium (scripts/test.sh installs it)");
         return;
     };
