@@ -5,15 +5,17 @@
 //! - [`SecretKey`] / [`PublicKey`] / [`Signature`]: signing and strict verification, with the
 //!   secret zeroized on drop and never printed;
 //! - [`keyfile`]: key files written `0600` and refused when others can read them;
-//! - [`address`]: Nano `nano_` account encoding and decoding with checksum, used for payout
-//!   addresses and to display public keys.
+//! - [`wallet`]: Nano wallet accounts from a seed (test networks name real accounts);
+//! - [`address`]: the `nano_` codec with checksum for payout accounts ([`NanoAccount`]), and
+//!   the same codec under the `dpow_` prefix for dpow's own keys.
 #![deny(missing_docs)]
 
 pub mod address;
 mod error;
 pub mod keyfile;
 mod sig;
+pub mod wallet;
 
-pub use address::{decode_account, encode_account};
+pub use address::{NanoAccount, decode_account, decode_key, encode_account, encode_key};
 pub use error::KeyError;
 pub use sig::{PublicKey, SecretKey, Signature};

@@ -65,9 +65,9 @@ impl PublicKey {
             .map_err(|_| KeyError::BadSignature)
     }
 
-    /// The key as a `nano_` account (for display and payout addresses).
-    pub fn to_account(&self) -> String {
-        crate::encode_account(&self.0)
+    /// The key as `dpow_` text (see [`crate::address::KEY_PREFIX`]); the same as `Display`.
+    pub fn to_key_string(&self) -> String {
+        crate::address::encode_key(&self.0)
     }
 
     /// Upper-case hex, as Nano prints public keys.
@@ -78,7 +78,7 @@ impl PublicKey {
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(&self.to_key_string())
     }
 }
 
@@ -91,10 +91,17 @@ impl fmt::Debug for PublicKey {
 impl FromStr for PublicKey {
     type Err = KeyError;
 
-    /// Accepts 64 hex digits (either case) or a `nano_`/`xrb_` account.
+    /// Accepts `dpow_` text or 64 hex digits (either case). A `nano_` account is refused:
+    /// dpow keys are not Nano wallet keys (see [`crate::address`]).
     fn from_str(s: &str) -> Result<Self, KeyError> {
+        if s.starts_with(crate::address::KEY_PREFIX) {
+            return crate::address::decode_key(s).map(PublicKey);
+        }
         if s.starts_with("nano_") || s.starts_with("xrb_") {
-            return crate::decode_account(s).map(PublicKey);
+            return Err(KeyError::BadAddress(format!(
+                "{s:.12}… is a Nano account; dpow keys are written {}… or as 64 hex digits",
+                crate::address::KEY_PREFIX
+            )));
         }
         let bytes = hex::decode(s).map_err(|e| KeyError::BadHex(e.to_string()))?;
         let arr: [u8; 32] = bytes
@@ -187,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn public_key_parses_hex_and_account() {
+    fn public_key_parses_hex_and_its_own_text_never_a_nano_account() {
         let pk = SecretKey::from_seed([1; 32]).public();
         assert_eq!(pk.to_hex().parse::<PublicKey>().expect("hex"), pk);
         assert_eq!(
@@ -197,7 +204,12 @@ mod tests {
                 .expect("lower hex"),
             pk
         );
-        assert_eq!(pk.to_account().parse::<PublicKey>().expect("account"), pk);
+        assert!(pk.to_string().starts_with("dpow_"));
+        assert_eq!(pk.to_string().parse::<PublicKey>().expect("dpow_ text"), pk);
+        let err = crate::encode_account(&pk.0)
+            .parse::<PublicKey>()
+            .expect_err("a nano_ account is not a dpow key");
+        assert!(err.to_string().contains("Nano account"), "{err}");
         assert!(matches!(
             "abcd".parse::<PublicKey>(),
             Err(KeyError::WrongLength { .. })

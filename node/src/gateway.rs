@@ -95,7 +95,7 @@ impl CacheEntry {
         CacheLine {
             hash: self.root.to_string(),
             work: self.work.to_string(),
-            account: self.account.map(|a| a.to_account()),
+            account: self.account.map(|a| dpow_keys::encode_account(&a.0)),
         }
     }
 
@@ -104,7 +104,7 @@ impl CacheEntry {
             root: l.hash.parse().ok()?,
             work: l.work.parse().ok()?,
             account: match &l.account {
-                Some(a) => Some(a.parse().ok()?),
+                Some(a) => Some(PublicKey(dpow_keys::decode_account(a).ok()?)),
                 None => None,
             },
         })
@@ -275,7 +275,10 @@ impl Gateway {
         let mut sent: std::collections::HashSet<PublicKey> = std::collections::HashSet::new();
         let accounts = |sent: &mut std::collections::HashSet<PublicKey>| -> Vec<String> {
             let now = lock(&self.accounts).clone();
-            let new: Vec<String> = now.difference(sent).map(|a| a.to_account()).collect();
+            let new: Vec<String> = now
+                .difference(sent)
+                .map(|a| dpow_keys::encode_account(&a.0))
+                .collect();
             *sent = now;
             new
         };
@@ -331,12 +334,12 @@ impl Gateway {
         let m = &v["message"];
         let account = m["account"]
             .as_str()
-            .and_then(|a| a.parse::<PublicKey>().ok());
+            .and_then(|a| dpow_keys::decode_account(a).ok().map(PublicKey));
         let hash = m["hash"].as_str().and_then(|h| h.parse::<Root>().ok());
         if let (Some(account), Some(hash)) = (account, hash)
             && lock(&self.accounts).contains(&account)
         {
-            tracing::debug!(%hash, account = %account.to_account(), "confirmed: precaching the next work");
+            tracing::debug!(%hash, account = %dpow_keys::encode_account(&account.0), "confirmed: precaching the next work");
             self.precache(hash, Some(account));
         }
     }
@@ -507,7 +510,7 @@ fn net_answer(r: Result<crate::net::WorkAnswer, SubmitError>) -> Result<Answer, 
         Ok(a) => Ok(Answer {
             work: a.work,
             source: Source::Network,
-            worker: Some(a.worker.to_account()),
+            worker: Some(a.worker.to_string()),
         }),
         Err(SubmitError::Cancelled) => Err("Cancelled".to_string()),
         Err(e) => Err(format!("Work generation failed: {e}")),
@@ -537,8 +540,8 @@ fn parse_account(v: &Value) -> Result<Option<PublicKey>, ApiError> {
     match field(v, "account") {
         None => Ok(None),
         Some(a) => text(a)
-            .and_then(|s| s.parse().ok())
-            .map(Some)
+            .and_then(|s| dpow_keys::decode_account(&s).ok())
+            .map(|k| Some(PublicKey(k)))
             .ok_or_else(|| ApiError::bad("Bad account number")),
     }
 }
@@ -576,8 +579,8 @@ fn block_hint(v: &Value) -> Result<Option<(Option<Root>, BlockKind)>, ApiError> 
         block
             .get("account")
             .and_then(Value::as_str)
-            .and_then(|a| a.parse::<PublicKey>().ok())
-            .map(|k| Root(k.0))
+            .and_then(|a| dpow_keys::decode_account(a).ok())
+            .map(Root)
     } else {
         previous
     };

@@ -3,10 +3,12 @@
 //! ```toml
 //! network = "dpow-testnet"          # topic prefix; nodes of other networks never mix
 //! profile = "test"                  # nano | banano | multiplier-proposal | test
-//! registrars = ["nano_1abc..."]     # public keys (nano_ account or 64 hex digits)
+//! registrars = ["dpow_1abc..."]     # public keys (dpow_ text or 64 hex digits)
 //! bootstrap = ["/ip4/127.0.0.1/tcp/7001/p2p/12D3KooW..."]
 //! max_request_lifetime_ms = 600000  # optional
 //! max_clock_skew_ms = 5000          # optional
+//! epoch_ms = 86400000               # optional: the payout epoch
+//! finality_grace_ms = 600000        # optional: see `Finality`
 //! ```
 
 use std::path::Path;
@@ -28,7 +30,7 @@ pub struct GenesisFile {
     pub network: String,
     /// The difficulty profile's name.
     pub profile: String,
-    /// Registrar public keys, as `nano_` accounts or hex.
+    /// Registrar public keys, as `dpow_` text or hex.
     pub registrars: Vec<String>,
     /// Multiaddrs of bootstrap nodes (with `/p2p/PEER_ID`).
     #[serde(default)]
@@ -42,6 +44,10 @@ pub struct GenesisFile {
     /// The ledger's epoch length (default a UTC day, 86400000): payouts are per epoch.
     #[serde(default)]
     pub epoch_ms: Option<u64>,
+    /// Time after an epoch's last request could expire before the epoch is final
+    /// (default ten minutes).
+    #[serde(default)]
+    pub finality_grace_ms: Option<u64>,
 }
 
 /// A checked genesis.
@@ -59,6 +65,8 @@ pub struct Genesis {
     pub time: TimePolicy,
     /// The ledger's epoch length in milliseconds.
     pub epoch_ms: u64,
+    /// When epochs close (epoch length, request lifetime, grace).
+    pub finality: dpow_protocol::Finality,
 }
 
 impl Genesis {
@@ -112,6 +120,13 @@ impl Genesis {
         if epoch_ms < 1000 {
             bail!("epoch_ms must be at least 1000 (one second), got {epoch_ms}");
         }
+        let finality = dpow_protocol::Finality {
+            epoch_ms,
+            max_lifetime_ms: time.max_lifetime_ms,
+            grace_ms: f
+                .finality_grace_ms
+                .unwrap_or(dpow_protocol::Finality::DEFAULT_GRACE_MS),
+        };
         Ok(Genesis {
             network: f.network.clone(),
             profile,
@@ -119,6 +134,7 @@ impl Genesis {
             bootstrap,
             time,
             epoch_ms,
+            finality,
         })
     }
 
@@ -158,12 +174,13 @@ mod tests {
             network: "t-1".into(),
             profile: "test".into(),
             registrars: vec![
-                "nano_1111111111111111111111111111111111111111111111111111hifc8npp".into(),
+                "dpow_1111111111111111111111111111111111111111111111111111hifc8npp".into(),
             ],
             bootstrap: vec![],
             max_request_lifetime_ms: None,
             max_clock_skew_ms: None,
             epoch_ms: None,
+            finality_grace_ms: None,
         }
     }
 

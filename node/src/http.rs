@@ -259,6 +259,18 @@ pub fn metrics_text(s: &NodeStats) -> String {
         "counter",
         s.uptime_s as f64,
     );
+    gauge(
+        "dpow_results_direct_total",
+        "Results delivered straight to this service node and taken.",
+        "counter",
+        s.results_direct as f64,
+    );
+    gauge(
+        "dpow_results_gossiped_total",
+        "Results this worker sent by gossip because the service node could not be reached.",
+        "counter",
+        s.results_gossiped as f64,
+    );
     family(
         &mut out,
         "dpow_accepted_total",
@@ -274,6 +286,14 @@ pub fn metrics_text(s: &NodeStats) -> String {
         "counter",
         "reason",
         by_key(&s.rejected),
+    );
+    family(
+        &mut out,
+        "dpow_unreceipted_wins_total",
+        "Requests this worker won (by the service node's answer) that the service never signed a receipt for, by service key.",
+        "counter",
+        "service",
+        by_key(&s.unreceipted_wins),
     );
     family(
         &mut out,

@@ -162,6 +162,15 @@ fn bad_input_is_a_clear_error_with_exit_2() {
             "nope",
         ),
         (&["keys", "address", "nano_1111"], "address"),
+        (&["keys", "address", "dpow_1111"], "address"),
+        (
+            &[
+                "keys",
+                "address",
+                "nano_1111111111111111111111111111111111111111111111111111hifc8npp",
+            ],
+            "burn",
+        ),
     ];
     for (args, mentions) in cases {
         let out = dpow(args);
@@ -199,11 +208,21 @@ fn keys_round_trip_through_a_key_file() {
     let new = json(&dpow(&["--json", "keys", "new", "--out", path]));
     let shown = json(&dpow(&["--json", "keys", "show", "--key", path]));
     assert_eq!(new["public_key"], shown["public_key"]);
-    assert_eq!(new["account"], shown["account"]);
-    let address = shown["account"].as_str().expect("account");
-    assert!(address.starts_with("nano_"));
-    let decoded = json(&dpow(&["--json", "keys", "address", address]));
+    assert_eq!(new["key"], shown["key"]);
+    let text = shown["key"].as_str().expect("key");
+    assert!(
+        text.starts_with("dpow_"),
+        "a dpow key is never shown as nano_: {text}"
+    );
+    let decoded = json(&dpow(&["--json", "keys", "address", text]));
     assert_eq!(decoded["public_key"], shown["public_key"]);
+    let back = json(&dpow(&[
+        "--json",
+        "keys",
+        "address",
+        shown["public_key"].as_str().expect("hex"),
+    ]));
+    assert_eq!(back["key"], shown["key"]);
     // The secret is never printed.
     let text = String::from_utf8_lossy(&dpow(&["keys", "show", "--key", path]).stdout).to_string();
     let secret = std::fs::read(path).expect("key file");

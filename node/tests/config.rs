@@ -145,6 +145,51 @@ fn bad_values_are_clear_errors() {
         "{err}"
     );
 
+    // A payout account that is not a spendable Nano account stops the node at start.
+    let genesis = dir.path().join("genesis.toml");
+    std::fs::write(
+        &genesis,
+        "network = \"t\"\nprofile = \"test\"\nregistrars = [\"dpow_1111111111111111111111111111111111111111111111111111hifc8npp\"]\n",
+    )
+    .expect("write genesis");
+    let good = "nano_3i1aq1cchnmbn9x5rsbap8b15akfh7wj7pwskuzi7ahz8oq6cobd99d4r3b7";
+    let bad_checksum = format!("{}z", &good[..good.len() - 1]);
+    let burn = "nano_1111111111111111111111111111111111111111111111111111hifc8npp";
+    let key = format!("dpow_{}", &good[5..]);
+    for (payout, says) in [
+        (bad_checksum.as_str(), "checksum"),
+        (burn, "burn"),
+        (key.as_str(), "dpow key"),
+        ("nano_1", "length"),
+    ] {
+        let out = dpow_env(
+            &[
+                "node",
+                "--genesis",
+                genesis.to_str().expect("path"),
+                "--data-dir",
+                dir.path().to_str().expect("path"),
+                "--http",
+                "off",
+                "--role",
+                "worker",
+                "--payout",
+                payout,
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{payout}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--payout") && err.contains(says),
+            "{payout}: {err}"
+        );
+        assert!(
+            !dir.path().join("db").exists(),
+            "{payout}: refused before the store was opened"
+        );
+    }
+
     // A bad environment value is refused like a bad flag.
     let out = dpow_env(&["node", "--print-config"], &[("DPOW_THREADS", "many")]);
     assert_eq!(out.status.code(), Some(2));

@@ -11,7 +11,7 @@ use std::process::Output;
 
 use common::dpow;
 
-use dpow_keys::SecretKey;
+use dpow_keys::{NanoAccount, SecretKey};
 use dpow_protocol::ledger::{PayoutReport, report_signing_input};
 
 fn key(n: u8) -> SecretKey {
@@ -37,16 +37,13 @@ fn fixture() -> Fixture {
         &genesis,
         format!(
             "network = \"report-test\"\nprofile = \"test\"\nregistrars = [\"{}\", \"{}\"]\n",
-            other.public().to_account(),
-            registrar.public().to_account()
+            other.public(),
+            registrar.public()
         ),
     )
     .expect("write genesis");
-    let earned = BTreeMap::from([
-        (key(1).public(), 3u128),
-        (key(2).public(), 5),
-        (key(3).public(), 11),
-    ]);
+    let account = |n: u8| NanoAccount::from_bytes([n; 32]).expect("not the burn account");
+    let earned = BTreeMap::from([(account(1), 3u128), (account(2), 5), (account(3), 11)]);
     let report = PayoutReport::new(20_000, &earned, 1_000_000_000_000_000_000_000_000_000_000)
         .expect("report");
     let text = report.to_csv();
@@ -95,7 +92,7 @@ fn a_registrar_signed_report_checks_offline() {
         &f.genesis,
         &f.csv,
         &f.signature,
-        &f.registrar.public().to_account(),
+        &f.registrar.public().to_string(),
     );
     assert!(
         out.status.success(),
@@ -146,7 +143,7 @@ fn a_changed_byte_fails_the_signature() {
         &f.genesis,
         &f.csv,
         &f.signature,
-        &f.registrar.public().to_account(),
+        &f.registrar.public().to_string(),
     );
     assert_fails(&out, "bad signature");
 }
@@ -159,20 +156,20 @@ fn another_registrar_or_an_outsider_is_refused() {
         &f.genesis,
         &f.csv,
         &f.signature,
-        &key(8).public().to_account(),
+        &key(8).public().to_string(),
     );
     assert_fails(&out, "bad signature");
     // Signed by a key the genesis does not list.
     let outsider = key(9);
     let sig = hex::encode(outsider.sign(&report_signing_input(&f.text)).0);
-    let out = check(&f.genesis, &f.csv, &sig, &outsider.public().to_account());
+    let out = check(&f.genesis, &f.csv, &sig, &outsider.public().to_string());
     assert_fails(&out, "not a registrar");
 }
 
 #[test]
 fn malformed_input_is_a_clear_error() {
     let f = fixture();
-    let registrar = f.registrar.public().to_account();
+    let registrar = f.registrar.public().to_string();
     // A signature that is neither 128 hex digits nor a file.
     let out = check(&f.genesis, &f.csv, &"zz".repeat(64), &registrar);
     assert_fails(&out, "128 hex digits");

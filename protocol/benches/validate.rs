@@ -71,6 +71,7 @@ fn request(i: usize, services: &[SecretKey]) -> Signed<WorkRequest> {
         created_ms: NOW - 1_000,
         expires_ms: NOW + 60_000,
         priority: Priority::Normal,
+        node: dpow_keys::PublicKey([7; 32]),
     };
     Signed::sign(req, service).expect("sign request")
 }
@@ -174,6 +175,7 @@ fn bench(c: &mut Criterion) {
             root,
             work,
             worker: worker.public(),
+            payout: None,
         },
         &worker,
     )

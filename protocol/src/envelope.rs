@@ -42,6 +42,8 @@ pub enum MessageKind {
     WorkerStatus = 5,
     /// [`crate::WorkCancel`], signed by a service.
     WorkCancel = 6,
+    /// [`crate::Checkpoint`], signed by a registrar.
+    Checkpoint = 7,
 }
 
 impl MessageKind {
@@ -54,6 +56,7 @@ impl MessageKind {
             MessageKind::Registry => "registry",
             MessageKind::WorkerStatus => "worker-status",
             MessageKind::WorkCancel => "work-cancel",
+            MessageKind::Checkpoint => "checkpoint",
         }
     }
 
@@ -65,6 +68,7 @@ impl MessageKind {
             4 => MessageKind::Registry,
             5 => MessageKind::WorkerStatus,
             6 => MessageKind::WorkCancel,
+            7 => MessageKind::Checkpoint,
             _ => return None,
         })
     }

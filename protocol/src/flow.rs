@@ -485,6 +485,15 @@ impl WorkerFlow {
         v
     }
 
+    /// Whether this worker's view holds `worker` as live at `now_ms` (itself always).
+    pub fn is_live(&self, worker: &PublicKey, now_ms: u64) -> bool {
+        *worker == self.me
+            || self
+                .workers
+                .get(worker)
+                .is_some_and(|(_, t)| now_ms.saturating_sub(*t) < self.config.worker_stale_ms)
+    }
+
     /// Live workers, this one included.
     pub fn live_workers(&self, now_ms: u64) -> usize {
         self.live(now_ms).len()

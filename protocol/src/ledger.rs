@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
-use dpow_keys::PublicKey;
+use dpow_keys::{NanoAccount, PublicKey};
 
 use crate::ProtocolError;
 use crate::envelope::{Message, MessageId, Signed};
@@ -37,7 +37,7 @@ use crate::messages::{Credits, Receipt, RequestId};
 use crate::registry::Registry;
 
 pub use amount::{RAW_PER_NANO, format_raw_as_nano, parse_amount};
-pub use payout::{PayoutLine, PayoutReport, by_payout_address, payout, report_signing_input};
+pub use payout::{CheckpointRef, PayoutLine, PayoutReport, payout, report_signing_input};
 
 /// The length of a payout epoch unless a network says otherwise: one day, in milliseconds.
 pub const DEFAULT_EPOCH_MS: u64 = 86_400_000;
@@ -46,6 +46,24 @@ pub const DEFAULT_EPOCH_MS: u64 = 86_400_000;
 /// Epochs count from the unix epoch; an `epoch_ms` of 0 is taken as 1.
 pub fn epoch_of(accepted_ms: u64, epoch_ms: u64) -> u64 {
     accepted_ms / epoch_ms.max(1)
+}
+
+/// The digest of an epoch holding the receipts `ids` (ascending, no repeats): blake2b-256 over
+/// the domain tag `dpow/1/ledger-epoch\0`, the epoch length and number and the number of ids
+/// (u64 big-endian each), then the ids. A node checks a peer's id list against a registrar's
+/// checkpoint with it before fetching a final epoch's receipts.
+pub fn digest_of_ids(epoch_ms: u64, epoch: u64, ids: &[MessageId]) -> [u8; 32] {
+    let mut h = Blake2b::<U32>::new();
+    h.update(b"dpow/1/ledger-epoch\0");
+    h.update(epoch_ms.max(1).to_be_bytes());
+    h.update(epoch.to_be_bytes());
+    h.update((ids.len() as u64).to_be_bytes());
+    for id in ids {
+        h.update(id.0);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&h.finalize());
+    out
 }
 
 /// Why the ledger refused a receipt, or why a payout or an amount could not be computed.
@@ -91,6 +109,15 @@ pub enum LedgerError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// One epoch's credits by payout account ([`Ledger::claims_in_epoch`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claims {
+    /// Credits per Nano account named in results.
+    pub accounts: BTreeMap<NanoAccount, u128>,
+    /// Credits of results that named no account: earned, reported, never paid.
+    pub unclaimed: u128,
 }
 
 /// What [`Ledger::ingest`] did with a receipt it kept.
@@ -458,8 +485,30 @@ impl Ledger {
         }
     }
 
-    /// Credits earned by each worker in `epoch`, from counted receipts: the input to [`payout`]
-    /// (after [`by_payout_address`] when workers named other payout accounts).
+    /// Credits earned in `epoch` per payout account named in the counted receipts' results:
+    /// the input to [`payout`]. Results that named no account add to `unclaimed`.
+    pub fn claims_in_epoch(&self, epoch: u64) -> Claims {
+        let mut out = Claims::default();
+        for id in self.in_epoch(epoch) {
+            if !self.is_counted(&id) {
+                continue;
+            }
+            if let Some(r) = self.receipts.get(&id) {
+                let r = r.payload();
+                let price = u128::from(r.price.0);
+                match r.result.payload().payout {
+                    Some(account) => {
+                        let t = out.accounts.entry(account).or_default();
+                        *t = t.saturating_add(price);
+                    }
+                    None => out.unclaimed = out.unclaimed.saturating_add(price),
+                }
+            }
+        }
+        out
+    }
+
+    /// Credits earned by each worker key in `epoch`, from counted receipts.
     pub fn earned_in_epoch(&self, epoch: u64) -> BTreeMap<PublicKey, u128> {
         let mut out = BTreeMap::new();
         for id in self.in_epoch(epoch) {
@@ -482,29 +531,11 @@ impl Ledger {
         ids
     }
 
-    /// A digest of the receipts held in `epoch`: blake2b-256 over the domain tag
-    /// `dpow/1/ledger-epoch\0`, the epoch length and number (u64 big-endian), then the counted
-    /// receipts' ids and the evidence receipts' ids, each section a u64 big-endian count
-    /// followed by the ids in ascending order. Nodes holding the same receipts have the same
-    /// digest.
+    /// A digest of the receipts held in `epoch` ([`digest_of_ids`] of
+    /// [`Ledger::receipt_ids_in_epoch`]). Nodes holding the same receipts have the same digest;
+    /// which of them count follows from the set, so the digest covers that too.
     pub fn epoch_digest(&self, epoch: u64) -> [u8; 32] {
-        let (counted, evidence): (Vec<MessageId>, Vec<MessageId>) = self
-            .receipt_ids_in_epoch(epoch)
-            .into_iter()
-            .partition(|id| self.is_counted(id));
-        let mut h = Blake2b::<U32>::new();
-        h.update(b"dpow/1/ledger-epoch\0");
-        h.update(self.epoch_ms.to_be_bytes());
-        h.update(epoch.to_be_bytes());
-        for section in [counted, evidence] {
-            h.update((section.len() as u64).to_be_bytes());
-            for id in section {
-                h.update(id.0);
-            }
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(&h.finalize());
-        out
+        digest_of_ids(self.epoch_ms, epoch, &self.receipt_ids_in_epoch(epoch))
     }
 
     /// Every proven equivocation, by service then request.

@@ -3,6 +3,7 @@
 //! - [`work`] and [`blake2b`]: Nano work values, validation, difficulty and multiplier math;
 //! - [`profile`]: block kinds and the difficulty profiles a network can run;
 //! - [`messages`]: requests, results, receipts, registry entries, worker status;
+//! - [`checkpoint`]: when an epoch's books close, and registrars' checkpoints of them;
 //! - [`envelope`] and [`codec`]: signed envelopes and the canonical encoding they travel in.
 //!
 //! Everything here is deterministic so that every node computes the same answer from the same
@@ -10,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod blake2b;
+pub mod checkpoint;
 pub mod codec;
 pub mod envelope;
 mod error;
@@ -21,6 +23,7 @@ pub mod registry;
 pub mod validate;
 pub mod work;
 
+pub use checkpoint::{Checkpoint, Finality};
 pub use envelope::{Message, MessageId, MessageKind, PROTOCOL_VERSION, Signed};
 pub use error::ProtocolError;
 pub use messages::{

@@ -1,9 +1,9 @@
 //! The messages of a dpow network. Each travels inside a [`Signed`] envelope.
 //!
-//! Times are unix milliseconds. Keys are ed25519 public keys; a `nano_` account is the same
-//! 32 bytes printed with [`dpow_keys::encode_account`].
+//! Times are unix milliseconds. Keys are ed25519 public keys, printed `dpow_…`; a worker's
+//! payout account is a [`NanoAccount`] from its own wallet, printed `nano_…`.
 
-use dpow_keys::PublicKey;
+use dpow_keys::{NanoAccount, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{Message, MessageId, MessageKind, Signed};
@@ -60,6 +60,9 @@ pub struct WorkRequest {
     pub expires_ms: u64,
     /// Its priority class.
     pub priority: Priority,
+    /// The node key (libp2p identity) of the service's node: workers deliver their results to
+    /// it directly, so that no relay sees a winning nonce before the service does.
+    pub node: PublicKey,
 }
 
 /// The limits a node applies to the timing of requests.
@@ -153,6 +156,8 @@ pub struct WorkResult {
     pub work: Work,
     /// The worker (signer; earns the credits).
     pub worker: PublicKey,
+    /// Where the worker's credits for this result are paid; `None` leaves them unclaimed.
+    pub payout: Option<NanoAccount>,
 }
 
 impl Message for WorkResult {
@@ -351,8 +356,9 @@ pub struct WorkerStatus {
     pub hash_rate: u64,
     /// Requests waiting in its queue.
     pub queue: u32,
-    /// The `nano_` account to pay (as its 32-byte public key).
-    pub payout: PublicKey,
+    /// The Nano account its results name for payment, if any (for display: payment follows
+    /// the account inside each result, never this one).
+    pub payout: Option<NanoAccount>,
     /// When this status was made; a newer one replaces an older one.
     pub created_ms: u64,
 }

@@ -17,6 +17,7 @@ use std::fmt;
 use dpow_keys::PublicKey;
 use serde::Deserialize;
 
+use crate::checkpoint::{Checkpoint, Finality};
 use crate::envelope::{MessageKind, Signed};
 use crate::messages::{
     Receipt, RegistryEntry, RequestId, TimePolicy, WorkCancel, WorkRequest, WorkResult,
@@ -40,6 +41,8 @@ pub struct ValidatorConfig {
     pub time: TimePolicy,
     /// How many accepted request ids to remember for replay detection.
     pub replay_capacity: usize,
+    /// When epochs close: receipts for final epochs are refused ([`Validator::check_open`]).
+    pub finality: Finality,
 }
 
 impl ValidatorConfig {
@@ -49,6 +52,11 @@ impl ValidatorConfig {
             profile,
             time: TimePolicy::default(),
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
+            finality: Finality {
+                epoch_ms: crate::ledger::DEFAULT_EPOCH_MS,
+                max_lifetime_ms: TimePolicy::default().max_lifetime_ms,
+                grace_ms: Finality::DEFAULT_GRACE_MS,
+            },
         }
     }
 }
@@ -93,6 +101,11 @@ pub enum RejectReason {
     NotRequester,
     /// A worker status too old to describe the worker now.
     Stale,
+    /// A receipt for an epoch that is final (its books closed), not vouched for by a
+    /// checkpoint; or a checkpoint for an epoch not yet final.
+    FinalEpoch,
+    /// A result for a request already answered: dropped, never forwarded.
+    Answered,
 }
 
 impl RejectReason {
@@ -116,6 +129,8 @@ impl RejectReason {
         RejectReason::UnknownRequest,
         RejectReason::NotRequester,
         RejectReason::Stale,
+        RejectReason::FinalEpoch,
+        RejectReason::Answered,
     ];
 
     /// A short snake_case name, for logs and metric labels.
@@ -139,6 +154,8 @@ impl RejectReason {
             RejectReason::UnknownRequest => "unknown_request",
             RejectReason::NotRequester => "not_requester",
             RejectReason::Stale => "stale",
+            RejectReason::FinalEpoch => "final_epoch",
+            RejectReason::Answered => "answered",
         }
     }
 
@@ -171,7 +188,9 @@ impl RejectReason {
             | RejectReason::TooLongLived
             | RejectReason::Replay
             | RejectReason::UnknownRequest
-            | RejectReason::Stale => false,
+            | RejectReason::Stale
+            | RejectReason::FinalEpoch
+            | RejectReason::Answered => false,
         }
     }
 
@@ -497,6 +516,78 @@ impl Validator {
                     "receipt accepted at {} outside its request's lifetime {}..{}",
                     receipt.accepted_ms, request.created_ms, request.expires_ms
                 ),
+            ));
+        }
+        Ok(signed)
+    }
+
+    /// Refuse a result (or any message naming a request first) for a request that
+    /// `is_answered` says already has its answer: checked on the raw bytes, before anything
+    /// else, because once a request is answered its nonce may be public and a later result
+    /// for it is a copy. Never forwarded; not blamed on the sender (it may not know yet).
+    pub fn refuse_answered(
+        bytes: &[u8],
+        is_answered: impl Fn(&RequestId) -> bool,
+    ) -> Result<(), Rejected> {
+        match peek_request_id(bytes) {
+            Some(id) if is_answered(&id) => Err(Rejected::new(
+                RejectReason::Answered,
+                format!("a result for request {id}, already answered"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuse a verified receipt whose epoch is final at `now_ms` (see
+    /// [`crate::checkpoint`]). A node calls this for every receipt except those a checkpoint
+    /// it holds vouches for.
+    pub fn check_open(&self, receipt: &Signed<Receipt>, now_ms: u64) -> Result<(), Rejected> {
+        let f = &self.config.finality;
+        let epoch = crate::ledger::epoch_of(receipt.payload().accepted_ms, f.epoch_ms);
+        if f.is_final(epoch, now_ms) {
+            return Err(Rejected::new(
+                RejectReason::FinalEpoch,
+                format!(
+                    "receipt for epoch {epoch}, final since {} (now {now_ms})",
+                    f.final_at(epoch)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check a registrar's checkpoint: the envelope, a genesis registrar's signature, this
+    /// network's epoch length, and an epoch that is final at `now_ms`.
+    pub fn check_checkpoint(
+        &self,
+        bytes: &[u8],
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Signed<Checkpoint>, Rejected> {
+        let signed = Signed::<Checkpoint>::decode(bytes)?;
+        let c = signed.payload();
+        if !registry.is_registrar(&c.registrar) {
+            return Err(registry_rejection(RegistryError::UnknownRegistrar {
+                registrar: c.registrar,
+            }));
+        }
+        let f = &self.config.finality;
+        if c.epoch_ms != f.epoch_ms {
+            return Err(Rejected::new(
+                RejectReason::Undecodable,
+                format!(
+                    "checkpoint for {} ms epochs on a network of {} ms epochs",
+                    c.epoch_ms, f.epoch_ms
+                ),
+            ));
+        }
+        self.config
+            .time
+            .not_in_future(MessageKind::Checkpoint, c.created_ms, now_ms)?;
+        if !f.is_final(c.epoch, now_ms) {
+            return Err(Rejected::new(
+                RejectReason::FinalEpoch,
+                format!("checkpoint for epoch {}, which is not final yet", c.epoch),
             ));
         }
         Ok(signed)

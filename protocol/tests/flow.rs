@@ -38,6 +38,7 @@ fn request(
             created_ms: at,
             expires_ms: at + 60_000,
             priority,
+            node: dpow_keys::PublicKey([7; 32]),
         },
         service,
     )
@@ -49,7 +50,7 @@ fn status(k: &SecretKey, rate: u64, at: u64) -> WorkerStatus {
         worker: k.public(),
         hash_rate: rate,
         queue: 0,
-        payout: k.public(),
+        payout: None,
         created_ms: at,
     }
 }
@@ -309,6 +310,7 @@ fn service_takes_the_first_result_republishes_and_expires() {
             root: r.payload().root,
             work: Work(3),
             worker: wk.public(),
+            payout: None,
         },
         &wk,
     )
@@ -417,7 +419,7 @@ fn the_worker_table_is_bounded_and_forgets_the_stalest() {
             worker: peer(n),
             hash_rate: 1_000,
             queue: 0,
-            payout: peer(n),
+            payout: None,
             created_ms: n,
         };
         w.on_status(&st, total);
@@ -428,7 +430,7 @@ fn the_worker_table_is_bounded_and_forgets_the_stalest() {
         worker: peer(0),
         hash_rate: 1_000,
         queue: 0,
-        payout: peer(0),
+        payout: None,
         created_ms: total,
     };
     w.on_status(&again, total);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use dpow_keys::{PublicKey, SecretKey};
+use dpow_keys::{NanoAccount, PublicKey, SecretKey};
 use dpow_protocol::ledger::{
     Balances, DEFAULT_EPOCH_MS, Dropped, Equivocation, Ingested, Ledger, LedgerError, PayoutReport,
     ServiceBalance, epoch_of, parse_amount, report_signing_input,
@@ -40,6 +40,7 @@ fn request(
         created_ms: 1_700_000_000_000,
         expires_ms: 1_700_000_060_000,
         priority: Priority::Normal,
+        node: dpow_keys::PublicKey([7; 32]),
     };
     Signed::sign(req, service).expect("sign request")
 }
@@ -49,6 +50,21 @@ fn find_work(root: &Root, d: Difficulty) -> Work {
         .map(Work)
         .find(|w| is_valid(root, *w, d))
         .expect("some nonce meets a low threshold")
+}
+
+/// The payout account a test worker names in its results: workers 10 and 11 name one account
+/// together, worker 12 names none (its credits are unclaimed), any other its own.
+fn payout_of(worker: &SecretKey) -> Option<NanoAccount> {
+    let k = worker.public();
+    if k == key(12).public() {
+        return None;
+    }
+    let b = if k == key(10).public() || k == key(11).public() {
+        0xAA
+    } else {
+        k.0[0] | 1
+    };
+    Some(NanoAccount::from_bytes([b; 32]).expect("not the burn account"))
 }
 
 /// The service's receipt for `worker`'s answer `work` to `req`.
@@ -64,6 +80,7 @@ fn receipt_for(
         root: req.payload().root,
         work,
         worker: worker.public(),
+        payout: payout_of(worker),
     };
     let r = Receipt {
         request: req.clone(),
@@ -711,7 +728,38 @@ proptest! {
 fn report_from(receipts: &[Signed<Receipt>], epoch: u64, pool: u128) -> PayoutReport {
     let mut ledger = Ledger::new(1_000);
     ingest_all(&mut ledger, receipts);
-    PayoutReport::new(epoch, &ledger.earned_in_epoch(epoch), pool).expect("report")
+    PayoutReport::new(epoch, &ledger.claims_in_epoch(epoch).accounts, pool).expect("report")
+}
+
+#[test]
+fn payouts_follow_the_accounts_named_in_results_and_unnamed_credit_is_unclaimed() {
+    let mut ledger = Ledger::new(1_000);
+    ingest_all(&mut ledger, corpus());
+    let mut any_unclaimed = false;
+    for epoch in 0..4 {
+        let claims = ledger.claims_in_epoch(epoch);
+        let earned = ledger.earned_in_epoch(epoch);
+        let by_key = |k: &SecretKey| earned.get(&k.public()).copied().unwrap_or(0);
+        let shared = payout_of(&key(10)).expect("named");
+        assert_eq!(
+            claims.accounts.get(&shared).copied().unwrap_or(0),
+            by_key(&key(10)) + by_key(&key(11)),
+            "epoch {epoch}: two workers naming one account are paid together"
+        );
+        assert_eq!(claims.unclaimed, by_key(&key(12)), "epoch {epoch}");
+        assert_eq!(
+            claims.accounts.values().sum::<u128>() + claims.unclaimed,
+            earned.values().sum::<u128>(),
+            "epoch {epoch}: every credit is claimed or unclaimed, once"
+        );
+        // No worker key is ever a payout account.
+        for k in [key(10), key(11), key(12)] {
+            let as_account = NanoAccount::from_bytes(k.public().0).expect("not burn");
+            assert!(!claims.accounts.contains_key(&as_account));
+        }
+        any_unclaimed |= claims.unclaimed > 0;
+    }
+    assert!(any_unclaimed, "the corpus has unclaimed credit to test");
 }
 
 #[test]

@@ -4,17 +4,17 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use dpow_keys::PublicKey;
+use dpow_keys::NanoAccount;
 use dpow_protocol::ledger::{
-    LedgerError, PayoutLine, PayoutReport, RAW_PER_NANO, by_payout_address, format_raw_as_nano,
+    CheckpointRef, LedgerError, PayoutLine, PayoutReport, RAW_PER_NANO, format_raw_as_nano,
     parse_amount, payout,
 };
 use proptest::prelude::*;
 
 // ---- payouts --------------------------------------------------------------------------------
 
-fn addr(n: u8) -> PublicKey {
-    PublicKey([n; 32])
+fn addr(n: u8) -> NanoAccount {
+    NanoAccount::from_bytes([n; 32]).expect("not the burn account")
 }
 
 #[test]
@@ -48,7 +48,7 @@ fn payout_worked_example() {
 #[test]
 fn payout_ties_go_to_the_lower_address() {
     let earned = BTreeMap::from([(addr(9), 1), (addr(3), 1), (addr(5), 1)]);
-    let raw: Vec<(PublicKey, u128)> = payout(&earned, 11)
+    let raw: Vec<(NanoAccount, u128)> = payout(&earned, 11)
         .expect("payout")
         .into_iter()
         .map(|l| (l.address, l.raw))
@@ -98,22 +98,6 @@ fn payout_of_the_largest_pool() {
     ]);
     let lines = payout(&three, u128::MAX).expect("payout");
     assert!(lines.iter().all(|l| l.raw == u128::MAX / 3), "{lines:?}");
-}
-
-#[test]
-fn payout_accounts_merge_workers() {
-    let (w1, w2, w3, pay) = (addr(1), addr(2), addr(3), addr(200));
-    let earned = BTreeMap::from([(w1, 5), (w2, 7), (w3, 1)]);
-    let to = BTreeMap::from([(w1, pay), (w2, pay), (addr(4), addr(5))]);
-    assert_eq!(
-        by_payout_address(&earned, &to),
-        Ok(BTreeMap::from([(w3, 1), (pay, 12)]))
-    );
-    let huge = BTreeMap::from([(w1, u128::MAX), (w2, 1)]);
-    assert_eq!(
-        by_payout_address(&huge, &to),
-        Err(LedgerError::CreditsOverflow)
-    );
 }
 
 /// 256-bit numbers as eight 32-bit limbs, least significant first: a schoolbook check that
@@ -178,7 +162,7 @@ fn pool_strategy() -> impl Strategy<Value = u128> {
 proptest! {
     #[test]
     fn payouts_are_exact_shares_rounded_by_the_rule(
-        earned in prop::collection::btree_map(any::<[u8; 32]>().prop_map(PublicKey), credits_strategy(), 1..12),
+        earned in prop::collection::btree_map(any::<[u8; 32]>().prop_filter_map("not burn", |b| NanoAccount::from_bytes(b).ok()), credits_strategy(), 1..12),
         pool in pool_strategy(),
     ) {
         let total: u128 = earned.values().sum();
@@ -308,7 +292,7 @@ fn report_formats_are_fixed() {
     let (a, b, c) = (addr(1), addr(2), addr(3));
     let earned = BTreeMap::from([(a, 1), (b, 2), (c, 4)]);
     let report = PayoutReport::new(19_675, &earned, 100).expect("report");
-    let (na, nb, nc) = (a.to_account(), b.to_account(), c.to_account());
+    let (na, nb, nc) = (a.to_string(), b.to_string(), c.to_string());
     assert_eq!(
         report.to_csv(),
         format!("epoch,address,credits,raw\n19675,{na},1,14\n19675,{nb},2,29\n19675,{nc},4,57\n")
@@ -340,7 +324,28 @@ fn report_formats_are_fixed() {
         rows[3],
         format!("{na}        1   14  0.000000000000000000000000000014")
     );
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 8);
+    assert_eq!(rows[6], "");
+    assert_eq!(rows[7], "no registrar checkpoint named");
+    // Named with its checkpoint, the report says so in every form, and the CSV gains one line.
+    let registrar = dpow_keys::SecretKey::from_seed([5; 32]).public();
+    let named = report.clone().with_checkpoint(CheckpointRef {
+        registrar,
+        digest: [0xab; 32],
+        receipts: 3,
+    });
+    assert_eq!(
+        named.to_csv(),
+        format!(
+            "{}checkpoint,{registrar},{},3\n",
+            report.to_csv(),
+            "ab".repeat(32)
+        )
+    );
+    let json: serde_json::Value = serde_json::from_str(&named.to_json()).expect("valid JSON");
+    assert_eq!(json["checkpoint"]["receipts"], 3);
+    assert_eq!(json["checkpoint"]["registrar"], registrar.to_string());
+    assert!(named.to_table().contains(&"ab".repeat(32)));
     assert!(
         table.lines().all(|l| l == l.trim_end()),
         "no trailing spaces"

@@ -23,6 +23,7 @@ fn request(service: &SecretKey, root: [u8; 32], nonce: u64, difficulty: u64) -> 
         created_ms: 1_700_000_000_000,
         expires_ms: 1_700_000_060_000,
         priority: Priority::Normal,
+        node: dpow_keys::PublicKey([7; 32]),
     }
 }
 
@@ -44,6 +45,7 @@ fn receipt(difficulty: u64) -> Signed<Receipt> {
         root,
         work,
         worker: wrk.public(),
+        payout: None,
     };
     let res = Signed::sign(res, &wrk).expect("sign result");
     let r = Receipt {
@@ -70,6 +72,7 @@ prop_compose! {
             created_ms: created,
             expires_ms: created + life,
             priority: if pre { Priority::Precache } else { Priority::Normal },
+            node: dpow_keys::PublicKey([7; 32]),
         };
         (sk, req)
     }
@@ -188,7 +191,7 @@ fn a_message_of_one_kind_is_not_accepted_as_another() {
         worker: w.public(),
         hash_rate: 1,
         queue: 0,
-        payout: w.public(),
+        payout: None,
         created_ms: 1,
     };
     let s = Signed::sign(status, &w).expect("sign");
@@ -218,12 +221,20 @@ fn oversized_empty_trailing_and_noncanonical() {
         Signed::<WorkRequest>::decode(&extra),
         Err(ProtocolError::TrailingBytes { extra: 1, .. })
     ));
-    // Byte 2 starts the payload length varint; re-encode it over-long (two bytes for a value < 128).
+    // Byte 2 starts the payload length varint; re-encode it over-long (one more byte than
+    // needed: the last byte gets a continuation bit and a zero byte follows).
     let b = signed.bytes();
-    let len = b[2];
-    assert!(len < 0x80, "payload shorter than 128 bytes in this test");
-    let mut long = vec![b[0], b[1], len | 0x80, 0x00];
-    long.extend_from_slice(&b[3..]);
+    let n = b[2..]
+        .iter()
+        .position(|x| x & 0x80 == 0)
+        .expect("varint end")
+        + 1;
+    let mut long = b[..2].to_vec();
+    long.extend_from_slice(&b[2..2 + n]);
+    let last = long.len() - 1;
+    long[last] |= 0x80;
+    long.push(0x00);
+    long.extend_from_slice(&b[2 + n..]);
     assert!(matches!(
         Signed::<WorkRequest>::decode(&long),
         Err(ProtocolError::NonCanonical { .. })
@@ -331,6 +342,7 @@ fn mispriced_or_mismatched_receipts_are_refused() {
         root: req.payload().root,
         work: Work(0),
         worker: wrk.public(),
+        payout: None,
     };
     let bad = Signed::sign(bad, &wrk).expect("sign");
     let price = Credits::price(req.payload().difficulty);

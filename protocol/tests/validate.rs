@@ -10,8 +10,9 @@ use dpow_protocol::validate::{
     peek_request_id,
 };
 use dpow_protocol::{
-    BlockKind, Difficulty, Message, Priority, Profile, RegistryAction, RegistryEntry, Root, Signed,
-    TimePolicy, Work, WorkCancel, WorkRequest, WorkResult, WorkerStatus, codec, work_value,
+    BlockKind, Credits, Difficulty, Message, Priority, Profile, Receipt, RegistryAction,
+    RegistryEntry, Root, Signed, TimePolicy, Work, WorkCancel, WorkRequest, WorkResult,
+    WorkerStatus, codec, work_value,
 };
 
 const NOW: u64 = 1_700_000_000_000;
@@ -105,6 +106,7 @@ fn request_with(
         created_ms: created,
         expires_ms: expires,
         priority: Priority::Normal,
+        node: dpow_keys::PublicKey([7; 32]),
     };
     Signed::sign(req, service).expect("sign request")
 }
@@ -142,6 +144,7 @@ fn result(
         root,
         work,
         worker: worker.public(),
+        payout: None,
     };
     Signed::sign(res, worker).expect("sign result")
 }
@@ -160,7 +163,7 @@ fn status(worker: &SecretKey, created_ms: u64) -> Signed<WorkerStatus> {
         worker: worker.public(),
         hash_rate: 1_000_000,
         queue: 0,
-        payout: worker.public(),
+        payout: None,
         created_ms,
     };
     Signed::sign(s, worker).expect("sign status")
@@ -430,6 +433,38 @@ fn every_reason_comes_from_a_real_message() {
         &mut seen,
         v.check_registry(&forge(&e, &key(98)), reg),
         RejectReason::BadSignature,
+    );
+
+    // A result for an answered request, refused on its bytes.
+    let req = request(&n.service, 40);
+    let root = req.payload().root;
+    let d = req.payload().difficulty;
+    let late = result(&req, &n.worker, root, solve(&root, d));
+    assert!(Validator::refuse_answered(late.bytes(), |_| false).is_ok());
+    expect(
+        &mut seen,
+        Validator::refuse_answered(late.bytes(), |id| *id == req.id()),
+        RejectReason::Answered,
+    );
+
+    // A receipt of an epoch that is final.
+    let receipt = Signed::sign(
+        Receipt {
+            price: Credits::price(d),
+            request: req.clone(),
+            result: late,
+            accepted_ms: NOW,
+        },
+        &n.service,
+    )
+    .expect("receipt");
+    let f = v.config().finality;
+    let epoch = dpow_protocol::ledger::epoch_of(NOW, f.epoch_ms);
+    assert!(v.check_open(&receipt, NOW).is_ok());
+    expect(
+        &mut seen,
+        v.check_open(&receipt, f.final_at(epoch)),
+        RejectReason::FinalEpoch,
     );
 
     let all: HashSet<RejectReason> = RejectReason::ALL.iter().copied().collect();

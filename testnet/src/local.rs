@@ -31,6 +31,10 @@ pub struct LocalOptions {
     pub max_penalties: u32,
     /// The ledger's epoch length.
     pub epoch_ms: u64,
+    /// The longest request lifetime (also how long after an epoch ends its books stay open).
+    pub max_lifetime_ms: u64,
+    /// The finality grace after that.
+    pub grace_ms: u64,
     /// Let nodes find each other through the DHT (and so replicate receipts in it). Off by
     /// default: most tests decide who connects to whom.
     pub discovery: bool,
@@ -47,6 +51,8 @@ impl Default for LocalOptions {
             flow: FlowConfig::default(),
             max_penalties: 3,
             epoch_ms: dpow_protocol::ledger::DEFAULT_EPOCH_MS,
+            max_lifetime_ms: TimePolicy::default().max_lifetime_ms,
+            grace_ms: dpow_protocol::Finality::DEFAULT_GRACE_MS,
             discovery: false,
         }
     }
@@ -90,13 +96,22 @@ impl LocalNet {
     pub async fn start(options: LocalOptions) -> anyhow::Result<LocalNet> {
         let registrar = SecretKey::generate()?;
         let service = SecretKey::generate()?;
+        let time = TimePolicy {
+            max_lifetime_ms: options.max_lifetime_ms,
+            ..TimePolicy::default()
+        };
         let mut genesis = Genesis {
             network: "local-test".into(),
             profile: options.profile.clone(),
             registrars: vec![registrar.public()],
             bootstrap: vec![],
-            time: TimePolicy::default(),
+            time,
             epoch_ms: options.epoch_ms,
+            finality: dpow_protocol::Finality {
+                epoch_ms: options.epoch_ms,
+                max_lifetime_ms: options.max_lifetime_ms,
+                grace_ms: options.grace_ms,
+            },
         };
         let mut cfg = NodeConfig::new(genesis.clone(), SecretKey::generate()?);
         cfg.listen = vec![loopback()];
@@ -167,11 +182,13 @@ impl LocalNet {
             String::new()
         };
         let text = format!(
-            "network = \"{}\"\nprofile = \"{}\"\nregistrars = [\"{}\"]\nbootstrap = [{peers}]\nepoch_ms = {}\n",
+            "network = \"{}\"\nprofile = \"{}\"\nregistrars = [\"{}\"]\nbootstrap = [{peers}]\nepoch_ms = {}\nmax_request_lifetime_ms = {}\nfinality_grace_ms = {}\n",
             self.genesis.network,
             self.genesis.profile.name,
-            self.registrar.public().to_account(),
+            self.registrar.public(),
             self.genesis.epoch_ms,
+            self.genesis.finality.max_lifetime_ms,
+            self.genesis.finality.grace_ms,
         );
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
@@ -194,7 +211,11 @@ impl LocalNet {
         let solver = CpuSolver::new(self.options.threads)?;
         cfg.worker = Some(WorkerConfig {
             solver: Box::new(solver),
-            payout: cfg.key.public(),
+            // An account of its own: 32 random bytes in the nano_ form (no wallet holds it;
+            // `testnet/run.sh` derives real ones).
+            payout: Some(dpow_keys::NanoAccount::from_bytes(
+                SecretKey::generate()?.public().0,
+            )?),
             rate: self.options.rate,
         });
         let node = net::spawn(cfg).await?;

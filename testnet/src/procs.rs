@@ -498,11 +498,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let s = http_get_json(&format!("{}/api/stats", p.http))?;
         digests.insert(s["ledger_digest"].as_str().unwrap_or("").to_string());
         epoch = u64_of(&s, "ledger_epoch");
-        if p.role == "worker" {
-            let key: dpow_keys::PublicKey = field(&s, "account")?.parse()?;
+        if p.role == "worker"
+            && let Ok(account) = s["worker"]["payout"]
+                .as_str()
+                .unwrap_or_default()
+                .parse::<dpow_keys::NanoAccount>()
+        {
             let credits = u128::from(u64_of(&s, "credits_earned"));
             if credits > 0 {
-                earned.insert(key, credits);
+                *earned.entry(account).or_default() += credits;
             }
         }
     }

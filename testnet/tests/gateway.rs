@@ -59,7 +59,7 @@ async fn generate_and_validate_speak_the_work_server_protocol() {
                 .is_some()
         );
         assert_eq!(v["source"], "network");
-        assert!(v["worker"].as_str().is_some_and(|w| w.starts_with("nano_")));
+        assert!(v["worker"].as_str().is_some_and(|w| w.starts_with("dpow_")));
 
         // The same work, validated.
         let (status, val) = api
@@ -159,10 +159,8 @@ async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_s
     let store = open_store(&dir);
     let (net, svc) = network(2).await;
     let profile = net.genesis.profile.clone();
-    let account = dpow_keys::SecretKey::generate()
-        .expect("key")
-        .public()
-        .to_account();
+    let account =
+        dpow_keys::encode_account(&dpow_keys::SecretKey::generate().expect("key").public().0);
     let api = serve(svc.clone(), config(profile.clone(), false, &store)).await;
     let (s, v) = api
         .post(json!({"action": "work_precache", "hash": hash(30), "account": account}))
@@ -240,14 +238,10 @@ async fn confirmations_from_a_nano_websocket_precache_the_next_work() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open_store(&dir);
     let (net, svc) = network(2).await;
-    let tracked = dpow_keys::SecretKey::generate()
-        .expect("key")
-        .public()
-        .to_account();
-    let stranger = dpow_keys::SecretKey::generate()
-        .expect("key")
-        .public()
-        .to_account();
+    let tracked =
+        dpow_keys::encode_account(&dpow_keys::SecretKey::generate().expect("key").public().0);
+    let stranger =
+        dpow_keys::encode_account(&dpow_keys::SecretKey::generate().expect("key").public().0);
     let gw = Gateway::new(
         svc.clone(),
         config(net.genesis.profile.clone(), false, &store),

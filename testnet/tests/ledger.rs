@@ -211,6 +211,7 @@ fn receipt(
             created_ms: created,
             expires_ms: created + 30_000,
             priority: Priority::Normal,
+            node: dpow_keys::PublicKey([7; 32]),
         },
         service,
     )
@@ -225,6 +226,7 @@ fn receipt(
             root: root(i),
             work,
             worker: worker.public(),
+            payout: None,
         },
         worker,
     )

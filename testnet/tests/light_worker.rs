@@ -135,7 +135,7 @@ async fn a_light_worker_joins_full_nodes_solves_and_keeps_only_its_own_receipts(
             .await
             .expect("answered by the network");
         assert_eq!(
-            answer.worker.to_account(),
+            answer.worker.to_string(),
             account,
             "the only worker solved it"
         );
@@ -152,7 +152,7 @@ async fn a_light_worker_joins_full_nodes_solves_and_keeps_only_its_own_receipts(
     let (books, _) = service.ledger().await.expect("ledger");
     let earned = books
         .counted()
-        .filter(|r| r.payload().result.payload().worker.to_account() == account)
+        .filter(|r| r.payload().result.payload().worker.to_string() == account)
         .map(|r| r.payload().price.0)
         .sum::<u64>();
     let t0 = Instant::now();

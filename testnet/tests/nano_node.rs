@@ -87,10 +87,8 @@ async fn a_nano_node_gets_work_from_one_peer_and_cancels_the_other() {
     let profile = net.genesis.profile.clone();
     let a = serve(svc.clone(), config(profile.clone(), true, &store)).await;
     let b = serve(svc.clone(), config(profile, false, &store)).await;
-    let account = dpow_keys::SecretKey::generate()
-        .expect("key")
-        .public()
-        .to_account();
+    let account =
+        dpow_keys::encode_account(&dpow_keys::SecretKey::generate().expect("key").public().0);
     let difficulty = "ffff000000000000";
     let generate = |h: &str| {
         ptree(&[

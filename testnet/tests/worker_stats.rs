@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dpow_keys::{PublicKey, SecretKey};
+use dpow_keys::{NanoAccount, PublicKey, SecretKey};
 use dpow_node::net::{self, NodeHandle, NodeStats, OwnReject, SubmitError, WorkAsk, WorkerConfig};
 use dpow_protocol::ledger::{Ledger, epoch_of};
 use dpow_protocol::{BlockKind, Credits, Difficulty, Priority, RegistryAction, Root, Work};
@@ -76,7 +76,7 @@ struct Lying {
     net: LocalNet,
     service: NodeHandle,
     worker: PublicKey,
-    payout: PublicKey,
+    payout: NanoAccount,
     lies: u64,
     answered: u64,
 }
@@ -120,7 +120,8 @@ async fn lying_worker_network(n: u32) -> Lying {
     let mut net = bare_network().await;
     let key = SecretKey::generate().expect("key");
     let worker = key.public();
-    let payout = SecretKey::generate().expect("payout key").public();
+    let payout = NanoAccount::from_bytes(SecretKey::generate().expect("payout key").public().0)
+        .expect("not the burn account");
     let lies = Arc::new(AtomicU64::new(0));
     let mut cfg = net.config(key);
     cfg.worker = Some(WorkerConfig {
@@ -129,7 +130,7 @@ async fn lying_worker_network(n: u32) -> Lying {
             answers: AtomicU64::new(0),
             lies: lies.clone(),
         }),
-        payout,
+        payout: Some(payout),
         rate: Some(20_000_000),
     });
     let node = net::spawn(cfg).await.expect("worker starts");
@@ -224,7 +225,7 @@ async fn a_worker_that_lies_every_other_time_sends_only_valid_work_and_counts_th
         "no other reason: {:?}",
         w.rejected
     );
-    assert_eq!(w.payout, l.payout.to_account());
+    assert_eq!(w.payout, l.payout.to_string());
     assert_eq!(w.devices.len(), 1, "{:?}", w.devices);
     assert!(w.devices[0].name.starts_with("liar over cpu"));
     assert!(w.devices[0].hash_rate > 0);
@@ -333,8 +334,14 @@ async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
     let genesis = dir.path().join("genesis.toml");
     net.write_genesis(&genesis, true).expect("genesis written");
     let (b, d, g) = (bin.clone(), dir.path().to_path_buf(), genesis.clone());
+    let payout = NanoAccount::from_bytes(SecretKey::generate().expect("key").public().0)
+        .expect("not the burn account")
+        .to_string();
+    let pay = payout.clone();
     let proc = tokio::task::spawn_blocking(move || {
         let extra: Vec<String> = [
+            "--payout",
+            &pay,
             "--role",
             "worker",
             "--threads",
@@ -395,11 +402,7 @@ async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     let w = &v["worker"];
     assert_eq!(v["account"], account.as_str());
-    assert_eq!(
-        w["payout"],
-        account.as_str(),
-        "paid to its own key by default"
-    );
+    assert_eq!(w["payout"], payout.as_str(), "paid to the account it named");
     assert_eq!(w["sent"], n);
     assert_eq!(w["won"], n);
     assert_eq!(w["lost"], 0);
@@ -434,7 +437,7 @@ async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     for line in [
-        row("payout", &account),
+        row("payout", &payout),
         row("sent", n),
         row("won", n),
         row("lost", 0),
@@ -567,7 +570,7 @@ async fn the_dashboard_shows_this_workers_panel() {
     assert_eq!(element(&dom, "own_lost"), "0");
     assert_eq!(element(&dom, "own_rejected"), l.lies.to_string());
     assert_eq!(element(&dom, "own_credits"), w.credits.to_string());
-    assert_eq!(element(&dom, "own_payout"), l.payout.to_account());
+    assert_eq!(element(&dom, "own_payout"), l.payout.to_string());
     assert!(
         dom.contains("<td>invalid_work</td>"),
         "the reason is listed"

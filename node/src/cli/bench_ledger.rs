@@ -61,6 +61,7 @@ fn receipt(
             created_ms: now,
             expires_ms: now + 30_000,
             priority: Priority::Normal,
+            node: dpow_keys::PublicKey([7; 32]),
         },
         service,
     )?;
@@ -71,6 +72,9 @@ fn receipt(
             root,
             work,
             worker: worker.public(),
+            // Each worker names an account of its own (its key's bytes, any 32 bytes will do
+            // for a benchmark).
+            payout: dpow_keys::NanoAccount::from_bytes(worker.public().0).ok(),
         },
         worker,
     )?;
@@ -238,7 +242,7 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     let bal = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let epoch = dpow_protocol::ledger::epoch_of(now + 1, EPOCH_MS);
-    let earned = ledger.earned_in_epoch(epoch);
+    let earned = ledger.claims_in_epoch(epoch).accounts;
     let report = dpow_protocol::ledger::PayoutReport::new(epoch, &earned, 10u128.pow(30))?;
     let pay = t0.elapsed().as_secs_f64();
     say(

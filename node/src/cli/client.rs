@@ -63,6 +63,7 @@ impl ClientArgs {
         config.service_key = service_key;
         config.tuning.discovery = false;
         config.tuning.ledger = books;
+        config.tuning.auditor = books;
         let node = net::spawn(config)
             .await
             .context("starting the client node")?;

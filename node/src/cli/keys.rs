@@ -1,10 +1,13 @@
-//! `dpow keys`: create key files, show their public side, convert keys and nano_ accounts.
+//! `dpow keys`: create key files, show their public side, and convert key text.
+//!
+//! dpow keys print as `dpow_…` (see `dpow_keys::address`), never as `nano_` accounts: no Nano
+//! wallet can spend from a dpow key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use dpow_keys::{PublicKey, SecretKey, keyfile};
+use dpow_keys::{NanoAccount, PublicKey, SecretKey, keyfile};
 use serde_json::json;
 
 use crate::output::Output;
@@ -18,15 +21,16 @@ pub enum KeysCommand {
         #[arg(long, default_value = "dpow.key", value_name = "PATH")]
         out: PathBuf,
     },
-    /// Show the public key and nano_ account of a key file (never the secret).
+    /// Show the public key of a key file as hex, `dpow_` text and peer id (never the secret).
     Show {
         /// The key file.
         #[arg(long, default_value = "dpow.key", value_name = "PATH")]
         key: PathBuf,
     },
-    /// Convert between a public key (64 hex digits) and a nano_ account, checking the checksum.
+    /// Convert a key between 64 hex digits and `dpow_` text (checking the checksum), or show
+    /// the public key of a `nano_` account.
     Address {
-        /// A public key in hex, or a nano_/xrb_ account.
+        /// A key in hex or `dpow_` text, or a `nano_`/`xrb_` account.
         key_or_account: String,
     },
 }
@@ -34,13 +38,12 @@ pub enum KeysCommand {
 fn describe(pk: &PublicKey, out: Output, extra: Option<(&str, String)>) -> anyhow::Result<()> {
     let peer_id = peer_id_of(pk);
     let mut human = format!(
-        "public key  {}\naccount     {}\npeer id     {peer_id}",
+        "public key  {}\nkey         {pk}\npeer id     {peer_id}",
         pk.to_hex(),
-        pk.to_account()
     );
     let mut json = json!({
         "public_key": pk.to_hex(),
-        "account": pk.to_account(),
+        "key": pk.to_string(),
         "peer_id": peer_id,
     });
     if let Some((k, v)) = extra {
@@ -78,8 +81,18 @@ pub(super) fn run(cmd: KeysCommand, out: Output) -> anyhow::Result<ExitCode> {
             describe(&sk.public(), out, None)?;
         }
         KeysCommand::Address { key_or_account } => {
-            let pk: PublicKey = key_or_account.trim().parse()?;
-            describe(&pk, out, None)?;
+            let text = key_or_account.trim();
+            if text.starts_with("nano_") || text.starts_with("xrb_") {
+                let account: NanoAccount = text.parse()?;
+                let hex = hex::encode_upper(account.as_bytes());
+                out.emit(
+                    &format!("public key  {hex}\naccount     {account}  (a Nano account)"),
+                    &json!({ "public_key": hex, "account": account.to_string() }),
+                )?;
+            } else {
+                let pk: PublicKey = text.parse()?;
+                describe(&pk, out, None)?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

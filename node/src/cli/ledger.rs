@@ -41,11 +41,17 @@ pub struct LedgerArgs {
 /// Ledger commands.
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
-    /// Split a pool over the workers in proportion to the credits they earned in an epoch.
+    /// Split a pool over the payout accounts named in an epoch's receipts, in proportion to
+    /// the credits they earned. Only a final epoch (its books closed) is paid; the report
+    /// names the registrar checkpoint that matches these books.
     Payout {
-        /// The epoch (days since 1970-01-01 UTC; default: the current one).
+        /// The epoch (days since 1970-01-01 UTC with the default epoch length; default: the
+        /// newest final one, or with `--preview` the current one).
         #[arg(long)]
         epoch: Option<u64>,
+        /// Show an epoch that is not final yet (its books may still change; never pay it).
+        #[arg(long)]
+        preview: bool,
         /// The pool: Nano (`1.5`, `1.5nano`) or raw (`1500raw`).
         #[arg(long)]
         pool: String,
@@ -133,26 +139,90 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
     };
     // Caught up with a peer's books (every receipt verified here); give stragglers on the
     // receipts topic a moment.
+    let genesis = Genesis::load(&a.client.genesis)?;
     let node = a.client.connect_with_books().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (books, registry) = node.ledger().await?;
+    let checkpoints = node.checkpoints().await?;
     node.shutdown().await?;
     let current = ledger::epoch_of(now_ms(), books.epoch_ms());
     match a.command {
         LedgerCommand::Payout {
             epoch,
+            preview,
             csv,
             signature_out,
             ..
         } => {
-            let epoch = epoch.unwrap_or(current);
-            let earned = books.earned_in_epoch(epoch);
-            if earned.is_empty() {
+            let finality = genesis.finality;
+            let now = now_ms();
+            let epoch = match (epoch, preview) {
+                (Some(e), _) => e,
+                (None, true) => current,
+                (None, false) => finality.last_final(now).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no epoch of this network is final yet; --preview shows the current one"
+                    )
+                })?,
+            };
+            if !preview && !finality.is_final(epoch, now) {
                 bail!(
-                    "no credits were earned in epoch {epoch} as far as this network's peers know"
+                    "epoch {epoch} is not final until {} ms (unix time), when no receipt can enter it any more; --preview shows it as it stands",
+                    finality.final_at(epoch)
                 );
             }
-            let report = PayoutReport::new(epoch, &earned, pool.unwrap_or(0))?;
+            let claims = books.claims_in_epoch(epoch);
+            if claims.accounts.is_empty() {
+                bail!(
+                    "no credits were earned by a payout account in epoch {epoch} as far as this network's peers know ({} unclaimed)",
+                    claims.unclaimed
+                );
+            }
+            let mut report = PayoutReport::new(epoch, &claims.accounts, pool.unwrap_or(0))?;
+            if claims.unclaimed > 0 {
+                tracing::warn!(
+                    epoch,
+                    credits = %claims.unclaimed,
+                    "credits of results that named no payout account: unclaimed, not paid"
+                );
+            }
+            if !preview {
+                let digest = books.epoch_digest(epoch);
+                let held: Vec<_> = checkpoints
+                    .iter()
+                    .filter(|c| c.payload().epoch == epoch)
+                    .collect();
+                match held.iter().find(|c| c.payload().digest == digest) {
+                    Some(c) => {
+                        let p = c.payload();
+                        let credits: std::collections::BTreeMap<_, _> =
+                            p.credits.iter().copied().collect();
+                        if credits != claims.accounts || p.unclaimed != claims.unclaimed {
+                            bail!(
+                                "registrar {}'s checkpoint of epoch {epoch} states other credits than its own digest's receipts give: refusing to pay from it",
+                                p.registrar
+                            );
+                        }
+                        report = report.with_checkpoint(ledger::CheckpointRef {
+                            registrar: p.registrar,
+                            digest: p.digest,
+                            receipts: p.receipts,
+                        });
+                    }
+                    None if !held.is_empty() => bail!(
+                        "these books of epoch {epoch} (digest {}) differ from every registrar checkpoint of it ({}): wait for this node to catch up, then run it again",
+                        hex::encode(digest),
+                        held.iter()
+                            .map(|c| hex::encode(c.payload().digest))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => tracing::warn!(
+                        epoch,
+                        "no registrar checkpoint of this epoch yet: the report names none, and `ledger pay` refuses it unless told otherwise"
+                    ),
+                }
+            }
             let signature = match &signer {
                 Some((key, registrars)) => Some((
                     key.public(),
@@ -177,14 +247,14 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
             for (k, s) in &b.services {
                 human.push_str(&format!(
                     "{:<66} {:>12} {:>12} {:>12}{}\n",
-                    k.to_account(),
+                    k.to_string(),
                     s.granted.0,
                     s.spent,
                     s.balance(),
                     if s.equivocations > 0 { "  FLAGGED" } else { "" }
                 ));
                 services.push(json!({
-                    "service": k.to_account(),
+                    "service": k.to_string(),
                     "granted": s.granted.0.to_string(),
                     "spent": s.spent.to_string(),
                     "balance": s.balance().to_string(),
@@ -200,12 +270,12 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
             for (k, w) in &b.workers {
                 human.push_str(&format!(
                     "{:<66} {:>12} {:>12}\n",
-                    k.to_account(),
+                    k.to_string(),
                     w.earned,
                     w.receipts
                 ));
                 workers.push(json!({
-                    "worker": k.to_account(),
+                    "worker": k.to_string(),
                     "earned": w.earned.to_string(),
                     "receipts": w.receipts,
                 }));
@@ -232,7 +302,7 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
             let flagged: Vec<String> = books
                 .flagged_services()
                 .iter()
-                .map(|k| k.to_account())
+                .map(|k| k.to_string())
                 .collect();
             for f in &flagged {
                 human.push_str(&format!("flagged (two receipts for one request): {f}\n"));
@@ -258,24 +328,24 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
             let human = format!(
                 "receipt     {}\nservice     {}\nrequest     {}\nroot        {}\ndifficulty  {}\nwork        {}\nworker      {}\nprice       {} credits\naccepted    {} ms\ncounted     {}",
                 r.id(),
-                req.service.to_account(),
+                req.service,
                 p.request.id(),
                 req.root,
                 req.difficulty,
                 res.work,
-                res.worker.to_account(),
+                res.worker,
                 p.price.0,
                 p.accepted_ms,
                 books.is_counted(&r.id()),
             );
             let js = json!({
                 "receipt": r.id().to_string(),
-                "service": req.service.to_account(),
+                "service": req.service.to_string(),
                 "request": p.request.id().to_string(),
                 "root": req.root.to_string(),
                 "difficulty": req.difficulty.to_string(),
                 "work": res.work.to_string(),
-                "worker": res.worker.to_account(),
+                "worker": res.worker.to_string(),
                 "price": p.price.0,
                 "accepted_ms": p.accepted_ms,
                 "counted": books.is_counted(&r.id()),
@@ -306,7 +376,7 @@ fn print_payout(
         if let Some((registrar, sig)) = signature {
             t.push_str(&format!(
                 "signed by {} : {}\n",
-                registrar.to_account(),
+                registrar,
                 report::signature_hex(sig)
             ));
         }
@@ -358,7 +428,7 @@ fn check_report(
         report.epoch(),
         report.lines().len(),
         report.pool_raw(),
-        registrar.to_account()
+        registrar
     );
     out.emit(
         &human,
@@ -368,7 +438,7 @@ fn check_report(
             "accounts": report.lines().len(),
             "pool_raw": report.pool_raw().to_string(),
             "total_credits": report.total_credits().to_string(),
-            "registrar": registrar.to_account(),
+            "registrar": registrar.to_string(),
         }),
     )?;
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use dpow_keys::{PublicKey, keyfile};
+use dpow_keys::{NanoAccount, keyfile};
 use serde_json::json;
 
 use crate::config::{Config, Exhausted, Role};
@@ -63,6 +63,13 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
         );
     };
     let genesis = Genesis::load(genesis_path)?;
+    // A bad payout account stops the node before anything else happens.
+    let payout = match &a.payout {
+        Some(p) => Some(p.trim().parse::<NanoAccount>().with_context(|| {
+            format!("--payout {p:?}: name a nano_ account from your own wallet")
+        })?),
+        None => None,
+    };
     let data_dir = a.data_dir.clone().unwrap_or_default();
     let key_path = a.key.clone().unwrap_or_else(|| data_dir.join("node.key"));
     let (key, created) = keyfile::load_or_create(&key_path)?;
@@ -102,13 +109,11 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
         config.status_interval = Duration::from_secs_f64(s);
     }
     if a.role.contains(&Role::Worker) {
-        let payout = match &a.payout {
-            Some(p) => p
-                .trim()
-                .parse::<PublicKey>()
-                .with_context(|| format!("--payout {p:?}"))?,
-            None => key.public(),
-        };
+        if payout.is_none() {
+            tracing::warn!(
+                "no --payout account: this worker's credits will be recorded as unclaimed and never paid"
+            );
+        }
         config.worker = Some(WorkerConfig {
             solver: Box::new(a.devices.dispatcher()?),
             payout,
@@ -223,7 +228,7 @@ async fn serve(
     out: Output,
 ) -> anyhow::Result<ExitCode> {
     let network = config.genesis.network.clone();
-    let account = config.key.public().to_account();
+    let account = config.key.public().to_string();
     let node = std::sync::Arc::new(net::spawn(config).await?);
     let addrs = node.listen_addrs(Duration::from_secs(10)).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -32,7 +32,7 @@ pub enum RegistryCommand {
         /// The registrar key file.
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
-        /// The service's public key (nano_ account or hex).
+        /// The service's public key (dpow_ text or hex).
         #[arg(long, value_name = "KEY")]
         service: PublicKey,
         /// A display name.
@@ -80,6 +80,16 @@ pub enum RegistryCommand {
     },
     /// Show the registry as the network's nodes hold it.
     List,
+    /// Sign a checkpoint of a final epoch: its digest, receipt count and credits per payout
+    /// account, as computed here from receipts fetched from the network and verified here.
+    Checkpoint {
+        /// The registrar key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The epoch (default: the newest final one).
+        #[arg(long)]
+        epoch: Option<u64>,
+    },
 }
 
 /// Run `dpow registry`.
@@ -92,7 +102,11 @@ pub(super) fn run(a: RegistryArgs, out: Output) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(a: RegistryArgs, out: Output) -> anyhow::Result<ExitCode> {
+    if let RegistryCommand::Checkpoint { key, epoch } = &a.command {
+        return checkpoint(&a.client, key, *epoch, out).await;
+    }
     let (key_path, action) = match a.command {
+        RegistryCommand::Checkpoint { .. } => anyhow::bail!("handled above"),
         RegistryCommand::List => {
             let node = a.client.connect(None).await?;
             let entries = node.registry_entries().await?;
@@ -103,11 +117,11 @@ async fn run_async(a: RegistryArgs, out: Output) -> anyhow::Result<ExitCode> {
                 let what = describe(&p.action);
                 human.push_str(&format!(
                     "{}#{:<4} {what}\n",
-                    &p.registrar.to_account()[..12],
+                    &p.registrar.to_string()[..12],
                     p.seq
                 ));
                 rows.push(json!({
-                    "registrar": p.registrar.to_account(),
+                    "registrar": p.registrar.to_string(),
                     "seq": p.seq,
                     "created_ms": p.created_ms,
                     "action": what,
@@ -164,7 +178,7 @@ async fn run_async(a: RegistryArgs, out: Output) -> anyhow::Result<ExitCode> {
     node.shutdown().await?;
     out.emit(
         &format!("published entry #{seq}: {what}"),
-        &json!({ "registrar": registrar.public().to_account(), "seq": seq, "action": what }),
+        &json!({ "registrar": registrar.public().to_string(), "seq": seq, "action": what }),
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -172,20 +186,100 @@ async fn run_async(a: RegistryArgs, out: Output) -> anyhow::Result<ExitCode> {
 fn describe(a: &RegistryAction) -> String {
     match a {
         RegistryAction::RegisterService { service, name } => {
-            format!("register service {} as {name:?}", service.to_account())
+            format!("register service {} as {name:?}", service)
         }
         RegistryAction::GrantCredits { service, credits } => {
-            format!("grant {} credits to {}", credits.0, service.to_account())
+            format!("grant {} credits to {}", credits.0, service)
         }
         RegistryAction::BanService { service, reason } => {
-            format!("ban service {} ({reason})", service.to_account())
+            format!("ban service {} ({reason})", service)
         }
         RegistryAction::UnbanService { service } => {
-            format!("unban service {}", service.to_account())
+            format!("unban service {}", service)
         }
         RegistryAction::BanWorker { worker, reason } => {
-            format!("ban worker {} ({reason})", worker.to_account())
+            format!("ban worker {} ({reason})", worker)
         }
-        RegistryAction::UnbanWorker { worker } => format!("unban worker {}", worker.to_account()),
+        RegistryAction::UnbanWorker { worker } => format!("unban worker {}", worker),
     }
+}
+
+/// `dpow registry checkpoint`: catch up with a peer's books, check the epoch is final, sign
+/// what the books say about it and publish that.
+async fn checkpoint(
+    client: &ClientArgs,
+    key_path: &std::path::Path,
+    epoch: Option<u64>,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    let registrar = keyfile::read(key_path)
+        .with_context(|| format!("registrar key file {}", key_path.display()))?;
+    let genesis = crate::genesis::Genesis::load(&client.genesis)?;
+    if !genesis.registrars.contains(&registrar.public()) {
+        anyhow::bail!(
+            "{} is not a registrar of network {}",
+            registrar.public(),
+            genesis.network
+        );
+    }
+    let finality = genesis.finality;
+    let now = crate::net::now_ms();
+    let epoch = match epoch {
+        Some(e) => e,
+        None => finality
+            .last_final(now)
+            .ok_or_else(|| anyhow::anyhow!("no epoch of this network is final yet"))?,
+    };
+    if !finality.is_final(epoch, now) {
+        anyhow::bail!(
+            "epoch {epoch} is not final until {} ms (unix time): a checkpoint of open books could be contradicted by receipts still to come",
+            finality.final_at(epoch)
+        );
+    }
+    let node = client.connect_with_books().await?;
+    let (books, _registry) = node.ledger().await?;
+    let claims = books.claims_in_epoch(epoch);
+    if claims.accounts.len() > dpow_protocol::checkpoint::MAX_CHECKPOINT_ACCOUNTS {
+        anyhow::bail!(
+            "epoch {epoch} pays {} accounts, more than a checkpoint lists ({})",
+            claims.accounts.len(),
+            dpow_protocol::checkpoint::MAX_CHECKPOINT_ACCOUNTS
+        );
+    }
+    let receipts = books.receipt_ids_in_epoch(epoch).len() as u64;
+    let c = dpow_protocol::Checkpoint {
+        registrar: registrar.public(),
+        epoch,
+        epoch_ms: books.epoch_ms(),
+        digest: books.epoch_digest(epoch),
+        receipts,
+        credits: claims.accounts.into_iter().collect(),
+        unclaimed: claims.unclaimed,
+        created_ms: now,
+    };
+    let signed = dpow_protocol::Signed::sign(c, &registrar)?;
+    node.publish_checkpoint(signed.bytes().to_vec()).await?;
+    // Give gossip a moment to carry it before this short-lived node leaves.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.shutdown().await?;
+    let p = signed.payload();
+    out.emit(
+        &format!(
+            "published checkpoint of epoch {epoch}: {receipts} receipts, digest {}, {} payout accounts, {} credits claimed, {} unclaimed",
+            hex::encode(p.digest),
+            p.credits.len(),
+            p.claimed(),
+            p.unclaimed
+        ),
+        &json!({
+            "registrar": registrar.public().to_string(),
+            "epoch": epoch,
+            "receipts": receipts,
+            "digest": hex::encode(p.digest),
+            "accounts": p.credits.len(),
+            "claimed": p.claimed().to_string(),
+            "unclaimed": p.unclaimed.to_string(),
+        }),
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -179,7 +179,7 @@ async fn run_async(
                     root: ask.root,
                     difficulty: ask.difficulty,
                     work: ans.work,
-                    worker: ans.worker.to_account(),
+                    worker: ans.worker.to_string(),
                     latency: ans.latency,
                 };
                 out.progress(&format!(

@@ -221,7 +221,15 @@ fn text<'a>(v: &'a Value, k: &str) -> &'a str {
 fn worker_table(v: &Value, w: &OwnWorkerStats) -> String {
     let mut out = String::new();
     row(&mut out, "account", text(v, "account"));
-    row(&mut out, "payout", &w.payout);
+    row(
+        &mut out,
+        "payout",
+        if w.payout.is_empty() {
+            "none: credits unclaimed (set --payout nano_...)"
+        } else {
+            &w.payout
+        },
+    );
     row(&mut out, "peer id", text(v, "peer_id"));
     row(&mut out, "uptime", uptime(v));
     for d in &w.devices {

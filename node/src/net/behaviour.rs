@@ -63,6 +63,8 @@ pub(crate) enum SyncResponse {
         registry: Vec<serde_bytes_vec::Bytes>,
         /// The newest status of each live worker.
         statuses: Vec<serde_bytes_vec::Bytes>,
+        /// The newest registrar checkpoints held.
+        checkpoints: Vec<serde_bytes_vec::Bytes>,
     },
     /// The peer's epoch digests, oldest first.
     Digests {
@@ -123,6 +125,25 @@ pub(crate) mod serde_bytes_vec {
     }
 }
 
+/// A worker's signed result, delivered to the service node named in the request
+/// (`/dpow/result/1`): only the service sees a winning nonce before its receipt is published.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ResultDelivery {
+    /// The signed `WorkResult` envelope.
+    pub(crate) result: serde_bytes_vec::Bytes,
+}
+
+/// The service node's answer to a [`ResultDelivery`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ResultAck {
+    /// The first valid result: it answers the request; a receipt follows.
+    Accepted,
+    /// Valid, but the request was already answered (or withdrawn).
+    Answered,
+    /// Refused: why, in words.
+    Refused(String),
+}
+
 /// Every behaviour of a node; one swarm owns it.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -131,6 +152,17 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<super::records::Records>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    pub(crate) results: request_response::cbor::Behaviour<ResultDelivery, ResultAck>,
+}
+
+/// How long a worker waits for the service node to take a delivered result before it falls
+/// back to gossip.
+pub(crate) const RESULT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The peer id of the node whose key is `node` (node keys are libp2p ed25519 identities).
+pub(crate) fn peer_of_key(node: &dpow_keys::PublicKey) -> Option<libp2p::PeerId> {
+    let key = identity::ed25519::PublicKey::try_from_bytes(&node.0).ok()?;
+    Some(identity::PublicKey::from(key).to_peer_id())
 }
 
 /// Copies of each receipt in the DHT, by default.
@@ -161,6 +193,19 @@ pub struct NetTuning {
     /// forwards the others without holding them; it runs Kademlia as a client (holds no
     /// records) and offers no receipts to peers that catch up.
     pub light: bool,
+    /// How long a worker that won a request (by the service node's answer) waits for its
+    /// receipt before counting an unreceipted win against the service.
+    pub receipt_wait: Duration,
+    /// Unreceipted wins after which a worker treats the service as out of credits.
+    pub unreceipted_limit: u64,
+    /// A short-lived auditor (`dpow ledger`, `dpow registry checkpoint`): it fetches the
+    /// receipts of final epochs during catch-up without a checkpoint vouching for them. It
+    /// holds no store and its books are only read, never served as the network's.
+    pub auditor: bool,
+    /// Fault injection for tests: a dishonest service node that takes work and signs no
+    /// receipt for it (workers must notice; see `event_loop::delivery`). Never set it
+    /// otherwise.
+    pub withhold_receipts: bool,
 }
 
 impl Default for NetTuning {
@@ -173,6 +218,10 @@ impl Default for NetTuning {
             ledger_sync: Duration::from_secs(60),
             ledger: true,
             light: false,
+            receipt_wait: Duration::from_secs(60),
+            unreceipted_limit: 3,
+            auditor: false,
+            withhold_receipts: false,
         }
     }
 }
@@ -244,12 +293,20 @@ impl Behaviour {
             )],
             request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
         );
+        let results = request_response::cbor::Behaviour::new(
+            [(
+                StreamProtocol::new("/dpow/result/1"),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default().with_request_timeout(RESULT_TIMEOUT),
+        );
         Ok(Behaviour {
             blocked: allow_block_list::Behaviour::default(),
             identify,
             kad,
             gossipsub,
             sync,
+            results,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! The one task that owns the swarm.
 
 mod books;
+mod checkpoints;
+mod delivery;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -58,7 +60,7 @@ struct Worker {
     flow: WorkerFlow,
     solver: Arc<dyn Solver>,
     key: SecretKey,
-    payout: dpow_keys::PublicKey,
+    payout: Option<dpow_keys::NanoAccount>,
     rate: u64,
     solving: Option<Solving>,
     next_status: Instant,
@@ -133,6 +135,22 @@ pub(super) struct EventLoop {
     epochs_held: Option<Vec<(u64, usize)>>,
     epoch_ids: HashMap<u64, Arc<Vec<dpow_protocol::MessageId>>>,
     digest_shown_at: Instant,
+    /// This node's key (its libp2p identity): requests of its service name it.
+    node_key: dpow_keys::PublicKey,
+    /// Results sent to service nodes, and wins awaiting their receipts.
+    deliveries: delivery::Deliveries,
+    receipt_wait_ms: u64,
+    unreceipted_limit: u64,
+    /// Work already paid by receipts: replays of it are refused.
+    paid_work: delivery::PaidWork,
+    /// Registrars' checkpoints and the receipts of final epochs they vouch for.
+    checkpoints: checkpoints::Checkpoints,
+    /// When epochs close.
+    finality: dpow_protocol::Finality,
+    /// Reads closed books without checkpoints ([`super::NetTuning::auditor`]).
+    auditor: bool,
+    /// Fault injection ([`super::NetTuning::withhold_receipts`]).
+    withhold_receipts: bool,
 }
 
 impl EventLoop {
@@ -208,6 +226,7 @@ impl EventLoop {
         let mut registry = Registry::new(config.genesis.registrars.iter().copied());
         let validator = Validator::new(ValidatorConfig {
             time: config.genesis.time,
+            finality: config.genesis.finality,
             ..ValidatorConfig::new(config.genesis.profile.clone())
         });
         if let Some(s) = &store {
@@ -231,12 +250,13 @@ impl EventLoop {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             s.peer_id = swarm.local_peer_id().to_string();
-            s.account = config.key.public().to_account();
+            s.account = config.key.public().to_string();
             s.hash_rate = worker.as_ref().map_or(0, |w| w.rate);
             // What the store held at start, before the first statistics rebuild.
             s.ledger_receipts = ledger.len();
         }
-        Ok(EventLoop {
+        let finality = config.genesis.finality;
+        let mut event_loop = EventLoop {
             swarm,
             genesis: config.genesis,
             topics,
@@ -281,7 +301,18 @@ impl EventLoop {
             epochs_held: None,
             epoch_ids: HashMap::new(),
             digest_shown_at: Instant::now(),
-        })
+            node_key: config.key.public(),
+            deliveries: delivery::Deliveries::default(),
+            receipt_wait_ms: config.tuning.receipt_wait.as_millis() as u64,
+            unreceipted_limit: config.tuning.unreceipted_limit,
+            paid_work: delivery::PaidWork::default(),
+            checkpoints: checkpoints::Checkpoints::default(),
+            finality,
+            auditor: config.tuning.auditor && config.store.is_none(),
+            withhold_receipts: config.tuning.withhold_receipts,
+        };
+        event_loop.load_checkpoints();
+        Ok(event_loop)
     }
 
     pub(super) fn peer_id(&self) -> PeerId {
@@ -457,10 +488,10 @@ impl EventLoop {
             .map(|s| {
                 let p = s.payload();
                 WorkerStat {
-                    account: p.worker.to_account(),
+                    account: p.worker.to_string(),
                     hash_rate: p.hash_rate,
                     queue: p.queue,
-                    payout: p.payout.to_account(),
+                    payout: p.payout.map(|a| a.to_string()).unwrap_or_default(),
                     credits: u64::try_from(self.ledger.earned(&p.worker)).unwrap_or(u64::MAX),
                 }
             })
@@ -475,13 +506,20 @@ impl EventLoop {
             .registry
             .services()
             .map(|(k, info)| ServiceStat {
-                account: k.to_account(),
+                account: k.to_string(),
                 name: info.name.clone(),
                 requests: self.per_service.get(k).copied().unwrap_or(0),
                 banned: info.banned.is_some(),
                 granted: info.granted.0,
                 spent: u64::try_from(self.ledger.spent(k)).unwrap_or(u64::MAX),
+                unreceipted_wins: self.deliveries.unreceipted().get(k).copied().unwrap_or(0),
             })
+            .collect();
+        let unreceipted = self
+            .deliveries
+            .unreceipted()
+            .iter()
+            .map(|(k, n)| (k.to_string(), *n))
             .collect();
         services.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.account.cmp(&b.account)));
         services.truncate(1000);
@@ -513,7 +551,7 @@ impl EventLoop {
             .ledger
             .flagged_services()
             .iter()
-            .map(|k| k.to_account())
+            .map(|k| k.to_string())
             .collect();
         let mut s = self.stats();
         s.connected_peers = connected;
@@ -534,6 +572,7 @@ impl EventLoop {
         s.latency_ms = Percentiles::of(&lat);
         s.worker_list = workers;
         s.service_list = services;
+        s.unreceipted_wins = unreceipted;
     }
 
     /// Tell the worker which services have spent their credits (it de-prioritises or refuses
@@ -542,7 +581,7 @@ impl EventLoop {
         let Some(w) = &self.worker else {
             return;
         };
-        let exhausted: HashSet<dpow_keys::PublicKey> = self
+        let mut exhausted: HashSet<dpow_keys::PublicKey> = self
             .registry
             .services()
             .map(|(k, _)| *k)
@@ -552,6 +591,8 @@ impl EventLoop {
                     .is_exhausted()
             })
             .collect();
+        // Services that took this worker's work and signed no receipt are treated alike.
+        exhausted.extend(self.unpaying());
         if &exhausted == w.flow.exhausted() {
             return;
         }
@@ -617,6 +658,7 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => self.on_gossip_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Results(ev)) => self.on_results_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 result: kad::QueryResult::Bootstrap(Err(e)),
                 ..
@@ -661,10 +703,18 @@ impl EventLoop {
                 message,
             } => {
                 tracing::trace!(from = %propagation_source, id = %message_id, topic = %message.topic, "gossip message");
-                let verdict = match self.which_topic(&message.topic) {
-                    _ if message.data.len() > MAX_GOSSIP_BYTES => Err(Rejected::new(
+                let topic = self.which_topic(&message.topic);
+                // Checkpoints list payout accounts and may be larger than any other message.
+                let limit = match topic {
+                    Some(Topic::Checkpoints) => {
+                        <dpow_protocol::Checkpoint as dpow_protocol::Message>::MAX_BYTES
+                    }
+                    _ => MAX_GOSSIP_BYTES,
+                };
+                let verdict = match topic {
+                    _ if message.data.len() > limit => Err(Rejected::new(
                         RejectReason::Oversized,
-                        format!("{} bytes, over {MAX_GOSSIP_BYTES}", message.data.len()),
+                        format!("{} bytes, over {limit}", message.data.len()),
                     )),
                     // Accepted (forwarded) only once on disk: see `books`.
                     Some(Topic::Receipts) => match self.receipt_from_network(
@@ -677,6 +727,9 @@ impl EventLoop {
                         Ok(()) => return,
                         Err(r) => Err(r),
                     },
+                    Some(Topic::Checkpoints) => {
+                        self.on_checkpoint(&message.data, propagation_source)
+                    }
                     Some(t) => self.on_message(t, &message.data),
                     None => Err(Rejected::new(RejectReason::Undecodable, "unknown topic")),
                 };
@@ -750,10 +803,12 @@ impl EventLoop {
                 self.on_request(req, now);
             }
             Topic::Results => {
+                self.refuse_if_answered(data)?;
                 let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
                 let res = self
                     .validator
                     .check_result(data, request, &self.registry, now)?;
+                self.refuse_paid_work(&res)?;
                 res.remember_verified();
                 self.stats().accept("work-result");
                 self.count_result(&res);
@@ -775,6 +830,13 @@ impl EventLoop {
                 self.on_registry(e)?;
                 self.stats().accept("registry");
             }
+            Topic::Checkpoints => {
+                // Handled in `on_gossip_event`, which knows the sender.
+                return Err(Rejected::new(
+                    RejectReason::Undecodable,
+                    "checkpoint out of place",
+                ));
+            }
             Topic::Receipts => {
                 // Taken before this point, in `on_gossip_event`.
                 return Err(Rejected::new(
@@ -791,6 +853,10 @@ impl EventLoop {
         let (Some(key), Some(req)) = (&self.service_key, self.requests.get(&request)) else {
             return;
         };
+        if self.withhold_receipts {
+            tracing::warn!(%request, "withholding the receipt (fault injection)");
+            return;
+        }
         let receipt = dpow_protocol::Receipt {
             request: req.clone(),
             result,
@@ -1077,6 +1143,7 @@ impl EventLoop {
             root,
             work,
             worker: w.key.public(),
+            payout: w.payout,
         };
         let signed = match Signed::sign(result, &w.key) {
             Ok(s) => s,
@@ -1086,19 +1153,7 @@ impl EventLoop {
             }
         };
         self.stats().solved += 1;
-        let published = self
-            .publish(Topic::Results, signed.bytes().to_vec())
-            .is_ok();
-        if let Some(w) = &mut self.worker {
-            // A result for this node's own service reaches it below, published or not.
-            if published || self.pending.contains_key(&request) {
-                w.own.sent(request);
-            } else {
-                w.own.reject(OwnReject::PublishFailed);
-            }
-        }
-        // Our own message does not come back to us: handle it as if it had.
-        self.on_result(signed, now);
+        self.deliver_result(signed, now);
     }
 
     fn publish_status(&mut self, now: u64) {
@@ -1199,6 +1254,7 @@ impl EventLoop {
             created_ms: now,
             expires_ms: now + ask.lifetime.as_millis() as u64,
             priority: ask.priority,
+            node: self.node_key,
         };
         let signed = match Signed::sign(request, key) {
             Ok(s) => s,
@@ -1263,6 +1319,12 @@ impl EventLoop {
             Command::RegistryEntries { reply } => {
                 let _ = reply.send(self.registry.entries());
             }
+            Command::Checkpoints { reply } => {
+                let _ = reply.send(self.checkpoints.all());
+            }
+            Command::PublishCheckpoint { bytes, reply } => {
+                let _ = reply.send(self.publish_checkpoint(bytes));
+            }
             Command::Ledger { reply } => {
                 self.flush_receipts();
                 let _ = reply.send((self.ledger.clone(), self.registry.clone()));
@@ -1295,7 +1357,7 @@ impl EventLoop {
         if !self.registry.is_registrar(&registrar) {
             anyhow::bail!(
                 "{} is not a registrar of network {}",
-                registrar.to_account(),
+                registrar,
                 self.genesis.network
             );
         }
@@ -1348,7 +1410,17 @@ impl EventLoop {
                     .take(MAX_SYNC_ITEMS)
                     .map(|s| Bytes(s.bytes().to_vec()))
                     .collect();
-                let resp = SyncResponse::Hello { registry, statuses };
+                let checkpoints = self
+                    .checkpoints
+                    .newest(checkpoints::HELLO_CHECKPOINTS)
+                    .into_iter()
+                    .map(|c| Bytes(c.bytes().to_vec()))
+                    .collect();
+                let resp = SyncResponse::Hello {
+                    registry,
+                    statuses,
+                    checkpoints,
+                };
                 if self
                     .swarm
                     .behaviour_mut()
@@ -1370,7 +1442,12 @@ impl EventLoop {
                 peer,
                 message:
                     request_response::Message::Response {
-                        response: SyncResponse::Hello { registry, statuses },
+                        response:
+                            SyncResponse::Hello {
+                                registry,
+                                statuses,
+                                checkpoints,
+                            },
                         ..
                     },
                 ..
@@ -1396,6 +1473,13 @@ impl EventLoop {
                         let _ = self.on_status(st, now);
                     }
                 }
+                for b in checkpoints.iter().take(checkpoints::HELLO_CHECKPOINTS) {
+                    match self.on_checkpoint(&b.0, peer) {
+                        Ok(()) => {}
+                        Err(r) if r.reason.penalise() => self.on_rejected(peer, &r),
+                        Err(_) => {}
+                    }
+                }
                 tracing::debug!(%peer, registry = ok, bad, "synced from peer");
                 // Then the books: counted as synced once they match the peer's.
                 if self.catch_up_ledger {
@@ -1418,6 +1502,7 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         let now = now_ms();
+        self.check_unreceipted(now);
         let actions = self.service.on_tick(now);
         self.service_actions(actions, now);
         if let Some(w) = &mut self.worker {
@@ -1464,7 +1549,7 @@ fn start_worker(
     }
     .max(1);
     tracing::info!(rate, "worker ready");
-    let own = OwnTally::new(&w.payout, solver.as_ref(), rate);
+    let own = OwnTally::new(w.payout.as_ref(), solver.as_ref(), rate);
     Ok(Worker {
         flow: WorkerFlow::new(key.public(), rate, flow),
         solver,

@@ -53,8 +53,9 @@ const COMMAND_QUEUE: usize = 256;
 pub struct WorkerConfig {
     /// The devices that solve (CPU pool, GPUs).
     pub solver: Box<dyn Solver>,
-    /// Where this worker's earnings go (a `nano_` account's key).
-    pub payout: PublicKey,
+    /// Where this worker's earnings go: named in every result it signs. `None` leaves its
+    /// credits unclaimed.
+    pub payout: Option<dpow_keys::NanoAccount>,
     /// The hash rate to announce; measured from the solver at start when `None`.
     pub rate: Option<u64>,
 }
@@ -120,16 +121,19 @@ pub enum Topic {
     Registry,
     /// Receipts: the ledger.
     Receipts,
+    /// Registrars' checkpoints of final epochs.
+    Checkpoints,
 }
 
 impl Topic {
-    const ALL: [Topic; 6] = [
+    const ALL: [Topic; 7] = [
         Topic::Requests,
         Topic::Results,
         Topic::Cancels,
         Topic::Status,
         Topic::Registry,
         Topic::Receipts,
+        Topic::Checkpoints,
     ];
 
     fn name(self) -> &'static str {
@@ -140,6 +144,7 @@ impl Topic {
             Topic::Status => "status",
             Topic::Registry => "registry",
             Topic::Receipts => "receipts",
+            Topic::Checkpoints => "checkpoints",
         }
     }
 }
@@ -213,6 +218,13 @@ enum Command {
             dpow_protocol::ledger::Ledger,
             dpow_protocol::registry::Registry,
         )>,
+    },
+    Checkpoints {
+        reply: oneshot::Sender<Vec<dpow_protocol::Signed<dpow_protocol::Checkpoint>>>,
+    },
+    PublishCheckpoint {
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<anyhow::Result<()>>,
     },
     RegistryEntries {
         reply: oneshot::Sender<Vec<dpow_protocol::Signed<dpow_protocol::RegistryEntry>>>,
@@ -349,6 +361,28 @@ impl NodeHandle {
             .await
             .map_err(|_| anyhow::anyhow!("the node stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+    }
+
+    /// The registrars' checkpoints this node holds, oldest epoch first.
+    pub async fn checkpoints(
+        &self,
+    ) -> anyhow::Result<Vec<dpow_protocol::Signed<dpow_protocol::Checkpoint>>> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Checkpoints { reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+    }
+
+    /// Check a signed checkpoint as every peer will, keep it, and publish it.
+    pub async fn publish_checkpoint(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::PublishCheckpoint { bytes, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))?
     }
 
     /// A copy of the node's ledger and registry (to compute balances and payouts).

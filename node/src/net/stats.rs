@@ -31,7 +31,7 @@ const BIG_LEDGER_REFRESH: Duration = Duration::from_secs(5);
 pub struct NodeStats {
     /// This node's libp2p peer id.
     pub peer_id: String,
-    /// The node key's `nano_` account (a worker's key in results and receipts).
+    /// The node key, `dpow_…` (a worker's key in results and receipts; never a Nano account).
     pub account: String,
     /// Peers with an open connection.
     pub connected_peers: usize,
@@ -57,6 +57,12 @@ pub struct NodeStats {
     pub expired: u64,
     /// Worker side: requests solved and published by this node.
     pub solved: u64,
+    /// Worker side: results sent by gossip because the service node could not be reached.
+    pub results_gossiped: u64,
+    /// Service side: results delivered straight to this node and taken.
+    pub results_direct: u64,
+    /// Worker side: wins (by the service node's answer) never receipted, per service key.
+    pub unreceipted_wins: BTreeMap<String, u64>,
     /// Worker side: hashes computed.
     pub hashes: u64,
     /// Worker side: hashes on requests that this node answered first (as far as it saw).
@@ -148,6 +154,8 @@ pub struct ServiceStat {
     pub granted: u64,
     /// Credits spent, by the ledger.
     pub spent: u64,
+    /// This worker's wins the service never signed a receipt for.
+    pub unreceipted_wins: u64,
 }
 
 /// One live worker as a node sees it.
@@ -267,6 +275,8 @@ pub enum OwnReject {
     Cancelled,
     /// Gossip would not take the result (no peer on the results topic, for one).
     PublishFailed,
+    /// The service node refused the delivered result.
+    Refused,
 }
 
 impl OwnReject {
@@ -279,6 +289,7 @@ impl OwnReject {
             OwnReject::Expired => "expired",
             OwnReject::Cancelled => "cancelled",
             OwnReject::PublishFailed => "publish_failed",
+            OwnReject::Refused => "refused",
         }
     }
 }
@@ -297,10 +308,14 @@ pub(crate) struct OwnTally {
 
 impl OwnTally {
     /// A worker paid to `payout`, solving with `solver` at `rate` (announced or measured).
-    pub(crate) fn new(payout: &PublicKey, solver: &dyn Solver, rate: u64) -> OwnTally {
+    pub(crate) fn new(
+        payout: Option<&dpow_keys::NanoAccount>,
+        solver: &dyn Solver,
+        rate: u64,
+    ) -> OwnTally {
         let mut t = OwnTally {
             stats: OwnWorkerStats {
-                payout: payout.to_account(),
+                payout: payout.map(|a| a.to_string()).unwrap_or_default(),
                 ..OwnWorkerStats::default()
             },
             awaited: HashSet::new(),
@@ -478,6 +493,10 @@ mod tests {
         PublicKey([b; 32])
     }
 
+    fn account(b: u8) -> dpow_keys::NanoAccount {
+        dpow_keys::NanoAccount::from_bytes([b; 32]).expect("not burn")
+    }
+
     fn id(b: u8) -> RequestId {
         dpow_protocol::MessageId([b; 32])
     }
@@ -485,7 +504,7 @@ mod tests {
     #[test]
     fn sent_results_end_won_lost_or_awaiting() {
         let (me, other) = (key(1), key(2));
-        let mut t = OwnTally::new(&key(9), &One, 1000);
+        let mut t = OwnTally::new(Some(&account(9)), &One, 1000);
         t.sent(id(1));
         t.sent(id(2));
         t.sent(id(3));
@@ -501,7 +520,7 @@ mod tests {
         assert_eq!((s.sent, s.won, s.lost, s.awaiting_receipt), (3, 1, 1, 1));
         assert_eq!(s.rejected_for(OwnReject::InvalidWork), 2);
         assert_eq!(s.rejected_total(), 3);
-        assert_eq!(s.payout, key(9).to_account());
+        assert_eq!(s.payout, account(9).to_string());
         assert_eq!(s.devices.len(), 1);
         assert_eq!(
             (s.devices[0].name.as_str(), s.devices[0].hash_rate),
@@ -512,7 +531,7 @@ mod tests {
     #[test]
     fn awaited_results_are_bounded_oldest_first() {
         let me = key(1);
-        let mut t = OwnTally::new(&me, &One, 1);
+        let mut t = OwnTally::new(None, &One, 1);
         for i in 0..=MAX_AWAITED_RESULTS as u32 {
             let mut b = [0u8; 32];
             b[..4].copy_from_slice(&i.to_be_bytes());
@@ -528,7 +547,7 @@ mod tests {
 
     #[test]
     fn a_single_solvers_rate_follows_its_long_jobs() {
-        let mut t = OwnTally::new(&key(1), &One, 0);
+        let mut t = OwnTally::new(None, &One, 0);
         // No rate yet: even a short job gives one.
         t.job_done(&One, 1_000, Duration::from_millis(10));
         assert_eq!(t.snapshot().devices[0].hash_rate, 100_000);
@@ -541,7 +560,7 @@ mod tests {
 
     #[test]
     fn credits_per_epoch_of_an_empty_ledger_are_seven_zeros() {
-        let mut t = OwnTally::new(&key(1), &One, 1);
+        let mut t = OwnTally::new(None, &One, 1);
         let ledger = Ledger::new(1000);
         t.refresh_credits(&ledger, &key(1), 10_500);
         let s = t.snapshot();

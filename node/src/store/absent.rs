@@ -84,6 +84,21 @@ impl Store {
     }
 
     /// Never called: there is no store.
+    pub fn checkpoint_put(
+        &self,
+        _epoch: u64,
+        _registrar: &[u8; 32],
+        _bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        match *self {}
+    }
+
+    /// Never called: there is no store.
+    pub fn checkpoints(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        match *self {}
+    }
+
+    /// Never called: there is no store.
     pub fn precache_put(
         &self,
         _root: &[u8; 32],

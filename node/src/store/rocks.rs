@@ -21,10 +21,20 @@ pub const CF_PRECACHE: &str = "precache-v1";
 pub const CF_REGISTRY: &str = "registry-v1";
 /// Small facts about the store itself.
 pub const CF_META: &str = "meta-v1";
-/// The schema this build reads and writes.
-pub const SCHEMA: &str = "dpow-store-1";
+/// Registrars' checkpoints of final epochs, by epoch and registrar.
+const CF_CHECKPOINTS: &str = "checkpoints-v1";
+/// The schema this build reads and writes (2: results name payout accounts, requests name
+/// their service node).
+pub const SCHEMA: &str = "dpow-store-2";
 
-const FAMILIES: [&str; 5] = [CF_RECEIPTS, CF_KAD, CF_PRECACHE, CF_REGISTRY, CF_META];
+const FAMILIES: [&str; 6] = [
+    CF_RECEIPTS,
+    CF_KAD,
+    CF_PRECACHE,
+    CF_REGISTRY,
+    CF_META,
+    CF_CHECKPOINTS,
+];
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -341,6 +351,24 @@ impl Store {
         k[..32].copy_from_slice(registrar);
         k[32..].copy_from_slice(&seq.to_be_bytes());
         self.put_synced(CF_REGISTRY, k, bytes)
+    }
+
+    /// Store a registrar's checkpoint (synced), replacing that registrar's older one.
+    pub fn checkpoint_put(
+        &self,
+        epoch: u64,
+        registrar: &[u8; 32],
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut k = [0u8; 40];
+        k[..8].copy_from_slice(&epoch.to_be_bytes());
+        k[8..].copy_from_slice(registrar);
+        self.put_synced(CF_CHECKPOINTS, k, bytes)
+    }
+
+    /// Every stored checkpoint, by epoch.
+    pub fn checkpoints(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.values(CF_CHECKPOINTS)
     }
 
     /// Every stored registry entry, each registrar's in sequence order.

@@ -11,11 +11,15 @@
 //! account key. Each account therefore gets its exact share rounded down or up, and the amounts
 //! add up to the pool exactly. Lines are listed in account-key order, which is also the order
 //! of the `nano_` addresses as text.
+//!
+//! The accounts are the [`NanoAccount`]s named inside the workers' signed results, so a payout
+//! is computed from receipts alone; credits of results that named no account are unclaimed
+//! and are not part of the split.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use dpow_keys::PublicKey;
+use dpow_keys::{NanoAccount, PublicKey};
 
 use super::LedgerError;
 use super::amount::format_raw_as_nano;
@@ -27,8 +31,8 @@ const REPORT_DOMAIN: &[u8] = b"dpow/1/payout-report\0";
 /// One account's payout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PayoutLine {
-    /// The account paid (printed as its `nano_` address).
-    pub address: PublicKey,
+    /// The account paid: a Nano account named in the workers' signed results.
+    pub address: NanoAccount,
     /// The credits it earned in the epoch.
     pub credits: u128,
     /// Its share of the pool, in raw.
@@ -80,7 +84,7 @@ fn share(pool: u128, credits: u128, total: u128) -> (u128, u128) {
 /// their credits, by the rounding rule in the module docs. Accounts with 0 credits get no
 /// line. The raw amounts add up to `pool_raw` exactly.
 pub fn payout(
-    earned: &BTreeMap<PublicKey, u128>,
+    earned: &BTreeMap<NanoAccount, u128>,
     pool_raw: u128,
 ) -> Result<Vec<PayoutLine>, LedgerError> {
     let mut total: u128 = 0;
@@ -124,22 +128,6 @@ pub fn payout(
     Ok(lines)
 }
 
-/// Merge workers' earnings into their payout accounts: a worker listed in `payout_to` (from
-/// its latest signed `WorkerStatus`) is paid there, any other at its own key's `nano_` account.
-/// Workers that share a payout account are added together.
-pub fn by_payout_address(
-    earned: &BTreeMap<PublicKey, u128>,
-    payout_to: &BTreeMap<PublicKey, PublicKey>,
-) -> Result<BTreeMap<PublicKey, u128>, LedgerError> {
-    let mut out: BTreeMap<PublicKey, u128> = BTreeMap::new();
-    for (worker, &credits) in earned {
-        let address = payout_to.get(worker).copied().unwrap_or(*worker);
-        let t = out.entry(address).or_default();
-        *t = t.checked_add(credits).ok_or(LedgerError::CreditsOverflow)?;
-    }
-    Ok(out)
-}
-
 /// The bytes a registrar signs to vouch for a report: the domain tag
 /// `"dpow/1/payout-report\0"` followed by the report's CSV ([`PayoutReport::to_csv`]).
 pub fn report_signing_input(csv: &str) -> Vec<u8> {
@@ -147,6 +135,17 @@ pub fn report_signing_input(csv: &str) -> Vec<u8> {
     v.extend_from_slice(REPORT_DOMAIN);
     v.extend_from_slice(csv.as_bytes());
     v
+}
+
+/// The registrar checkpoint a report was computed against (see `crate::checkpoint`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointRef {
+    /// The registrar that signed the checkpoint.
+    pub registrar: PublicKey,
+    /// The epoch digest it states.
+    pub digest: [u8; 32],
+    /// The receipts it counts.
+    pub receipts: u64,
 }
 
 /// One epoch's payout: the pool, the credits and the lines, rendered the same way byte for byte
@@ -157,6 +156,7 @@ pub struct PayoutReport {
     pool_raw: u128,
     total_credits: u128,
     lines: Vec<PayoutLine>,
+    checkpoint: Option<CheckpointRef>,
 }
 
 impl PayoutReport {
@@ -164,7 +164,7 @@ impl PayoutReport {
     /// as [`payout`] does.
     pub fn new(
         epoch: u64,
-        earned: &BTreeMap<PublicKey, u128>,
+        earned: &BTreeMap<NanoAccount, u128>,
         pool_raw: u128,
     ) -> Result<Self, LedgerError> {
         let lines = payout(earned, pool_raw)?;
@@ -175,7 +175,19 @@ impl PayoutReport {
             pool_raw,
             total_credits,
             lines,
+            checkpoint: None,
         })
+    }
+
+    /// The same report, naming the checkpoint its credits were checked against.
+    pub fn with_checkpoint(mut self, checkpoint: CheckpointRef) -> Self {
+        self.checkpoint = Some(checkpoint);
+        self
+    }
+
+    /// The checkpoint the report names, if any.
+    pub fn checkpoint(&self) -> Option<&CheckpointRef> {
+        self.checkpoint.as_ref()
     }
 
     /// The epoch paid for.
@@ -199,19 +211,22 @@ impl PayoutReport {
     }
 
     /// CSV: the header `epoch,address,credits,raw`, then one line per account, `\n` line
-    /// ends, integers in decimal. The pool is the sum of the `raw` column. This is the text a
-    /// registrar signs.
+    /// ends, integers in decimal. The pool is the sum of the `raw` column. When the report
+    /// names a checkpoint, a last line `checkpoint,<registrar>,<digest hex>,<receipts>`
+    /// follows. This is the text a registrar signs.
     pub fn to_csv(&self) -> String {
         let mut s = String::from("epoch,address,credits,raw\n");
         for l in &self.lines {
             // Writing to a String cannot fail.
+            let _ = writeln!(s, "{},{},{},{}", self.epoch, l.address, l.credits, l.raw);
+        }
+        if let Some(c) = &self.checkpoint {
             let _ = writeln!(
                 s,
-                "{},{},{},{}",
-                self.epoch,
-                l.address.to_account(),
-                l.credits,
-                l.raw
+                "checkpoint,{},{},{}",
+                c.registrar,
+                hex::encode(c.digest),
+                c.receipts
             );
         }
         s
@@ -232,12 +247,20 @@ impl PayoutReport {
             let _ = write!(
                 s,
                 "{sep}\n    {{\"address\": \"{}\", \"credits\": \"{}\", \"raw\": \"{}\"}}",
-                l.address.to_account(),
-                l.credits,
-                l.raw
+                l.address, l.credits, l.raw
             );
         }
-        s.push_str("\n  ]\n}\n");
+        s.push_str("\n  ]");
+        if let Some(c) = &self.checkpoint {
+            let _ = write!(
+                s,
+                ",\n  \"checkpoint\": {{\"registrar\": \"{}\", \"digest\": \"{}\", \"receipts\": {}}}",
+                c.registrar,
+                hex::encode(c.digest),
+                c.receipts
+            );
+        }
+        s.push_str("\n}\n");
         s
     }
 
@@ -249,7 +272,7 @@ impl PayoutReport {
             .iter()
             .map(|l| {
                 [
-                    l.address.to_account(),
+                    l.address.to_string(),
                     l.credits.to_string(),
                     l.raw.to_string(),
                     format_raw_as_nano(l.raw),
@@ -281,6 +304,20 @@ impl PayoutReport {
         );
         for [a, c, r, n] in &rows {
             let _ = writeln!(s, "{a:<w0$}  {c:>w1$}  {r:>w2$}  {n:<w3$}");
+        }
+        match &self.checkpoint {
+            Some(c) => {
+                let _ = writeln!(
+                    s,
+                    "\nchecked against checkpoint {} ({} receipts) signed by registrar {}",
+                    hex::encode(c.digest),
+                    c.receipts,
+                    c.registrar
+                );
+            }
+            None => {
+                let _ = writeln!(s, "\nno registrar checkpoint named");
+            }
         }
         // No trailing spaces on any line.
         s.lines()

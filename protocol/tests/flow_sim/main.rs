@@ -81,6 +81,9 @@ struct Report {
     backups_started: usize,
     max_solvers_on_one_request: usize,
     max_primaries_on_one_request: usize,
+    /// The most workers whose liveness the nodes' views disputed when a request had more
+    /// primaries than the configured maximum.
+    max_disputed: usize,
     max_latency_ms: u64,
     /// Mean latency per service (heavy first).
     mean_latency_ms: [u64; 2],
@@ -156,7 +159,8 @@ fn faulty_run(seed: u64) {
         r.primaries_killed_won_by_backup,
         r.primaries_killed_requests
     );
-    assert!(r.max_primaries_on_one_request <= max_primaries);
+    // Views differ under status loss and crashes; only then may a request get more primaries.
+    assert!(r.max_primaries_on_one_request <= max_primaries + r.max_disputed);
     // Parallel search costs nothing; only hashing after the first solution is waste.
     assert!(r.wasted() < 0.05, "wasted {:.3}", r.wasted());
 }

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use dpow_keys::{PublicKey, SecretKey, Signature};
-use dpow_protocol::ledger::{PayoutReport, report_signing_input};
+use dpow_keys::{NanoAccount, PublicKey, SecretKey, Signature};
+use dpow_protocol::ledger::{CheckpointRef, PayoutReport, report_signing_input};
 
 /// The first line of every payout report's CSV.
 pub(crate) const REPORT_HEADER: &str = "epoch,address,credits,raw";
@@ -46,9 +46,11 @@ pub(crate) struct ParsedReport {
     /// The epoch of every line.
     pub epoch: u64,
     /// Credits per payout account.
-    pub earned: BTreeMap<PublicKey, u128>,
+    pub earned: BTreeMap<NanoAccount, u128>,
     /// The sum of the `raw` column.
     pub pool_raw: u128,
+    /// The checkpoint named on the last line, if any.
+    pub checkpoint: Option<CheckpointRef>,
 }
 
 fn not_a_report(line: usize, reason: impl std::fmt::Display) -> ReportError {
@@ -74,9 +76,30 @@ pub(crate) fn parse_report(csv: &str) -> Result<ParsedReport, ReportError> {
     let mut epoch = None;
     let mut earned = BTreeMap::new();
     let mut pool_raw: u128 = 0;
+    let mut checkpoint = None;
     for (i, line) in lines.enumerate() {
         let n = i + 2;
+        if checkpoint.is_some() {
+            return Err(not_a_report(n, "a line after the checkpoint line"));
+        }
         let fields: Vec<&str> = line.split(',').collect();
+        if let ["checkpoint", registrar, digest, receipts] = fields[..] {
+            let registrar: PublicKey = registrar
+                .parse()
+                .map_err(|err| not_a_report(n, format!("checkpoint registrar: {err}")))?;
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(digest, &mut d)
+                .map_err(|err| not_a_report(n, format!("checkpoint digest: {err}")))?;
+            let receipts: u64 = receipts
+                .parse()
+                .map_err(|err| not_a_report(n, format!("checkpoint receipts: {err}")))?;
+            checkpoint = Some(CheckpointRef {
+                registrar,
+                digest: d,
+                receipts,
+            });
+            continue;
+        }
         let [e, address, credits, raw] = fields[..] else {
             return Err(not_a_report(
                 n,
@@ -95,7 +118,7 @@ pub(crate) fn parse_report(csv: &str) -> Result<ParsedReport, ReportError> {
                 format!("address {address:?} is not a nano_ account"),
             ));
         }
-        let address: PublicKey = address
+        let address: NanoAccount = address
             .parse()
             .map_err(|err| not_a_report(n, format!("address {address:?}: {err}")))?;
         let credits: u128 = credits
@@ -120,14 +143,18 @@ pub(crate) fn parse_report(csv: &str) -> Result<ParsedReport, ReportError> {
         epoch,
         earned,
         pool_raw,
+        checkpoint,
     })
 }
 
 /// Recompute the report from its own credits and pool and check that it renders to `csv`
 /// byte for byte: the lines follow the payout rule, in order.
 pub(crate) fn recompute(parsed: &ParsedReport, csv: &str) -> Result<PayoutReport, ReportError> {
-    let report = PayoutReport::new(parsed.epoch, &parsed.earned, parsed.pool_raw)
+    let mut report = PayoutReport::new(parsed.epoch, &parsed.earned, parsed.pool_raw)
         .map_err(|e| ReportError::NotAReport(e.to_string()))?;
+    if let Some(c) = parsed.checkpoint {
+        report = report.with_checkpoint(c);
+    }
     if report.to_csv() != csv {
         return Err(ReportError::NotAReport(
             "its lines are not the split of their own pool by the payout rule (docs/ledger.md), or not in address order".into(),
@@ -145,10 +172,10 @@ pub(crate) fn require_registrar(
         return Ok(());
     }
     Err(ReportError::NotRegistrar {
-        key: key.to_account(),
+        key: key.to_string(),
         known: registrars
             .iter()
-            .map(PublicKey::to_account)
+            .map(PublicKey::to_key_string)
             .collect::<Vec<_>>()
             .join(", "),
     })
@@ -194,7 +221,7 @@ pub(crate) fn signed_json(
     let body = body.strip_suffix('}').unwrap_or(body).trim_end();
     format!(
         "{body},\n  \"registrar\": \"{}\",\n  \"signature\": \"{}\"\n}}\n",
-        registrar.to_account(),
+        registrar,
         signature_hex(signature)
     )
 }
@@ -224,11 +251,8 @@ mod tests {
     }
 
     fn report() -> String {
-        let earned = BTreeMap::from([
-            (key(1).public(), 1u128),
-            (key(2).public(), 2),
-            (key(3).public(), 4),
-        ]);
+        let account = |n: u8| NanoAccount::from_bytes([n; 32]).expect("not burn");
+        let earned = BTreeMap::from([(account(1), 1u128), (account(2), 2), (account(3), 4)]);
         PayoutReport::new(19_675, &earned, 1_000_000_000_000_000_000_000_000_000_000)
             .expect("report")
             .to_csv()
@@ -276,7 +300,7 @@ mod tests {
         let registrars = [key(9).public()];
         let err = sign_report(&csv, &outsider, &registrars).expect_err("not a registrar");
         assert!(matches!(err, ReportError::NotRegistrar { .. }));
-        assert!(err.to_string().contains(&outsider.public().to_account()));
+        assert!(err.to_string().contains(&outsider.public().to_string()));
         // A valid signature by a key the genesis does not list is still refused.
         let sig = outsider.sign(&report_signing_input(&csv));
         assert!(matches!(
@@ -310,7 +334,7 @@ mod tests {
         }
         // Well formed and signed, but the amounts do not follow the payout rule.
         let parsed = parse_report(&csv).expect("parses");
-        let last = parsed.earned.keys().last().expect("lines").to_account();
+        let last = parsed.earned.keys().last().expect("lines").to_string();
         let skewed: String = csv
             .lines()
             .map(|l| {
@@ -318,7 +342,7 @@ mod tests {
                     let (head, raw) = l.rsplit_once(',').expect("4 fields");
                     let raw: u128 = raw.parse().expect("raw");
                     format!("{head},{}\n", raw - 1)
-                } else if l.contains(&parsed.earned.keys().next().expect("lines").to_account()) {
+                } else if l.contains(&parsed.earned.keys().next().expect("lines").to_string()) {
                     let (head, raw) = l.rsplit_once(',').expect("4 fields");
                     let raw: u128 = raw.parse().expect("raw");
                     format!("{head},{}\n", raw + 1)
@@ -344,7 +368,7 @@ mod tests {
         let sig = sign_report(&csv, &registrar, &[registrar.public()]).expect("signs");
         let text = signed_json(&r, &registrar.public(), &sig);
         let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
-        assert_eq!(v["registrar"], registrar.public().to_account().as_str());
+        assert_eq!(v["registrar"], registrar.public().to_string().as_str());
         assert_eq!(v["signature"], signature_hex(&sig).as_str());
         let plain: serde_json::Value = serde_json::from_str(&r.to_json()).expect("JSON");
         for field in ["epoch", "pool_raw", "total_credits", "lines"] {

@@ -77,6 +77,11 @@ pub(super) struct CatchUp {
     got: usize,
     /// Counted into `synced_tx` when done (the first catch-up after connecting).
     first: bool,
+    /// Final epochs to list whole before fetching, with the checkpointed digest the list
+    /// must have (see `checkpoints`).
+    vouching: HashMap<u64, [u8; 32]>,
+    /// The list so far of the final epoch being listed.
+    listed: Vec<MessageId>,
 }
 
 /// A DHT lookup for one receipt.
@@ -147,7 +152,26 @@ impl EventLoop {
         let r = self
             .validator
             .check_receipt(bytes, &self.registry, now_ms())?;
+        // A short-lived auditor (`dpow ledger`, `dpow registry checkpoint`) keeps nothing and
+        // forwards nothing it fetched: it reads closed books as they are.
+        let auditing = matches!(ack, Ack::Quiet) && self.is_auditor();
+        if !auditing {
+            self.check_open(&r)?;
+        }
         self.take_receipt(r, ack)
+    }
+
+    /// A receipt says its request is answered: stop working on it, drop later results for
+    /// it, and the win it pays is no longer awaited.
+    fn request_receipted(&mut self, r: &Signed<Receipt>) {
+        let request = r.payload().request.id();
+        let res = r.payload().result.payload();
+        self.paid_work.insert(res.root, res.work);
+        self.deliveries.receipted(&request);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.answered.entry(request) {
+            e.insert(r.payload().result.payload().worker);
+            self.on_done(request, now_ms());
+        }
     }
 
     /// Take a verified receipt into the ledger and queue it for disk; `ack` happens once it is
@@ -158,6 +182,7 @@ impl EventLoop {
             id: r.id(),
             bytes: r.bytes().to_vec(),
         };
+        self.request_receipted(&r);
         if self.light && !self.is_own(&r) {
             // Verified, so forwarded; a light node holds only the receipts that concern it
             // (this one may still say that another worker won a request it answered).
@@ -180,7 +205,7 @@ impl EventLoop {
                 self.books_changed(stored.accepted_ms);
                 // Kept and forwarded: every node should hold the evidence.
                 tracing::warn!(
-                    service = %proof.service.to_account(),
+                    service = %proof.service.to_string(),
                     request = %proof.request,
                     "service signed two receipts for one request: flagged"
                 );
@@ -462,17 +487,30 @@ impl EventLoop {
                     .into_iter()
                     .map(|(e, _)| (e, self.digest_of(e)))
                     .collect();
-                let differ: VecDeque<u64> = epochs
-                    .iter()
-                    .take(MAX_SYNC_EPOCHS)
-                    .filter(|d| {
-                        mine.get(&d.epoch)
-                            .is_none_or(|m| m.as_slice() != d.digest.0)
-                    })
-                    .map(|d| d.epoch)
-                    .collect();
+                let mut vouching = HashMap::new();
+                let mut differ = VecDeque::new();
+                for d in epochs.iter().take(MAX_SYNC_EPOCHS) {
+                    if mine
+                        .get(&d.epoch)
+                        .is_some_and(|m| m.as_slice() == d.digest.0)
+                    {
+                        continue;
+                    }
+                    if self.is_final(d.epoch) && !self.is_auditor() {
+                        // Closed books: only a list that matches a checkpoint is fetched.
+                        let Ok(digest) = <[u8; 32]>::try_from(d.digest.0.as_slice()) else {
+                            continue;
+                        };
+                        if self.checkpoints.matching(d.epoch, &digest).is_none() {
+                            continue;
+                        }
+                        vouching.insert(d.epoch, digest);
+                    }
+                    differ.push_back(d.epoch);
+                }
                 if let Some(c) = self.catch_ups.get_mut(&peer) {
                     c.epochs = differ;
+                    c.vouching = vouching;
                 }
             }
             SyncResponse::Ids { ids, more } => {
@@ -484,18 +522,59 @@ impl EventLoop {
                     self.end_catch_up(peer);
                     return;
                 };
-                let missing: Vec<MessageId> = ids
-                    .iter()
-                    .take(MAX_SYNC_IDS)
-                    .filter(|id| self.ledger.get(id).is_none())
-                    .copied()
-                    .collect();
-                if let Some(c) = self.catch_ups.get_mut(&peer) {
-                    c.want.extend(missing);
-                    c.listing = match (c.listing, ids.last()) {
-                        (Some((epoch, _)), Some(last)) if more => Some((epoch, Some(*last))),
-                        _ => None,
-                    };
+                let epoch_ms = self.ledger.epoch_ms();
+                let held = |l: &dpow_protocol::ledger::Ledger, id: &MessageId| l.get(id).is_some();
+                let Some(c) = self.catch_ups.get_mut(&peer) else {
+                    return;
+                };
+                let listing = c.listing.map(|(e, _)| e);
+                let ids: Vec<MessageId> = ids.into_iter().take(MAX_SYNC_IDS).collect();
+                c.listing = match (c.listing, ids.last()) {
+                    (Some((epoch, _)), Some(last)) if more => Some((epoch, Some(*last))),
+                    _ => None,
+                };
+                let vouching = listing.and_then(|e| c.vouching.get(&e).map(|d| (e, *d)));
+                match vouching {
+                    None => {
+                        let missing = ids.into_iter().filter(|id| !held(&self.ledger, id));
+                        c.want.extend(missing);
+                    }
+                    Some((epoch, digest)) => {
+                        if c.listed.len() + ids.len() > super::checkpoints::MAX_VOUCHED {
+                            c.listed.clear();
+                            c.listing = None;
+                        } else {
+                            c.listed.extend(ids);
+                        }
+                        if c.listing.is_none() {
+                            let listed = std::mem::take(&mut c.listed);
+                            let ok = dpow_protocol::ledger::digest_of_ids(epoch_ms, epoch, &listed)
+                                == digest;
+                            if !ok {
+                                self.on_rejected(
+                                    peer,
+                                    &Rejected::new(
+                                        RejectReason::Undecodable,
+                                        format!(
+                                            "its receipt ids of final epoch {epoch} do not match the digest it offered"
+                                        ),
+                                    ),
+                                );
+                                self.end_catch_up(peer);
+                                return;
+                            }
+                            let missing: Vec<MessageId> = listed
+                                .into_iter()
+                                .filter(|id| !held(&self.ledger, id))
+                                .collect();
+                            tracing::info!(%peer, epoch, missing = missing.len(), "final epoch's list matches its checkpoint: fetching");
+                            if self.checkpoints.vouch(missing.iter().copied())
+                                && let Some(c) = self.catch_ups.get_mut(&peer)
+                            {
+                                c.want.extend(missing);
+                            }
+                        }
+                    }
                 }
             }
             SyncResponse::Receipts(list) => {

@@ -1,0 +1,305 @@
+//! Results delivered point-to-point, and wins that a service never paid for.
+//!
+//! A worker sends its signed result straight to the service node that the signed request
+//! names (`/dpow/result/1`), so no relay sees a winning nonce before the service has taken
+//! it; the service publishes the receipt, and only then is the nonce public, when the
+//! request is already answered and every later result for it is dropped. Gossip carries a
+//! result only when the service node cannot be reached (see docs/wire-protocol.md,
+//! "Results").
+//!
+//! The service node's answer ([`ResultAck::Accepted`]) comes over a connection that Noise
+//! authenticated as that node's key, which the service signed into its request: it is the
+//! service's word that this worker won. A worker that holds such a word and sees no receipt
+//! within [`super::super::NetTuning::receipt_wait`] counts an unreceipted win against the
+//! service; at [`super::super::NetTuning::unreceipted_limit`] of them the service is treated
+//! like one out of credits (de-prioritised or refused, as `--exhausted` says).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use dpow_keys::PublicKey;
+use dpow_protocol::validate::{RejectReason, Rejected, peek_request_id};
+use dpow_protocol::{RequestId, Root, Signed, Work, WorkResult};
+use libp2p::{PeerId, request_response};
+
+use super::EventLoop;
+use crate::net::Topic;
+use crate::net::behaviour::{ResultAck, ResultDelivery, peer_of_key, serde_bytes_vec::Bytes};
+use crate::net::now_ms;
+use crate::net::stats::OwnReject;
+
+/// Deliveries awaiting the service node's answer, at most.
+const MAX_IN_FLIGHT: usize = 1024;
+/// Wins awaiting their receipt, at most (the oldest is counted unreceipted when full).
+const MAX_AWAITED_WINS: usize = 4096;
+/// Services with unreceipted wins tracked, at most.
+const MAX_OFFENDERS: usize = 4096;
+/// Paid (root, work) pairs remembered, at most (the oldest are forgotten first).
+const MAX_PAID_WORK: usize = 200_000;
+
+/// Work already paid for by a receipt, by root: the same nonce offered again (for a later
+/// request on the same root) is a replay of someone else's work and is never credited.
+#[derive(Default)]
+pub(super) struct PaidWork {
+    set: HashSet<(Root, Work)>,
+    order: VecDeque<(Root, Work)>,
+}
+
+impl PaidWork {
+    pub(super) fn insert(&mut self, root: Root, work: Work) {
+        if self.set.insert((root, work)) {
+            self.order.push_back((root, work));
+            while self.order.len() > MAX_PAID_WORK {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, root: &Root, work: &Work) -> bool {
+        self.set.contains(&(*root, *work))
+    }
+}
+
+/// The worker side's deliveries and the service wins awaiting receipts.
+#[derive(Default)]
+pub(super) struct Deliveries {
+    in_flight: HashMap<request_response::OutboundRequestId, Signed<WorkResult>>,
+    /// Requests this worker won by the service node's word: service, when (ms).
+    won: HashMap<RequestId, (PublicKey, u64)>,
+    won_order: VecDeque<RequestId>,
+    /// Wins never receipted, per service.
+    unreceipted: HashMap<PublicKey, u64>,
+}
+
+impl Deliveries {
+    /// Unreceipted wins per service.
+    pub(super) fn unreceipted(&self) -> &HashMap<PublicKey, u64> {
+        &self.unreceipted
+    }
+
+    /// A receipt for `request` arrived: it was paid, whoever won.
+    pub(super) fn receipted(&mut self, request: &RequestId) {
+        self.won.remove(request);
+    }
+
+    fn note_win(&mut self, request: RequestId, service: PublicKey, now: u64) {
+        if self.won.len() >= MAX_AWAITED_WINS
+            && let Some(old) = self.won_order.pop_front()
+            && let Some((s, _)) = self.won.remove(&old)
+        {
+            self.count_unreceipted(s);
+        }
+        if self.won.insert(request, (service, now)).is_none() {
+            self.won_order.push_back(request);
+        }
+    }
+
+    fn count_unreceipted(&mut self, service: PublicKey) {
+        if self.unreceipted.len() >= MAX_OFFENDERS && !self.unreceipted.contains_key(&service) {
+            return;
+        }
+        *self.unreceipted.entry(service).or_default() += 1;
+    }
+
+    /// Wins older than `wait_ms` with no receipt: counted against their services. Returns
+    /// whether any was counted.
+    fn expire(&mut self, now: u64, wait_ms: u64) -> bool {
+        let mut counted = false;
+        while let Some(front) = self.won_order.front().copied() {
+            match self.won.get(&front) {
+                None => {
+                    self.won_order.pop_front();
+                }
+                Some(&(service, at)) if now.saturating_sub(at) >= wait_ms => {
+                    self.won_order.pop_front();
+                    self.won.remove(&front);
+                    tracing::warn!(%service, request = %front, "won a request and the service signed no receipt for it");
+                    self.count_unreceipted(service);
+                    counted = true;
+                }
+                Some(_) => break,
+            }
+        }
+        counted
+    }
+}
+
+impl EventLoop {
+    /// Send this worker's signed result to the request's service node; gossip only if that
+    /// node cannot be asked.
+    pub(super) fn deliver_result(&mut self, signed: Signed<WorkResult>, now: u64) {
+        let request = signed.payload().request;
+        let node = self.requests.get(&request).map(|r| r.payload().node);
+        if node == Some(self.node_key) {
+            // Our own service: it takes the result here.
+            if let Some(w) = &mut self.worker {
+                w.own.sent(request);
+            }
+            self.on_result(signed, now);
+            return;
+        }
+        // This worker is done with it either way.
+        self.on_done(request, now);
+        let peer = node.as_ref().and_then(peer_of_key);
+        match peer {
+            Some(peer) if self.deliveries.in_flight.len() < MAX_IN_FLIGHT => {
+                let id = self.swarm.behaviour_mut().results.send_request(
+                    &peer,
+                    ResultDelivery {
+                        result: Bytes(signed.bytes().to_vec()),
+                    },
+                );
+                self.deliveries.in_flight.insert(id, signed);
+            }
+            _ => self.gossip_result(signed),
+        }
+    }
+
+    /// The fallback: publish the result on gossip (the service then finds it there).
+    fn gossip_result(&mut self, signed: Signed<WorkResult>) {
+        let request = signed.payload().request;
+        let published = self
+            .publish(Topic::Results, signed.bytes().to_vec())
+            .is_ok();
+        self.stats().results_gossiped += 1;
+        if let Some(w) = &mut self.worker {
+            if published {
+                w.own.sent(request);
+            } else {
+                w.own.reject(OwnReject::PublishFailed);
+            }
+        }
+    }
+
+    pub(super) fn on_results_event(
+        &mut self,
+        ev: request_response::Event<ResultDelivery, ResultAck>,
+    ) {
+        match ev {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let ack = self.take_delivered(peer, &request.result.0);
+                // The worker may have given up waiting: nothing to do then.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .results
+                    .send_response(channel, ack);
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                let Some(signed) = self.deliveries.in_flight.remove(&request_id) else {
+                    return;
+                };
+                let request = signed.payload().request;
+                let service = self.requests.get(&request).map(|r| r.payload().service);
+                let Some(w) = &mut self.worker else { return };
+                match response {
+                    ResultAck::Accepted => {
+                        w.own.sent(request);
+                        if let Some(service) = service {
+                            self.deliveries.note_win(request, service, now_ms());
+                        }
+                    }
+                    ResultAck::Answered => w.own.reject(OwnReject::AlreadyAnswered),
+                    ResultAck::Refused(why) => {
+                        tracing::warn!(%request, "the service node refused our result: {why}");
+                        w.own.reject(OwnReject::Refused);
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(signed) = self.deliveries.in_flight.remove(&request_id) {
+                    tracing::debug!(request = %signed.payload().request, "service node not reached ({error}): result goes by gossip");
+                    self.gossip_result(signed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A result delivered to this node as a request's service node.
+    fn take_delivered(&mut self, peer: PeerId, bytes: &[u8]) -> ResultAck {
+        let now = now_ms();
+        let request = peek_request_id(bytes).and_then(|id| self.requests.get(&id));
+        if request.is_some_and(|r| r.payload().node != self.node_key) {
+            return ResultAck::Refused("this node is not the request's service node".into());
+        }
+        let res = match self
+            .validator
+            .check_result(bytes, request, &self.registry, now)
+        {
+            Ok(r) => r,
+            Err(r) => {
+                self.on_rejected(peer, &r);
+                return ResultAck::Refused(r.to_string());
+            }
+        };
+        if let Err(r) = self.refuse_paid_work(&res) {
+            self.stats().reject(r.reason.as_str());
+            return ResultAck::Refused(r.to_string());
+        }
+        let id = res.payload().request;
+        if self.answered.contains_key(&id) || !self.pending.contains_key(&id) {
+            self.stats().reject(RejectReason::Answered.as_str());
+            return ResultAck::Answered;
+        }
+        res.remember_verified();
+        self.stats().accept("work-result");
+        self.stats().results_direct += 1;
+        self.count_result(&res);
+        self.on_result(res, now);
+        ResultAck::Accepted
+    }
+
+    /// A gossiped result for a request already answered is dropped, never forwarded.
+    pub(super) fn refuse_if_answered(&self, data: &[u8]) -> Result<(), Rejected> {
+        dpow_protocol::validate::Validator::refuse_answered(data, |id| {
+            self.answered.contains_key(id)
+        })
+    }
+
+    /// A result whose nonce for its root was already paid by a receipt replays another
+    /// worker's work: refused.
+    pub(super) fn refuse_paid_work(&self, res: &Signed<WorkResult>) -> Result<(), Rejected> {
+        let p = res.payload();
+        if self.paid_work.contains(&p.root, &p.work) {
+            return Err(Rejected::new(
+                RejectReason::Replay,
+                format!("work {} for root {} was already paid", p.work, p.root),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Count wins whose receipt never came; services past the limit lose priority.
+    pub(super) fn check_unreceipted(&mut self, now: u64) {
+        if self.deliveries.expire(now, self.receipt_wait_ms) {
+            self.update_exhausted(now);
+        }
+    }
+
+    /// Services this worker treats as unpaying: at least the limit of unreceipted wins.
+    pub(super) fn unpaying(&self) -> impl Iterator<Item = PublicKey> + '_ {
+        self.deliveries
+            .unreceipted()
+            .iter()
+            .filter(|(_, n)| **n >= self.unreceipted_limit)
+            .map(|(k, _)| *k)
+    }
+}

@@ -1,0 +1,439 @@
+//! Money among strangers, on loopback: nobody is credited for work they did not do, closed
+//! books stay closed, and a service that takes work without paying is noticed.
+//!
+//! - A front-running relay re-signs every result it sees under its own key and replays
+//!   nonces already paid: it ends with 0 credits, and every credit goes to the honest worker
+//!   that found the work.
+//! - A receipt backdated into a final epoch is refused by every node, and the epoch's digest
+//!   stays the registrar's checkpointed one; a node that joins later still catches up on the
+//!   closed epoch, vouched for by the checkpoint.
+//! - A service node that signs no receipts is counted against by the worker that won, and
+//!   past the limit the worker refuses its requests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dpow_keys::{NanoAccount, PublicKey, SecretKey};
+use dpow_node::net::{self, NodeHandle, SubmitError, Topic, WorkAsk, WorkerConfig};
+use dpow_protocol::flow::ExhaustedPolicy;
+use dpow_protocol::{
+    BlockKind, Checkpoint, Credits, Difficulty, Priority, Receipt, Root, Signed, Work, WorkRequest,
+    WorkResult,
+};
+use dpow_solver::{Control, SolveError, Solver};
+use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
+
+const T: Duration = Duration::from_secs(30);
+
+fn account(key: &SecretKey) -> NanoAccount {
+    NanoAccount::from_bytes(key.public().0).expect("not the burn account")
+}
+
+/// A node's key, from its statistics.
+fn key_of(node: &NodeHandle) -> PublicKey {
+    node.stats().account.parse().expect("a node key")
+}
+
+fn root(i: u32) -> Root {
+    let mut r = [0x3au8; 32];
+    r[..4].copy_from_slice(&i.to_be_bytes());
+    Root(r)
+}
+
+fn ask(i: u32, lifetime: Duration) -> WorkAsk {
+    WorkAsk {
+        root: root(i),
+        difficulty: dpow_protocol::Profile::test().threshold(BlockKind::Receive),
+        kind: Some(BlockKind::Receive),
+        account: None,
+        priority: Priority::Normal,
+        lifetime,
+    }
+}
+
+/// A worker that does no work: it answers at once with a nonce it saw paid for the same root,
+/// and otherwise waits until told to stop.
+struct Replayer {
+    seen: Arc<Mutex<HashMap<Root, Work>>>,
+    tries: Arc<Mutex<u64>>,
+}
+
+impl Solver for Replayer {
+    fn name(&self) -> String {
+        "replayer".into()
+    }
+
+    fn solve(
+        &self,
+        root: &Root,
+        _difficulty: Difficulty,
+        control: &Control,
+    ) -> Result<Option<Work>, SolveError> {
+        loop {
+            let known = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(root)
+                .copied();
+            if let Some(w) = known {
+                *self
+                    .tries
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                return Ok(Some(w));
+            }
+            if control.is_cancelled() {
+                return Ok(None);
+            }
+            // A solver polls its cancel flag; this one has nothing else to do.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Re-sign, under `thief`, every result found in the receipts `node` holds, and publish the
+/// copies and the originals again. Returns how many it sent.
+async fn front_run(
+    node: &NodeHandle,
+    thief: &SecretKey,
+    seen: &Arc<Mutex<HashMap<Root, Work>>>,
+    done: &mut HashSet<dpow_protocol::MessageId>,
+) -> usize {
+    let Ok((ledger, _)) = node.ledger().await else {
+        return 0;
+    };
+    let mut sent = 0;
+    for r in ledger.counted() {
+        if !done.insert(r.id()) {
+            continue;
+        }
+        let p = r.payload();
+        let res = p.result.payload();
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(res.root, res.work);
+        let stolen = WorkResult {
+            request: p.request.id(),
+            root: res.root,
+            work: res.work,
+            worker: thief.public(),
+            payout: Some(account(thief)),
+        };
+        let signed = Signed::sign(stolen, thief).expect("sign");
+        for bytes in [signed.bytes().to_vec(), p.result.bytes().to_vec()] {
+            if node.publish_raw(Topic::Results, bytes).await.is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_front_running_relay_earns_nothing_and_honest_workers_keep_every_credit() {
+    let net = LocalNet::start(LocalOptions {
+        workers: 2,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let honest: Vec<PublicKey> = net.workers.iter().map(key_of).collect();
+
+    // The thief: a node on the path of every message, with a worker key that "solves" by
+    // replaying paid nonces.
+    let thief = SecretKey::generate().expect("key");
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let tries = Arc::new(Mutex::new(0u64));
+    let mut cfg = net.config(thief.clone());
+    cfg.worker = Some(WorkerConfig {
+        solver: Box::new(Replayer {
+            seen: seen.clone(),
+            tries: tries.clone(),
+        }),
+        payout: Some(account(&thief)),
+        rate: Some(20_000_000),
+    });
+    let relay = net::spawn(cfg).await.expect("thief starts");
+    relay.wait_synced(T).await.expect("thief syncs");
+    let service = net.service_node().await.expect("service node");
+    wait_for(&service, T, |s| s.live_workers >= 3)
+        .await
+        .expect("the service hears of every worker");
+
+    // Round one: fresh roots. Round two: the same roots again, so that paid nonces are valid
+    // work for the new requests and replaying them is tempting.
+    let mut done = HashSet::new();
+    let mut sent = 0;
+    let n = 6u32;
+    for round in 0..2 {
+        for i in 0..n {
+            let answer = service
+                .submit(ask(i, Duration::from_secs(20)))
+                .await
+                .unwrap_or_else(|e| panic!("round {round} request {i}: {e}"));
+            assert!(
+                honest.contains(&answer.worker),
+                "round {round} request {i} answered by {} (not an honest worker)",
+                answer.worker
+            );
+            sent += front_run(&relay, &thief, &seen, &mut done).await;
+        }
+    }
+    sent += front_run(&relay, &thief, &seen, &mut done).await;
+    assert!(sent > 0, "the thief published its copies");
+    assert!(
+        *tries.lock().expect("lock") > 0,
+        "the thief replayed paid nonces for the repeated roots"
+    );
+
+    let (ledger, _) = service.ledger().await.expect("ledger");
+    let receipts: Vec<&Signed<Receipt>> = ledger.counted().collect();
+    assert_eq!(receipts.len(), 2 * n as usize, "one receipt per request");
+    assert_eq!(
+        ledger.earned(&thief.public()),
+        0,
+        "the thief earned nothing"
+    );
+    let total: u128 = receipts
+        .iter()
+        .map(|r| u128::from(r.payload().price.0))
+        .sum();
+    let honest_total: u128 = honest.iter().map(|k| ledger.earned(k)).sum();
+    assert_eq!(honest_total, total, "every credit went to an honest worker");
+    let mut nonces = HashSet::new();
+    for r in &receipts {
+        let res = r.payload().result.payload();
+        assert!(
+            nonces.insert((res.root, res.work)),
+            "a nonce was paid twice"
+        );
+        assert_ne!(res.payout, Some(account(&thief)));
+    }
+    // Every node refused the copies, and none of them holds a receipt naming the thief.
+    let s = service.stats();
+    assert!(
+        s.rejected_for("answered") + s.rejected_for("replay") > 0,
+        "the service refused the thief's results: {:?}",
+        s.rejected
+    );
+    for node in net.workers.iter().chain([&relay, &net.bootstrap]) {
+        let (l, _) = node.ledger().await.expect("ledger");
+        assert_eq!(l.earned(&thief.public()), 0);
+    }
+}
+
+/// Sign what `node`'s books say about `epoch` as the registrar's checkpoint.
+async fn checkpoint(net: &LocalNet, node: &NodeHandle, epoch: u64) -> Signed<Checkpoint> {
+    let (books, _) = node.ledger().await.expect("ledger");
+    let claims = books.claims_in_epoch(epoch);
+    let c = Checkpoint {
+        registrar: net.registrar.public(),
+        epoch,
+        epoch_ms: books.epoch_ms(),
+        digest: books.epoch_digest(epoch),
+        receipts: books.receipt_ids_in_epoch(epoch).len() as u64,
+        credits: claims.accounts.into_iter().collect(),
+        unclaimed: claims.unclaimed,
+        created_ms: net::now_ms(),
+    };
+    Signed::sign(c, &net.registrar).expect("sign")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
+    const EPOCH_MS: u64 = 2_000;
+    let mut net = LocalNet::start(LocalOptions {
+        workers: 2,
+        epoch_ms: EPOCH_MS,
+        max_lifetime_ms: 1_500,
+        grace_ms: 300,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let finality = net.genesis.finality;
+    let service = net.service_node().await.expect("service node");
+    wait_for(&service, T, |s| s.live_workers >= 2)
+        .await
+        .expect("workers heard");
+    for i in 0..4 {
+        service
+            .submit(ask(100 + i, Duration::from_millis(1_200)))
+            .await
+            .expect("work");
+    }
+    let (books, _) = service.ledger().await.expect("ledger");
+    let epoch = books.epochs().last().expect("an epoch with receipts").0;
+    // Wait for the epoch to close: an instant on the clock, not an event to poll for.
+    let wait = finality.final_at(epoch).saturating_sub(net::now_ms());
+    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+    let (books, _) = service.ledger().await.expect("ledger");
+    let held = books.receipt_ids_in_epoch(epoch).len();
+    assert!(held > 0, "the epoch holds receipts");
+
+    let cp = checkpoint(&net, &service, epoch).await;
+    let digest = cp.payload().digest;
+    net.bootstrap
+        .publish_checkpoint(cp.bytes().to_vec())
+        .await
+        .expect("checkpoint published");
+    let everyone: Vec<&NodeHandle> = net
+        .workers
+        .iter()
+        .chain([&service, &net.bootstrap])
+        .collect();
+    let t0 = Instant::now();
+    for node in &everyone {
+        while node.checkpoints().await.expect("checkpoints").is_empty() {
+            assert!(t0.elapsed() < T, "a node never got the checkpoint");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // The service signs a receipt dated inside the closed epoch.
+    let created = epoch * EPOCH_MS + 100;
+    let req = Signed::sign(
+        WorkRequest {
+            service: net.service.public(),
+            root: root(999),
+            difficulty: dpow_protocol::Profile::test().threshold(BlockKind::Receive),
+            kind: Some(BlockKind::Receive),
+            account: None,
+            nonce: 7,
+            created_ms: created,
+            expires_ms: created + 1_000,
+            priority: Priority::Normal,
+            node: net.service.public(),
+        },
+        &net.service,
+    )
+    .expect("request");
+    let d = req.payload().difficulty;
+    let work = (0u64..)
+        .map(Work)
+        .find(|w| dpow_protocol::work_value(&root(999), *w) >= d)
+        .expect("work");
+    let worker = SecretKey::generate().expect("key");
+    let res = Signed::sign(
+        WorkResult {
+            request: req.id(),
+            root: root(999),
+            work,
+            worker: worker.public(),
+            payout: Some(account(&worker)),
+        },
+        &worker,
+    )
+    .expect("result");
+    let late = Signed::sign(
+        Receipt {
+            price: Credits::price(d),
+            request: req,
+            result: res,
+            accepted_ms: created + 200,
+        },
+        &net.service,
+    )
+    .expect("receipt");
+    // The bootstrap, which every node is connected to, sends it to each of them.
+    net.bootstrap
+        .publish_raw(Topic::Receipts, late.bytes().to_vec())
+        .await
+        .expect("published");
+    let others: Vec<&NodeHandle> = net.workers.iter().chain([&service]).collect();
+    for node in &others {
+        wait_for(node, T, |s| s.rejected_for("final_epoch") >= 1)
+            .await
+            .expect("every node refuses the backdated receipt as final");
+    }
+    for node in &everyone {
+        let (l, _) = node.ledger().await.expect("ledger");
+        assert!(
+            l.get(&late.id()).is_none(),
+            "a node took the backdated receipt"
+        );
+        assert_eq!(
+            l.epoch_digest(epoch),
+            digest,
+            "the checkpointed digest moved"
+        );
+    }
+
+    // A node that joins now catches up on the closed epoch: its list matches the checkpoint.
+    net.add_worker().await.expect("late worker");
+    let late_node = net.workers.last().expect("late worker");
+    let t0 = Instant::now();
+    loop {
+        let (l, _) = late_node.ledger().await.expect("ledger");
+        if l.epoch_digest(epoch) == digest {
+            assert_eq!(l.receipt_ids_in_epoch(epoch).len(), held);
+            break;
+        }
+        assert!(
+            t0.elapsed() < T,
+            "the late node never caught up on the closed epoch"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_that_signs_no_receipts_is_counted_and_then_refused() {
+    let net = LocalNet::start(LocalOptions {
+        workers: 0,
+        flow: dpow_protocol::flow::FlowConfig {
+            exhausted: ExhaustedPolicy::Refuse,
+            ..Default::default()
+        },
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    // One worker that gives up on a receipt quickly.
+    let key = SecretKey::generate().expect("key");
+    let mut cfg = net.config(key.clone());
+    cfg.tuning.receipt_wait = Duration::from_millis(300);
+    cfg.tuning.unreceipted_limit = 2;
+    cfg.worker = Some(WorkerConfig {
+        solver: Box::new(dpow_solver::CpuSolver::new(1).expect("cpu")),
+        payout: Some(account(&key)),
+        rate: Some(20_000_000),
+    });
+    let worker = net::spawn(cfg).await.expect("worker starts");
+    worker.wait_synced(T).await.expect("worker syncs");
+    // The dishonest service node.
+    let mut cfg = net.config(SecretKey::generate().expect("key"));
+    cfg.service_key = Some(net.service.clone());
+    cfg.tuning.withhold_receipts = true;
+    let service = net::spawn(cfg).await.expect("service starts");
+    service.wait_synced(T).await.expect("service syncs");
+    wait_for(&service, T, |s| s.live_workers >= 1)
+        .await
+        .expect("the worker is heard");
+
+    for i in 0..2 {
+        service
+            .submit(ask(200 + i, Duration::from_secs(10)))
+            .await
+            .expect("the worker serves the service at first");
+    }
+    let svc = net.service.public().to_string();
+    wait_for(&worker, T, |s| {
+        s.unreceipted_wins.get(&svc).copied().unwrap_or(0) >= 2
+    })
+    .await
+    .expect("the worker counts its unreceipted wins");
+    let row = worker.stats();
+    assert_eq!(row.unreceipted_wins.get(&svc), Some(&2), "{row:?}");
+    let (ledger, _) = worker.ledger().await.expect("ledger");
+    assert_eq!(ledger.len(), 0, "no receipt was ever signed");
+
+    // Past the limit, the worker refuses the service's requests: they expire unanswered.
+    match service.submit(ask(300, Duration::from_millis(1_500))).await {
+        Err(SubmitError::Expired) => {}
+        other => panic!("expected the request to go unanswered, got {other:?}"),
+    }
+    assert_eq!(worker.stats().solved, 2, "nothing more was solved for it");
+}
