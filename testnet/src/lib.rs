@@ -7,5 +7,11 @@
 
 pub mod browser;
 pub mod local;
+pub mod payouts;
 pub mod procs;
 pub mod reference;
+
+/// Unix time in milliseconds, as nodes date their messages.
+pub(crate) fn local_now_ms() -> u64 {
+    dpow_node::net::now_ms()
+}

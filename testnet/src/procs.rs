@@ -107,7 +107,25 @@ fn dpow_cmd(dpow: &Path) -> Command {
 }
 
 /// Run `dpow --json ARGS` to completion and parse its output.
-fn dpow_json(dpow: &Path, args: &[&str]) -> anyhow::Result<Value> {
+/// Run `dpow ARGS` and return its standard output as text, or its standard error as the error.
+pub(crate) fn dpow_text(dpow: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = dpow_cmd(dpow)
+        .args(args)
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running dpow {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "dpow {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("output of dpow {}", args[0]))
+}
+
+/// Run `dpow --json ARGS` and parse its output.
+pub(crate) fn dpow_json(dpow: &Path, args: &[&str]) -> anyhow::Result<Value> {
     let out = dpow_cmd(dpow)
         .arg("--json")
         .args(args)
@@ -294,14 +312,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             &d.join("service.key").to_string_lossy(),
         ],
     )?;
-    let registrar_acct = field(&registrar, "account")?;
-    let service_acct = field(&service, "account")?;
+    let registrar_acct = field(&registrar, "key")?;
+    let service_acct = field(&service, "key")?;
 
     let genesis0 = d.join("genesis-bootstrap.toml");
     let genesis_text = |bootstrap: &str| {
         format!(
-            "network = \"dpow-testnet\"\nprofile = \"{}\"\nregistrars = [\"{registrar_acct}\"]\nbootstrap = [{bootstrap}]\n",
-            a.profile
+            "network = \"dpow-testnet\"\nprofile = \"{}\"\nregistrars = [\"{registrar_acct}\"]\nbootstrap = [{bootstrap}]\n{}",
+            a.profile,
+            crate::payouts::GENESIS_TIMES
         )
     };
     std::fs::write(&genesis0, genesis_text(""))?;
@@ -328,7 +347,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let service_addr = service_node.listen.clone();
     let service_http = service_node.http.clone();
     procs.0.push(service_node);
+    let mut accounts = Vec::new();
     for i in 0..a.workers {
+        let account = crate::payouts::worker_account(i as u32)?;
+        accounts.push(account);
         let w = start_node(
             &dpow,
             d,
@@ -342,6 +364,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 a.threads.to_string(),
                 "--status-interval".into(),
                 "1".into(),
+                "--payout".into(),
+                account.to_string(),
             ],
         )?;
         procs.0.push(w);
@@ -413,6 +437,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let count = a.requests.to_string();
     let conc = a.concurrency.to_string();
     let sk = d.join("service.key").to_string_lossy().into_owned();
+    let run_started = crate::local_now_ms();
     let result = dpow_json(
         &dpow,
         &[
@@ -429,8 +454,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             &count,
             "--concurrency",
             &conc,
+            "--timeout",
+            crate::payouts::REQUEST_LIFETIME_S,
         ],
     )?;
+    let run_ended = crate::local_now_ms();
     let answered = u64_of(&result, "answered");
     let lat = &result["latency_ms"];
     println!("\n== summary");
@@ -583,6 +611,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             x["receipts"]
         );
     }
+
+    let epochs: std::collections::BTreeSet<u64> =
+        (run_started / 10_000..=run_ended / 10_000).collect();
+    crate::payouts::summary(&dpow, d, &g, &other, &epochs, &accounts)?;
 
     // The service node's work-server API, as a wallet would use it.
     let api = format!("{service_http}/");

@@ -87,6 +87,8 @@ pub enum LedgerCommand {
         #[arg(long, value_delimiter = ',')]
         epoch: Vec<u64>,
     },
+    /// The registrars' checkpoints of final epochs that the network's peers hold.
+    Checkpoints,
     /// One receipt, by id (64 hex digits).
     Show {
         /// The receipt id.
@@ -311,6 +313,39 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
                 &human,
                 &json!({ "receipts": books.len(), "epochs": rows, "flagged": flagged }),
             )?;
+        }
+        LedgerCommand::Checkpoints => {
+            let mut human = String::new();
+            let mut rows = Vec::new();
+            for c in &checkpoints {
+                let p = c.payload();
+                let matches = books.epoch_digest(p.epoch) == p.digest;
+                human.push_str(&format!(
+                    "epoch {}: {} receipts, digest {}, {} accounts, {} credits, {} unclaimed, registrar {}{}\n",
+                    p.epoch,
+                    p.receipts,
+                    hex::encode(p.digest),
+                    p.credits.len(),
+                    p.claimed(),
+                    p.unclaimed,
+                    p.registrar,
+                    if matches { "" } else { "  (these books differ)" }
+                ));
+                rows.push(json!({
+                    "epoch": p.epoch,
+                    "registrar": p.registrar.to_string(),
+                    "digest": hex::encode(p.digest),
+                    "receipts": p.receipts,
+                    "accounts": p.credits.len(),
+                    "claimed": p.claimed().to_string(),
+                    "unclaimed": p.unclaimed.to_string(),
+                    "matches_books": matches,
+                }));
+            }
+            if rows.is_empty() {
+                human.push_str("no checkpoints held\n");
+            }
+            out.emit(&human, &json!({ "checkpoints": rows }))?;
         }
         LedgerCommand::Show { id } => {
             let mut raw = [0u8; 32];
