@@ -133,8 +133,11 @@ async fn front_run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_front_running_relay_earns_nothing_and_honest_workers_keep_every_credit() {
+    // Discovery on: workers find the service node's addresses through the DHT and deliver to
+    // it directly, as on a real network.
     let net = LocalNet::start(LocalOptions {
         workers: 2,
+        discovery: true,
         ..LocalOptions::default()
     })
     .await
@@ -211,8 +214,10 @@ async fn a_front_running_relay_earns_nothing_and_honest_workers_keep_every_credi
         );
         assert_ne!(res.payout, Some(account(&thief)));
     }
-    // Every node refused the copies, and none of them holds a receipt naming the thief.
+    // Results reached the service node directly; every node refused the copies, and none
+    // of them holds a receipt naming the thief.
     let s = service.stats();
+    assert!(s.results_direct > 0, "no result was delivered directly");
     assert!(
         s.rejected_for("answered") + s.rejected_for("replay") > 0,
         "the service refused the thief's results: {:?}",

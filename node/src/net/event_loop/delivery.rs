@@ -222,11 +222,20 @@ impl EventLoop {
                 }
             }
             request_response::Event::OutboundFailure {
-                request_id, error, ..
+                peer,
+                request_id,
+                error,
+                ..
             } => {
                 if let Some(signed) = self.deliveries.in_flight.remove(&request_id) {
                     tracing::debug!(request = %signed.payload().request, "service node not reached ({error}): result goes by gossip");
                     self.gossip_result(signed);
+                    if self.discovery
+                        && matches!(error, request_response::OutboundFailure::DialFailure)
+                    {
+                        // Look its addresses up for the next result.
+                        self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                    }
                 }
             }
             _ => {}
