@@ -386,8 +386,10 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_service_that_signs_no_receipts_is_counted_and_then_refused() {
+    // Discovery on, so the worker delivers to the service node directly and hears its word.
     let net = LocalNet::start(LocalOptions {
         workers: 0,
+        discovery: true,
         flow: dpow_protocol::flow::FlowConfig {
             exhausted: ExhaustedPolicy::Refuse,
             ..Default::default()
@@ -414,6 +416,15 @@ async fn a_service_that_signs_no_receipts_is_counted_and_then_refused() {
     cfg.tuning.withhold_receipts = true;
     let service = net::spawn(cfg).await.expect("service starts");
     service.wait_synced(T).await.expect("service syncs");
+    // The worker knows where the service node listens (as the DHT would tell it).
+    let addr = service
+        .listen_addrs(T)
+        .await
+        .expect("service listens")
+        .into_iter()
+        .next()
+        .expect("an address");
+    worker.dial(addr).await.expect("dial");
     wait_for(&service, T, |s| s.live_workers >= 1)
         .await
         .expect("the worker is heard");
