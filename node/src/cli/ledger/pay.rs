@@ -73,7 +73,7 @@ pub struct PayArgs {
     #[arg(long, env = "DPOW_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Seconds to wait for each RPC call.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     pub timeout: f64,
 }
 
@@ -245,7 +245,6 @@ pub(super) fn run(genesis: &Path, a: PayArgs, out: Output) -> anyhow::Result<Exi
         .filter(|o| matches!(o, Outcome::Failed(_)))
         .count();
     if unpaid > 0 {
-        tracing::warn!(unpaid, "lines not paid");
         crate::cli::report_error(&anyhow::anyhow!(
             "{unpaid} of {} lines not paid: run the same command again to finish them (each is sent with the same id, so nothing is paid twice)",
             payments.len()
@@ -324,10 +323,17 @@ fn print(
         .filter(|(_, o)| o.block().is_some())
         .map(|(p, _)| p.amount)
         .sum();
+    let raw_width = payments
+        .iter()
+        .map(|p| p.amount.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max(3);
     let mut human = format!(
-        "epoch {}: {} lines, {} raw ({} Nano) from {source}{}\n",
+        "epoch {}: {} line{}, {} raw ({} Nano) from {source}{}\n",
         report.epoch(),
         payments.len(),
+        if payments.len() == 1 { "" } else { "s" },
         report.pool_raw(),
         format_raw_as_nano(report.pool_raw()),
         match rpc {
@@ -336,7 +342,7 @@ fn print(
         }
     );
     human.push_str(&format!(
-        "{:<65}  {:>40}  {:<15}  block / error\n",
+        "{:<65}  {:>raw_width$}  {:<15}  block / error\n",
         "account", "raw", "status"
     ));
     let mut lines = Vec::with_capacity(payments.len());
@@ -348,7 +354,7 @@ fn print(
             Outcome::Zero => String::new(),
         };
         human.push_str(&format!(
-            "{:<65}  {:>40}  {:<15}  {detail}\n",
+            "{:<65}  {:>raw_width$}  {:<15}  {detail}\n",
             p.destination,
             p.amount,
             o.status()

@@ -95,7 +95,7 @@ pub(super) fn pay(
                 Outcome::Sent(block)
             }
             Err(e) => {
-                tracing::warn!(epoch, account = %p.destination, error = %e, "not paid");
+                tracing::info!(epoch, account = %p.destination, error = %e, "not paid");
                 entry.error = Some(e.to_string());
                 Outcome::Failed(e.to_string())
             }
