@@ -31,9 +31,7 @@ fn main() {
     if let Err(why) = compile(&rustc, &kernel, &out) {
         let required = env::var("DPOW_REQUIRE_WASM").is_ok_and(|v| !v.is_empty() && v != "0");
         if required {
-            panic!(
-                "DPOW_REQUIRE_WASM is set and the browser worker's kernel did not build: {why}"
-            );
+            panic!("DPOW_REQUIRE_WASM is set and the browser worker's kernel did not build: {why}");
         }
         println!(
             "cargo:warning=built without the browser worker ({why}); install it with \
@@ -61,7 +59,9 @@ fn compile(rustc: &str, kernel: &Path, out: &Path) -> Result<(), String> {
         .join("lib/rustlib/wasm32-unknown-unknown")
         .exists()
     {
-        return Err(format!("{rustc} has no wasm32-unknown-unknown standard library"));
+        return Err(format!(
+            "{rustc} has no wasm32-unknown-unknown standard library"
+        ));
     }
     let result = Command::new(rustc)
         .args([
