@@ -70,8 +70,11 @@ fn write_report(
 fn write_csv(dir: &Path, name: &str, csv: &str, signer: &SecretKey) {
     let sig = signer.sign(&report_signing_input(csv));
     std::fs::write(dir.join(format!("{name}.csv")), csv).expect("write csv");
-    std::fs::write(dir.join(format!("{name}.sig")), format!("{}\n", hex(&sig.0)))
-        .expect("write sig");
+    std::fs::write(
+        dir.join(format!("{name}.sig")),
+        format!("{}\n", hex(&sig.0)),
+    )
+    .expect("write sig");
 }
 
 fn workers(n: u8) -> BTreeMap<NanoAccount, u128> {
@@ -96,7 +99,7 @@ impl Setup {
             &genesis,
             format!(
                 "network = \"{NETWORK}\"\nprofile = \"test\"\nregistrars = [\"{}\"]\nbootstrap = []\n",
-                registrar.public().to_string()
+                registrar.public()
             ),
         )
         .expect("write genesis");
