@@ -308,20 +308,19 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
         );
     }
 
-    // Invalid work for a real request: publish the request, then a result that fails. The
-    // request is as hard as the profile allows, so the network's worker does not answer it
-    // first (a result for an answered request is dropped unread).
+    // Invalid work for a real request: publish the request, then at once a result that fails
+    // (on one connection, so the first hop takes them in that order). The request is as hard
+    // as the profile allows, so the network's worker does not answer it first (a result for
+    // an answered request is dropped unread).
     let hardest = dpow_protocol::Profile::test().max;
     let open = signed(
         request(&net.service, root(7), hardest, now, now + 30_000),
         &net.service,
     );
+    let before = behind.stats();
     bad.publish_raw(Topic::Requests, open.bytes().to_vec())
         .await
         .expect("request");
-    wait_for(behind, T, |s| s.accepted_of("work-request") >= 1)
-        .await
-        .expect("request forwarded");
     let bogus = WorkResult {
         request: open.id(),
         root: root(7),
@@ -332,7 +331,6 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
         worker: stranger.public(),
         payout: None,
     };
-    let before = behind.stats();
     bad.publish_raw(
         Topic::Results,
         Signed::sign(bogus, &stranger)
@@ -345,6 +343,9 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
     wait_for(boot, T, |s| s.rejected_for("invalid_work") >= 1)
         .await
         .expect("invalid work rejected");
+    wait_for(behind, T, |s| s.accepted_of("work-request") >= 1)
+        .await
+        .expect("request forwarded");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         behind.stats().rejected,
