@@ -5,16 +5,20 @@
 #
 #   scripts/deps.sh            packages for building dpow
 #   scripts/deps.sh --opencl   also OpenCL headers and PoCL (a CPU OpenCL driver) for GPU tests
-#   scripts/deps.sh --test     everything the test suite needs: OpenCL/PoCL, Chromium, and
-#                              sccache (caches RocksDB's C++ build between runs)
+#   scripts/deps.sh --test     everything the test suite needs: OpenCL/PoCL, Chromium,
+#                              Node.js (the WebAssembly kernel's tests), and sccache (caches
+#                              RocksDB's C++ build between runs)
 set -euo pipefail
 
 # libclang-dev: bindgen for RocksDB's C API (librocksdb-sys).
-want=(pkg-config libclang-dev)
+# rustc, libstd-rust-dev-wasm32, lld: Debian's rustc 1.63 with the wasm32 standard library
+# and its linker, which node/build.rs uses (as /usr/bin/rustc) to build the browser worker's
+# WebAssembly kernel; rustup's toolchain stays the one on PATH for everything else.
+want=(pkg-config libclang-dev rustc libstd-rust-dev-wasm32 lld)
 for arg in "$@"; do
   case "$arg" in
     --opencl) want+=(ocl-icd-opencl-dev pocl-opencl-icd) ;;
-    --test) want+=(ocl-icd-opencl-dev pocl-opencl-icd chromium sccache) ;;
+    --test) want+=(ocl-icd-opencl-dev pocl-opencl-icd chromium nodejs sccache) ;;
     *) echo "deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh --test
+# The browser worker's WebAssembly kernel must build here (node/build.rs otherwise only warns).
+export DPOW_REQUIRE_WASM=1
 if command -v sccache >/dev/null && [[ -z "${RUSTC_WRAPPER:-}" ]]; then
   export RUSTC_WRAPPER=sccache
 fi
@@ -17,6 +19,6 @@ echo "== cargo clippy (the light build: no ledger feature, in its own target dir
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/light" \
   cargo clippy -p dpow-node --no-default-features --all-targets --locked -- -D warnings
 echo "== cargo test"
-# The GPU and browser tests skip themselves when no OpenCL platform or Chromium is found,
-# except here: CI must run them.
+# The GPU and browser tests skip themselves when no OpenCL platform, Chromium or Node.js is
+# found, except here: CI must run them (DPOW_REQUIRE_WASM, above, covers Node.js).
 DPOW_REQUIRE_OPENCL=1 DPOW_REQUIRE_CHROMIUM=1 cargo test --workspace --all-features --locked
