@@ -437,7 +437,7 @@ async fn accept(
                     }
                     return;
                 }
-                _ = stop.wait_for(|s| *s) => {}
+                _ = stop.changed() => {}
             }
             conn.as_mut().graceful_shutdown();
             if let Err(e) = conn.await {

@@ -542,9 +542,9 @@ async fn the_page_solves_for_its_account_and_moves_to_another_node_when_its_node
         let mut r = [0xc0u8; 32];
         r[..4].copy_from_slice(&i.to_le_bytes());
         let root = Root(r);
-        let mut ask = ask(root);
-        ask.lifetime = Duration::from_secs(8);
-        if let Ok(ans) = svc.submit(ask).await {
+        let mut q = ask(root);
+        q.lifetime = Duration::from_secs(8);
+        if let Ok(ans) = svc.submit(q).await {
             if a.is_none() {
                 after_kill += 1;
             }

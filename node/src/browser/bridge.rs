@@ -108,7 +108,7 @@ pub(crate) async fn run(mut socket: WebSocket, st: BridgeState) {
             }
             msg = socket.recv() => {
                 let text = match msg {
-                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Text(t))) => t.as_str().to_string(),
                     Some(Ok(Message::Binary(_))) => {
                         if conn.strike(&mut socket, "binary messages are not spoken here").await {
                             break;
@@ -256,6 +256,11 @@ impl Conn {
                 Verdict::Fine,
             ),
             Ok(Err(r)) => {
+                let verdict = if r.reason.penalise() {
+                    Verdict::Strike(r.to_string())
+                } else {
+                    Verdict::Refused(r.to_string())
+                };
                 let reply = json!({
                     "t": "refused",
                     "kind": name,
@@ -263,11 +268,6 @@ impl Conn {
                     "reason": r.reason.as_str(),
                     "detail": r.detail,
                 });
-                let verdict = if r.reason.penalise() {
-                    Verdict::Strike(r.to_string())
-                } else {
-                    Verdict::Refused(r.to_string())
-                };
                 (Some(reply), verdict)
             }
         }

@@ -123,7 +123,7 @@ impl EventLoop {
         let mut open: Vec<Signed<WorkRequest>> = self
             .requests
             .iter()
-            .filter(|(id, r)| !self.answered.contains_key(id) && r.payload().expires_ms > now)
+            .filter(|(id, r)| !self.answered.contains_key(*id) && r.payload().expires_ms > now)
             .map(|(_, r)| r.clone())
             .collect();
         open.sort_by_key(|r| std::cmp::Reverse(r.payload().created_ms));
