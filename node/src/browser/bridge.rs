@@ -131,7 +131,8 @@ pub(crate) async fn run(mut socket: WebSocket, st: BridgeState) {
                     break;
                 }
                 match verdict {
-                    Verdict::Fine | Verdict::Refused(_) => {}
+                    Verdict::Fine => {}
+                    Verdict::Refused(why) => tracing::debug!("a browser's message was refused: {why}"),
                     Verdict::Strike(why) => {
                         if conn.strike(&mut socket, &why).await {
                             break;

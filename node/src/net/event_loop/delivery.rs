@@ -131,7 +131,7 @@ impl EventLoop {
     pub(super) fn deliver_result(&mut self, signed: Signed<WorkResult>, now: u64) {
         let request = signed.payload().request;
         let node = self.requests.get(&request).map(|r| r.payload().node);
-        let own = self.is_own(&signed);
+        let own = self.is_own_result(&signed);
         if node == Some(self.node_key) {
             // Our own service: it takes the result here.
             if let Some(w) = &mut self.worker
@@ -162,7 +162,7 @@ impl EventLoop {
     /// The fallback: publish the result on gossip (the service then finds it there).
     fn gossip_result(&mut self, signed: Signed<WorkResult>) {
         let request = signed.payload().request;
-        let own = self.is_own(&signed);
+        let own = self.is_own_result(&signed);
         let published = self
             .publish(Topic::Results, signed.bytes().to_vec())
             .is_ok();
@@ -212,7 +212,7 @@ impl EventLoop {
                 };
                 let request = signed.payload().request;
                 let service = self.requests.get(&request).map(|r| r.payload().service);
-                if !self.is_own(&signed) {
+                if !self.is_own_result(&signed) {
                     // A carried browser's result: the browser learns its fate from receipts.
                     return;
                 }

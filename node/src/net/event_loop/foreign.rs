@@ -132,7 +132,7 @@ impl EventLoop {
     }
 
     /// Whether `res` is this node's own worker's (its figures count only those).
-    pub(super) fn is_own(&self, res: &Signed<WorkResult>) -> bool {
+    pub(super) fn is_own_result(&self, res: &Signed<WorkResult>) -> bool {
         self.worker
             .as_ref()
             .is_some_and(|w| w.key.public() == res.payload().worker)
