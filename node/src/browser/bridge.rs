@@ -57,7 +57,11 @@ struct Conn {
 /// Serve one browser until it leaves, misbehaves past its budget, or the node stops.
 pub(crate) async fn run(mut socket: WebSocket, st: BridgeState) {
     let Ok((open, mut feed)) = st.node.subscribe_requests().await else {
-        let _ = send(&mut socket, json!({"t": "bye", "reason": "the node is stopping"})).await;
+        let _ = send(
+            &mut socket,
+            json!({"t": "bye", "reason": "the node is stopping"}),
+        )
+        .await;
         return;
     };
     let hello = json!({
@@ -237,7 +241,10 @@ impl Conn {
             .lock()
             .is_ok_and(|r| r.is_refused(&signer, Instant::now()))
         {
-            return (None, Verdict::Close("this key is refused for a while".into()));
+            return (
+                None,
+                Verdict::Close("this key is refused for a while".into()),
+            );
         }
         match self.key {
             None => self.key = Some(signer),

@@ -15,8 +15,8 @@
 //! `max_penalties` rejections is blocked outright.
 
 mod behaviour;
-mod event_loop;
 mod bridge;
+mod event_loop;
 pub mod history;
 mod records;
 mod stats;
