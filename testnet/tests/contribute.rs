@@ -659,6 +659,38 @@ async fn the_page_solves_for_its_account_and_moves_to_another_node_when_its_node
         assert!(t0.elapsed() < T, "the books show {credited} for {payout}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // docs/contribute.png: the page on node b while requests still come.
+    if let Some(path) = std::env::var_os("DPOW_CONTRIBUTE_SCREENSHOT") {
+        let svc2 = svc.clone();
+        let more = tokio::spawn(async move {
+            for i in 0..40u8 {
+                let _ = svc2.submit(ask(Root([0xd0 ^ i; 32]))).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let url = format!(
+            "{}/contribute?account={payout}&threads=2&start=1&backend=wasm",
+            b.http
+        );
+        let browser = browser.to_string();
+        let shot = tokio::task::spawn_blocking(move || {
+            let profile = tempfile::tempdir().expect("profile dir");
+            Command::new(browser)
+                .args(["--headless", "--no-sandbox", "--hide-scrollbars"])
+                .args(["--window-size=430,980", "--virtual-time-budget=8000"])
+                .arg(format!("--user-data-dir={}", profile.path().display()))
+                .arg(format!(
+                    "--screenshot={}",
+                    std::path::Path::new(&path).display()
+                ))
+                .arg(url)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+        });
+        assert!(shot.await.expect("join").expect("chromium").success());
+        more.abort();
+    }
     // The node it moved to lists it as a browser.
     let stats = reqwest_json(&format!("{}/api/stats", b.http)).await;
     assert!(
