@@ -2,11 +2,13 @@
 //!
 //! - [`procs`]: separate `dpow` processes, for `testnet/run.sh`;
 //! - [`local`]: nodes in this process on loopback, for tests;
-//! - [`reference`]: an independent work-value check.
+//! - [`reference`]: an independent work-value check;
+//! - [`nano_rpc`]: a stand-in Nano node wallet RPC (`send`), for `dpow ledger pay`.
 #![deny(missing_docs)]
 
 pub mod browser;
 pub mod local;
+pub mod nano_rpc;
 pub mod payouts;
 pub mod procs;
 pub mod reference;

@@ -45,6 +45,7 @@ pub fn summary(
     dir: &Path,
     genesis: &str,
     dial: &str,
+    registrar: &str,
     epochs: &BTreeSet<u64>,
     accounts: &[NanoAccount],
 ) -> anyhow::Result<()> {
@@ -134,6 +135,32 @@ pub fn summary(
             {
                 paid.insert(account.to_string());
             }
+        }
+        // What paying it through a Nano node's wallet would send (no node here: a dry run).
+        let pool = worker_account(1_000_000)?.to_string();
+        let dry = dpow_text(
+            dpow,
+            &[
+                "ledger",
+                "--genesis",
+                genesis,
+                "pay",
+                "--report",
+                &csv.to_string_lossy(),
+                "--signature",
+                &sig.to_string_lossy(),
+                "--registrar",
+                registrar,
+                "--source",
+                &pool,
+                "--journal",
+                &dir.join("pay-journal").to_string_lossy(),
+                "--dry-run",
+            ],
+        )?;
+        println!("dpow ledger pay --dry-run:");
+        for line in dry.lines() {
+            println!("  {line}");
         }
     }
     let ours: BTreeSet<String> = accounts.iter().map(ToString::to_string).collect();

@@ -484,8 +484,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "worker", "account", "wins", "hashes"
     );
     let wins = &result["wins"];
+    let (mut gossiped, mut solved) = (0, 0);
     for (i, p) in procs.0.iter().filter(|p| p.role == "worker").enumerate() {
         let s = http_get_json(&format!("{}/api/stats", p.http))?;
+        gossiped += u64_of(&s, "results_gossiped");
+        solved += u64_of(&s, "solved");
         hashes += u64_of(&s, "hashes");
         won += u64_of(&s, "hashes_won");
         let account = s["account"].as_str().unwrap_or("").to_string();
@@ -498,6 +501,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             u64_of(&s, "hashes")
         );
     }
+    println!(
+        "results    {} of {solved} sent by workers straight to the requesting node, {gossiped} by gossip (before a worker had found that node)",
+        solved - gossiped.min(solved)
+    );
     let lost = hashes - won.min(hashes);
     let share = if hashes > 0 {
         100.0 * lost as f64 / hashes as f64
@@ -614,7 +621,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     let epochs: std::collections::BTreeSet<u64> =
         (run_started / 10_000..=run_ended / 10_000).collect();
-    crate::payouts::summary(&dpow, d, &g, &other, &epochs, &accounts)?;
+    crate::payouts::summary(&dpow, d, &g, &other, &registrar_acct, &epochs, &accounts)?;
 
     // The service node's work-server API, as a wallet would use it.
     let api = format!("{service_http}/");

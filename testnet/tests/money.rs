@@ -133,8 +133,11 @@ async fn front_run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_front_running_relay_earns_nothing_and_honest_workers_keep_every_credit() {
+    // Discovery on: workers find the service node's addresses through the DHT and deliver to
+    // it directly, as on a real network.
     let net = LocalNet::start(LocalOptions {
         workers: 2,
+        discovery: true,
         ..LocalOptions::default()
     })
     .await
@@ -211,8 +214,10 @@ async fn a_front_running_relay_earns_nothing_and_honest_workers_keep_every_credi
         );
         assert_ne!(res.payout, Some(account(&thief)));
     }
-    // Every node refused the copies, and none of them holds a receipt naming the thief.
+    // Results reached the service node directly; every node refused the copies, and none
+    // of them holds a receipt naming the thief.
     let s = service.stats();
+    assert!(s.results_direct > 0, "no result was delivered directly");
     assert!(
         s.rejected_for("answered") + s.rejected_for("replay") > 0,
         "the service refused the thief's results: {:?}",
@@ -381,8 +386,10 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_service_that_signs_no_receipts_is_counted_and_then_refused() {
+    // Discovery on, so the worker delivers to the service node directly and hears its word.
     let net = LocalNet::start(LocalOptions {
         workers: 0,
+        discovery: true,
         flow: dpow_protocol::flow::FlowConfig {
             exhausted: ExhaustedPolicy::Refuse,
             ..Default::default()
@@ -409,6 +416,15 @@ async fn a_service_that_signs_no_receipts_is_counted_and_then_refused() {
     cfg.tuning.withhold_receipts = true;
     let service = net::spawn(cfg).await.expect("service starts");
     service.wait_synced(T).await.expect("service syncs");
+    // The worker knows where the service node listens (as the DHT would tell it).
+    let addr = service
+        .listen_addrs(T)
+        .await
+        .expect("service listens")
+        .into_iter()
+        .next()
+        .expect("an address");
+    worker.dial(addr).await.expect("dial");
     wait_for(&service, T, |s| s.live_workers >= 1)
         .await
         .expect("the worker is heard");

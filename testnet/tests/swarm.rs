@@ -308,15 +308,12 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
         );
     }
 
-    // Invalid work for a real request: publish the request, then a result that fails.
+    // Invalid work for a real request: publish the request, then a result that fails. The
+    // request is as hard as the profile allows, so the network's worker does not answer it
+    // first (a result for an answered request is dropped unread).
+    let hardest = dpow_protocol::Profile::test().max;
     let open = signed(
-        request(
-            &net.service,
-            root(7),
-            Difficulty(0xffff_fc00_0000_0000),
-            now,
-            now + 30_000,
-        ),
+        request(&net.service, root(7), hardest, now, now + 30_000),
         &net.service,
     );
     bad.publish_raw(Topic::Requests, open.bytes().to_vec())
@@ -330,7 +327,7 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
         root: root(7),
         work: (0u64..)
             .map(Work)
-            .find(|w| reference_value(&root(7), *w) < 0xffff_fc00_0000_0000)
+            .find(|w| reference_value(&root(7), *w) < hardest.0)
             .expect("an invalid nonce"),
         worker: stranger.public(),
         payout: None,

@@ -60,6 +60,12 @@ impl ClientArgs {
             config.genesis.bootstrap.clear();
             config.dial = self.dial.clone();
         }
+        if service_key.is_some() {
+            // Its requests name this node as the one to hand results to: listen (on an
+            // ephemeral port) so that workers that can reach it deliver straight here;
+            // those that cannot fall back to gossip.
+            config.listen = vec!["/ip4/0.0.0.0/tcp/0".parse().context("the listen address")?];
+        }
         config.service_key = service_key;
         config.tuning.discovery = false;
         config.tuning.ledger = books;

@@ -2,8 +2,10 @@
 //! command verifies itself (three signatures, the work, the price) before counting them.
 //!
 //! A genesis registrar signs a payout report with `payout --sign-key`; anyone checks such a
-//! signature offline with `check-report` ([`report`]).
+//! signature offline with `check-report` ([`report`]), and `pay` sends a checked report's lines
+//! through a Nano node's wallet RPC ([`pay`]).
 
+mod pay;
 mod report;
 
 use std::io::Write;
@@ -79,6 +81,10 @@ pub enum LedgerCommand {
         #[arg(long, value_name = "KEY")]
         registrar: PublicKey,
     },
+    /// Pay a checked report through a Nano node's wallet RPC, journaled and resumable: a
+    /// re-run after a crash or an error pays what is left and nothing twice. Offline from
+    /// the network: only the genesis file, the report and the RPC are used.
+    Pay(Box<pay::PayArgs>),
     /// Credits granted, spent and left per service; earned per worker.
     Balances,
     /// The receipts held and the digest of each epoch, to compare with other nodes.
@@ -105,6 +111,9 @@ pub(super) fn run(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
     } = &a.command
     {
         return check_report(&a.client.genesis, csv, signature, registrar, out);
+    }
+    if let LedgerCommand::Pay(p) = a.command {
+        return pay::run(&a.client.genesis, *p, out);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -239,6 +248,7 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
         }
         // Handled by `run` before any network is joined.
         LedgerCommand::CheckReport { .. } => bail!("check-report runs offline, not here"),
+        LedgerCommand::Pay(_) => bail!("pay runs offline, not here"),
         LedgerCommand::Balances => {
             let b = books.balances(&registry);
             let mut human = format!(

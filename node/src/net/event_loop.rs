@@ -691,6 +691,16 @@ impl EventLoop {
                 Err(e) => tracing::debug!("receipt not replicated in the DHT: {e:?}"),
             },
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(r),
+                ..
+            })) => match r {
+                Ok(ok) => self.on_closest_peers(ok.peers),
+                Err(kad::GetClosestPeersError::Timeout { key, peers }) => {
+                    self.on_closest_peers(peers);
+                    self.lookup_failed(&key);
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::GetRecord(r),
                 step,
@@ -966,6 +976,10 @@ impl EventLoop {
             return;
         }
         self.browsers.request(&req);
+        // A browser this node carries delivers through it, as its own worker does.
+        if self.worker.is_some() || self.browsers.listening() {
+            self.reach_service_node(&req.payload().node);
+        }
         if let Some(w) = &mut self.worker {
             let actions = w.flow.on_request(&req, now);
             tracing::trace!(request = %req.id(), role = ?w.flow.role(req.id()), ?actions, "request queued");
@@ -1259,7 +1273,10 @@ impl EventLoop {
             account: ask.account,
             nonce: dpow_solver::random_start(),
             created_ms: now,
-            expires_ms: now + ask.lifetime.as_millis() as u64,
+            // No longer than the network lets a request live (the gateway's default may be).
+            expires_ms: now
+                + (ask.lifetime.as_millis() as u64)
+                    .min(self.validator.config().time.max_lifetime_ms),
             priority: ask.priority,
             node: self.node_key,
         };

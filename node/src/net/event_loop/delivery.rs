@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use dpow_keys::PublicKey;
 use dpow_protocol::validate::{RejectReason, Rejected, peek_request_id};
 use dpow_protocol::{RequestId, Root, Signed, Work, WorkResult};
-use libp2p::{PeerId, request_response};
+use libp2p::{PeerId, kad, request_response};
 
 use super::EventLoop;
 use crate::net::Topic;
@@ -33,6 +33,8 @@ const MAX_IN_FLIGHT: usize = 1024;
 const MAX_AWAITED_WINS: usize = 4096;
 /// Services with unreceipted wins tracked, at most.
 const MAX_OFFENDERS: usize = 4096;
+/// Service-node lookups in flight, at most.
+const MAX_LOOKUPS: usize = 256;
 /// Paid (root, work) pairs remembered, at most (the oldest are forgotten first).
 const MAX_PAID_WORK: usize = 200_000;
 
@@ -70,6 +72,8 @@ pub(super) struct Deliveries {
     won_order: VecDeque<RequestId>,
     /// Wins never receipted, per service.
     unreceipted: HashMap<PublicKey, u64>,
+    /// Service nodes whose addresses are being looked up in the DHT.
+    looking_up: HashSet<PeerId>,
 }
 
 impl Deliveries {
@@ -126,6 +130,49 @@ impl Deliveries {
 }
 
 impl EventLoop {
+    /// A worker is about to work for the service node `node`: if it is not connected to it,
+    /// look its addresses up in the DHT and connect, so that a result can go straight there.
+    pub(super) fn reach_service_node(&mut self, node: &PublicKey) {
+        if *node == self.node_key || !self.discovery {
+            return;
+        }
+        let Some(peer) = peer_of_key(node) else {
+            return;
+        };
+        if self.swarm.is_connected(&peer)
+            || self.deliveries.looking_up.len() >= MAX_LOOKUPS
+            || !self.deliveries.looking_up.insert(peer)
+        {
+            return;
+        }
+        self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+    }
+
+    /// A DHT lookup finished: dial the service nodes it found addresses for.
+    pub(super) fn on_closest_peers(&mut self, peers: Vec<kad::PeerInfo>) {
+        for p in peers {
+            if p.addrs.is_empty() || !self.deliveries.looking_up.remove(&p.peer_id) {
+                continue;
+            }
+            if self.swarm.is_connected(&p.peer_id) {
+                continue;
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(p.peer_id)
+                .addresses(p.addrs)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(peer = %p.peer_id, "dialling a service node: {e}");
+            }
+        }
+    }
+
+    /// A lookup ended without finding `peer`: another request may look again.
+    pub(super) fn lookup_failed(&mut self, key: &[u8]) {
+        if let Ok(peer) = PeerId::from_bytes(key) {
+            self.deliveries.looking_up.remove(&peer);
+        }
+    }
+
     /// Send this worker's signed result to the request's service node; gossip only if that
     /// node cannot be asked.
     pub(super) fn deliver_result(&mut self, signed: Signed<WorkResult>, now: u64) {
@@ -232,11 +279,21 @@ impl EventLoop {
                 }
             }
             request_response::Event::OutboundFailure {
-                request_id, error, ..
+                peer,
+                request_id,
+                error,
+                ..
             } => {
                 if let Some(signed) = self.deliveries.in_flight.remove(&request_id) {
-                    tracing::debug!(request = %signed.payload().request, "service node not reached ({error}): result goes by gossip");
+                    let request = signed.payload().request;
+                    tracing::debug!(%request, %peer, "service node not reached ({error}): result goes by gossip");
                     self.gossip_result(signed);
+                    if matches!(error, request_response::OutboundFailure::DialFailure)
+                        && let Some(node) = self.requests.get(&request).map(|r| r.payload().node)
+                    {
+                        // Look its addresses up for the next result.
+                        self.reach_service_node(&node);
+                    }
                 }
             }
             _ => {}

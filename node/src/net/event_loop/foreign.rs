@@ -56,6 +56,11 @@ impl Browsers {
         }
     }
 
+    /// Whether any bridge is connected.
+    pub(super) fn listening(&self) -> bool {
+        self.feed.receiver_count() > 0
+    }
+
     /// Whether `key` is a browser this node carried.
     pub(super) fn is_browser(&self, key: &PublicKey) -> bool {
         self.keys.contains(key)
