@@ -487,10 +487,11 @@ struct Chromium {
 }
 
 impl Chromium {
-    fn open(browser: &str, url: &str) -> Chromium {
+    fn open(browser: &str, url: &str, extra: &[&str]) -> Chromium {
         let profile = tempfile::tempdir().expect("profile dir");
         let log = profile.path().join("chromium.log");
         let child = Command::new(browser)
+            .args(extra)
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -509,6 +510,42 @@ impl Chromium {
             child,
             log,
             _profile: profile,
+        }
+    }
+
+    /// A PNG of the page now, over the DevTools protocol (opened with
+    /// `--remote-debugging-port=0`).
+    async fn screenshot(&self) -> Vec<u8> {
+        let port_file = self._profile.path().join("DevToolsActivePort");
+        let port = std::fs::read_to_string(port_file).expect("devtools port");
+        let port = port.lines().next().expect("port line").to_string();
+        let out = Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{port}/json/list")])
+            .output()
+            .expect("curl");
+        let list: Value = serde_json::from_slice(&out.stdout).expect("the devtools target list");
+        let url = list
+            .as_array()
+            .and_then(|l| l.iter().find(|t| t["type"] == "page"))
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            .expect("a page target")
+            .to_string();
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("devtools");
+        let call =
+            json!({"id": 1, "method": "Page.captureScreenshot", "params": {"format": "png"}});
+        send(&mut ws, call).await;
+        loop {
+            let msg = tokio::time::timeout(T, ws.next()).await.expect("an answer");
+            if let Some(Ok(Message::Text(t))) = msg {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                if v["id"] == 1 {
+                    return base64_decode(v["result"]["data"].as_str().expect("png data"));
+                }
+            } else {
+                panic!("devtools closed");
+            }
         }
     }
 
@@ -598,12 +635,23 @@ async fn the_page_solves_for_its_account_and_moves_to_another_node_when_its_node
     )
     .await;
     let payout = account(23);
+    let shot = std::env::var_os("DPOW_CONTRIBUTE_SCREENSHOT");
+    let devtools: &[&str] = if shot.is_some() {
+        &[
+            "--remote-debugging-port=0",
+            "--window-size=430,900",
+            "--hide-scrollbars",
+        ]
+    } else {
+        &[]
+    };
     let page = Chromium::open(
         browser,
         &format!(
             "{}/contribute?account={payout}&threads=2&start=1&backend=wasm",
             a.http
         ),
+        devtools,
     );
     let mut a = Some(a);
     let mut answers = Vec::new();
@@ -659,37 +707,10 @@ async fn the_page_solves_for_its_account_and_moves_to_another_node_when_its_node
         assert!(t0.elapsed() < T, "the books show {credited} for {payout}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // docs/contribute.png: the page on node b while requests still come.
-    if let Some(path) = std::env::var_os("DPOW_CONTRIBUTE_SCREENSHOT") {
-        let svc2 = svc.clone();
-        let more = tokio::spawn(async move {
-            for i in 0..40u8 {
-                let _ = svc2.submit(ask(Root([0xd0 ^ i; 32]))).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        let url = format!(
-            "{}/contribute?account={payout}&threads=2&start=1&backend=wasm",
-            b.http
-        );
-        let browser = browser.to_string();
-        let shot = tokio::task::spawn_blocking(move || {
-            let profile = tempfile::tempdir().expect("profile dir");
-            Command::new(browser)
-                .args(["--headless", "--no-sandbox", "--hide-scrollbars"])
-                .args(["--window-size=430,980", "--virtual-time-budget=8000"])
-                .arg(format!("--user-data-dir={}", profile.path().display()))
-                .arg(format!(
-                    "--screenshot={}",
-                    std::path::Path::new(&path).display()
-                ))
-                .arg(url)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-        });
-        assert!(shot.await.expect("join").expect("chromium").success());
-        more.abort();
+    // docs/contribute.png: the page, now on node b.
+    if let Some(path) = shot {
+        tokio::time::sleep(Duration::from_secs(3)).await; // the credits line refreshes every 3 s
+        std::fs::write(path, page.screenshot().await).expect("screenshot written");
     }
     // The node it moved to lists it as a browser.
     let stats = reqwest_json(&format!("{}/api/stats", b.http)).await;
@@ -700,4 +721,21 @@ async fn the_page_solves_for_its_account_and_moves_to_another_node_when_its_node
         "node b lists the page as a browser worker: {}",
         stats["worker_list"]
     );
+}
+
+/// Standard base64 (with padding) to bytes.
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let v = ABC.iter().position(|a| *a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }
