@@ -156,7 +156,9 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
             profile: config.genesis.profile.clone(),
             fallback,
             fallback_after: Duration::from_secs_f64(fallback_after),
-            request_lifetime: Duration::from_secs(60),
+            // A minute, or less where the network lets requests live less long.
+            request_lifetime: Duration::from_secs(60)
+                .min(Duration::from_millis(config.genesis.time.max_lifetime_ms)),
             token: a.http_token.clone().filter(|t| !t.is_empty()),
             store: store.clone(),
         })

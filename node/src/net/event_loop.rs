@@ -1273,10 +1273,7 @@ impl EventLoop {
             account: ask.account,
             nonce: dpow_solver::random_start(),
             created_ms: now,
-            // No longer than the network lets a request live (the gateway's default may be).
-            expires_ms: now
-                + (ask.lifetime.as_millis() as u64)
-                    .min(self.validator.config().time.max_lifetime_ms),
+            expires_ms: now + ask.lifetime.as_millis() as u64,
             priority: ask.priority,
             node: self.node_key,
         };
