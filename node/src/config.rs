@@ -158,6 +158,20 @@ pub struct Config {
     /// accounts seen in calls get their next work precached.
     #[arg(long, env = "DPOW_NANO_WEBSOCKET", value_name = "URL")]
     pub nano_websocket: Option<String>,
+    /// Serve browser workers: the `/contribute` page, its solver files under `/browser/` and
+    /// the WebSocket bridge `/contribute/ws` that carries their signed statuses and results
+    /// (needs the HTTP server).
+    #[arg(long, env = "DPOW_BROWSER_WORKERS")]
+    pub browser_workers: bool,
+    /// Browser workers: other nodes' HTTP base URLs (e.g. `http://host:8080`) that serve
+    /// `/contribute`, comma-separated; the page moves to one of them if this node goes away.
+    #[arg(
+        long,
+        env = "DPOW_BROWSER_PEERS",
+        value_delimiter = ',',
+        value_name = "URL,.."
+    )]
+    pub browser_peers: Vec<String>,
     /// Worker devices.
     #[command(flatten)]
     #[serde(flatten)]
@@ -423,6 +437,8 @@ mod tests {
             "fallback_threads",
             "no_fallback",
             "nano_websocket",
+            "browser_workers",
+            "browser_peers",
             "threads",
             "backend",
             "gpu",

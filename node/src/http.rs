@@ -394,7 +394,9 @@ pub async fn serve(
     Ok(bound)
 }
 
-/// Accept connections until `shutdown`, then let those open finish their calls.
+/// Accept connections until `shutdown`, then let those open finish their calls. Connections
+/// may be upgraded (the browser bridge's WebSocket); an upgraded socket is its handler's to
+/// close.
 async fn accept(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -402,7 +404,9 @@ async fn accept(
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.half_close(true);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Each connection task holds a clone; when all are gone, every call has finished.
+    let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -418,14 +422,31 @@ async fn accept(
             _ = &mut shutdown => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let conn = http
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stop = stop_rx.clone();
+        let alive = alive_tx.clone();
         tokio::spawn(async move {
+            let _alive = alive;
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("http connection: {e}");
+                    }
+                    return;
+                }
+                _ = stop.changed() => {}
+            }
+            conn.as_mut().graceful_shutdown();
             if let Err(e) = conn.await {
                 tracing::debug!("http connection: {e}");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
+    let _ = alive_rx.recv().await;
 }

@@ -1,6 +1,7 @@
 //! The dpow node and its command-line interface.
 //!
 //! - [`cli`]: the `dpow` command (clap), one module per subcommand;
+//! - [`browser`]: the `/contribute` page and the bridge that carries browser workers;
 //! - [`browser_assets`]: the browser worker's WebAssembly kernel and scripts;
 //! - [`devices`]: CPU threads and OpenCL devices selected on the command line;
 //! - [`output`]: human-readable or JSON output for every command;
@@ -9,6 +10,7 @@
 //! - [`store`]: the node's RocksDB database (receipts, DHT records, precache).
 #![deny(missing_docs)]
 
+pub mod browser;
 pub mod browser_assets;
 pub mod cli;
 pub mod config;

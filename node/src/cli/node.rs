@@ -178,8 +178,30 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
         );
     }
     let websocket = a.nano_websocket.clone();
+    let browser = if a.browser_workers {
+        if http.is_none() {
+            bail!("--browser-workers serves a page over HTTP: --http cannot be off");
+        }
+        if !crate::browser_assets::has_browser_worker() {
+            tracing::warn!(
+                "this binary has no WebAssembly kernel ({}): the page will say so",
+                crate::browser_assets::WASM_MISSING.unwrap_or("not built")
+            );
+        }
+        for p in &a.browser_peers {
+            if !(p.starts_with("http://") || p.starts_with("https://")) {
+                bail!("--browser-peers takes http:// or https:// base URLs, got {p:?}");
+            }
+        }
+        Some(crate::browser::BrowserConfig {
+            peers: a.browser_peers.clone(),
+            ..Default::default()
+        })
+    } else {
+        None
+    };
     runtime.block_on(serve(
-        config, http, gateway, websocket, roles, &key_path, out,
+        config, http, gateway, websocket, browser, roles, &key_path, out,
     ))
 }
 
@@ -220,11 +242,13 @@ fn open_store(
     Ok(None)
 }
 
+#[allow(clippy::too_many_arguments)] // the parsed pieces of the command line, passed once
 async fn serve(
     config: NodeConfig,
     http: Option<SocketAddr>,
     gateway: Option<GatewayConfig>,
     websocket: Option<String>,
+    browser: Option<crate::browser::BrowserConfig>,
     roles: Vec<&str>,
     key_path: &Path,
     out: Output,
@@ -243,6 +267,9 @@ async fn serve(
                     tokio::spawn(gw.clone().follow_confirmations(url));
                 }
                 app = app.merge(gw.router());
+            }
+            if let Some(b) = browser {
+                app = app.merge(crate::browser::router(node.clone(), &network, b));
             }
             let bound = crate::http::serve(addr, app, async {
                 let _ = http_stopped.await;

@@ -3,6 +3,7 @@
 mod books;
 mod checkpoints;
 mod delivery;
+mod foreign;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -151,6 +152,8 @@ pub(super) struct EventLoop {
     auditor: bool,
     /// Fault injection ([`super::NetTuning::withhold_receipts`]).
     withhold_receipts: bool,
+    /// The browser workers this node carries: their request feed and keys.
+    browsers: foreign::Browsers,
 }
 
 impl EventLoop {
@@ -310,6 +313,7 @@ impl EventLoop {
             finality,
             auditor: config.tuning.auditor && config.store.is_none(),
             withhold_receipts: config.tuning.withhold_receipts,
+            browsers: foreign::Browsers::default(),
         };
         event_loop.load_checkpoints();
         Ok(event_loop)
@@ -493,6 +497,7 @@ impl EventLoop {
                     queue: p.queue,
                     payout: p.payout.map(|a| a.to_string()).unwrap_or_default(),
                     credits: u64::try_from(self.ledger.earned(&p.worker)).unwrap_or(u64::MAX),
+                    browser: self.browsers.is_browser(&p.worker),
                 }
             })
             .collect();
@@ -970,7 +975,9 @@ impl EventLoop {
         if self.answered.contains_key(&req.id()) {
             return;
         }
-        if self.worker.is_some() {
+        self.browsers.request(&req);
+        // A browser this node carries delivers through it, as its own worker does.
+        if self.worker.is_some() || self.browsers.listening() {
             self.reach_service_node(&req.payload().node);
         }
         if let Some(w) = &mut self.worker {
@@ -993,6 +1000,7 @@ impl EventLoop {
 
     /// A request is finished (answered or cancelled): stop working on it.
     fn on_done(&mut self, id: RequestId, now: u64) {
+        self.browsers.done(id);
         if let Some(w) = &mut self.worker {
             let actions = w.flow.on_done(id, now);
             self.worker_actions(actions, now);
@@ -1353,6 +1361,12 @@ impl EventLoop {
                 let _ = reply.send(r);
             }
             Command::Dht { id, network, reply } => self.dht_receipt(id, network, reply),
+            Command::Foreign { kind, bytes, reply } => {
+                let _ = reply.send(self.on_foreign(kind, &bytes));
+            }
+            Command::Subscribe { reply } => {
+                let _ = reply.send(self.subscribe_browser());
+            }
             Command::Dial(addr) => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::warn!(%addr, "dial: {e}");

@@ -15,6 +15,7 @@
 //! `max_penalties` rejections is blocked outright.
 
 mod behaviour;
+mod bridge;
 mod event_loop;
 pub mod history;
 mod records;
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::genesis::Genesis;
 pub use behaviour::{DEFAULT_REPLICATION, NetTuning};
+pub use bridge::{BRIDGE_QUEUE, BridgeEvent, ForeignKind};
 pub use stats::{
     CREDIT_EPOCHS, DeviceRate, EpochCredits, MAX_AWAITED_RESULTS, NodeStats, OwnReject,
     OwnWorkerStats, Percentiles, ServiceStat, WorkerStat, percentile,
@@ -235,6 +237,17 @@ enum Command {
         reply: oneshot::Sender<anyhow::Result<()>>,
     },
     Dial(Multiaddr),
+    Foreign {
+        kind: ForeignKind,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<(), dpow_protocol::validate::Rejected>>,
+    },
+    Subscribe {
+        reply: oneshot::Sender<(
+            Vec<dpow_protocol::Signed<dpow_protocol::WorkRequest>>,
+            tokio::sync::broadcast::Receiver<BridgeEvent>,
+        )>,
+    },
     Dht {
         id: dpow_protocol::MessageId,
         network: bool,
@@ -428,6 +441,40 @@ impl NodeHandle {
             .await
             .map_err(|_| anyhow::anyhow!("the node stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))?
+    }
+
+    /// Carry a message signed by a worker that is not this node (a browser on the
+    /// `/contribute` bridge): it is validated like any peer's, then a status is published and
+    /// a result delivered exactly as this node's own (to the service node, gossip as the
+    /// fallback). `Ok(Err(_))` says why it was refused.
+    pub async fn carry(
+        &self,
+        kind: ForeignKind,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Result<(), dpow_protocol::validate::Rejected>> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Foreign { kind, bytes, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+    }
+
+    /// The requests open now (valid, unanswered, not expired) and a feed of those that come
+    /// and go from here on, for the browser bridge. The feed closes when the node stops; a
+    /// reader that falls [`BRIDGE_QUEUE`] events behind is told it lagged.
+    pub async fn subscribe_requests(
+        &self,
+    ) -> anyhow::Result<(
+        Vec<dpow_protocol::Signed<dpow_protocol::WorkRequest>>,
+        tokio::sync::broadcast::Receiver<BridgeEvent>,
+    )> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Subscribe { reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
     }
 
     /// Dial a peer.

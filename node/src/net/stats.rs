@@ -171,6 +171,9 @@ pub struct WorkerStat {
     pub payout: String,
     /// Credits earned, by the ledger.
     pub credits: u64,
+    /// A browser worker this node carries over its `/contribute` bridge (only the carrying
+    /// node knows; elsewhere a browser looks like any worker).
+    pub browser: bool,
 }
 
 impl NodeStats {

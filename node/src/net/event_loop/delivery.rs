@@ -178,9 +178,12 @@ impl EventLoop {
     pub(super) fn deliver_result(&mut self, signed: Signed<WorkResult>, now: u64) {
         let request = signed.payload().request;
         let node = self.requests.get(&request).map(|r| r.payload().node);
+        let own = self.is_own_result(&signed);
         if node == Some(self.node_key) {
             // Our own service: it takes the result here.
-            if let Some(w) = &mut self.worker {
+            if let Some(w) = &mut self.worker
+                && own
+            {
                 w.own.sent(request);
             }
             self.on_result(signed, now);
@@ -206,11 +209,14 @@ impl EventLoop {
     /// The fallback: publish the result on gossip (the service then finds it there).
     fn gossip_result(&mut self, signed: Signed<WorkResult>) {
         let request = signed.payload().request;
+        let own = self.is_own_result(&signed);
         let published = self
             .publish(Topic::Results, signed.bytes().to_vec())
             .is_ok();
         self.stats().results_gossiped += 1;
-        if let Some(w) = &mut self.worker {
+        if let Some(w) = &mut self.worker
+            && own
+        {
             if published {
                 w.own.sent(request);
             } else {
@@ -253,6 +259,10 @@ impl EventLoop {
                 };
                 let request = signed.payload().request;
                 let service = self.requests.get(&request).map(|r| r.payload().service);
+                if !self.is_own_result(&signed) {
+                    // A carried browser's result: the browser learns its fate from receipts.
+                    return;
+                }
                 let Some(w) = &mut self.worker else { return };
                 match response {
                     ResultAck::Accepted => {
