@@ -707,6 +707,34 @@ async fn the_page_solves_for_its_account_and_moves_to_another_node_when_its_node
         assert!(t0.elapsed() < T, "the books show {credited} for {payout}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // `dpow ledger balances`, through node b, shows the credits under the page's account.
+    let (bin, g, dial) = (dpow.clone(), genesis.clone(), b.listen.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&bin)
+            .args(["--json", "ledger", "--genesis"])
+            .arg(&g)
+            .args(["--dial", &dial, "balances"])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("dpow ledger runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bal: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let listed = bal["accounts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["account"] == payout.to_string()))
+        .and_then(|x| x["earned"].as_str())
+        .and_then(|e| e.parse::<u128>().ok())
+        .unwrap_or(0);
+    assert!(
+        listed >= PAGE_SOLVES as u128 * price,
+        "dpow ledger balances lists {listed} for {payout}: {bal}"
+    );
     // docs/contribute.png: the page, now on node b.
     if let Some(path) = shot {
         tokio::time::sleep(Duration::from_secs(3)).await; // the credits line refreshes every 3 s

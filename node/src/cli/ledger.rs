@@ -85,7 +85,8 @@ pub enum LedgerCommand {
     /// re-run after a crash or an error pays what is left and nothing twice. Offline from
     /// the network: only the genesis file, the report and the RPC are used.
     Pay(Box<pay::PayArgs>),
-    /// Credits granted, spent and left per service; earned per worker.
+    /// Credits granted, spent and left per service; earned per worker key and per payout
+    /// account (with the unclaimed credits of results that named none).
     Balances,
     /// The receipts held and the digest of each epoch, to compare with other nodes.
     Verify {
@@ -292,7 +293,37 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
                     "receipts": w.receipts,
                 }));
             }
-            out.emit(&human, &json!({ "services": services, "workers": workers }))?;
+            // Credits by the payout account named in each counted receipt, every epoch held.
+            let mut by_account: std::collections::BTreeMap<dpow_keys::NanoAccount, u128> =
+                std::collections::BTreeMap::new();
+            let mut unclaimed: u128 = 0;
+            for (epoch, _) in books.epochs() {
+                let c = books.claims_in_epoch(epoch);
+                for (a, credits) in c.accounts {
+                    let t = by_account.entry(a).or_default();
+                    *t = t.saturating_add(credits);
+                }
+                unclaimed = unclaimed.saturating_add(c.unclaimed);
+            }
+            human.push_str(&format!("\n{:<66} {:>12}\n", "payout account", "earned"));
+            let mut accounts = Vec::new();
+            for (a, credits) in &by_account {
+                human.push_str(&format!("{:<66} {credits:>12}\n", a.to_string()));
+                accounts.push(json!({ "account": a.to_string(), "earned": credits.to_string() }));
+            }
+            human.push_str(&format!(
+                "{:<66} {unclaimed:>12}\n",
+                "unclaimed (results that named no account)"
+            ));
+            out.emit(
+                &human,
+                &json!({
+                    "services": services,
+                    "workers": workers,
+                    "accounts": accounts,
+                    "unclaimed": unclaimed.to_string(),
+                }),
+            )?;
         }
         LedgerCommand::Verify { epoch } => {
             let epochs = if epoch.is_empty() {
