@@ -16,6 +16,10 @@
 //! log synced to disk before the call returns ([`Store::write_receipts`] and friends use
 //! `sync = true`), so an acknowledged receipt survives `kill -9` and power loss alike.
 //!
+//! A running node never calls those on its event loop: the store task ([`writer`]) owns the
+//! writes, in order, retries a failing one until it succeeds, and reports each one durable
+//! before the event loop acknowledges what it carried.
+//!
 //! A light build (without the `ledger` feature) has no database: its [`Store`] is a type
 //! with no values, so a light node always runs with `store: None`.
 
@@ -26,6 +30,7 @@ use serde::{Deserialize, Serialize};
 mod absent;
 #[cfg(feature = "ledger")]
 mod rocks;
+pub mod writer;
 
 #[cfg(not(feature = "ledger"))]
 pub use absent::{Store, StoreError};

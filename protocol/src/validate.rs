@@ -106,6 +106,9 @@ pub enum RejectReason {
     FinalEpoch,
     /// A result for a request already answered: dropped, never forwarded.
     Answered,
+    /// This node cannot take it now (its disk is behind or failing); the sender may offer it
+    /// again later.
+    Busy,
 }
 
 impl RejectReason {
@@ -131,6 +134,7 @@ impl RejectReason {
         RejectReason::Stale,
         RejectReason::FinalEpoch,
         RejectReason::Answered,
+        RejectReason::Busy,
     ];
 
     /// A short snake_case name, for logs and metric labels.
@@ -156,6 +160,7 @@ impl RejectReason {
             RejectReason::Stale => "stale",
             RejectReason::FinalEpoch => "final_epoch",
             RejectReason::Answered => "answered",
+            RejectReason::Busy => "busy",
         }
     }
 
@@ -190,7 +195,8 @@ impl RejectReason {
             | RejectReason::UnknownRequest
             | RejectReason::Stale
             | RejectReason::FinalEpoch
-            | RejectReason::Answered => false,
+            | RejectReason::Answered
+            | RejectReason::Busy => false,
         }
     }
 

@@ -3,6 +3,7 @@
 mod books;
 mod checkpoints;
 mod delivery;
+mod disk;
 mod foreign;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -36,6 +37,7 @@ use super::stats::{OwnReject, OwnTally, Percentiles, ServiceStat, WorkerStat};
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig, now_ms};
 use crate::genesis::Genesis;
 use crate::store::Store;
+use crate::store::writer::{Done, Job, Writer};
 
 /// Requests remembered for validating results and cancels.
 const MAX_KNOWN_REQUESTS: usize = 100_000;
@@ -119,8 +121,19 @@ pub(super) struct EventLoop {
     ledger: dpow_protocol::ledger::Ledger,
     /// Where receipts (and Kademlia records) are kept; `None` for short-lived clients.
     store: Option<Arc<Store>>,
-    /// Receipts in the ledger that are not on disk yet.
+    /// Receipts in the ledger not yet handed to the store task.
     receipts_queue: books::Queue,
+    /// The store task, which does every write (none when there is no store).
+    writer: Option<Writer>,
+    /// Its reports.
+    store_done: Option<mpsc::Receiver<Done>>,
+    /// Writes handed over and not yet durable, by ticket, with what to do once they are.
+    unwritten: HashMap<u64, Vec<books::Ack>>,
+    /// Writes waiting for room in the store task's queue, in order.
+    backlog: VecDeque<Job>,
+    next_ticket: u64,
+    /// Receipts in the ledger not yet durable (queued, in the backlog or being written).
+    unwritten_receipts: usize,
     /// Ledger catch-ups in progress, per peer.
     catch_ups: HashMap<PeerId, books::CatchUp>,
     /// DHT lookups for receipts in flight.
@@ -173,7 +186,14 @@ impl EventLoop {
             Some(s) => s.load_ledger(config.genesis.epoch_ms)?,
             None => dpow_protocol::ledger::Ledger::new(config.genesis.epoch_ms),
         };
-        let records_store = store.clone();
+        let (writer, store_done) = match &store {
+            Some(s) => {
+                let (w, d) = Writer::start(s.clone()).context("starting the store task")?;
+                (Some(w), Some(d))
+            }
+            None => (None, None),
+        };
+        let records_store = store.clone().zip(writer.clone());
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
             .with_tokio()
             .with_tcp(
@@ -294,6 +314,12 @@ impl EventLoop {
             ledger,
             store,
             receipts_queue: books::Queue::default(),
+            writer,
+            store_done,
+            unwritten: HashMap::new(),
+            backlog: VecDeque::new(),
+            next_ticket: 0,
+            unwritten_receipts: 0,
             catch_ups: HashMap::new(),
             dht_gets: HashMap::new(),
             next_ledger_sync: Instant::now() + config.tuning.ledger_sync,
@@ -334,6 +360,7 @@ impl EventLoop {
                     None => break,
                 },
                 Some(done) = self.solved_rx.recv() => self.on_solved(done),
+                Some(done) = disk::next_done(&mut self.store_done) => self.on_store_done(done),
                 _ = tokio::time::sleep_until(wake.into()) => self.on_tick(),
                 _ = &mut shutdown => break,
             }
@@ -346,13 +373,24 @@ impl EventLoop {
             }
             self.publish_stats();
         }
-        self.flush_receipts();
         if let Some(w) = &self.worker
             && let Some(s) = &w.solving
         {
             s.control.cancel();
         }
-        tracing::info!(peer = %self.peer_id(), "node stopped");
+        self.drain_store().await;
+        let peer = self.peer_id();
+        // Let go of the database before saying so: the store task ends once every handle
+        // (ours and the DHT record store's, inside the swarm) is gone.
+        let mut done = self.store_done.take();
+        drop(self);
+        if let Some(rx) = &mut done {
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while rx.recv().await.is_some() {}
+            })
+            .await;
+        }
+        tracing::info!(%peer, "node stopped");
         Ok(())
     }
 
@@ -945,12 +983,13 @@ impl EventLoop {
     }
 
     /// Keep an applied (or pending) registry entry for the next start.
-    fn store_registry_entry(&self, registrar: &dpow_keys::PublicKey, seq: u64, bytes: &[u8]) {
-        if let Some(s) = &self.store
-            && let Err(e) = s.registry_put(&registrar.0, seq, bytes)
-        {
-            tracing::error!(seq, "registry entry not stored: {e}");
-        }
+    fn store_registry_entry(&mut self, registrar: &dpow_keys::PublicKey, seq: u64, bytes: &[u8]) {
+        let write = crate::store::writer::Write::Registry {
+            registrar: registrar.0,
+            seq,
+            bytes: bytes.to_vec(),
+        };
+        self.store_write(write, Vec::new());
     }
 
     fn remember_request(&mut self, req: &Signed<WorkRequest>, now: u64) {

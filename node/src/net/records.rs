@@ -15,6 +15,7 @@ use libp2p::kad::store::{Error, MemoryStore, MemoryStoreConfig, RecordStore, Res
 use libp2p::kad::{self, ProviderRecord, Record, RecordKey};
 
 use super::now_ms;
+use crate::store::writer::{Job, RECORD_TICKET, Write, Writer};
 use crate::store::{Store, StoredRecord};
 
 /// Records held in memory when there is no store (a client's few).
@@ -22,14 +23,15 @@ const MEMORY_RECORDS: usize = 100_000;
 /// The largest record value: a receipt envelope is under 1 KiB.
 pub(crate) const MAX_RECORD_BYTES: usize = 2048;
 
-/// Kademlia's record store for a dpow node.
+/// Kademlia's record store for a dpow node: reads from disk (or the store task's overlay of
+/// writes not yet there), writes through the store task, so the swarm never waits on disk.
 pub(crate) struct Records {
-    disk: Option<Arc<Store>>,
+    disk: Option<(Arc<Store>, Writer)>,
     memory: MemoryStore,
 }
 
 impl Records {
-    pub(crate) fn new(peer: PeerId, disk: Option<Arc<Store>>) -> Records {
+    pub(crate) fn new(peer: PeerId, disk: Option<(Arc<Store>, Writer)>) -> Records {
         let config = MemoryStoreConfig {
             max_records: MEMORY_RECORDS,
             max_value_bytes: MAX_RECORD_BYTES,
@@ -40,6 +42,26 @@ impl Records {
             memory: MemoryStore::with_config(peer, config),
         }
     }
+}
+
+/// Note a write in the overlay and queue it for the store task; false if either is full.
+fn write_through(writer: &Writer, key: &[u8], record: Option<StoredRecord>) -> bool {
+    let Some(version) = writer.overlay().note(key, record.clone()) else {
+        return false;
+    };
+    let job = Job {
+        ticket: RECORD_TICKET,
+        write: Write::Record {
+            key: key.to_vec(),
+            record,
+            version,
+        },
+    };
+    if writer.try_submit(job).is_err() {
+        writer.overlay().forget(key, version);
+        return false;
+    }
+    true
 }
 
 fn to_stored(r: &Record) -> StoredRecord {
@@ -71,9 +93,12 @@ impl RecordStore for Records {
     type ProvidedIter<'a> = <MemoryStore as RecordStore>::ProvidedIter<'a>;
 
     fn get(&self, k: &kad::RecordKey) -> Option<Cow<'_, Record>> {
-        let Some(disk) = &self.disk else {
+        let Some((disk, writer)) = &self.disk else {
             return self.memory.get(k);
         };
+        if let Some(pending) = writer.overlay().get(k.as_ref()) {
+            return pending.map(|s| Cow::Owned(from_stored(k.to_vec(), s)));
+        }
         match disk.kad_get(k.as_ref()) {
             Ok(Some(s)) => Some(Cow::Owned(from_stored(k.to_vec(), s))),
             Ok(None) => None,
@@ -88,21 +113,21 @@ impl RecordStore for Records {
         if r.value.len() > MAX_RECORD_BYTES {
             return Err(Error::ValueTooLarge);
         }
-        let Some(disk) = &self.disk else {
+        let Some((_, writer)) = &self.disk else {
             return self.memory.put(r);
         };
-        disk.kad_put(r.key.as_ref(), &to_stored(&r)).map_err(|e| {
-            tracing::error!("storing a kad record: {e}");
-            // Kademlia's error type has no "storage failed"; the record is refused either way.
-            Error::MaxRecords
-        })
+        // Kademlia's error type has no "storage busy"; the record is refused either way, and
+        // its publisher puts it again at the next replication.
+        write_through(writer, r.key.as_ref(), Some(to_stored(&r)))
+            .then_some(())
+            .ok_or(Error::MaxRecords)
     }
 
     fn remove(&mut self, k: &kad::RecordKey) {
         match &self.disk {
-            Some(disk) => {
-                if let Err(e) = disk.kad_remove(k.as_ref()) {
-                    tracing::warn!("removing a kad record: {e}");
+            Some((_, writer)) => {
+                if !write_through(writer, k.as_ref(), None) {
+                    tracing::warn!("a kad record removal was not queued: the store is behind");
                 }
             }
             None => self.memory.remove(k),
@@ -111,11 +136,21 @@ impl RecordStore for Records {
 
     fn records(&self) -> Self::RecordsIter<'_> {
         match &self.disk {
-            Some(disk) => disk
-                .kad_records()
-                .map(|(k, s)| Cow::Owned(from_stored(k, s)))
-                .collect::<Vec<_>>()
-                .into_iter(),
+            Some((disk, writer)) => {
+                let pending: std::collections::HashMap<Vec<u8>, Option<StoredRecord>> =
+                    writer.overlay().entries().into_iter().collect();
+                let mut v: Vec<Cow<'_, Record>> = disk
+                    .kad_records()
+                    .filter(|(k, _)| !pending.contains_key(k))
+                    .map(|(k, s)| Cow::Owned(from_stored(k, s)))
+                    .collect();
+                v.extend(
+                    pending
+                        .into_iter()
+                        .filter_map(|(k, s)| s.map(|s| Cow::Owned(from_stored(k, s)))),
+                );
+                v.into_iter()
+            }
             None => self.memory.records().collect::<Vec<_>>().into_iter(),
         }
     }
@@ -154,12 +189,27 @@ mod tests {
             expires: None,
         };
         {
-            let mut r = Records::new(peer, Some(Arc::new(Store::open(dir.path()).unwrap())));
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let (writer, mut done) = Writer::start(store.clone()).unwrap();
+            let mut r = Records::new(peer, Some((store, writer)));
             r.put(rec.clone()).unwrap();
+            // Visible at once, from the overlay, before the store task wrote it.
+            assert_eq!(r.get(&rec.key).unwrap().into_owned(), rec);
             let big = Record::new(RecordKey::new(&b"big"), vec![0; MAX_RECORD_BYTES + 1]);
             assert!(matches!(r.put(big), Err(Error::ValueTooLarge)));
+            match done.blocking_recv() {
+                Some(crate::store::writer::Done::Written(j)) => {
+                    assert_eq!(j.ticket, RECORD_TICKET)
+                }
+                other => panic!("{other:?}"),
+            }
+            drop(r);
+            // The thread ends (and lets go of the database) once every handle is gone.
+            while done.blocking_recv().is_some() {}
         }
-        let r = Records::new(peer, Some(Arc::new(Store::open(dir.path()).unwrap())));
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (writer, _done) = Writer::start(store.clone()).unwrap();
+        let r = Records::new(peer, Some((store, writer)));
         let got = r.get(&rec.key).unwrap().into_owned();
         assert_eq!(got, rec);
         assert_eq!(r.records().count(), 1);

@@ -2,11 +2,12 @@
 //!
 //! - **Ingest.** A receipt (gossip, DHT, sync, or signed here) is verified
 //!   ([`dpow_protocol::validate::Validator::check_receipt`]), taken into the in-memory
-//!   [`Ledger`], and queued. The queue is written to RocksDB in one synced batch (group commit)
-//!   when it reaches [`FLUSH_AT`] receipts or [`FLUSH_AFTER`] after its first receipt, and
-//!   before anything reads the books (statistics, the `Ledger` command, sync answers). Only
-//!   then is a receipt acknowledged: forwarded on gossip, published and put into the DHT if it
-//!   is this service's own. So a receipt anyone has seen acknowledged is on disk.
+//!   [`Ledger`], and queued. The queue goes to the store task (`disk.rs`) as one synced batch
+//!   (group commit) when it reaches [`FLUSH_AT`] receipts or [`FLUSH_AFTER`] after its first
+//!   receipt, and before anything reads the books (statistics, the `Ledger` command, sync
+//!   answers). Only when the task reports the batch durable is a receipt acknowledged:
+//!   forwarded on gossip, published and put into the DHT if it is this service's own. So a
+//!   receipt anyone has seen acknowledged is on disk, and the event loop never waits for it.
 //! - **DHT.** The service's node puts each receipt it signs as a Kademlia record (key: the
 //!   receipt id) on the `replication` closest peers; inbound records are verified as receipts
 //!   before they are stored, and ingested like gossip.
@@ -193,6 +194,9 @@ impl EventLoop {
             self.acknowledge(stored, ack);
             return Ok(());
         }
+        if self.store.is_some() {
+            self.check_room()?;
+        }
         // Copies (gossip, DHT and catch-up bring the same receipt) then cost a hash.
         r.remember_verified();
         let worker = r.payload().result.payload().worker;
@@ -224,6 +228,7 @@ impl EventLoop {
             self.acknowledge(stored, ack);
             return Ok(());
         }
+        self.unwritten_receipts += 1;
         let q = &mut self.receipts_queue;
         q.put.push((stored, ack));
         q.since.get_or_insert_with(Instant::now);
@@ -245,28 +250,22 @@ impl EventLoop {
                 .is_some_and(|k| k.public() == p.request.payload().service)
     }
 
-    /// Write queued receipts in one synced batch, then acknowledge them.
+    /// Hand queued receipts to the store task as one synced batch (group commit); they are
+    /// acknowledged when it reports them durable ([`Self::on_store_done`]).
     pub(super) fn flush_receipts(&mut self) {
         let q = std::mem::take(&mut self.receipts_queue);
         if q.put.is_empty() && q.delete.is_empty() {
             return;
         }
         let (put, acks): (Vec<_>, Vec<_>) = q.put.into_iter().unzip();
-        if let Some(store) = &self.store
-            && let Err(e) = store.write_receipts(&put, &q.delete)
-        {
-            // Held in memory, never acknowledged: not forwarded, and peers will offer them
-            // again at the next catch-up.
-            tracing::error!(receipts = put.len(), "receipts not stored: {e}");
-            self.stats().reject("store_failed");
-            return;
-        }
-        for (stored, ack) in put.into_iter().zip(acks) {
-            self.acknowledge(stored, ack);
-        }
+        let write = crate::store::writer::Write::Receipts {
+            put,
+            delete: q.delete,
+        };
+        self.store_write(write, acks);
     }
 
-    fn acknowledge(&mut self, stored: StoredReceipt, ack: Ack) {
+    pub(super) fn acknowledge(&mut self, stored: StoredReceipt, ack: Ack) {
         match ack {
             Ack::Gossip { id, from } => {
                 self.swarm
@@ -409,7 +408,7 @@ impl EventLoop {
         request: SyncRequest,
         channel: ResponseChannel<SyncResponse>,
     ) {
-        // Answer from what is on disk.
+        // Hand what is queued to the store task first; the answer is the books as held.
         self.flush_receipts();
         let response = match request {
             SyncRequest::Hello => return,

@@ -131,11 +131,12 @@ impl EventLoop {
                 "checkpoint already held",
             ));
         }
-        if let Some(s) = &self.store
-            && let Err(e) = s.checkpoint_put(epoch, &registrar.0, c.bytes())
-        {
-            tracing::error!(epoch, "checkpoint not stored: {e}");
-        }
+        let write = crate::store::writer::Write::Checkpoint {
+            epoch,
+            registrar: registrar.0,
+            bytes: c.bytes().to_vec(),
+        };
+        self.store_write(write, Vec::new());
         let mine = self.digest_of(epoch);
         if mine == digest {
             tracing::info!(epoch, %registrar, "checkpoint matches these books");
