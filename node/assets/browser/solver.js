@@ -137,6 +137,8 @@ class WasmSolver {
     this.threads = workers.length;
     this.flag = flag; // Int32Array over a SharedArrayBuffer, or null
     this.meter = new RateMeter();
+    /** Milliseconds the workers spent in the kernel, all together (for benchmarks). */
+    this.kernelMs = 0;
     this.job = 0;
     this.pending = null; // {id, resolve, root}
     this.busy = new Map(); // worker index -> the id of the job it still runs
@@ -148,6 +150,7 @@ class WasmSolver {
 
   onMessage(i, m) {
     if (m.hashes) this.meter.add(m.hashes);
+    if (m.ms) this.kernelMs += m.ms;
     const ends = m.type === 'found' || m.type === 'stopped' || m.type === 'error';
     // A worker's end of an older job (handed a new one mid-chunk) leaves it busy.
     if (ends && (m.id == null || this.busy.get(i) === m.id)) {

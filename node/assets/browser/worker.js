@@ -8,9 +8,10 @@
 //   {type: 'cancel', id}
 // Messages out:
 //   {type: 'ready'}
-//   {type: 'progress', id, hashes}           hashes done since the last progress message
-//   {type: 'found', id, nonce: [lo, hi], hashes}
-//   {type: 'stopped', id, hashes}
+//   {type: 'progress', id, hashes, ms}       hashes done since the last progress message, and
+//                                            the milliseconds spent in the kernel doing them
+//   {type: 'found', id, nonce: [lo, hi], hashes, ms}
+//   {type: 'stopped', id, hashes, ms}
 //   {type: 'error', id, message}
 //
 // `hashes` counts exactly the nonces hashed (on 'found', up to and including the nonce).
@@ -58,19 +59,21 @@ async function run(job) {
   let [lo, hi] = job.start;
   const [tlo, thi] = job.threshold;
   let pending = 0;
+  let ms = 0;
   let lastReport = performance.now();
   while (stillWanted(job.id)) {
     const n = chunk;
     const t0 = performance.now();
     const found = e.search(io, tlo, thi, lo, hi, n);
     const t1 = performance.now();
+    ms += t1 - t0;
     if (found) {
       const view = new DataView(e.memory.buffer, io + 32, 8);
       const nonce = [view.getUint32(0, true), view.getUint32(4, true)];
       current = null;
       // The chunk stopped at the nonce (n <= 2^20, so the low halves' difference is exact).
       pending += ((nonce[0] - lo) >>> 0) + 1;
-      postMessage({type: 'found', id: job.id, nonce, hashes: pending});
+      postMessage({type: 'found', id: job.id, nonce, hashes: pending, ms});
       return;
     }
     pending += n;
@@ -83,13 +86,14 @@ async function run(job) {
     const want = Math.round((n * CHUNK_MS) / dt / CHUNK_MIN) * CHUNK_MIN;
     chunk = Math.min(CHUNK_MAX, Math.max(CHUNK_MIN, want));
     if (t1 - lastReport >= PROGRESS_MS) {
-      postMessage({type: 'progress', id: job.id, hashes: pending});
+      postMessage({type: 'progress', id: job.id, hashes: pending, ms});
       pending = 0;
+      ms = 0;
       lastReport = t1;
     }
     if (!flag) await yieldOnce();
   }
-  postMessage({type: 'stopped', id: job.id, hashes: pending});
+  postMessage({type: 'stopped', id: job.id, hashes: pending, ms});
 }
 
 onmessage = async (ev) => {
