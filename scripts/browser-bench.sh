@@ -21,7 +21,7 @@ while (($#)); do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --not-isolated) isolated=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "browser-bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
