@@ -36,8 +36,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::arch::wasm32::{
-    i32x4_shuffle, i8x16_swizzle, u64x2, u64x2_add, u64x2_extract_lane, u64x2_shr,
-    u64x2_splat, u8x16, v128, v128_or, v128_xor,
+    i32x4_shuffle, i8x16_swizzle, u64x2, u64x2_add, u64x2_extract_lane, u64x2_shr, u64x2_splat,
+    u8x16, v128, v128_or, v128_xor,
 };
 
 /// BLAKE2b's initialisation vector.
@@ -210,7 +210,10 @@ fn xor_rot<const N: u32, const L: usize>(d: W<L>, a: W<L>) -> W<L> {
 fn g<const L: usize>(
     v: &mut [W<L>; 16],
     m: &Msg<L>,
-    (a, b, c, d): (usize, usize, usize, usize), x: usize, y: usize) {
+    (a, b, c, d): (usize, usize, usize, usize),
+    x: usize,
+    y: usize,
+) {
     v[a] = msg(add(v[a], v[b]), x, m);
     v[d] = xor_rot::<32, L>(v[d], v[a]);
     v[c] = add(v[c], v[d]);
@@ -391,10 +394,7 @@ fn search_n<const L: usize>(root: &[u64; 4], threshold: u64, start: u64, count: 
         for (k, n) in nonce.iter_mut().enumerate() {
             *n = u64x2_add(u64x2_splat(base.wrapping_add(2 * k as u64)), LANE_OFFSETS);
         }
-        let m = Msg {
-            nonce,
-            root: rootv,
-        };
+        let m = Msg { nonce, root: rootv };
         let values = hash_step(&pre, &m);
         let mut hit = false;
         for v in values.iter() {
