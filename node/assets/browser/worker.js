@@ -34,17 +34,18 @@ let current = null; // the id of the job running now, or null
 let chunk = 1 << 16; // kept across jobs: the rate of this device does not change per job
 
 // One channel for every yield: a round trip through it lets queued messages (a cancel, a new
-// job) run, without setTimeout's clamped delay or a new channel per chunk.
+// job) run, without setTimeout's clamped delay or a new channel per chunk. Each message
+// wakes the oldest waiter: a job replaced mid-yield must still wake, see the new id, and
+// report its last hashes in 'stopped'.
 const channel = new MessageChannel();
-let wake = null;
+const waiters = [];
 channel.port1.onmessage = () => {
-  const w = wake;
-  wake = null;
+  const w = waiters.shift();
   if (w) w();
 };
 function yieldOnce() {
   return new Promise((resolve) => {
-    wake = resolve;
+    waiters.push(resolve);
     channel.port2.postMessage(0);
   });
 }
