@@ -4,7 +4,11 @@
 # today (nano-pow's WASM, WebGL and CPU paths; nanocurrency's computeWork), all in one run of
 # one headless Chromium, served from loopback.
 #
-#   scripts/browser-bench.sh [--seconds N]     (default 10 seconds per figure)
+#   scripts/browser-bench.sh [--seconds N] [--not-isolated]
+#
+# --seconds: per figure (default 10). The page is served cross-origin isolated (COOP/COEP),
+# as a node serves /contribute, so dpow's workers stop through shared memory;
+# --not-isolated serves it without, and the workers yield to read cancel messages instead.
 #
 # Needs Debian's rustc with the wasm32 std (scripts/deps.sh installs it), chromium, npm and
 # python3. The npm packages go to target/browser-bench/, never into the repository.
@@ -12,10 +16,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=10
+isolated=1
 while (($#)); do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --not-isolated) isolated=0; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "browser-bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -45,9 +51,9 @@ cp "$dir/npm/node_modules/nanocurrency/dist/nanocurrency.umd.js" "$site/npm/nano
 # A loopback server for the site that prints the page's report and stops.
 report="$dir/report.json"
 rm -f "$report" "$dir/port"
-python3 - "$site" "$dir/port" "$report" <<'EOF' &
+python3 - "$site" "$dir/port" "$report" "$isolated" <<'EOF' &
 import http.server, sys, threading
-site, port_file, report = sys.argv[1:4]
+site, port_file, report, isolated = sys.argv[1:5]
 class Handler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       '.js': 'text/javascript', '.wasm': 'application/wasm'}
@@ -55,6 +61,11 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         super().__init__(*a, directory=site, **k)
     def log_message(self, *a):
         pass
+    def end_headers(self):
+        if isolated == '1':
+            self.send_header('Cross-Origin-Opener-Policy', 'same-origin')
+            self.send_header('Cross-Origin-Embedder-Policy', 'require-corp')
+        super().end_headers()
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('content-length', 0)))
         self.send_response(200)
@@ -85,13 +96,23 @@ wait "$server" || true
 python3 - "$report" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{r['userAgent']}\n{r['threads']} hardware threads; solved rates at threshold {r['threshold']}\n")
+print(f"{r['userAgent']}\n{r['threads']} hardware threads; cross-origin isolated: {r['isolated']}; "
+      f"solved rates at threshold {r['threshold']}\n")
 print("| solver | threads | measured | rate | |")
 print("|---|---|---|---|---|")
 for x in r['results']:
     if 'error' in x:
         print(f"| {x['name']} | {x.get('threads', '')} | {x.get('method', '')} | failed | {x['error']} |")
         continue
-    extra = f"{x['solves']} solves in {x['seconds']:.1f} s" if 'solves' in x else x.get('note', '')
+    if 'solves' in x:
+        # A solve's hash count is geometric: n solves give the rate to about ±1.96/√n (95%).
+        ci = 196 / max(x['solves'], 1) ** 0.5
+        extra = f"{x['solves']} solves in {x['seconds']:.1f} s, ±{ci:.0f}%"
+        if 'hashed' in x:
+            extra += f"; hashed {x['hashed'] / 1e6:.2f} MH/s"
+        if 'inKernel' in x:
+            extra += f", {100 * x['inKernel']:.1f}% of the time in the kernel"
+    else:
+        extra = x.get('note', '')
     print(f"| {x['name']} | {x['threads']} | {x['method']} | {x['rate'] / 1e6:.2f} MH/s | {extra} |")
 EOF

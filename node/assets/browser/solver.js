@@ -137,9 +137,11 @@ class WasmSolver {
     this.threads = workers.length;
     this.flag = flag; // Int32Array over a SharedArrayBuffer, or null
     this.meter = new RateMeter();
+    /** Milliseconds the workers spent in the kernel, all together (for benchmarks). */
+    this.kernelMs = 0;
     this.job = 0;
     this.pending = null; // {id, resolve, root}
-    this.busy = new Set(); // workers still on some job
+    this.busy = new Map(); // worker index -> the id of the job it still runs
     this.idleWaiters = [];
     workers.forEach((w, i) => {
       w.onmessage = (ev) => this.onMessage(i, ev.data);
@@ -148,7 +150,10 @@ class WasmSolver {
 
   onMessage(i, m) {
     if (m.hashes) this.meter.add(m.hashes);
-    if (m.type === 'found' || m.type === 'stopped' || m.type === 'error') {
+    if (m.ms) this.kernelMs += m.ms;
+    const ends = m.type === 'found' || m.type === 'stopped' || m.type === 'error';
+    // A worker's end of an older job (handed a new one mid-chunk) leaves it busy.
+    if (ends && (m.id == null || this.busy.get(i) === m.id)) {
       this.busy.delete(i);
       if (this.busy.size === 0) {
         this.meter.stop();
@@ -171,8 +176,14 @@ class WasmSolver {
   }
 
   stopWorkers(id) {
-    if (this.flag) Atomics.store(this.flag, 0, 0);
-    for (const w of this.workers) w.postMessage({type: 'cancel', id});
+    // With the shared flag, workers see the stop after their chunk; no message needed.
+    if (this.flag) {
+      Atomics.store(this.flag, 0, 0);
+      return;
+    }
+    this.busy.forEach((job, i) => {
+      if (job === id) this.workers[i].postMessage({type: 'cancel', id});
+    });
   }
 
   finish(result) {
@@ -194,7 +205,7 @@ class WasmSolver {
     return new Promise((resolve, reject) => {
       this.pending = {id, root, threshold, resolve, reject};
       this.workers.forEach((w, i) => {
-        this.busy.add(i);
+        this.busy.set(i, id);
         w.postMessage({type: 'job', id, root, threshold, start: randomNonce()});
       });
     });

@@ -8,18 +8,20 @@
 //   {type: 'cancel', id}
 // Messages out:
 //   {type: 'ready'}
-//   {type: 'progress', id, hashes}           hashes done since the last progress message
-//   {type: 'found', id, nonce: [lo, hi], hashes}
-//   {type: 'stopped', id, hashes}
-//   {type: 'error', message}
+//   {type: 'progress', id, hashes, ms}       hashes done since the last progress message, and
+//                                            the milliseconds spent in the kernel doing them
+//   {type: 'found', id, nonce: [lo, hi], hashes, ms}
+//   {type: 'stopped', id, hashes, ms}
+//   {type: 'error', id, message}
 //
+// `hashes` counts exactly the nonces hashed (on 'found', up to and including the nonce).
 // With a shared flag (cross-origin isolated pages), the job runs until the flag no longer
 // holds its id; otherwise it yields to the event loop between chunks to read cancel messages.
 'use strict';
 
-/** Aim for chunks of about this many milliseconds. */
+/** Aim for chunks of about this many milliseconds: the longest a cancel waits. */
 const CHUNK_MS = 4;
-/** Chunk size bounds, in nonces. */
+/** Chunk size bounds, in nonces; chunks are whole multiples of CHUNK_MIN. */
 const CHUNK_MIN = 1 << 12;
 const CHUNK_MAX = 1 << 20;
 /** Report progress at most this often. */
@@ -29,17 +31,22 @@ let kernel = null; // the instance's exports
 let io = 0; // the kernel's shared buffer: root at 0, found nonce at 32
 let flag = null;
 let current = null; // the id of the job running now, or null
-let chunk = 1 << 16;
+let chunk = 1 << 16; // kept across jobs: the rate of this device does not change per job
 
-/** Let queued messages (a cancel, a new job) run; faster than setTimeout's clamped delay. */
+// One channel for every yield: a round trip through it lets queued messages (a cancel, a new
+// job) run, without setTimeout's clamped delay or a new channel per chunk. Each message
+// wakes the oldest waiter: a job replaced mid-yield must still wake, see the new id, and
+// report its last hashes in 'stopped'.
+const channel = new MessageChannel();
+const waiters = [];
+channel.port1.onmessage = () => {
+  const w = waiters.shift();
+  if (w) w();
+};
 function yieldOnce() {
   return new Promise((resolve) => {
-    const ch = new MessageChannel();
-    ch.port1.onmessage = () => {
-      ch.port1.close();
-      resolve();
-    };
-    ch.port2.postMessage(0);
+    waiters.push(resolve);
+    channel.port2.postMessage(0);
   });
 }
 
@@ -53,35 +60,41 @@ async function run(job) {
   let [lo, hi] = job.start;
   const [tlo, thi] = job.threshold;
   let pending = 0;
+  let ms = 0;
   let lastReport = performance.now();
   while (stillWanted(job.id)) {
     const n = chunk;
     const t0 = performance.now();
     const found = e.search(io, tlo, thi, lo, hi, n);
     const t1 = performance.now();
-    pending += n;
+    ms += t1 - t0;
     if (found) {
       const view = new DataView(e.memory.buffer, io + 32, 8);
       const nonce = [view.getUint32(0, true), view.getUint32(4, true)];
       current = null;
-      postMessage({type: 'found', id: job.id, nonce, hashes: pending});
+      // The chunk stopped at the nonce (n <= 2^20, so the low halves' difference is exact).
+      pending += ((nonce[0] - lo) >>> 0) + 1;
+      postMessage({type: 'found', id: job.id, nonce, hashes: pending, ms});
       return;
     }
+    pending += n;
     // Next range: lo + n with carry into hi.
     const next = lo + n;
     hi = next > 0xffffffff ? (hi + 1) >>> 0 : hi;
     lo = next >>> 0;
     // Keep each chunk near CHUNK_MS, whatever this device's speed.
     const dt = Math.max(t1 - t0, 0.05);
-    chunk = Math.min(CHUNK_MAX, Math.max(CHUNK_MIN, Math.round((chunk * CHUNK_MS) / dt)));
+    const want = Math.round((n * CHUNK_MS) / dt / CHUNK_MIN) * CHUNK_MIN;
+    chunk = Math.min(CHUNK_MAX, Math.max(CHUNK_MIN, want));
     if (t1 - lastReport >= PROGRESS_MS) {
-      postMessage({type: 'progress', id: job.id, hashes: pending});
+      postMessage({type: 'progress', id: job.id, hashes: pending, ms});
       pending = 0;
+      ms = 0;
       lastReport = t1;
     }
     if (!flag) await yieldOnce();
   }
-  postMessage({type: 'stopped', id: job.id, hashes: pending});
+  postMessage({type: 'stopped', id: job.id, hashes: pending, ms});
 }
 
 onmessage = async (ev) => {
@@ -101,7 +114,8 @@ onmessage = async (ev) => {
       if (current === m.id) current = null;
     }
   } catch (err) {
+    const id = current;
     current = null;
-    postMessage({type: 'error', message: String(err && err.message ? err.message : err)});
+    postMessage({type: 'error', id, message: String(err && err.message ? err.message : err)});
   }
 };
