@@ -1,37 +1,19 @@
 //! The request lifecycle as sans-IO state machines: no clock, no sockets, no randomness.
 //!
-//! There is no claim message. Every worker sees every request, every result or cancel and
-//! every [`WorkerStatus`], so each keeps the same view of who is doing what and assigns by
-//! itself, the same way:
+//! There is no claim message. Every worker sees every request and every [`WorkerStatus`], so
+//! each computes the same [`plan`] by itself:
 //!
-//! 1. A worker is **busy** while the view makes it a primary of an open request (of the same
-//!    class or a better one), and **free** otherwise. Requests are assigned in arrival order
-//!    (most urgent class first) to free workers only, so a busy worker is skipped and nothing
-//!    queues behind it while another idles.
-//! 2. Among the free workers, **primaries** are taken in the order of a **rendezvous hash**
-//!    of (request id, worker key) ([`rank_workers`]: a stable, fair, uncoordinated order that
-//!    differs per request) until their summed announced hash rate would solve the request in
-//!    [`FlowConfig::target_ms`] on average (at least `min_primaries`, at most
-//!    `max_primaries`) ([`plan_among`]). They start at once. Search is memoryless, so two
-//!    workers on one request finish twice as fast and waste nothing but the hashing done
-//!    while the answer travels.
-//! 3. A request that finds no free worker **waits** ([`Role::Waiting`]); it is assigned the
-//!    moment one is free in the view: when a result or cancel ends another request, when a
-//!    new worker announces itself, or when a silent primary goes stale (its requests wait
-//!    again). So new workers help at once and plans follow load.
-//! 4. When a request is assigned, every other live worker becomes a **backup**, in tiers the
-//!    size of the primary set. Tier `i` starts `backup_after_factor × i × expected_solve_ms +
-//!    backup_grace_ms` after the assignment, where `expected_solve_ms` is the primaries'
-//!    expected time. A dead primary, or views that disagree on who is free, delays a
-//!    request, never loses it. A worker serves its own primaries before backups, and a
-//!    primary assigned to it preempts a backup solve: the others count it free once it has
-//!    no primaries.
-//!
-//! Views differ for the time a message takes to travel, so two nodes can assign one request
-//! differently: it then gets an extra primary (parallel search, no loss in expectation) or,
-//! rarely, none until its backups' time comes. The announced queue length in a status is
-//! this worker's own count of the requests it is primary of ([`WorkerFlow::load_of`]), for
-//! dashboards; the assignment uses the view, which is fresher than any announcement.
+//! 1. Live workers are ranked by a **rendezvous hash** of (request id, worker key)
+//!    ([`rank_workers`]): a stable, fair, uncoordinated order that differs per request.
+//! 2. **Primaries** are taken in rank order until their summed announced hash rate would
+//!    solve the request in [`FlowConfig::target_ms`] on average (at least `min_primaries`, at
+//!    most `max_primaries`). They start at once. Search is memoryless, so two workers on one
+//!    request finish twice as fast and waste nothing but the hashing done while the answer
+//!    travels.
+//! 3. Everyone else is a **backup**, in tiers the size of the primary set. Tier `i` starts
+//!    `backup_after_factor × i × expected_solve_ms + backup_grace_ms` after the request
+//!    arrived, where `expected_solve_ms` is the primaries' expected time. A dead primary
+//!    delays a request, never loses it.
 //!
 //! The first valid result (or the service's cancel) ends the request everywhere: each worker
 //! stops hashing it ([`WorkerAction::Stop`]) and forgets it, remembering its id so that a late
@@ -39,11 +21,10 @@
 //!
 //! A worker solves one request at a time (a job uses all its devices). Its queue is ordered by
 //! priority class — `Normal` before `Precache` — then services within their rolling-window
-//! volume before services over it (de-prioritised, never refused), then its own primaries
-//! before backups, then age. A better request that becomes runnable preempts a worse solve,
-//! which goes back to the queue. Every worker queues every request it hears of (most as
-//! backups), so the queue is bounded: when it is full, requests waiting for a free worker
-//! are dropped first, then backups that have not started, latest start first.
+//! volume before services over it (de-prioritised, never refused), then age. A better-class
+//! request that becomes runnable preempts a worse-class solve, which goes back to the queue.
+//! Every worker queues every request it hears of (most as backups), so the queue is bounded:
+//! when it is full, backups that have not started are dropped first, latest start first.
 //!
 //! Services whose credits are spent (the node learns it from the ledger's
 //! `ServiceBalance::is_exhausted` and passes the set to [`WorkerFlow::set_exhausted`]) are
@@ -57,18 +38,15 @@
 //! republishes a request nobody answered, takes the first valid result and cancels the rest.
 
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use blake2::digest::consts::U8;
 use blake2::{Blake2b, Digest};
 use dpow_keys::PublicKey;
 
-use crate::{Difficulty, RequestId, WorkRequest};
-
-mod service;
-mod worker;
-
-pub use service::{FlowError, ServiceAction, ServiceConfig, ServiceFlow};
-pub use worker::{WorkerAction, WorkerFlow};
+use crate::{
+    Difficulty, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult, WorkerStatus,
+};
 
 /// Most workers a node keeps track of; the stalest is forgotten first.
 pub const MAX_WORKERS: usize = 10_000;
@@ -142,8 +120,6 @@ impl Default for FlowConfig {
 pub enum Role {
     /// Starts at once.
     Primary,
-    /// No worker is free for it in this node's view: it is assigned when one is.
-    Waiting,
     /// Starts if no answer arrived by `starts_at_ms`.
     Backup {
         /// Backup tier, from 1.
@@ -169,9 +145,6 @@ impl Plan {
     pub fn role_of(&self, worker: &PublicKey, received_ms: u64) -> Option<Role> {
         if self.primaries.contains(worker) {
             return Some(Role::Primary);
-        }
-        if self.primaries.is_empty() {
-            return Some(Role::Waiting);
         }
         self.backups
             .iter()
@@ -223,39 +196,21 @@ fn expected_hashes(difficulty: Difficulty) -> u128 {
     (1u128 << 64).div_ceil(difficulty.distance())
 }
 
-/// The plan for a request among live `workers` (key, announced hash rate) when all of them
-/// are free: see the [module docs](self).
+/// The plan for a request among live `workers` (key, announced hash rate): see the
+/// [module docs](self).
 pub fn plan(
     request: &WorkRequest,
     id: &RequestId,
     workers: &[(PublicKey, u64)],
     config: &FlowConfig,
 ) -> Plan {
-    plan_among(request.difficulty, id, workers, |_| true, config).unwrap_or(Plan {
-        primaries: Vec::new(),
-        backups: Vec::new(),
-        expected_ms: config.target_ms.max(1),
-    })
-}
-
-/// The plan for a request among live `workers` of which only those `free` may be
-/// primaries: the free ones in rendezvous order until their summed rate meets the target,
-/// then every other live worker as a backup, in rendezvous order, in tiers the size of the
-/// primary set. `None` when no worker is free: the request waits for one.
-pub fn plan_among(
-    difficulty: Difficulty,
-    id: &RequestId,
-    workers: &[(PublicKey, u64)],
-    free: impl Fn(&PublicKey) -> bool,
-    config: &FlowConfig,
-) -> Option<Plan> {
     let ranked = rank_workers(id, workers);
-    let hashes = expected_hashes(difficulty);
+    let hashes = expected_hashes(request.difficulty);
     let target_rate = hashes.saturating_mul(1000) / u128::from(config.target_ms.max(1));
     let max = config.max_primaries.max(1);
     let mut primaries = Vec::new();
     let mut sum: u128 = 0;
-    for (k, rate) in ranked.iter().filter(|(k, _)| free(k)) {
+    for (k, rate) in &ranked {
         if primaries.len() >= max
             || (primaries.len() >= config.min_primaries.max(1) && sum >= target_rate)
         {
@@ -264,19 +219,16 @@ pub fn plan_among(
         primaries.push(*k);
         sum += u128::from(*rate);
     }
-    if primaries.is_empty() {
-        return None;
-    }
     let expected_ms = if sum == 0 {
         config.target_ms
     } else {
         u64::try_from((hashes.saturating_mul(1000)).div_ceil(sum)).unwrap_or(u64::MAX)
     }
     .max(1);
-    let tier_size = primaries.len();
+    let tier_size = primaries.len().max(1);
     let backups = ranked
         .iter()
-        .filter(|(k, _)| !primaries.contains(k))
+        .skip(primaries.len())
         .enumerate()
         .map(|(i, (k, _))| {
             let tier = (i / tier_size) as u32 + 1;
@@ -287,9 +239,633 @@ pub fn plan_among(
             (*k, tier, delay)
         })
         .collect();
-    Some(Plan {
+    Plan {
         primaries,
         backups,
         expected_ms,
-    })
+    }
+}
+
+/// What a worker's node must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerAction {
+    /// Start the solver on this request (replacing any current solve).
+    Solve {
+        /// The request.
+        request: RequestId,
+        /// Its root.
+        root: Root,
+        /// Its threshold.
+        difficulty: Difficulty,
+    },
+    /// Stop solving this request.
+    Stop {
+        /// The request.
+        request: RequestId,
+    },
+    /// Sign and publish a result with this work.
+    Publish {
+        /// The request.
+        request: RequestId,
+        /// Its root.
+        root: Root,
+        /// The work found.
+        work: Work,
+    },
+    /// A queued request was dropped: the queue is full, or (with [`ExhaustedPolicy::Refuse`])
+    /// its service ran out of credits.
+    Dropped {
+        /// The request.
+        request: RequestId,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    root: Root,
+    difficulty: Difficulty,
+    priority: Priority,
+    expires_ms: u64,
+    received_ms: u64,
+    role: Role,
+    service: PublicKey,
+    over_volume: bool,
+    /// The service's credits are spent (kept in step by [`WorkerFlow::set_exhausted`]).
+    exhausted: bool,
+}
+
+impl Entry {
+    fn starts_at(&self) -> u64 {
+        match self.role {
+            Role::Primary => self.received_ms,
+            Role::Backup { starts_at_ms, .. } => starts_at_ms,
+        }
+    }
+
+    /// Lower is served first: class (credits, priority, then volume), then age.
+    fn order(&self, id: &RequestId) -> (u8, u64, RequestId) {
+        (self.class(), self.received_ms, *id)
+    }
+
+    /// Higher is dropped first when the queue is full: requests from exhausted services,
+    /// then backups that have not started (the latest to start first, since they are the
+    /// least likely to be needed), then runnable requests in reverse serving order.
+    fn drop_order(&self, id: &RequestId, now_ms: u64) -> (bool, bool, u8, u64, u64, RequestId) {
+        let waiting = self.starts_at() > now_ms;
+        let start = if waiting { self.starts_at() } else { 0 };
+        (
+            self.exhausted,
+            waiting,
+            self.class(),
+            start,
+            self.received_ms,
+            *id,
+        )
+    }
+
+    /// Serving class, lower first: Normal 0, Normal over volume 1, Precache 2, Precache over
+    /// volume 3; a service with no credits left adds 4, after all of those.
+    fn class(&self) -> u8 {
+        let p = match self.priority {
+            Priority::Normal => 0,
+            Priority::Precache => 2,
+        };
+        let e = if self.exhausted { 4 } else { 0 };
+        e + p + u8::from(self.over_volume)
+    }
+}
+
+/// A bounded set of ids in insertion order.
+#[derive(Clone, Debug, Default)]
+struct Remembered {
+    set: HashSet<RequestId>,
+    order: VecDeque<RequestId>,
+}
+
+impl Remembered {
+    fn insert(&mut self, id: RequestId, cap: usize) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > cap.max(1) {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &RequestId) -> bool {
+        self.set.contains(id)
+    }
+}
+
+/// One worker's view of the lifecycle: see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct WorkerFlow {
+    me: PublicKey,
+    my_rate: u64,
+    config: FlowConfig,
+    /// Other workers: rate and when last heard.
+    workers: HashMap<PublicKey, (u64, u64)>,
+    queue: BTreeMap<RequestId, Entry>,
+    done: Remembered,
+    volume: HashMap<PublicKey, VecDeque<u64>>,
+    /// Services whose credits are spent.
+    exhausted: HashSet<PublicKey>,
+    solving: Option<RequestId>,
+    /// The latest time any call passed in.
+    last_now: u64,
+}
+
+impl WorkerFlow {
+    /// A worker with key `me` announcing `my_rate` hashes per second.
+    pub fn new(me: PublicKey, my_rate: u64, config: FlowConfig) -> Self {
+        WorkerFlow {
+            me,
+            my_rate,
+            config,
+            workers: HashMap::new(),
+            queue: BTreeMap::new(),
+            done: Remembered::default(),
+            volume: HashMap::new(),
+            exhausted: HashSet::new(),
+            solving: None,
+            last_now: 0,
+        }
+    }
+
+    /// Change the rate this worker plans with for itself.
+    pub fn set_my_rate(&mut self, rate: u64) {
+        self.my_rate = rate;
+    }
+
+    /// The services last given to [`WorkerFlow::set_exhausted`].
+    pub fn exhausted(&self) -> &HashSet<PublicKey> {
+        &self.exhausted
+    }
+
+    /// Replace the set of services whose credits are spent; the node calls it when balances
+    /// change. Requests already queued are re-classed by [`FlowConfig::exhausted`]: under
+    /// `Deprioritise` they move behind every other class (or back, when their service leaves
+    /// the set); under `Refuse` those of newly exhausted services are dropped, without being
+    /// remembered as finished, so a copy republished once credits are granted is taken.
+    ///
+    /// The returned actions apply the change at once, with the latest time passed to any
+    /// call: `Stop`/`Dropped` for refused requests, or a `Stop` and `Solve` when a queued
+    /// request now outranks the one being solved.
+    #[must_use = "the actions stop or switch the solve the new set re-classed"]
+    pub fn set_exhausted(
+        &mut self,
+        services: impl IntoIterator<Item = PublicKey>,
+    ) -> Vec<WorkerAction> {
+        self.exhausted = services.into_iter().collect();
+        let mut actions = Vec::new();
+        match self.config.exhausted {
+            ExhaustedPolicy::Deprioritise => {
+                for e in self.queue.values_mut() {
+                    e.exhausted = self.exhausted.contains(&e.service);
+                }
+            }
+            ExhaustedPolicy::Refuse => {
+                let refused: Vec<RequestId> = self
+                    .queue
+                    .iter()
+                    .filter(|(_, e)| self.exhausted.contains(&e.service))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for id in refused {
+                    self.queue.remove(&id);
+                    if self.solving == Some(id) {
+                        self.solving = None;
+                        actions.push(WorkerAction::Stop { request: id });
+                    }
+                    actions.push(WorkerAction::Dropped { request: id });
+                }
+            }
+        }
+        // Start the next request if a refused one was being solved, or let a request that now
+        // outranks the current solve preempt it.
+        actions.extend(self.schedule(self.last_now));
+        actions
+    }
+
+    /// A worker's status (ours is ignored: we always count ourselves live).
+    pub fn on_status(&mut self, status: &WorkerStatus, now_ms: u64) {
+        if status.worker == self.me {
+            return;
+        }
+        let heard = status.created_ms.min(now_ms);
+        match self.workers.get_mut(&status.worker) {
+            Some(w) if w.1 > heard => {}
+            Some(w) => *w = (status.hash_rate, heard),
+            None => {
+                if self.workers.len() >= MAX_WORKERS
+                    && let Some(stalest) = self
+                        .workers
+                        .iter()
+                        .min_by_key(|(k, (_, t))| (*t, **k))
+                        .map(|(k, _)| *k)
+                {
+                    self.workers.remove(&stalest);
+                }
+                self.workers
+                    .insert(status.worker, (status.hash_rate, heard));
+            }
+        }
+    }
+
+    fn live(&self, now_ms: u64) -> Vec<(PublicKey, u64)> {
+        let mut v: Vec<(PublicKey, u64)> = self
+            .workers
+            .iter()
+            .filter(|(_, (_, t))| now_ms.saturating_sub(*t) < self.config.worker_stale_ms)
+            .map(|(k, (r, _))| (*k, *r))
+            .collect();
+        v.push((self.me, self.my_rate));
+        v
+    }
+
+    /// Whether this worker's view holds `worker` as live at `now_ms` (itself always).
+    pub fn is_live(&self, worker: &PublicKey, now_ms: u64) -> bool {
+        *worker == self.me
+            || self
+                .workers
+                .get(worker)
+                .is_some_and(|(_, t)| now_ms.saturating_sub(*t) < self.config.worker_stale_ms)
+    }
+
+    /// Live workers, this one included.
+    pub fn live_workers(&self, now_ms: u64) -> usize {
+        self.live(now_ms).len()
+    }
+
+    /// Requests waiting or being solved.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The request being solved.
+    pub fn solving(&self) -> Option<RequestId> {
+        self.solving
+    }
+
+    /// This worker's role in a queued request.
+    pub fn role(&self, request: RequestId) -> Option<Role> {
+        self.queue.get(&request).map(|e| e.role)
+    }
+
+    /// Count a request against its service's rolling window; true if the service is over.
+    fn count_volume(&mut self, service: PublicKey, now_ms: u64) -> bool {
+        let window = self.config.volume_window_ms;
+        let limit = self.config.volume_limit as usize;
+        if !self.volume.contains_key(&service) && self.volume.len() >= MAX_TRACKED_SERVICES {
+            // Forget the service heard from longest ago.
+            if let Some(old) = self
+                .volume
+                .iter()
+                .min_by_key(|(k, d)| (d.back().copied().unwrap_or(0), **k))
+                .map(|(k, _)| *k)
+            {
+                self.volume.remove(&old);
+            }
+        }
+        let times = self.volume.entry(service).or_default();
+        while times
+            .front()
+            .is_some_and(|&t| now_ms.saturating_sub(t) >= window)
+        {
+            times.pop_front();
+        }
+        times.push_back(now_ms);
+        // Only whether the count passes the limit matters: keep at most limit + 1 times.
+        while times.len() > limit + 1 {
+            times.pop_front();
+        }
+        times.len() > limit
+    }
+
+    /// A validated request arrived.
+    pub fn on_request(&mut self, request: &Signed<WorkRequest>, now_ms: u64) -> Vec<WorkerAction> {
+        let id = request.id();
+        let req = request.payload();
+        if self.done.contains(&id) || self.queue.contains_key(&id) || now_ms >= req.expires_ms {
+            return Vec::new();
+        }
+        let exhausted = self.exhausted.contains(&req.service);
+        if exhausted && self.config.exhausted == ExhaustedPolicy::Refuse {
+            return Vec::new();
+        }
+        let over_volume = self.count_volume(req.service, now_ms);
+        let live = self.live(now_ms);
+        let plan = plan(req, &id, &live, &self.config);
+        let role = plan.role_of(&self.me, now_ms).unwrap_or(Role::Backup {
+            tier: u32::MAX,
+            starts_at_ms: req.expires_ms,
+        });
+        self.queue.insert(
+            id,
+            Entry {
+                root: req.root,
+                difficulty: req.difficulty,
+                priority: req.priority,
+                expires_ms: req.expires_ms,
+                received_ms: now_ms,
+                role,
+                service: req.service,
+                over_volume,
+                exhausted,
+            },
+        );
+        let mut actions = Vec::new();
+        while self.queue.len() > self.config.max_queue.max(1) {
+            // Drop the request least likely to be needed that is not being solved.
+            let worst = self
+                .queue
+                .iter()
+                .filter(|(k, _)| Some(**k) != self.solving)
+                .max_by_key(|(k, e)| e.drop_order(k, now_ms))
+                .map(|(k, _)| *k);
+            match worst {
+                Some(w) => {
+                    self.queue.remove(&w);
+                    self.done.insert(w, self.config.max_tracked);
+                    actions.push(WorkerAction::Dropped { request: w });
+                }
+                None => break,
+            }
+        }
+        actions.extend(self.schedule(now_ms));
+        actions
+    }
+
+    /// A valid result or a cancel for `request` was seen: stop and forget it.
+    pub fn on_done(&mut self, request: RequestId, now_ms: u64) -> Vec<WorkerAction> {
+        self.done.insert(request, self.config.max_tracked);
+        self.queue.remove(&request);
+        let mut actions = Vec::new();
+        if self.solving == Some(request) {
+            self.solving = None;
+            actions.push(WorkerAction::Stop { request });
+        }
+        actions.extend(self.schedule(now_ms));
+        actions
+    }
+
+    /// Our solver found `work` for `request`.
+    pub fn on_solved(&mut self, request: RequestId, work: Work, now_ms: u64) -> Vec<WorkerAction> {
+        if self.solving == Some(request) {
+            self.solving = None;
+        }
+        let mut actions = Vec::new();
+        if let Some(e) = self.queue.remove(&request)
+            && !self.done.contains(&request)
+        {
+            actions.push(WorkerAction::Publish {
+                request,
+                root: e.root,
+                work,
+            });
+        }
+        self.done.insert(request, self.config.max_tracked);
+        actions.extend(self.schedule(now_ms));
+        actions
+    }
+
+    /// Our solver failed on `request`: give it up (others will answer it).
+    pub fn on_solve_failed(&mut self, request: RequestId, now_ms: u64) -> Vec<WorkerAction> {
+        if self.solving == Some(request) {
+            self.solving = None;
+        }
+        self.queue.remove(&request);
+        self.done.insert(request, self.config.max_tracked);
+        self.schedule(now_ms)
+    }
+
+    /// Time passed: expire requests, forget silent workers, start backups whose time came.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<WorkerAction> {
+        let mut actions = Vec::new();
+        let expired: Vec<RequestId> = self
+            .queue
+            .iter()
+            .filter(|(_, e)| now_ms >= e.expires_ms)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in expired {
+            self.queue.remove(&id);
+            self.done.insert(id, self.config.max_tracked);
+            if self.solving == Some(id) {
+                self.solving = None;
+                actions.push(WorkerAction::Stop { request: id });
+            }
+        }
+        let stale = self.config.worker_stale_ms;
+        self.workers
+            .retain(|_, (_, t)| now_ms.saturating_sub(*t) < stale.saturating_mul(4));
+        actions.extend(self.schedule(now_ms));
+        actions
+    }
+
+    /// The earliest time [`on_tick`](Self::on_tick) has something to do.
+    ///
+    /// Requests already runnable wait for the solver, not for a time: they count only by
+    /// their expiry.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.queue
+            .iter()
+            .map(|(k, e)| {
+                if Some(*k) == self.solving || e.starts_at() <= self.last_now {
+                    e.expires_ms
+                } else {
+                    e.starts_at().min(e.expires_ms)
+                }
+            })
+            .min()
+    }
+
+    /// Start the most urgent runnable request if the solver is free, or preempt a
+    /// worse-class solve.
+    fn schedule(&mut self, now_ms: u64) -> Vec<WorkerAction> {
+        self.last_now = self.last_now.max(now_ms);
+        let best = self
+            .queue
+            .iter()
+            .filter(|(k, e)| e.starts_at() <= now_ms && Some(**k) != self.solving)
+            .min_by_key(|(k, e)| e.order(k))
+            .map(|(k, e)| (*k, e.class(), e.root, e.difficulty));
+        let Some((id, class, root, difficulty)) = best else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        if let Some(current) = self.solving {
+            let current_class = self.queue.get(&current).map_or(u8::MAX, Entry::class);
+            if class >= current_class {
+                return Vec::new();
+            }
+            actions.push(WorkerAction::Stop { request: current });
+        }
+        self.solving = Some(id);
+        actions.push(WorkerAction::Solve {
+            request: id,
+            root,
+            difficulty,
+        });
+        actions
+    }
+}
+
+/// Settings of a service's side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Most requests outstanding at once.
+    pub max_outstanding: usize,
+    /// Publish a request again if no answer came within this long (a first publish can find
+    /// no peers; gossip can lose a message).
+    pub republish_after_ms: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            max_outstanding: 10_000,
+            republish_after_ms: 2_000,
+        }
+    }
+}
+
+/// What a service's node must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServiceAction {
+    /// Publish the request (again).
+    Publish(Signed<WorkRequest>),
+    /// Sign and publish a cancel for the request.
+    Cancel {
+        /// The request.
+        request: RequestId,
+    },
+    /// Valid work arrived: hand it to the caller.
+    Completed {
+        /// The request.
+        request: RequestId,
+        /// The winning result.
+        result: Signed<WorkResult>,
+        /// From submission to now.
+        latency_ms: u64,
+    },
+    /// Nobody answered in time.
+    Expired {
+        /// The request.
+        request: RequestId,
+    },
+}
+
+/// Why a service refused to submit.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    /// Too many requests outstanding.
+    #[error("{0} requests are already outstanding")]
+    TooManyOutstanding(usize),
+}
+
+#[derive(Clone, Debug)]
+struct Outstanding {
+    request: Signed<WorkRequest>,
+    submitted_ms: u64,
+    republish_at_ms: u64,
+}
+
+/// A service's outstanding requests: see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct ServiceFlow {
+    config: ServiceConfig,
+    outstanding: BTreeMap<RequestId, Outstanding>,
+}
+
+impl ServiceFlow {
+    /// An empty service side.
+    pub fn new(config: ServiceConfig) -> Self {
+        ServiceFlow {
+            config,
+            outstanding: BTreeMap::new(),
+        }
+    }
+
+    /// Submit a signed request.
+    pub fn submit(
+        &mut self,
+        request: Signed<WorkRequest>,
+        now_ms: u64,
+    ) -> Result<Vec<ServiceAction>, FlowError> {
+        let id = request.id();
+        if self.outstanding.contains_key(&id) {
+            return Ok(Vec::new());
+        }
+        if self.outstanding.len() >= self.config.max_outstanding {
+            return Err(FlowError::TooManyOutstanding(self.outstanding.len()));
+        }
+        self.outstanding.insert(
+            id,
+            Outstanding {
+                request: request.clone(),
+                submitted_ms: now_ms,
+                republish_at_ms: now_ms.saturating_add(self.config.republish_after_ms),
+            },
+        );
+        Ok(vec![ServiceAction::Publish(request)])
+    }
+
+    /// A result the caller validated against its request: the first one completes it.
+    pub fn on_result(&mut self, result: &Signed<WorkResult>, now_ms: u64) -> Vec<ServiceAction> {
+        let id = result.payload().request;
+        match self.outstanding.remove(&id) {
+            Some(o) => vec![
+                ServiceAction::Completed {
+                    request: id,
+                    result: result.clone(),
+                    latency_ms: now_ms.saturating_sub(o.submitted_ms),
+                },
+                ServiceAction::Cancel { request: id },
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// Withdraw a request.
+    pub fn cancel(&mut self, request: RequestId, _now_ms: u64) -> Vec<ServiceAction> {
+        match self.outstanding.remove(&request) {
+            Some(_) => vec![ServiceAction::Cancel { request }],
+            None => Vec::new(),
+        }
+    }
+
+    /// Time passed: expire and republish.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<ServiceAction> {
+        let mut actions = Vec::new();
+        let mut expired = Vec::new();
+        for (id, o) in self.outstanding.iter_mut() {
+            if now_ms >= o.request.payload().expires_ms {
+                expired.push(*id);
+            } else if now_ms >= o.republish_at_ms {
+                o.republish_at_ms = now_ms.saturating_add(self.config.republish_after_ms);
+                actions.push(ServiceAction::Publish(o.request.clone()));
+            }
+        }
+        for id in expired {
+            self.outstanding.remove(&id);
+            actions.push(ServiceAction::Expired { request: id });
+        }
+        actions
+    }
+
+    /// The earliest time [`on_tick`](Self::on_tick) has something to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.outstanding
+            .values()
+            .map(|o| o.republish_at_ms.min(o.request.payload().expires_ms))
+            .min()
+    }
+
+    /// Requests outstanding.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
 }

@@ -939,9 +939,7 @@ impl EventLoop {
             ));
         }
         if let Some(w) = &mut self.worker {
-            // A worker that joins takes requests waiting for a free one at once.
-            let actions = w.flow.on_status(st.payload(), now);
-            self.worker_actions(actions, now);
+            w.flow.on_status(st.payload(), now);
         }
         if self.statuses.len() >= MAX_SYNC_ITEMS && !self.statuses.contains_key(&key) {
             // Forget the stalest worker to make room.
@@ -1224,7 +1222,7 @@ impl EventLoop {
         let status = WorkerStatus {
             worker: w.key.public(),
             hash_rate: w.rate,
-            queue: w.flow.load_of(&w.key.public()),
+            queue: w.flow.queue_len() as u32,
             payout: w.payout,
             created_ms: now,
         };
@@ -1235,8 +1233,7 @@ impl EventLoop {
                 return;
             }
         };
-        // Our own status changes nothing in our plans (we always count ourselves live).
-        let _ = w.flow.on_status(signed.payload(), now);
+        w.flow.on_status(signed.payload(), now);
         let key = w.key.public();
         self.statuses.insert(key, signed.clone());
         let _ = self.publish(Topic::Status, signed.bytes().to_vec());

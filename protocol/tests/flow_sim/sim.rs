@@ -5,7 +5,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use dpow_keys::{PublicKey, SecretKey};
 use dpow_protocol::flow::{
-    Role, ServiceAction, ServiceConfig, ServiceFlow, WorkerAction, WorkerFlow,
+    Role, ServiceAction, ServiceConfig, ServiceFlow, WorkerAction, WorkerFlow, plan,
 };
 use dpow_protocol::{
     Difficulty, MessageId, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult,
@@ -326,7 +326,7 @@ impl Sim {
                     .map(|n| WorkerStatus {
                         worker: n.public,
                         hash_rate: n.rate,
-                        queue: n.flow.load_of(&n.public),
+                        queue: n.flow.queue_len() as u32,
                         payout: None,
                         created_ms: now,
                     })
@@ -338,8 +338,7 @@ impl Sim {
                         if self.nodes[to].alive
                             && (to == from || !self.rng.chance(self.sc.status_loss))
                         {
-                            let actions = self.nodes[to].flow.on_status(st, now);
-                            self.worker_actions(to, actions);
+                            self.nodes[to].flow.on_status(st, now);
                         }
                     }
                 }
@@ -448,20 +447,20 @@ impl Sim {
 
     /// Crash, at once, every live worker that the nodes' shared view makes a primary of `req`.
     fn kill_primaries(&mut self, req: usize) {
-        // The primaries as a live node's view would assign them: a copy of its flow hears
-        // the request first.
-        let Some(viewer) = self.nodes.iter().find(|n| n.alive) else {
-            return;
-        };
-        let mut flow = viewer.flow.clone();
+        let stale = self.sc.config.worker_stale_ms;
+        let view: Vec<(PublicKey, u64)> = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.last_announced
+                    .is_some_and(|t| self.now.saturating_sub(t) < stale)
+            })
+            .map(|n| (n.public, n.rate))
+            .collect();
         let r = &self.reqs[req].signed;
-        let _ = flow.on_request(r, self.now);
-        let primaries = flow
-            .primaries(&r.id())
-            .map(<[PublicKey]>::to_vec)
-            .unwrap_or_default();
+        let p = plan(r.payload(), &r.id(), &view, &self.sc.config);
         let mut killed = false;
-        for k in primaries {
+        for k in p.primaries {
             let w = self.by_key[&k];
             if self.nodes[w].alive {
                 self.crash(w);
@@ -614,9 +613,6 @@ impl Sim {
                         Some(Role::Backup { starts_at_ms, .. }) => {
                             assert!(starts_at_ms <= now, "a backup started early");
                             true
-                        }
-                        Some(Role::Waiting) => {
-                            panic!("worker {w} solves request {req}, which waits for a worker")
                         }
                         None => panic!("worker {w} solves request {req} it has not queued"),
                     };
