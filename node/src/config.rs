@@ -242,6 +242,16 @@ impl Config {
         Ok(c)
     }
 
+    /// The options a config file's text sets, and nothing from flags, the environment or
+    /// defaults; `path` names the file in errors. [`Config::merged`] reads files this way.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let m = parse_text(text, path)?;
+        serde_json::from_value(Value::Object(m)).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })
+    }
+
     /// The same configuration with every unset value that has a default given it, so that what
     /// `--print-config` shows is what the node runs with.
     pub fn with_defaults(mut self) -> Config {
@@ -308,7 +318,12 @@ fn read_file(path: &Path) -> Result<Map<String, Value>, ConfigError> {
             path: path.to_path_buf(),
             why: format!("{e:#}"),
         })?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    parse_text(&text, path)
+}
+
+/// The keys a config file's text sets, refused if any is unknown; `path` names it in errors.
+fn parse_text(text: &str, path: &Path) -> Result<Map<String, Value>, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         why: e.to_string(),
     })?;

@@ -141,9 +141,13 @@ impl Genesis {
     /// Read and check a genesis TOML file.
     pub fn load(path: &Path) -> anyhow::Result<Genesis> {
         let text = read_small(path, MAX_GENESIS_BYTES)?;
-        let f: GenesisFile = toml::from_str(&text)
-            .with_context(|| format!("parsing genesis file {}", path.display()))?;
-        Genesis::from_file(&f).with_context(|| format!("genesis file {}", path.display()))
+        Genesis::parse(&text).with_context(|| format!("genesis file {}", path.display()))
+    }
+
+    /// Parse and check the text of a genesis file.
+    pub fn parse(text: &str) -> anyhow::Result<Genesis> {
+        let f: GenesisFile = toml::from_str(text).context("parsing")?;
+        Genesis::from_file(&f)
     }
 
     /// The gossipsub topic for one kind of message on this network.

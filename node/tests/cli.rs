@@ -7,8 +7,6 @@ use std::process::Output;
 
 use common::dpow;
 
-use blake2::digest::consts::U8;
-use blake2::{Blake2b, Digest};
 use serde_json::Value;
 
 const ROOT: &str = "7F7122E843B27524F4F1D6BD14AEFD1C8F01D36AE8653D37417533C0D4BC2BE6";
@@ -22,22 +20,9 @@ fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("--json prints JSON")
 }
 
-fn hex_bytes(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-/// The work value as Nano defines it: blake2b-64(nonce_le ‖ root), read little-endian.
+/// The work value by the reference check (the `blake2` crate).
 fn reference_value(root: &str, work: &str) -> u64 {
-    let nonce = u64::from_str_radix(work, 16).expect("work is 16 hex digits");
-    let mut h = Blake2b::<U8>::new();
-    h.update(nonce.to_le_bytes());
-    h.update(hex_bytes(root));
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&h.finalize());
-    u64::from_le_bytes(v)
+    dpow_testkit::reference::value_of_text(root, work)
 }
 
 /// Generate with `args`, check the printed work meets `threshold` by the reference hash, and

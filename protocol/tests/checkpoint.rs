@@ -6,15 +6,13 @@ use dpow_protocol::ledger::{Ledger, digest_of_ids};
 use dpow_protocol::registry::Registry;
 use dpow_protocol::validate::{RejectReason, Validator, ValidatorConfig};
 use dpow_protocol::{
-    BlockKind, Checkpoint, Credits, Finality, MessageId, Priority, Profile, Receipt, Root, Signed,
-    TimePolicy, Work, WorkRequest, WorkResult,
+    BlockKind, Checkpoint, Finality, MessageId, Profile, Receipt, Root, Signed, TimePolicy,
+    WorkRequest, WorkResult,
 };
+use dpow_testkit::builders::{self, account, key, sign};
+use dpow_testkit::reference;
 
 const EPOCH_MS: u64 = 10_000;
-
-fn key(n: u8) -> SecretKey {
-    SecretKey::from_seed([n; 32])
-}
 
 fn finality() -> Finality {
     Finality {
@@ -35,69 +33,31 @@ fn validator() -> Validator {
     })
 }
 
-fn account(n: u8) -> NanoAccount {
-    NanoAccount::from_bytes([n; 32]).expect("not the burn account")
-}
-
 /// A valid receipt of `service` accepted at `at` (request made 100 ms before).
 fn receipt(service: &SecretKey, n: u8, at: u64) -> Signed<Receipt> {
     let root = Root([n; 32]);
     let d = Profile::test().threshold(BlockKind::Receive);
-    let req = Signed::sign(
-        WorkRequest {
-            service: service.public(),
-            root,
-            difficulty: d,
-            kind: Some(BlockKind::Receive),
-            account: None,
-            nonce: u64::from(n),
-            created_ms: at - 100,
-            expires_ms: at + 1_000,
-            priority: Priority::Normal,
-            node: service.public(),
-        },
-        service,
-    )
-    .expect("request");
-    let work = (0u64..)
-        .map(Work)
-        .find(|w| dpow_protocol::work_value(&root, *w) >= d)
-        .expect("work");
+    let req = WorkRequest {
+        root,
+        difficulty: d,
+        nonce: u64::from(n),
+        created_ms: at - 100,
+        expires_ms: at + 1_000,
+        node: service.public(),
+        ..builders::request(service)
+    };
+    let req = sign(req, service);
     let worker = key(50);
-    let res = Signed::sign(
-        WorkResult {
-            request: req.id(),
-            root,
-            work,
-            worker: worker.public(),
-            payout: Some(account(n)),
-        },
-        &worker,
-    )
-    .expect("result");
-    Signed::sign(
-        Receipt {
-            price: Credits::price(d),
-            request: req,
-            result: res,
-            accepted_ms: at,
-        },
-        service,
-    )
-    .expect("receipt")
+    let work = reference::find_work(&root, d);
+    let res = WorkResult {
+        payout: Some(account(n)),
+        ..builders::result(&req, &worker, work)
+    };
+    builders::receipt(service, &req, sign(res, &worker), at)
 }
 
 fn checkpoint(registrar: &SecretKey, epoch: u64, created_ms: u64) -> Checkpoint {
-    Checkpoint {
-        registrar: registrar.public(),
-        epoch,
-        epoch_ms: EPOCH_MS,
-        digest: [9; 32],
-        receipts: 2,
-        credits: vec![(account(1), 5), (account(2), 7)],
-        unclaimed: 3,
-        created_ms,
-    }
+    builders::checkpoint(registrar, epoch, EPOCH_MS, created_ms)
 }
 
 #[test]

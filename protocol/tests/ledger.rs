@@ -12,14 +12,12 @@ use dpow_protocol::ledger::{
 };
 use dpow_protocol::registry::Registry;
 use dpow_protocol::{
-    BlockKind, Credits, Difficulty, MessageId, Priority, Receipt, RegistryAction, RegistryEntry,
-    Root, Signed, Work, WorkRequest, WorkResult, is_valid,
+    Credits, Difficulty, MessageId, Receipt, RegistryAction, RegistryEntry, Root, Signed, Work,
+    WorkRequest, WorkResult,
 };
+use dpow_testkit::builders::{self, NOW, key, sign};
+use dpow_testkit::reference;
 use proptest::prelude::*;
-
-fn key(n: u8) -> SecretKey {
-    SecretKey::from_seed([n; 32])
-}
 
 /// A threshold met by about one hash in 256: found at once, priced 1 credit.
 const EASY: Difficulty = Difficulty(0xff00_0000_0000_0000);
@@ -31,25 +29,18 @@ fn request(
     difficulty: Difficulty,
 ) -> Signed<WorkRequest> {
     let req = WorkRequest {
-        service: service.public(),
         root,
-        difficulty,
-        kind: Some(BlockKind::Receive),
-        account: None,
         nonce,
-        created_ms: 1_700_000_000_000,
-        expires_ms: 1_700_000_060_000,
-        priority: Priority::Normal,
-        node: dpow_keys::PublicKey([7; 32]),
+        difficulty,
+        created_ms: NOW,
+        expires_ms: NOW + 60_000,
+        ..builders::request(service)
     };
-    Signed::sign(req, service).expect("sign request")
+    sign(req, service)
 }
 
 fn find_work(root: &Root, d: Difficulty) -> Work {
-    (0u64..)
-        .map(Work)
-        .find(|w| is_valid(root, *w, d))
-        .expect("some nonce meets a low threshold")
+    reference::find_work(root, d)
 }
 
 /// The payout account a test worker names in its results: workers 10 and 11 name one account
@@ -76,19 +67,10 @@ fn receipt_for(
     accepted_ms: u64,
 ) -> Signed<Receipt> {
     let res = WorkResult {
-        request: req.id(),
-        root: req.payload().root,
-        work,
-        worker: worker.public(),
         payout: payout_of(worker),
+        ..builders::result(req, worker, work)
     };
-    let r = Receipt {
-        request: req.clone(),
-        result: Signed::sign(res, worker).expect("sign result"),
-        price: Credits::price(req.payload().difficulty),
-        accepted_ms,
-    };
-    Signed::sign(r, service).expect("sign receipt")
+    builders::receipt(service, req, sign(res, worker), accepted_ms)
 }
 
 /// A 1-credit receipt for a fresh request (`nonce` makes it unique).
@@ -136,13 +118,7 @@ fn registry_entry(
     seq: u64,
     action: RegistryAction,
 ) -> Signed<RegistryEntry> {
-    let e = RegistryEntry {
-        registrar: registrar.public(),
-        seq,
-        created_ms: seq,
-        action,
-    };
-    Signed::sign(e, registrar).expect("sign entry")
+    builders::entry(registrar, seq, seq, action)
 }
 
 fn ingest_all(ledger: &mut Ledger, receipts: &[Signed<Receipt>]) {

@@ -9,13 +9,10 @@ use dpow_protocol::ledger::{
     CheckpointRef, LedgerError, PayoutLine, PayoutReport, RAW_PER_NANO, format_raw_as_nano,
     parse_amount, payout,
 };
+use dpow_testkit::builders::account as addr;
 use proptest::prelude::*;
 
 // ---- payouts --------------------------------------------------------------------------------
-
-fn addr(n: u8) -> NanoAccount {
-    NanoAccount::from_bytes([n; 32]).expect("not the burn account")
-}
 
 #[test]
 fn payout_worked_example() {

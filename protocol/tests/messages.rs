@@ -4,57 +4,28 @@ use dpow_keys::SecretKey;
 use dpow_protocol::{
     BlockKind, Credits, Difficulty, Message, Priority, ProtocolError, Receipt, RegistryAction,
     RegistryEntry, Root, Signed, TimePolicy, Work, WorkCancel, WorkRequest, WorkResult,
-    WorkerStatus, is_valid,
+    WorkerStatus,
 };
+use dpow_testkit::builders::{self, NOW, key, sign};
 use proptest::prelude::*;
-
-fn key(n: u8) -> SecretKey {
-    SecretKey::from_seed([n; 32])
-}
 
 fn request(service: &SecretKey, root: [u8; 32], nonce: u64, difficulty: u64) -> WorkRequest {
     WorkRequest {
-        service: service.public(),
         root: Root(root),
         difficulty: Difficulty(difficulty),
         kind: Some(BlockKind::Send),
         account: Some(key(99).public()),
         nonce,
-        created_ms: 1_700_000_000_000,
-        expires_ms: 1_700_000_060_000,
-        priority: Priority::Normal,
-        node: dpow_keys::PublicKey([7; 32]),
+        created_ms: NOW,
+        expires_ms: NOW + 60_000,
+        ..builders::request(service)
     }
-}
-
-/// Find work by brute force at a low difficulty (tests only; the solver crate does it fast).
-fn find_work(root: &Root, d: Difficulty) -> Work {
-    (0u64..)
-        .map(Work)
-        .find(|w| is_valid(root, *w, d))
-        .expect("some nonce meets a low threshold")
 }
 
 fn receipt(difficulty: u64) -> Signed<Receipt> {
     let (svc, wrk) = (key(1), key(2));
-    let req = Signed::sign(request(&svc, [5; 32], 1, difficulty), &svc).expect("sign request");
-    let root = req.payload().root;
-    let work = find_work(&root, Difficulty(difficulty));
-    let res = WorkResult {
-        request: req.id(),
-        root,
-        work,
-        worker: wrk.public(),
-        payout: None,
-    };
-    let res = Signed::sign(res, &wrk).expect("sign result");
-    let r = Receipt {
-        request: req,
-        result: res,
-        price: Credits::price(Difficulty(difficulty)),
-        accepted_ms: 1,
-    };
-    Signed::sign(r, &svc).expect("sign receipt")
+    let req = sign(request(&svc, [5; 32], 1, difficulty), &svc);
+    builders::receipt(&svc, &req, builders::solved(&req, &wrk), 1)
 }
 
 prop_compose! {

@@ -6,52 +6,15 @@ use std::collections::BTreeMap;
 use dpow_keys::{PublicKey, SecretKey};
 use dpow_protocol::registry::{MAX_PENDING, Registry, RegistryError, ServiceInfo};
 use dpow_protocol::{Credits, RegistryAction, RegistryEntry, Signed};
+use dpow_testkit::builders::{self, entry, grant, key, register};
 use proptest::prelude::*;
 
-fn key(n: u8) -> SecretKey {
-    SecretKey::from_seed([n; 32])
-}
-
-fn entry(
-    registrar: &SecretKey,
-    seq: u64,
-    created_ms: u64,
-    action: RegistryAction,
-) -> Signed<RegistryEntry> {
-    let e = RegistryEntry {
-        registrar: registrar.public(),
-        seq,
-        created_ms,
-        action,
-    };
-    Signed::sign(e, registrar).expect("sign registry entry")
-}
-
-fn register(service: &SecretKey, name: &str) -> RegistryAction {
-    RegistryAction::RegisterService {
-        service: service.public(),
-        name: name.to_string(),
-    }
-}
-
-fn grant(service: &SecretKey, credits: u64) -> RegistryAction {
-    RegistryAction::GrantCredits {
-        service: service.public(),
-        credits: Credits(credits),
-    }
-}
-
 fn ban(service: &SecretKey, reason: &str) -> RegistryAction {
-    RegistryAction::BanService {
-        service: service.public(),
-        reason: reason.to_string(),
-    }
+    builders::ban_service(service, reason)
 }
 
 fn unban(service: &SecretKey) -> RegistryAction {
-    RegistryAction::UnbanService {
-        service: service.public(),
-    }
+    builders::unban_service(service)
 }
 
 #[test]

@@ -10,16 +10,11 @@ use dpow_protocol::validate::{
     peek_request_id,
 };
 use dpow_protocol::{
-    BlockKind, Credits, Difficulty, Message, Priority, Profile, Receipt, RegistryAction,
-    RegistryEntry, Root, Signed, TimePolicy, Work, WorkCancel, WorkRequest, WorkResult,
-    WorkerStatus, codec, work_value,
+    Credits, Difficulty, Message, Profile, Receipt, RegistryAction, RegistryEntry, Root, Signed,
+    TimePolicy, Work, WorkCancel, WorkRequest, WorkResult, WorkerStatus, codec,
 };
-
-const NOW: u64 = 1_700_000_000_000;
-
-fn key(n: u8) -> SecretKey {
-    SecretKey::from_seed([n; 32])
-}
+use dpow_testkit::builders::{self, NOW, key, sign};
+use dpow_testkit::reference;
 
 /// Keys of the test network.
 struct Net {
@@ -37,22 +32,10 @@ fn net() -> Net {
     let (unregistered, worker, banned_worker) = (key(12), key(20), key(21));
     let mut registry = Registry::new([registrar.public()]);
     let actions = [
-        RegistryAction::RegisterService {
-            service: service.public(),
-            name: "faucet".to_string(),
-        },
-        RegistryAction::RegisterService {
-            service: banned_service.public(),
-            name: "spammer".to_string(),
-        },
-        RegistryAction::BanService {
-            service: banned_service.public(),
-            reason: "spam".to_string(),
-        },
-        RegistryAction::BanWorker {
-            worker: banned_worker.public(),
-            reason: "fake work".to_string(),
-        },
+        builders::register(&service, "faucet"),
+        builders::register(&banned_service, "spammer"),
+        builders::ban_service(&banned_service, "spam"),
+        builders::ban_worker(&banned_worker, "fake work"),
     ];
     for (i, action) in actions.into_iter().enumerate() {
         registry
@@ -75,13 +58,7 @@ fn registry_entry(
     seq: u64,
     action: RegistryAction,
 ) -> Signed<RegistryEntry> {
-    let e = RegistryEntry {
-        registrar: registrar.public(),
-        seq,
-        created_ms: NOW,
-        action,
-    };
-    Signed::sign(e, registrar).expect("sign entry")
+    builders::entry(registrar, seq, NOW, action)
 }
 
 /// The easiest difficulty the test profile accepts (~256 hashes).
@@ -97,18 +74,13 @@ fn request_with(
     expires: u64,
 ) -> Signed<WorkRequest> {
     let req = WorkRequest {
-        service: service.public(),
-        root: Root([0x42; 32]),
-        difficulty,
-        kind: Some(BlockKind::Receive),
-        account: None,
         nonce,
+        difficulty,
         created_ms: created,
         expires_ms: expires,
-        priority: Priority::Normal,
-        node: dpow_keys::PublicKey([7; 32]),
+        ..builders::request(service)
     };
-    Signed::sign(req, service).expect("sign request")
+    sign(req, service)
 }
 
 fn request(service: &SecretKey, nonce: u64) -> Signed<WorkRequest> {
@@ -120,17 +92,11 @@ fn validator(profile: Profile) -> Validator {
 }
 
 fn solve(root: &Root, d: Difficulty) -> Work {
-    (0u64..)
-        .map(Work)
-        .find(|w| work_value(root, *w) >= d)
-        .expect("easy work exists")
+    reference::find_work(root, d)
 }
 
 fn fail(root: &Root, d: Difficulty) -> Work {
-    (0u64..)
-        .map(Work)
-        .find(|w| work_value(root, *w) < d)
-        .expect("most nonces fail")
+    reference::find_failing(root, d)
 }
 
 fn result(
@@ -140,33 +106,18 @@ fn result(
     work: Work,
 ) -> Signed<WorkResult> {
     let res = WorkResult {
-        request: req.id(),
         root,
-        work,
-        worker: worker.public(),
-        payout: None,
+        ..builders::result(req, worker, work)
     };
-    Signed::sign(res, worker).expect("sign result")
+    sign(res, worker)
 }
 
 fn cancel(req: &Signed<WorkRequest>, service: &SecretKey) -> Signed<WorkCancel> {
-    let c = WorkCancel {
-        service: service.public(),
-        request: req.id(),
-        created_ms: NOW,
-    };
-    Signed::sign(c, service).expect("sign cancel")
+    builders::cancel(req, service, NOW)
 }
 
 fn status(worker: &SecretKey, created_ms: u64) -> Signed<WorkerStatus> {
-    let s = WorkerStatus {
-        worker: worker.public(),
-        hash_rate: 1_000_000,
-        queue: 0,
-        payout: None,
-        created_ms,
-    };
-    Signed::sign(s, worker).expect("sign status")
+    sign(builders::status(worker, created_ms), worker)
 }
 
 /// The envelope of `signed` with its signature replaced by one `forger` made over the same

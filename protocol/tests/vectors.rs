@@ -1,8 +1,6 @@
 //! Known-answer vectors made with published Nano libraries (nanolib, nanocurrency-js).
 //! A copy lives in `testdata/nano.json`; the project's shared copy is checked to be the same.
 
-use blake2::digest::consts::U8;
-use blake2::{Blake2b, Digest};
 use dpow_protocol::{Difficulty, Multiplier, Root, Work, is_valid, work_value};
 
 const VECTORS: &str = include_str!("../../testdata/nano.json");
@@ -15,15 +13,8 @@ fn hex_u64(v: &serde_json::Value) -> u64 {
     u64::from_str_radix(v.as_str().expect("hex string"), 16).expect("hex")
 }
 
-/// The work value by the general-purpose blake2 crate: an independent implementation.
-fn reference_value(root: &Root, work: Work) -> u64 {
-    let mut h = Blake2b::<U8>::new();
-    h.update(work.0.to_le_bytes());
-    h.update(root.0);
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&h.finalize());
-    u64::from_le_bytes(out)
-}
+// The work value by the reference check (the `blake2` crate): an independent implementation.
+use dpow_testkit::reference::work_value as reference_value;
 
 #[test]
 fn vendored_copy_matches_shared() {

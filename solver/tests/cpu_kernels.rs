@@ -1,22 +1,13 @@
 //! Every CPU kernel this machine can run against the scalar reference in `dpow-protocol`, the
 //! portable kernel and the `blake2` crate, on random roots and nonce ranges.
 
-use blake2::Blake2b;
-use blake2::digest::Digest;
-use blake2::digest::consts::U8;
 use dpow_protocol::{Difficulty, Root, Work, work_value};
 use dpow_solver::cpu::{Backend, search_range, work_values};
 use proptest::prelude::*;
 
-/// The work value as the `blake2` crate computes it: an independent implementation.
+/// The work value by the reference check (the `blake2` crate): an independent implementation.
 fn blake2_value(root: &Root, nonce: u64) -> u64 {
-    let mut h = Blake2b::<U8>::new();
-    h.update(nonce.to_le_bytes());
-    h.update(root.0);
-    let digest = h.finalize();
-    let mut value = [0u8; 8];
-    value.copy_from_slice(&digest);
-    u64::from_le_bytes(value)
+    dpow_testkit::reference::value_of(&root.0, nonce)
 }
 
 fn values(backend: Backend, root: &Root, start: u64, len: usize) -> Vec<u64> {

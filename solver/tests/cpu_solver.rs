@@ -4,9 +4,6 @@
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use blake2::Blake2b;
-use blake2::digest::Digest;
-use blake2::digest::consts::U8;
 use dpow_protocol::{Difficulty, Root, Work};
 use dpow_solver::cpu::{Backend, CpuSolver, MAX_THREADS, measure_rate};
 use dpow_solver::{Control, SolveError, Solver};
@@ -19,15 +16,10 @@ const IMPOSSIBLE: Difficulty = Difficulty(u64::MAX);
 /// Only there to catch a hang; never a speed requirement.
 const HANG: Duration = Duration::from_secs(5);
 
-/// Validation by the `blake2` crate, independent of both the solver and `dpow-protocol`.
+/// Validation by the reference check (the `blake2` crate), independent of both the solver and
+/// `dpow-protocol`.
 fn independently_valid(root: &Root, work: Work, difficulty: Difficulty) -> bool {
-    let mut h = Blake2b::<U8>::new();
-    h.update(work.0.to_le_bytes());
-    h.update(root.0);
-    let digest = h.finalize();
-    let mut value = [0u8; 8];
-    value.copy_from_slice(&digest);
-    u64::from_le_bytes(value) >= difficulty.0
+    dpow_testkit::reference::is_valid(root, work, difficulty)
 }
 
 /// Every backend this machine runs, on one and two threads.

@@ -2,7 +2,6 @@
 //!
 //! - [`procs`]: separate `dpow` processes, for `testnet/run.sh`;
 //! - [`local`]: nodes in this process on loopback, for tests;
-//! - [`reference`]: an independent work-value check;
 //! - [`nano_rpc`]: a stand-in Nano node wallet RPC (`send`), for `dpow ledger pay`.
 #![deny(missing_docs)]
 
@@ -11,7 +10,6 @@ pub mod local;
 pub mod nano_rpc;
 pub mod payouts;
 pub mod procs;
-pub mod reference;
 
 /// Unix time in milliseconds, as nodes date their messages.
 pub(crate) fn local_now_ms() -> u64 {

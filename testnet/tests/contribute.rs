@@ -324,7 +324,7 @@ async fn a_carried_result_earns_the_browser_its_credit_and_a_resigning_carrier_e
         browser.public(),
         "the browser's key won, not the carrier's"
     );
-    assert!(dpow_testnet::reference::work_value(&root, a.work) >= EASY.0);
+    assert!(dpow_testkit::reference::work_value(&root, a.work) >= EASY.0);
 
     // The carrier re-signs the browser's result as its own: refused as answered.
     let rogue = |request| {
@@ -689,7 +689,7 @@ async fn the_page_solves_for_its_account_and_moves_to_another_node_when_its_node
             ans.worker, worker,
             "every request was solved by the page's key"
         );
-        assert!(dpow_testnet::reference::work_value(root, ans.work) >= EASY.0);
+        assert!(dpow_testkit::reference::work_value(root, ans.work) >= EASY.0);
     }
     // The books credit the account the page was given.
     let price = u128::from(Credits::price(EASY).0);

@@ -140,7 +140,7 @@ async fn a_light_worker_joins_full_nodes_solves_and_keeps_only_its_own_receipts(
             "the only worker solved it"
         );
         assert!(
-            dpow_testnet::reference::work_value(&root(i), answer.work)
+            dpow_testkit::reference::work_value(&root(i), answer.work)
                 >= net.genesis.profile.threshold(BlockKind::Receive).0
         );
     }

@@ -12,7 +12,7 @@ use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, wait_for};
 const T: Duration = Duration::from_secs(20);
 
 fn reference_value(root: &Root, work: Work) -> u64 {
-    dpow_testnet::reference::work_value(root, work)
+    dpow_testkit::reference::work_value(root, work)
 }
 
 fn root(i: u8) -> Root {

@@ -6,7 +6,7 @@
 //!   solver, the WebGL2 solver (SwiftShader), the backend race, and cancelling searches
 //!   that cannot succeed (with and without cross-origin isolation).
 //!
-//! Every nonce is checked here with the `blake2` crate (`dpow_testnet::reference`).
+//! Every nonce is checked here with the `blake2` crate (`dpow_testkit::reference`).
 //! `scripts/test.sh` sets DPOW_REQUIRE_WASM=1 and DPOW_REQUIRE_CHROMIUM=1, so in CI a missing
 //! kernel, Node.js or Chromium fails these tests instead of skipping them.
 #![allow(clippy::print_stderr)] // says why a test skipped itself
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use dpow_node::browser_assets;
 use dpow_protocol::{Root, Work};
-use dpow_testnet::reference::work_value;
+use dpow_testkit::reference::work_value;
 use serde_json::Value;
 
 const VECTORS: &str = include_str!("../../testdata/nano.json");

@@ -4,7 +4,6 @@
 
 use std::sync::OnceLock;
 
-use blake2::Digest;
 use dpow_gpu::{DeviceSpec, GpuSolver};
 use dpow_protocol::{Root, Work};
 
@@ -46,16 +45,9 @@ pub fn solver() -> Option<&'static GpuSolver> {
     }
 }
 
-/// The work value computed by the `blake2` crate, independently of `dpow_protocol`.
-pub fn reference_value(root: &Root, work: Work) -> u64 {
-    let mut h = blake2::Blake2b::<blake2::digest::consts::U8>::new();
-    h.update(work.0.to_le_bytes());
-    h.update(root.0);
-    let out = h.finalize();
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&out);
-    u64::from_le_bytes(b)
-}
+// The work value by the reference check (the `blake2` crate), independently of `dpow_protocol`.
+#[allow(unused_imports)] // each test binary uses part of this module
+pub use dpow_testkit::reference::work_value as reference_value;
 
 /// A small deterministic generator for roots and nonces (xorshift64*).
 pub struct Rng(pub u64);

@@ -22,7 +22,7 @@ pub(crate) const MAX_SYNC_ITEMS: usize = 20_000;
 
 /// The sync protocol (`/dpow/sync/2`): what a node asks a peer for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum SyncRequest {
+pub enum SyncRequest {
     /// On connecting: the registry entries and the latest worker statuses the peer holds.
     Hello,
     /// The ledger digest of every epoch the peer holds receipts in (newest
@@ -44,19 +44,19 @@ pub(crate) enum SyncRequest {
 
 /// One epoch's entry in [`SyncResponse::Digests`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct EpochDigest {
+pub struct EpochDigest {
     /// The epoch.
-    pub(crate) epoch: u64,
+    pub epoch: u64,
     /// Receipts held in it (counted and evidence).
-    pub(crate) receipts: u64,
+    pub receipts: u64,
     /// `Ledger::epoch_digest`.
-    pub(crate) digest: serde_bytes_vec::Bytes,
+    pub digest: serde_bytes_vec::Bytes,
 }
 
 /// The answer to a [`SyncRequest`], of the same variant. Everything signed in it is verified
 /// on arrival like gossip.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum SyncResponse {
+pub enum SyncResponse {
     /// Signed registry entries (each registrar's in sequence order) and worker statuses.
     Hello {
         /// Registry entries.
@@ -97,7 +97,7 @@ pub(crate) mod serde_bytes_vec {
 
     /// One envelope's bytes.
     #[derive(Clone, Debug, PartialEq, Eq)]
-    pub(crate) struct Bytes(pub(crate) Vec<u8>);
+    pub struct Bytes(pub Vec<u8>);
 
     impl Serialize for Bytes {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -128,14 +128,14 @@ pub(crate) mod serde_bytes_vec {
 /// A worker's signed result, delivered to the service node named in the request
 /// (`/dpow/result/1`): only the service sees a winning nonce before its receipt is published.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct ResultDelivery {
+pub struct ResultDelivery {
     /// The signed `WorkResult` envelope.
-    pub(crate) result: serde_bytes_vec::Bytes,
+    pub result: serde_bytes_vec::Bytes,
 }
 
 /// The service node's answer to a [`ResultDelivery`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum ResultAck {
+pub enum ResultAck {
     /// The first valid result: it answers the request; a receipt follows.
     Accepted,
     /// Valid, but the request was already answered (or withdrawn).
@@ -143,6 +143,12 @@ pub(crate) enum ResultAck {
     /// Refused: why, in words.
     Refused(String),
 }
+
+/// The sync protocol's codec: CBOR with request-response's default limits (1 MiB requests,
+/// 10 MiB answers), as [`Behaviour`] runs it. Public so that the decoders can be fuzzed.
+pub type SyncCodec = request_response::cbor::codec::Codec<SyncRequest, SyncResponse>;
+/// The result delivery protocol's codec (CBOR, the same defaults).
+pub type ResultCodec = request_response::cbor::codec::Codec<ResultDelivery, ResultAck>;
 
 /// Every behaviour of a node; one swarm owns it.
 #[derive(NetworkBehaviour)]

@@ -34,6 +34,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::genesis::Genesis;
 pub use behaviour::{DEFAULT_REPLICATION, NetTuning};
+/// The request-response messages peers exchange (sync and result delivery) and their codecs:
+/// the wire types, public so that their decoders can be fuzzed from outside the crate.
+pub mod wire {
+    pub use super::behaviour::serde_bytes_vec::Bytes;
+    pub use super::behaviour::{
+        EpochDigest, ResultAck, ResultCodec, ResultDelivery, SyncCodec, SyncRequest, SyncResponse,
+    };
+}
 pub use bridge::{BRIDGE_QUEUE, BridgeEvent, ForeignKind};
 pub use stats::{
     CREDIT_EPOCHS, DeviceRate, EpochCredits, MAX_AWAITED_RESULTS, NodeStats, OwnReject,

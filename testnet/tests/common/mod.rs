@@ -31,7 +31,7 @@ pub(crate) fn hash(i: u8) -> String {
 pub(crate) fn reference_value(root: &str, work: &str) -> u64 {
     let root: Root = root.parse().expect("root");
     let work: Work = work.parse().expect("work");
-    dpow_testnet::reference::work_value(&root, work)
+    dpow_testkit::reference::work_value(&root, work)
 }
 
 /// A gateway's address and a client for it.

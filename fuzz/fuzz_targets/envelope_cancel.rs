@@ -1,0 +1,7 @@
+#![no_main]
+//! The fuzz target for `dpow_testkit::fuzz::cancel`; the properties it checks are in its docs.
+
+libfuzzer_sys::fuzz_target!(
+    init: dpow_testkit::fuzz::init("envelope_cancel"),
+    |data: &[u8]| dpow_testkit::fuzz::cancel(data)
+);
