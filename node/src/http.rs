@@ -9,16 +9,22 @@
 //! - `GET /metrics`: the same figures in the Prometheus text format.
 //!
 //! Loopback by default; bound elsewhere, a service node requires a bearer token for its API.
+//! Bound to loopback, every call must name a loopback host (`Host: localhost`, `127.x.y.z` or
+//! `[::1]`, any port): a web page the user visits cannot reach the node through a DNS name it
+//! points at 127.0.0.1 (DNS rebinding). At most [`MAX_EVENT_STREAMS`] event streams are open
+//! at once; another is answered 429.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
@@ -30,11 +36,34 @@ use crate::net::{NodeStats, StatsReader, now_ms};
 
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 
+/// Most `/api/events` streams open at once (each holds a task and a connection).
+pub const MAX_EVENT_STREAMS: usize = 64;
+
 /// What the handlers share: the live statistics and their sampled history.
 #[derive(Clone)]
 struct AppState {
     stats: StatsReader,
     history: Arc<Mutex<History>>,
+    /// Event streams open now.
+    streams: Arc<AtomicUsize>,
+}
+
+/// One open event stream, counted until it is dropped (the client went away).
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Option<StreamSlot> {
+        let taken = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_EVENT_STREAMS).then_some(n + 1)
+        });
+        taken.ok().map(|_| StreamSlot(count.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl AppState {
@@ -69,7 +98,11 @@ pub fn router_sampling_every(stats: StatsReader, interval: Duration) -> Router {
         .route("/api/history", get(get_history))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
-        .with_state(AppState { stats, history })
+        .with_state(AppState {
+            stats,
+            history,
+            streams: Arc::new(AtomicUsize::new(0)),
+        })
 }
 
 /// Record a snapshot every `interval`, the first at once, while the router lives.
@@ -118,14 +151,89 @@ async fn get_history(State(state): State<AppState>) -> Json<HistoryView> {
 }
 
 async fn events(
-    State(AppState { stats, .. }): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = futures::stream::unfold(stats, |stats| async move {
+    State(AppState { stats, streams, .. }): State<AppState>,
+) -> axum::response::Response {
+    let Some(slot) = StreamSlot::take(&streams) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("at most {MAX_EVENT_STREAMS} event streams at once"),
+        )
+            .into_response();
+    };
+    Sse::new(event_stream(stats, slot))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// A statistics snapshot a second, holding its slot while the client listens.
+fn event_stream(
+    stats: StatsReader,
+    slot: StreamSlot,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold((stats, slot), |(stats, slot)| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let data = serde_json::to_string(&stats.snapshot()).unwrap_or_else(|_| "{}".into());
-        Some((Ok(Event::default().data(data)), stats))
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+        Some((Ok(Event::default().data(data)), (stats, slot)))
+    })
+}
+
+/// Whether a `Host` header names this machine's loopback, with or without a port:
+/// `localhost`, `127.x.y.z`, `[::1]`, and bare `::1` (a Nano node sends the peer's address
+/// as it is, without brackets or port).
+pub fn is_loopback_host(host: &str) -> bool {
+    let loopback_ip = |s: &str| {
+        s.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    };
+    if loopback_ip(host) {
+        return true;
+    }
+    let name = match host.strip_prefix('[') {
+        // `[::1]` or `[::1]:port`
+        Some(rest) => match rest.split_once(']') {
+            Some((inner, tail)) if tail.is_empty() || tail.starts_with(':') => inner,
+            _ => return false,
+        },
+        None => match host.split_once(':') {
+            Some((h, port)) if !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => h,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || loopback_ip(name)
+}
+
+/// Whether an `Origin` header is a page served from this machine's loopback.
+fn is_loopback_origin(origin: &str) -> bool {
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    rest.is_some_and(|r| is_loopback_host(r.trim_end_matches('/')))
+}
+
+/// On a loopback-bound server: refuse a call whose `Host` is not a loopback name, so a web
+/// page cannot reach the node through a DNS name rebound to 127.0.0.1, and a call from a web
+/// page of another origin (its `Origin` header), so a page the user visits cannot post work
+/// requests to `http://127.0.0.1:7076/` behind their back. A call with no `Host` passes
+/// (browsers always send one; older Nano nodes send none), and so does one without `Origin`
+/// (Nano nodes, curl and HTTP libraries send none; browsers send it on every cross-origin
+/// call and every POST).
+async fn loopback_host_only(request: Request, next: Next) -> axum::response::Response {
+    let headers = request.headers();
+    let host_ok = headers
+        .get(header::HOST)
+        .is_none_or(|h| h.to_str().is_ok_and(is_loopback_host));
+    let origin_ok = headers
+        .get(header::ORIGIN)
+        .is_none_or(|o| o.to_str().is_ok_and(is_loopback_origin));
+    if host_ok && origin_ok {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        "this node serves loopback only: call it as localhost, 127.0.0.1 or [::1], not from a web page of another site",
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -390,6 +498,11 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding the HTTP server to {addr}"))?;
     let bound = listener.local_addr()?;
+    let app = if bound.ip().is_loopback() {
+        app.layer(axum::middleware::from_fn(loopback_host_only))
+    } else {
+        app
+    };
     tokio::spawn(accept(listener, app, shutdown));
     Ok(bound)
 }
@@ -449,4 +562,119 @@ async fn accept(
     let _ = stop_tx.send(true);
     drop(alive_tx);
     let _ = alive_rx.recv().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use axum::body::Body;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_told_apart_from_others() {
+        for h in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.1:7076",
+            "127.8.9.10:1",
+            "[::1]",
+            "[::1]:7076",
+            "::1",
+            "0:0:0:0:0:0:0:1",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:7076",
+            "localhost.evil.example",
+            "10.0.0.1:7076",
+            "[::2]:1",
+            "",
+            "127.0.0.1.nip.io",
+            "[::1]x",
+            "localhost:",
+            "localhost:80:80",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    async fn status_of(app: &Router) -> (StatusCode, axum::response::Response) {
+        let r = app
+            .clone()
+            .oneshot(
+                axum::http::Request::get("/api/events")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        (r.status(), r)
+    }
+
+    #[tokio::test]
+    async fn event_streams_are_capped_and_a_closed_one_frees_its_slot() {
+        let app = router(StatsReader::fixed(NodeStats::default()));
+        let mut open = Vec::new();
+        for _ in 0..MAX_EVENT_STREAMS {
+            let (s, r) = status_of(&app).await;
+            assert_eq!(s, StatusCode::OK);
+            open.push(r);
+        }
+        assert_eq!(status_of(&app).await.0, StatusCode::TOO_MANY_REQUESTS);
+        // A client goes away: its stream (and slot) is dropped with its response.
+        drop(open.pop());
+        let (s, r) = status_of(&app).await;
+        assert_eq!(s, StatusCode::OK);
+        open.push(r);
+        assert_eq!(status_of(&app).await.0, StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    async fn raw_get(addr: SocketAddr, host: Option<String>) -> String {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+        let req = format!("GET /api/stats HTTP/1.1\r\n{host}Connection: close\r\n\r\n");
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        out.lines().next().unwrap_or("").to_string()
+    }
+
+    #[tokio::test]
+    async fn a_loopback_server_refuses_calls_naming_another_host() {
+        let app = router(StatsReader::fixed(NodeStats::default()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let addr = serve("127.0.0.1:0".parse().unwrap(), app, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        let port = addr.port();
+        let get = |h: String| raw_get(addr, Some(h));
+        assert!(get(format!("127.0.0.1:{port}")).await.contains("200"));
+        assert!(get(format!("localhost:{port}")).await.contains("200"));
+        // What a Nano node sends for a work peer at ::1: the bare address.
+        assert!(get("::1".to_string()).await.contains("200"));
+        // No Host at all (older Nano nodes): no browser sends that.
+        assert!(raw_get(addr, None).await.contains("200"));
+        // A page at evil.example whose DNS now says 127.0.0.1.
+        assert!(get(format!("evil.example:{port}")).await.contains("403"));
+        // A page at evil.example posting to 127.0.0.1 (its browser sends Origin).
+        let from = |origin: &str| format!("127.0.0.1:{port}\r\nOrigin: {origin}");
+        assert!(get(from("http://evil.example")).await.contains("403"));
+        assert!(get(from("null")).await.contains("403"));
+        // The node's own pages (dashboard, /contribute) call it from its own origin.
+        assert!(
+            get(from(&format!("http://127.0.0.1:{port}")))
+                .await
+                .contains("200")
+        );
+        assert!(get(String::new()).await.starts_with("HTTP/1.1 4"));
+        let _ = stop.send(());
+    }
 }

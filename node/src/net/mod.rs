@@ -268,6 +268,12 @@ enum Command {
 pub struct StatsReader(Arc<Mutex<NodeStats>>);
 
 impl StatsReader {
+    /// Statistics that never change: for tests of what serves them.
+    #[doc(hidden)]
+    pub fn fixed(stats: NodeStats) -> StatsReader {
+        StatsReader(Arc::new(Mutex::new(stats)))
+    }
+
     /// A copy of the statistics now.
     pub fn snapshot(&self) -> NodeStats {
         self.0
