@@ -238,11 +238,6 @@ impl Writer {
     pub fn overlay(&self) -> &Overlay {
         &self.overlay
     }
-
-    /// Jobs queued and not yet taken by the thread.
-    pub fn queued(&self) -> usize {
-        QUEUE - self.jobs.capacity()
-    }
 }
 
 fn run(mut sink: impl Sink, jobs: mpsc::Receiver<Job>, done: mpsc::Sender<Done>, o: Overlay) {
