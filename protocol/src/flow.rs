@@ -44,12 +44,16 @@ use blake2::digest::consts::U8;
 use blake2::{Blake2b, Digest};
 use dpow_keys::PublicKey;
 
+use crate::standing::Standings;
 use crate::{
     Difficulty, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult, WorkerStatus,
 };
 
 /// Most workers a node keeps track of; the stalest is forgotten first.
 pub const MAX_WORKERS: usize = 10_000;
+/// A worker status sooner than this after the last one taken from the same worker is ignored
+/// (workers announce every 5 s by default; the loopback testnet every 500 ms).
+pub const MIN_STATUS_INTERVAL_MS: u64 = 250;
 /// Most services whose request volume a worker tracks.
 pub const MAX_TRACKED_SERVICES: usize = 10_000;
 
@@ -95,6 +99,12 @@ pub struct FlowConfig {
     /// What to do with requests from services whose credits are spent (see
     /// [`WorkerFlow::set_exhausted`]).
     pub exhausted: ExhaustedPolicy,
+    /// Receipts a worker needs before it is *proven*; until then it is on probation, planned
+    /// after every proven worker ([`plan_tiered`]). 0 plans every worker alike.
+    pub probation_receipts: u64,
+    /// A proven worker is planned with at most this many times the rate its receipts show
+    /// ([`crate::standing`]), whatever it announces. 0: announced rates are taken as they are.
+    pub rate_cap_factor: u64,
 }
 
 impl Default for FlowConfig {
@@ -111,6 +121,8 @@ impl Default for FlowConfig {
             max_queue: 4096,
             max_tracked: 65_536,
             exhausted: ExhaustedPolicy::Deprioritise,
+            probation_receipts: 1,
+            rate_cap_factor: 4,
         }
     }
 }
@@ -196,8 +208,8 @@ fn expected_hashes(difficulty: Difficulty) -> u128 {
     (1u128 << 64).div_ceil(difficulty.distance())
 }
 
-/// The plan for a request among live `workers` (key, announced hash rate): see the
-/// [module docs](self).
+/// The plan for a request among live `workers` (key, announced hash rate), every one planned
+/// alike: see the [module docs](self).
 pub fn plan(
     request: &WorkRequest,
     id: &RequestId,
@@ -205,6 +217,57 @@ pub fn plan(
     config: &FlowConfig,
 ) -> Plan {
     let ranked = rank_workers(id, workers);
+    let all = ranked.len();
+    plan_ranked(request, ranked, all, config)
+}
+
+/// The plan for a request among live `workers` (key, announced hash rate), by their
+/// [standing](crate::standing): proven workers (at least [`FlowConfig::probation_receipts`]
+/// receipts) are ranked first, each planned with its announced rate capped at
+/// [`FlowConfig::rate_cap_factor`] times the rate its receipts show; workers on probation
+/// follow every proven one, each planned with at most the slowest proven worker's rate. So a
+/// crowd of new keys can neither take a primary place from a proven worker nor shorten the
+/// backups' wait by announcing high rates; they become primaries only where proven workers
+/// fall short. With no proven worker live (a new network) everyone is planned alike.
+pub fn plan_tiered(
+    request: &WorkRequest,
+    id: &RequestId,
+    workers: &[(PublicKey, u64)],
+    standings: &Standings,
+    config: &FlowConfig,
+) -> Plan {
+    let threshold = config.probation_receipts;
+    let (mut proven, mut probation): (Vec<_>, Vec<_>) = workers
+        .iter()
+        .copied()
+        .partition(|(k, _)| standings.receipts(k) >= threshold);
+    if threshold == 0 || proven.is_empty() {
+        return plan(request, id, workers, config);
+    }
+    if config.rate_cap_factor > 0 {
+        for (k, rate) in &mut proven {
+            let shown = standings.get(k).map_or(0, |s| s.shown_rate());
+            *rate = (*rate).min(shown.saturating_mul(config.rate_cap_factor).max(1));
+        }
+    }
+    let floor = proven.iter().map(|(_, r)| *r).min().unwrap_or(0);
+    for (_, rate) in &mut probation {
+        *rate = (*rate).min(floor);
+    }
+    let mut ranked = rank_workers(id, &proven);
+    let first_probation = ranked.len();
+    ranked.extend(rank_workers(id, &probation));
+    plan_ranked(request, ranked, first_probation, config)
+}
+
+/// The plan over workers already in rank order. Backups from `first_probation` on start a
+/// tier of their own, after every earlier backup's.
+fn plan_ranked(
+    request: &WorkRequest,
+    ranked: Vec<(PublicKey, u64)>,
+    first_probation: usize,
+    config: &FlowConfig,
+) -> Plan {
     let hashes = expected_hashes(request.difficulty);
     let target_rate = hashes.saturating_mul(1000) / u128::from(config.target_ms.max(1));
     let max = config.max_primaries.max(1);
@@ -226,12 +289,20 @@ pub fn plan(
     }
     .max(1);
     let tier_size = primaries.len().max(1);
+    // Proven backups fill tiers 1..=proven_tiers; probation backups start at the next one.
+    let proven_backups = first_probation.saturating_sub(primaries.len());
+    let proven_tiers = proven_backups.div_ceil(tier_size);
     let backups = ranked
         .iter()
-        .skip(primaries.len())
         .enumerate()
-        .map(|(i, (k, _))| {
-            let tier = (i / tier_size) as u32 + 1;
+        .skip(primaries.len())
+        .map(|(at, (k, _))| {
+            let tier = if at < first_probation {
+                (at - primaries.len()) / tier_size + 1
+            } else {
+                proven_tiers + (at - first_probation.max(primaries.len())) / tier_size + 1
+            };
+            let tier = u32::try_from(tier).unwrap_or(u32::MAX);
             let delay = expected_ms
                 .saturating_mul(u64::from(config.backup_after_factor))
                 .saturating_mul(u64::from(tier))
@@ -372,6 +443,8 @@ pub struct WorkerFlow {
     volume: HashMap<PublicKey, VecDeque<u64>>,
     /// Services whose credits are spent.
     exhausted: HashSet<PublicKey>,
+    /// What receipts show of each worker.
+    standings: Standings,
     solving: Option<RequestId>,
     /// The latest time any call passed in.
     last_now: u64,
@@ -389,9 +462,33 @@ impl WorkerFlow {
             done: Remembered::default(),
             volume: HashMap::new(),
             exhausted: HashSet::new(),
+            standings: Standings::new(),
             solving: None,
             last_now: 0,
         }
+    }
+
+    /// A receipt paid `worker` for a request of `difficulty` created at `created_ms` and
+    /// accepted at `accepted_ms`: its [standing](crate::standing) grows. Report each request
+    /// once (the first receipt met for it).
+    pub fn on_receipt(
+        &mut self,
+        worker: PublicKey,
+        difficulty: Difficulty,
+        created_ms: u64,
+        accepted_ms: u64,
+    ) {
+        self.standings
+            .on_receipt(worker, difficulty, created_ms, accepted_ms);
+    }
+
+    /// What receipts show of each worker.
+    pub fn standings(&self) -> &Standings {
+        &self.standings
+    }
+
+    fn is_proven(&self, worker: &PublicKey) -> bool {
+        self.standings.receipts(worker) >= self.config.probation_receipts
     }
 
     /// Change the rate this worker plans with for itself.
@@ -449,24 +546,38 @@ impl WorkerFlow {
         actions
     }
 
-    /// A worker's status (ours is ignored: we always count ourselves live).
+    /// A worker's status (ours is ignored: we always count ourselves live). A status less than
+    /// [`MIN_STATUS_INTERVAL_MS`] after the last one taken from the same worker is ignored.
+    /// When the table is full a newcomer takes the place of the stalest worker on probation,
+    /// never of a proven one: a crowd of fresh keys cannot push proven workers out.
     pub fn on_status(&mut self, status: &WorkerStatus, now_ms: u64) {
         if status.worker == self.me {
             return;
         }
         let heard = status.created_ms.min(now_ms);
         match self.workers.get_mut(&status.worker) {
-            Some(w) if w.1 > heard => {}
+            Some(w) if heard < w.1.saturating_add(MIN_STATUS_INTERVAL_MS) => {}
             Some(w) => *w = (status.hash_rate, heard),
             None => {
-                if self.workers.len() >= MAX_WORKERS
-                    && let Some(stalest) = self
+                if self.workers.len() >= MAX_WORKERS {
+                    let victim = self
                         .workers
                         .iter()
+                        .filter(|(k, _)| !self.is_proven(k))
                         .min_by_key(|(k, (_, t))| (*t, **k))
-                        .map(|(k, _)| *k)
-                {
-                    self.workers.remove(&stalest);
+                        .or_else(|| {
+                            // All proven: only another proven worker may take a place.
+                            self.is_proven(&status.worker)
+                                .then(|| self.workers.iter().min_by_key(|(k, (_, t))| (*t, **k)))
+                                .flatten()
+                        })
+                        .map(|(k, _)| *k);
+                    match victim {
+                        Some(v) => {
+                            self.workers.remove(&v);
+                        }
+                        None => return,
+                    }
                 }
                 self.workers
                     .insert(status.worker, (status.hash_rate, heard));
@@ -497,6 +608,14 @@ impl WorkerFlow {
     /// Live workers, this one included.
     pub fn live_workers(&self, now_ms: u64) -> usize {
         self.live(now_ms).len()
+    }
+
+    /// Live workers that are proven ([`FlowConfig::probation_receipts`]), this one included.
+    pub fn proven_workers(&self, now_ms: u64) -> usize {
+        self.live(now_ms)
+            .iter()
+            .filter(|(k, _)| self.is_proven(k))
+            .count()
     }
 
     /// Requests waiting or being solved.
@@ -557,7 +676,7 @@ impl WorkerFlow {
         }
         let over_volume = self.count_volume(req.service, now_ms);
         let live = self.live(now_ms);
-        let plan = plan(req, &id, &live, &self.config);
+        let plan = plan_tiered(req, &id, &live, &self.standings, &self.config);
         let role = plan.role_of(&self.me, now_ms).unwrap_or(Role::Backup {
             tier: u32::MAX,
             starts_at_ms: req.expires_ms,

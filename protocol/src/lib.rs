@@ -3,6 +3,7 @@
 //! - [`work`] and [`blake2b`]: Nano work values, validation, difficulty and multiplier math;
 //! - [`profile`]: block kinds and the difficulty profiles a network can run;
 //! - [`messages`]: requests, results, receipts, registry entries, worker status;
+//! - [`flow`] and [`standing`]: who solves which request, and what receipts show of each worker;
 //! - [`checkpoint`]: when an epoch's books close, and registrars' checkpoints of them;
 //! - [`envelope`] and [`codec`]: signed envelopes and the canonical encoding they travel in.
 //!
@@ -20,6 +21,7 @@ pub mod ledger;
 pub mod messages;
 pub mod profile;
 pub mod registry;
+pub mod standing;
 pub mod validate;
 pub mod work;
 

@@ -109,6 +109,9 @@ pub enum RejectReason {
     /// This node cannot take it now (its disk is behind or failing); the sender may offer it
     /// again later.
     Busy,
+    /// A worker status too soon after the same worker's previous one
+    /// ([`crate::flow::MIN_STATUS_INTERVAL_MS`]).
+    TooFrequent,
 }
 
 impl RejectReason {
@@ -135,6 +138,7 @@ impl RejectReason {
         RejectReason::FinalEpoch,
         RejectReason::Answered,
         RejectReason::Busy,
+        RejectReason::TooFrequent,
     ];
 
     /// A short snake_case name, for logs and metric labels.
@@ -161,6 +165,7 @@ impl RejectReason {
             RejectReason::FinalEpoch => "final_epoch",
             RejectReason::Answered => "answered",
             RejectReason::Busy => "busy",
+            RejectReason::TooFrequent => "too_frequent",
         }
     }
 
@@ -196,7 +201,8 @@ impl RejectReason {
             | RejectReason::Stale
             | RejectReason::FinalEpoch
             | RejectReason::Answered
-            | RejectReason::Busy => false,
+            | RejectReason::Busy
+            | RejectReason::TooFrequent => false,
         }
     }
 

@@ -242,6 +242,23 @@ fn worker_table(v: &Value, w: &OwnWorkerStats) -> String {
         }
         row(&mut out, "device", line);
     }
+    row(
+        &mut out,
+        "started",
+        format!(
+            "{} as primary, {} as backup",
+            w.started_primary, w.started_backup
+        ),
+    );
+    row(
+        &mut out,
+        "standing",
+        if w.standing_receipts == 0 {
+            "on probation: no receipt yet (backups only while proven workers suffice)".to_string()
+        } else {
+            format!("proven: {} receipts", w.standing_receipts)
+        },
+    );
     row(&mut out, "sent", w.sent);
     row(&mut out, "won", w.won);
     row(&mut out, "lost", w.lost);
@@ -335,6 +352,9 @@ mod tests {
                     credits: 10,
                 },
             ],
+            started_primary: 6,
+            started_backup: 2,
+            standing_receipts: 3,
         };
         let v = json!({"account": "nano_me", "peer_id": "12D3", "uptime_s": 3725});
         let t = worker_table(&v, &w);
@@ -342,6 +362,8 @@ mod tests {
             "payout            nano_pay",
             "device            12.3 MH/s  cpu avx2 x4  (2 failures)  dropped",
             "won               3",
+            "started           6 as primary, 2 as backup",
+            "standing          proven: 3 receipts",
             "rejected          2",
             "  invalid_work    2",
             "  epoch 9         30  (current)",

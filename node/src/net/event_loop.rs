@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dpow_keys::SecretKey;
-use dpow_protocol::flow::{ServiceAction, ServiceConfig, ServiceFlow, WorkerAction, WorkerFlow};
+use dpow_protocol::flow::{
+    MIN_STATUS_INTERVAL_MS, Role, ServiceAction, ServiceConfig, ServiceFlow, WorkerAction,
+    WorkerFlow,
+};
 use dpow_protocol::registry::{Registry, RegistryError};
 use dpow_protocol::validate::{
     RejectReason, Rejected, Validator, ValidatorConfig, peek_request_id,
@@ -342,6 +345,7 @@ impl EventLoop {
             browsers: foreign::Browsers::default(),
         };
         event_loop.load_checkpoints();
+        event_loop.seed_standings();
         Ok(event_loop)
     }
 
@@ -515,11 +519,15 @@ impl EventLoop {
         // What the statistics show of the books is on disk.
         self.flush_receipts();
         self.update_exhausted(now);
+        if let Some(w) = &mut self.worker {
+            let mine = w.flow.standings().receipts(&w.key.public());
+            w.own.set_standing(mine);
+        }
         let live = self.live_statuses(now);
         let network_rate: u64 = live.iter().map(|s| s.payload().hash_rate).sum();
-        let live_workers = match &self.worker {
-            Some(w) => w.flow.live_workers(now),
-            None => live.len(),
+        let (live_workers, proven_workers) = match &self.worker {
+            Some(w) => (w.flow.live_workers(now), w.flow.proven_workers(now)),
+            None => (live.len(), 0),
         };
         let window = now.saturating_sub(self.recent_requests.front().copied().unwrap_or(now));
         let span_s = (window as f64 / 1e3).clamp(1.0, 60.0);
@@ -599,6 +607,7 @@ impl EventLoop {
         let mut s = self.stats();
         s.connected_peers = connected;
         s.live_workers = live_workers;
+        s.proven_workers = proven_workers;
         s.network_hash_rate = network_rate;
         s.registry_entries = entries;
         s.services = service_count;
@@ -930,30 +939,73 @@ impl EventLoop {
 
     fn on_status(&mut self, st: Signed<WorkerStatus>, now: u64) -> Result<(), Rejected> {
         let key = st.payload().worker;
-        if let Some(old) = self.statuses.get(&key)
-            && old.payload().created_ms >= st.payload().created_ms
-        {
-            return Err(Rejected::new(
-                RejectReason::Stale,
-                "an older or equal status than one already held",
-            ));
+        if let Some(old) = self.statuses.get(&key) {
+            let (before, at) = (old.payload().created_ms, st.payload().created_ms);
+            if before >= at {
+                return Err(Rejected::new(
+                    RejectReason::Stale,
+                    "an older or equal status than one already held",
+                ));
+            }
+            if at < before.saturating_add(MIN_STATUS_INTERVAL_MS) {
+                return Err(Rejected::new(
+                    RejectReason::TooFrequent,
+                    format!(
+                        "{} ms after this worker's last status, under the {MIN_STATUS_INTERVAL_MS} ms allowed",
+                        at - before
+                    ),
+                ));
+            }
         }
         if let Some(w) = &mut self.worker {
             w.flow.on_status(st.payload(), now);
         }
         if self.statuses.len() >= MAX_SYNC_ITEMS && !self.statuses.contains_key(&key) {
-            // Forget the stalest worker to make room.
-            if let Some(k) = self
+            // Make room by forgetting the stalest worker with no receipt; a proven worker
+            // gives way only to another proven one (fresh keys cost nothing to make).
+            let proven = |k: &dpow_keys::PublicKey| self.ledger.earned(k) > 0;
+            let victim = self
                 .statuses
                 .iter()
+                .filter(|(k, _)| !proven(k))
                 .min_by_key(|(_, s)| s.payload().created_ms)
-                .map(|(k, _)| *k)
-            {
-                self.statuses.remove(&k);
+                .or_else(|| {
+                    proven(&key)
+                        .then(|| {
+                            self.statuses
+                                .iter()
+                                .min_by_key(|(_, s)| s.payload().created_ms)
+                        })
+                        .flatten()
+                })
+                .map(|(k, _)| *k);
+            match victim {
+                Some(k) => {
+                    self.statuses.remove(&k);
+                }
+                None => return Ok(()),
             }
         }
         self.statuses.insert(key, st);
         Ok(())
+    }
+
+    /// What the ledger loaded at start shows of each worker, for assignment
+    /// ([`dpow_protocol::standing`]).
+    fn seed_standings(&mut self) {
+        let Some(w) = &mut self.worker else {
+            return;
+        };
+        for r in self.ledger.counted() {
+            let p = r.payload();
+            let req = p.request.payload();
+            w.flow.on_receipt(
+                p.result.payload().worker,
+                req.difficulty,
+                req.created_ms,
+                p.accepted_ms,
+            );
+        }
     }
 
     fn on_registry(&mut self, e: Signed<RegistryEntry>) -> Result<(), Rejected> {
@@ -1087,6 +1139,8 @@ impl EventLoop {
 
     fn start_solve(&mut self, request: RequestId, root: Root, difficulty: Difficulty) {
         let Some(w) = &mut self.worker else { return };
+        let primary = matches!(w.flow.role(request), Some(Role::Primary));
+        w.own.started(primary);
         if let Some(s) = &w.solving {
             // The flow solves one request at a time; a new Solve replaces the old one.
             s.control.cancel();

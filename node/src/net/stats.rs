@@ -37,6 +37,9 @@ pub struct NodeStats {
     pub connected_peers: usize,
     /// Workers heard from recently (including this node if it is one).
     pub live_workers: usize,
+    /// Of those, workers with receipts enough to be proven ([`dpow_protocol::standing`]);
+    /// the others are on probation (only a worker node keeps standings).
+    pub proven_workers: usize,
     /// Their summed announced hash rate, hashes per second.
     pub network_hash_rate: u64,
     /// Registry entries applied.
@@ -225,6 +228,13 @@ pub struct OwnWorkerStats {
     /// Credits earned in each of the last [`CREDIT_EPOCHS`] epochs, the current one first
     /// (epochs with nothing earned included, as 0).
     pub credits_by_epoch: Vec<EpochCredits>,
+    /// Solves started as one of a request's primaries.
+    pub started_primary: u64,
+    /// Solves started as a backup (the primaries had not answered in time).
+    pub started_backup: u64,
+    /// Receipts this worker's view holds for it ([`dpow_protocol::standing`]): under
+    /// `probation_receipts` it is on probation, planned after every proven worker.
+    pub standing_receipts: u64,
 }
 
 impl OwnWorkerStats {
@@ -381,6 +391,20 @@ impl OwnTally {
             mine.failures = d.total_failures;
             mine.dropped = d.dropped;
         }
+    }
+
+    /// A solve started, as a primary or a backup.
+    pub(crate) fn started(&mut self, primary: bool) {
+        if primary {
+            self.stats.started_primary += 1;
+        } else {
+            self.stats.started_backup += 1;
+        }
+    }
+
+    /// What this worker's view holds of its own standing.
+    pub(crate) fn set_standing(&mut self, receipts: u64) {
+        self.stats.standing_receipts = receipts;
     }
 
     /// An answer or job did not become a sent result.

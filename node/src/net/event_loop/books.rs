@@ -170,8 +170,23 @@ impl EventLoop {
         self.paid_work.insert(res.root, res.work);
         self.deliveries.receipted(&request);
         if let std::collections::hash_map::Entry::Vacant(e) = self.answered.entry(request) {
-            e.insert(r.payload().result.payload().worker);
+            e.insert(res.worker);
             self.on_done(request, now_ms());
+        }
+    }
+
+    /// A receipt counts for its worker's standing in assignment
+    /// ([`dpow_protocol::standing`]); called once per request, for the receipt that counts.
+    fn stand(&mut self, r: &Signed<Receipt>) {
+        if let Some(w) = &mut self.worker {
+            let p = r.payload();
+            let req = p.request.payload();
+            w.flow.on_receipt(
+                p.result.payload().worker,
+                req.difficulty,
+                req.created_ms,
+                p.accepted_ms,
+            );
         }
     }
 
@@ -185,6 +200,8 @@ impl EventLoop {
         };
         self.request_receipted(&r);
         if self.light && !self.is_own(&r) {
+            // Gossip hands a light node each receipt once; it keeps no ledger to count by.
+            self.stand(&r);
             // Verified, so forwarded; a light node holds only the receipts that concern it
             // (this one may still say that another worker won a request it answered).
             self.own_receipt(
@@ -200,8 +217,10 @@ impl EventLoop {
         // Copies (gossip, DHT and catch-up bring the same receipt) then cost a hash.
         r.remember_verified();
         let worker = r.payload().result.payload().worker;
+        let for_standing = r.clone();
         match self.ledger.ingest(r) {
             Ok(Ingested::Counted { request }) => {
+                self.stand(&for_standing);
                 self.books_changed(stored.accepted_ms);
                 self.own_receipt(&request, &worker);
             }
