@@ -115,7 +115,8 @@ pub struct Config {
     /// (default: 127.0.0.1:7076; `off` to disable).
     #[arg(long, env = "DPOW_HTTP", value_name = "ADDR")]
     pub http: Option<String>,
-    /// Bearer token the work API requires (needed when --http is not loopback).
+    /// Bearer token the work API and, off loopback, the statistics require (needed when
+    /// --http is not loopback).
     #[arg(
         long,
         env = "DPOW_HTTP_TOKEN",
@@ -123,6 +124,10 @@ pub struct Config {
         hide_env_values = true
     )]
     pub http_token: Option<String>,
+    /// Serve the dashboard, /api/* statistics and /metrics to anyone when --http is not
+    /// loopback (by default they require --http-token there).
+    #[arg(long, env = "DPOW_PUBLIC_STATS")]
+    pub public_stats: bool,
     /// Worker role: seconds between status announcements (default 5).
     #[arg(long, env = "DPOW_STATUS_INTERVAL", value_name = "SECS")]
     pub status_interval: Option<f64>,
@@ -442,6 +447,7 @@ mod tests {
             "payout",
             "http",
             "http_token",
+            "public_stats",
             "status_interval",
             "announce_rate",
             "no_discovery",

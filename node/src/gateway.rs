@@ -28,6 +28,10 @@ use tokio::sync::broadcast;
 use crate::net::{NodeHandle, SubmitError, WorkAsk};
 use crate::store::Store;
 
+mod precache;
+pub use precache::MAX_PRECACHED;
+use precache::Precache;
+
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -117,8 +121,8 @@ pub struct Gateway {
     config: GatewayConfig,
     inflight: Mutex<HashMap<(Root, Difficulty), Shared>>,
     local: Mutex<HashMap<Root, Vec<Arc<Control>>>>,
-    /// Precached work by root, and each account's current precached root.
-    cache: Mutex<(HashMap<Root, CacheEntry>, HashMap<PublicKey, Root>)>,
+    /// Precached work by root, and each account's current precached root (bounded).
+    cache: Mutex<Precache>,
     /// Accounts seen in calls, whose confirmations a Nano node websocket reports.
     accounts: Mutex<std::collections::HashSet<PublicKey>>,
     /// Tells the websocket follower about newly seen accounts.
@@ -178,7 +182,7 @@ impl Gateway {
             config,
             inflight: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
-            cache: Mutex::new((HashMap::new(), HashMap::new())),
+            cache: Mutex::new(Precache::with_cap(MAX_PRECACHED)),
             accounts: Mutex::new(std::collections::HashSet::new()),
             new_accounts: tokio::sync::watch::channel(0).0,
         };
@@ -212,25 +216,24 @@ impl Gateway {
             match entry {
                 // Nothing is served that does not validate now.
                 Some(e) if work_value(&e.root, e.work) >= min => {
-                    if let Some(a) = e.account {
-                        c.1.insert(a, e.root);
-                    }
-                    c.0.insert(e.root, e);
+                    dropped += c.insert(e).len();
                 }
                 _ => dropped += 1,
             }
         }
-        tracing::info!(entries = c.0.len(), dropped, "precache loaded");
+        tracing::info!(entries = c.len(), dropped, "precache loaded");
+        self.node.set_precache_stats(c.len(), c.evicted());
     }
 
-    /// Write one cache entry and delete the one it replaces, in one synced write.
-    fn persist(&self, put: &CacheEntry, replaced: Option<Root>) {
+    /// Write one cache entry and delete those it displaced, in one synced write.
+    fn persist(&self, put: &CacheEntry, replaced: &[Root]) {
         let Some(store) = &self.config.store else {
             return;
         };
         let write = || -> anyhow::Result<()> {
             let line = serde_json::to_vec(&put.line())?;
-            store.precache_put(&put.root.0, &line, replaced.as_ref().map(|r| &r.0))?;
+            let gone: Vec<[u8; 32]> = replaced.iter().map(|r| r.0).collect();
+            store.precache_put(&put.root.0, &line, &gone)?;
             Ok(())
         };
         if let Err(e) = write() {
@@ -346,7 +349,7 @@ impl Gateway {
 
     fn cached(&self, root: &Root, d: Difficulty) -> Option<Work> {
         let c = lock(&self.cache);
-        let e = c.0.get(root)?;
+        let e = c.get(root)?;
         // Re-validated on every hit.
         (work_value(root, e.work) >= d).then_some(e.work)
     }
@@ -482,20 +485,13 @@ impl Gateway {
                         work: a.work,
                         account,
                     };
-                    let mut replaced = None;
-                    {
+                    let gone = {
                         let mut c = lock(&gw.cache);
-                        if let Some(acct) = account
-                            && let Some(old) = c.1.insert(acct, root)
-                            && old != root
-                        {
-                            // The account moved on: its old frontier's work is useless.
-                            c.0.remove(&old);
-                            replaced = Some(old);
-                        }
-                        c.0.insert(root, entry.clone());
-                    }
-                    gw.persist(&entry, replaced);
+                        let gone = c.insert(entry.clone());
+                        gw.node.set_precache_stats(c.len(), c.evicted());
+                        gone
+                    };
+                    gw.persist(&entry, &gone);
                     tracing::info!(%root, "precached");
                 }
                 Ok(_) => tracing::warn!(%root, "precache answer below the threshold: dropped"),
@@ -614,14 +610,7 @@ fn authorised(gw: &Gateway, headers: &HeaderMap) -> bool {
     let Some(token) = &gw.config.token else {
         return true;
     };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Constant time in the token's length.
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::http::bearer_matches(headers, token)
 }
 
 async fn rpc(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {

@@ -8,7 +8,9 @@
 //!   statistics every [`DEFAULT_HISTORY_INTERVAL`] by a task the router starts;
 //! - `GET /metrics`: the same figures in the Prometheus text format.
 //!
-//! Loopback by default; bound elsewhere, a service node requires a bearer token for its API.
+//! Loopback by default; bound elsewhere, a service node requires a bearer token for its API,
+//! and the statistics routes require the same token unless published with `--public-stats`
+//! ([`behind_token`], [`stats_token`]).
 //! Bound to loopback, every call must name a loopback host (`Host: localhost`, `127.x.y.z` or
 //! `[::1]`, any port): a web page the user visits cannot reach the node through a DNS name it
 //! points at 127.0.0.1 (DNS rebinding). At most [`MAX_EVENT_STREAMS`] event streams are open
@@ -33,6 +35,9 @@ use futures::Stream;
 
 use crate::net::history::{DEFAULT_HISTORY_INTERVAL, History, HistoryView};
 use crate::net::{NodeStats, StatsReader, now_ms};
+
+mod access;
+pub use access::{bearer_matches, behind_token, stats_token};
 
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 
@@ -306,6 +311,24 @@ pub fn metrics_text(s: &NodeStats) -> String {
         "Registry entries applied.",
         "gauge",
         s.registry_entries as f64,
+    );
+    gauge(
+        "dpow_registry_equivocations_total",
+        "Registry entries met that conflict with another of the same registrar and number.",
+        "counter",
+        s.registry_equivocations as f64,
+    );
+    gauge(
+        "dpow_precached",
+        "Precached works held by the work API.",
+        "gauge",
+        s.precached as f64,
+    );
+    gauge(
+        "dpow_precache_evicted_total",
+        "Precached works evicted, oldest first, to stay within the bound.",
+        "counter",
+        s.precache_evicted as f64,
     );
     gauge(
         "dpow_services",

@@ -194,3 +194,34 @@ fn bad_values_are_clear_errors() {
     let out = dpow_env(&["node", "--print-config"], &[("DPOW_THREADS", "many")]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn off_loopback_statistics_need_a_token_or_public_stats() {
+    let dir = tempfile::tempdir().expect("dir");
+    let genesis = dir.path().join("genesis.toml");
+    std::fs::write(
+        &genesis,
+        "network = \"t\"\nprofile = \"test\"\nregistrars = [\"dpow_1111111111111111111111111111111111111111111111111111hifc8npp\"]\n",
+    )
+    .expect("write genesis");
+    let out = dpow_env(
+        &[
+            "node",
+            "--genesis",
+            genesis.to_str().expect("path"),
+            "--data-dir",
+            dir.path().to_str().expect("path"),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--http",
+            "0.0.0.0:0",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--http-token") && err.contains("--public-stats"),
+        "{err}"
+    );
+}

@@ -12,26 +12,40 @@
 //!
 //! The state is a pure function of the **set** of applied entries, never of the order they were
 //! applied in, so two nodes holding the same entries answer every question the same way and
-//! have the same [`Registry::digest`]. Ties between registrars are broken by the *order key*
-//! `(created_ms, registrar, seq)`, a total order on entries:
+//! have the same [`Registry::digest`]. No rule looks at `created_ms`, the registrar's own
+//! unchecked clock: a registrar cannot win anything by misdating an entry.
 //!
-//! - a service is **registered** iff at least one `RegisterService` entry names it; its name is
-//!   the one in the register entry with the greatest order key, and `registered_ms` is the
-//!   smallest `created_ms` of its register entries (when it was first admitted);
-//! - its **credits** are the sum of every `GrantCredits` entry naming it (saturating at
-//!   `u64::MAX`). Grants made before the service is registered are kept and count once it is;
-//! - a service is **banned** iff, of the `BanService`/`UnbanService` entries naming it, the one
-//!   with the greatest order key is a ban (its reason is reported). A ban may precede the
-//!   registration; the service is then banned from the moment it registers;
-//! - a **worker** is banned by the same rule over `BanWorker`/`UnbanWorker`. Workers need no
-//!   registration: any key not banned may work.
+//! - **Within one registrar**, entries are ordered by `seq` alone: its *word* on a subject (a
+//!   service's name, a service's ban, a worker's ban) is what its entry with the highest `seq`
+//!   about that subject says. A later entry always overrides an earlier one of the same
+//!   registrar, whatever dates they carry.
+//! - **Across registrars** there is no order at all; their words are combined by rules that
+//!   need none:
+//!   - a service is **registered** iff at least one `RegisterService` entry names it; its name
+//!     is the word of the registrar with the smallest key among those that registered it, and
+//!     `registered_ms` is the smallest `created_ms` of its register entries (for display only:
+//!     it is the registrar's claim and decides nothing);
+//!   - its **credits** are the sum of every `GrantCredits` entry naming it (saturating at
+//!     `u64::MAX`). Grants made before the service is registered are kept and count once it is;
+//!   - a service is **banned** iff at least one registrar's word on it is a ban: a ban holds
+//!     until the registrar that made it lifts it (another registrar's unban does not), and the
+//!     reason reported is that of the banning registrar with the smallest key. A ban may
+//!     precede the registration; the service is then banned from the moment it registers;
+//!   - a **worker** is banned by the same rule over `BanWorker`/`UnbanWorker`. Workers need no
+//!     registration: any key not banned may work.
 //!
-//! Each of those is a minimum, a maximum or a sum, all commutative, so the state can be kept
-//! up to date entry by entry and still equals the state computed from the whole set at once.
+//! Each of those is a maximum (per registrar, by `seq`), a minimum, a sum or an "any", all
+//! commutative, so the state can be kept up to date entry by entry and still equals the state
+//! computed from the whole set at once.
 //!
-//! A registrar that signs two different entries with one sequence number has equivocated; the
-//! first one a node saw is kept and the other is refused with [`RegistryError::Conflict`]. Only
-//! then may two honest nodes disagree, and the conflict is what an operator needs to see.
+//! # Equivocation
+//!
+//! A registrar that signs two different entries with one sequence number has equivocated.
+//! Every node keeps the one with the smaller message id ([`MessageId`], compared as bytes),
+//! whichever arrived first: when the later arrival wins, it replaces the other (applied or
+//! pending) and the derived state is recomputed from the applied entries. The loser is refused
+//! with [`RegistryError::Conflict`]; either way the equivocation is recorded
+//! ([`Registry::equivocations`], [`Registry::equivocation_count`]) so an operator sees it.
 
 use std::collections::BTreeMap;
 
@@ -62,16 +76,19 @@ pub enum RegistryError {
         /// The entry's sequence number.
         seq: u64,
     },
-    /// A different entry with the same registrar and sequence number is already known: the
-    /// registrar signed two entries with one number. The first one seen is kept.
+    /// A different entry with the same registrar and sequence number is known, and it has the
+    /// smaller message id: the registrar signed two entries with one number, and every node
+    /// keeps the one with the smaller id (see the module docs).
     #[error(
-        "registrar {registrar} signed two different entries numbered {seq}; keeping the first seen"
+        "registrar {registrar} signed two different entries numbered {seq}; keeping {kept}, the one with the smaller id"
     )]
     Conflict {
         /// The registrar.
         registrar: PublicKey,
         /// The sequence number used twice.
         seq: u64,
+        /// The id of the entry kept.
+        kept: MessageId,
     },
     /// Too many entries are already waiting for earlier ones to arrive.
     #[error(
@@ -112,21 +129,31 @@ pub enum RegistryError {
 /// What the registry knows about a registered service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceInfo {
-    /// Its display name (from the latest register entry).
+    /// Its display name: the latest given by the registrar with the smallest key that registered it.
     pub name: String,
     /// `Some(reason)` while it is banned.
     pub banned: Option<String>,
     /// Every credit granted to it, ever.
     pub granted: Credits,
-    /// When it was first registered (unix ms, the register entry's `created_ms`).
+    /// When it was first registered (unix ms, the smallest `created_ms` of its register
+    /// entries): the registrars' claim, shown but never used to decide anything.
     pub registered_ms: u64,
 }
 
-/// The total order used to pick the latest of several entries: `(created_ms, registrar, seq)`.
-type OrderKey = (u64, PublicKey, u64);
+/// The most equivocations remembered for [`Registry::equivocations`] (all are counted).
+pub const MAX_EQUIVOCATIONS: usize = 256;
 
-fn order_key(e: &RegistryEntry) -> OrderKey {
-    (e.created_ms, e.registrar, e.seq)
+/// Two different entries signed by one registrar with one sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Equivocation {
+    /// The registrar.
+    pub registrar: PublicKey,
+    /// The sequence number used twice.
+    pub seq: u64,
+    /// The entry every node keeps: the smaller id of those seen.
+    pub kept: MessageId,
+    /// The entry met last that lost to it (or that it replaced).
+    pub dropped: MessageId,
 }
 
 /// One registrar's entries: applied (seq `1..=applied.len()`) and waiting for a gap.
@@ -142,20 +169,33 @@ impl Log {
     }
 }
 
-/// A ban or unban, with the order key of the entry that set it.
-#[derive(Clone, Debug)]
-struct BanState {
-    at: OrderKey,
-    reason: Option<String>,
+/// Each registrar's latest word on one subject: `registrar -> (seq, what it said)`.
+type Words<T> = BTreeMap<PublicKey, (u64, T)>;
+
+/// Record `registrar`'s word `value` from its entry `seq`, if no later entry of it spoke.
+fn say<T>(words: &mut Words<T>, registrar: PublicKey, seq: u64, value: T) {
+    match words.get(&registrar) {
+        Some((at, _)) if *at >= seq => {}
+        _ => {
+            words.insert(registrar, (seq, value));
+        }
+    }
+}
+
+/// The reason of the banning registrar with the smallest key, if any registrar's word is a ban.
+fn ban_reason(words: &Words<Option<String>>) -> Option<&String> {
+    words.values().find_map(|(_, reason)| reason.as_ref())
 }
 
 /// Everything known about one service key, registered or not.
 #[derive(Clone, Debug)]
 struct ServiceRecord {
+    /// Derived from the fields below by [`ServiceRecord::refresh`].
     info: ServiceInfo,
-    /// The order key of the register entry the name came from; `None` until registered.
-    named_at: Option<OrderKey>,
-    ban: Option<BanState>,
+    /// Each registrar's latest name for it; empty until registered.
+    names: Words<String>,
+    /// Each registrar's latest ban (`Some(reason)`) or unban (`None`).
+    bans: Words<Option<String>>,
 }
 
 impl ServiceRecord {
@@ -167,26 +207,21 @@ impl ServiceRecord {
                 granted: Credits(0),
                 registered_ms: u64::MAX,
             },
-            named_at: None,
-            ban: None,
+            names: BTreeMap::new(),
+            bans: BTreeMap::new(),
         }
     }
 
-    fn registered(&self) -> Option<&ServiceInfo> {
-        self.named_at.map(|_| &self.info)
+    fn refresh(&mut self) {
+        if let Some((_, name)) = self.names.values().next() {
+            self.info.name.clone_from(name);
+        }
+        self.info.banned = ban_reason(&self.bans).cloned();
     }
-}
 
-/// Record a ban (`Some(reason)`) or unban (`None`) set at `at`, if it is later than the current one.
-fn set_ban(slot: &mut Option<BanState>, at: OrderKey, reason: Option<&String>) -> bool {
-    if slot.as_ref().is_some_and(|b| b.at >= at) {
-        return false;
+    fn registered(&self) -> Option<&ServiceInfo> {
+        (!self.names.is_empty()).then_some(&self.info)
     }
-    *slot = Some(BanState {
-        at,
-        reason: reason.cloned(),
-    });
-    true
 }
 
 /// The registry of one network, built from its registrars' entries. See the module docs for
@@ -196,8 +231,12 @@ pub struct Registry {
     logs: BTreeMap<PublicKey, Log>,
     pending_len: usize,
     services: BTreeMap<PublicKey, ServiceRecord>,
-    /// The latest ban or unban of each worker ever named by one.
-    workers: BTreeMap<PublicKey, Option<BanState>>,
+    /// Each registrar's latest ban or unban of each worker ever named by one.
+    workers: BTreeMap<PublicKey, Words<Option<String>>>,
+    /// Equivocations seen, by `(registrar, seq)`, at most [`MAX_EQUIVOCATIONS`].
+    equivocations: BTreeMap<(PublicKey, u64), Equivocation>,
+    /// Conflicting entries met, counted whether remembered or not.
+    equivocation_count: u64,
 }
 
 impl Registry {
@@ -211,6 +250,8 @@ impl Registry {
             pending_len: 0,
             services: BTreeMap::new(),
             workers: BTreeMap::new(),
+            equivocations: BTreeMap::new(),
+            equivocation_count: 0,
         }
     }
 
@@ -228,6 +269,10 @@ impl Registry {
     /// entry ahead of the next expected number is held (at most [`MAX_PENDING`] over all
     /// registrars) and applied once the gap fills. Returns the ids of the entries newly
     /// applied: the given one and any it released, in order; empty when it was held.
+    ///
+    /// An entry that wins an equivocation (see the module docs) replaces the one it beats and
+    /// returns its own id if that one was applied (empty if it was held); keep it, as it is
+    /// the one every node ends up with.
     pub fn apply(&mut self, entry: Signed<RegistryEntry>) -> Result<Vec<MessageId>, RegistryError> {
         let registrar = entry.payload().registrar;
         let seq = entry.payload().seq;
@@ -236,20 +281,45 @@ impl Registry {
             .get_mut(&registrar)
             .ok_or(RegistryError::UnknownRegistrar { registrar })?;
         let next = log.next();
-        let known = if seq < next {
-            // seq >= 1 is a structural rule of RegistryEntry, checked on decode and sign.
-            usize::try_from(seq - 1)
-                .ok()
-                .and_then(|i| log.applied.get(i))
-        } else {
-            log.pending.get(&seq)
+        // seq >= 1 is a structural rule of RegistryEntry, checked on decode and sign.
+        let applied_at = usize::try_from(seq.saturating_sub(1))
+            .ok()
+            .filter(|_| seq < next);
+        let known = match applied_at {
+            Some(i) => log.applied.get_mut(i),
+            None => log.pending.get_mut(&seq),
         };
         if let Some(known) = known {
-            return Err(if known.id() == entry.id() {
-                RegistryError::Duplicate { registrar, seq }
-            } else {
-                RegistryError::Conflict { registrar, seq }
-            });
+            let (old, new) = (known.id(), entry.id());
+            if old == new {
+                return Err(RegistryError::Duplicate { registrar, seq });
+            }
+            let kept = old.min(new);
+            self.equivocation_count = self.equivocation_count.saturating_add(1);
+            let record = Equivocation {
+                registrar,
+                seq,
+                kept,
+                dropped: old.max(new),
+            };
+            if self.equivocations.len() < MAX_EQUIVOCATIONS
+                || self.equivocations.contains_key(&(registrar, seq))
+            {
+                self.equivocations.insert((registrar, seq), record);
+            }
+            if new > old {
+                return Err(RegistryError::Conflict {
+                    registrar,
+                    seq,
+                    kept,
+                });
+            }
+            *known = entry;
+            if applied_at.is_none() {
+                return Ok(Vec::new());
+            }
+            self.rebuild();
+            return Ok(vec![new]);
         }
         if seq > next {
             if self.pending_len >= MAX_PENDING {
@@ -265,10 +335,11 @@ impl Registry {
         }
         // seq == next: apply it, then everything it unblocks.
         let mut released = vec![entry];
-        let mut want = seq + 1;
-        while let Some(e) = log.pending.remove(&want) {
+        // Numbers come from the network: the last one, u64::MAX, has no successor.
+        let mut want = seq.checked_add(1);
+        while let Some(e) = want.and_then(|w| log.pending.remove(&w)) {
             released.push(e);
-            want += 1;
+            want = want.and_then(|w| w.checked_add(1));
         }
         self.pending_len -= released.len() - 1;
         let mut ids = Vec::with_capacity(released.len());
@@ -280,45 +351,61 @@ impl Registry {
         Ok(ids)
     }
 
+    /// Recompute the derived state from the applied entries (after an equivocation replaced
+    /// an applied entry, whose effect cannot be taken back one by one: grants saturate).
+    fn rebuild(&mut self) {
+        self.services.clear();
+        self.workers.clear();
+        for log in self.logs.values() {
+            for e in &log.applied {
+                Self::effect(&mut self.services, &mut self.workers, e.payload());
+            }
+        }
+    }
+
     /// Fold one entry into the derived state (commutative; see the module docs).
     fn effect(
         services: &mut BTreeMap<PublicKey, ServiceRecord>,
-        workers: &mut BTreeMap<PublicKey, Option<BanState>>,
+        workers: &mut BTreeMap<PublicKey, Words<Option<String>>>,
         e: &RegistryEntry,
     ) {
-        let at = order_key(e);
-        match &e.action {
-            RegistryAction::RegisterService { service, name } => {
-                let rec = services.entry(*service).or_insert_with(ServiceRecord::new);
-                rec.info.registered_ms = rec.info.registered_ms.min(e.created_ms);
-                if rec.named_at.is_none_or(|n| n < at) {
-                    rec.named_at = Some(at);
-                    rec.info.name.clone_from(name);
-                }
-            }
-            RegistryAction::GrantCredits { service, credits } => {
-                let rec = services.entry(*service).or_insert_with(ServiceRecord::new);
-                rec.info.granted = Credits(rec.info.granted.0.saturating_add(credits.0));
-            }
-            RegistryAction::BanService { service, reason } => {
-                let rec = services.entry(*service).or_insert_with(ServiceRecord::new);
-                if set_ban(&mut rec.ban, at, Some(reason)) {
-                    rec.info.banned = Some(reason.clone());
-                }
-            }
-            RegistryAction::UnbanService { service } => {
-                let rec = services.entry(*service).or_insert_with(ServiceRecord::new);
-                if set_ban(&mut rec.ban, at, None) {
-                    rec.info.banned = None;
-                }
+        let (by, seq) = (e.registrar, e.seq);
+        let service = match &e.action {
+            RegistryAction::RegisterService { service, .. }
+            | RegistryAction::GrantCredits { service, .. }
+            | RegistryAction::BanService { service, .. }
+            | RegistryAction::UnbanService { service } => {
+                services.entry(*service).or_insert_with(ServiceRecord::new)
             }
             RegistryAction::BanWorker { worker, reason } => {
-                set_ban(workers.entry(*worker).or_default(), at, Some(reason));
+                say(
+                    workers.entry(*worker).or_default(),
+                    by,
+                    seq,
+                    Some(reason.clone()),
+                );
+                return;
             }
             RegistryAction::UnbanWorker { worker } => {
-                set_ban(workers.entry(*worker).or_default(), at, None);
+                say(workers.entry(*worker).or_default(), by, seq, None);
+                return;
             }
+        };
+        match &e.action {
+            RegistryAction::RegisterService { name, .. } => {
+                service.info.registered_ms = service.info.registered_ms.min(e.created_ms);
+                say(&mut service.names, by, seq, name.clone());
+            }
+            RegistryAction::GrantCredits { credits, .. } => {
+                service.info.granted = Credits(service.info.granted.0.saturating_add(credits.0));
+            }
+            RegistryAction::BanService { reason, .. } => {
+                say(&mut service.bans, by, seq, Some(reason.clone()));
+            }
+            RegistryAction::UnbanService { .. } => say(&mut service.bans, by, seq, None),
+            RegistryAction::BanWorker { .. } | RegistryAction::UnbanWorker { .. } => {}
         }
+        service.refresh();
     }
 
     /// The sequence number `registrar`'s next new entry should carry: one past the highest
@@ -329,7 +416,7 @@ impl Registry {
         self.logs.get(registrar).map_or(0, |log| {
             log.pending
                 .last_key_value()
-                .map_or(log.next(), |(&seq, _)| seq + 1)
+                .map_or(log.next(), |(&seq, _)| seq.saturating_add(1))
         })
     }
 
@@ -369,11 +456,7 @@ impl Registry {
 
     /// Whether the network accepts work from `key`: any key not banned.
     pub fn check_worker(&self, key: &PublicKey) -> Result<(), RegistryError> {
-        match self
-            .workers
-            .get(key)
-            .and_then(|b| b.as_ref()?.reason.as_ref())
-        {
+        match self.workers.get(key).and_then(ban_reason) {
             Some(reason) => Err(RegistryError::BannedWorker {
                 worker: *key,
                 reason: reason.clone(),
@@ -386,7 +469,18 @@ impl Registry {
     pub fn banned_workers(&self) -> impl Iterator<Item = (&PublicKey, &str)> {
         self.workers
             .iter()
-            .filter_map(|(k, b)| b.as_ref()?.reason.as_deref().map(|r| (k, r)))
+            .filter_map(|(k, words)| ban_reason(words).map(|r| (k, r.as_str())))
+    }
+
+    /// The equivocations seen (at most [`MAX_EQUIVOCATIONS`]), by registrar and sequence number.
+    pub fn equivocations(&self) -> impl Iterator<Item = &Equivocation> {
+        self.equivocations.values()
+    }
+
+    /// How many conflicting entries this registry has met (each losing arrival and each
+    /// replacement counts once), remembered or not.
+    pub fn equivocation_count(&self) -> u64 {
+        self.equivocation_count
     }
 
     /// Every applied entry, each registrar's in sequence order (registrars in key order): what
@@ -415,7 +509,9 @@ impl Registry {
 
     /// A digest of the applied entries: blake2b-256 over their ids, sorted by
     /// `(registrar, seq)`. Nodes that hold the same entries have the same digest (and, by the
-    /// convergence rule, the same registry), so peers can compare registries cheaply.
+    /// convergence rule, the same registry), so peers can compare registries cheaply. Where a
+    /// registrar equivocated, only the winner counts, so the digest is a function of the set
+    /// of entries received, whatever their order.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Blake2b::<U32>::new();
         h.update(b"dpow/1/registry-digest\0");

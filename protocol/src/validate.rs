@@ -605,20 +605,26 @@ impl Validator {
         Ok(signed)
     }
 
-    /// Check a gossiped registry entry: the envelope, and that its signer is one of the
-    /// network's registrars. Applying it (ordering, duplicates) is [`Registry::apply`]'s job.
+    /// Check a gossiped registry entry: the envelope, that its signer is one of the
+    /// network's registrars, and that it is not dated beyond the clock skew after `now_ms`
+    /// (order never follows dates, but a date from the future is a lie every node can see).
+    /// Applying it (ordering, duplicates, equivocations) is [`Registry::apply`]'s job.
     pub fn check_registry(
         &self,
         bytes: &[u8],
         registry: &Registry,
+        now_ms: u64,
     ) -> Result<Signed<RegistryEntry>, Rejected> {
         let signed = Signed::<RegistryEntry>::decode(bytes)?;
-        let registrar = signed.payload().registrar;
-        if !registry.is_registrar(&registrar) {
+        let e = signed.payload();
+        if !registry.is_registrar(&e.registrar) {
             return Err(registry_rejection(RegistryError::UnknownRegistrar {
-                registrar,
+                registrar: e.registrar,
             }));
         }
+        self.config
+            .time
+            .not_in_future(MessageKind::Registry, e.created_ms, now_ms)?;
         Ok(signed)
     }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use dpow_keys::{PublicKey, SecretKey};
-use dpow_protocol::registry::{MAX_PENDING, Registry, RegistryError, ServiceInfo};
+use dpow_protocol::registry::{Equivocation, MAX_PENDING, Registry, RegistryError, ServiceInfo};
 use dpow_protocol::{Credits, RegistryAction, RegistryEntry, Signed};
 use dpow_testkit::builders::{self, entry, grant, key, register};
 use proptest::prelude::*;
@@ -99,17 +99,10 @@ fn out_of_order_entries_wait_for_the_gap() {
     assert_eq!(r.missing(&reg.public()), Some(1..2));
     assert_eq!(r.next_seq(&reg.public()), 6);
 
-    // A pending entry seen again is a duplicate, a different one with its number a conflict.
+    // A pending entry seen again is a duplicate.
     assert_eq!(
         r.apply(e3.clone()),
         Err(RegistryError::Duplicate {
-            registrar: reg.public(),
-            seq: 3
-        })
-    );
-    assert_eq!(
-        r.apply(entry(&reg, 3, 3, grant(&svc, 8))),
-        Err(RegistryError::Conflict {
             registrar: reg.public(),
             seq: 3
         })
@@ -143,23 +136,107 @@ fn out_of_order_entries_wait_for_the_gap() {
     assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
 }
 
+/// Two different entries `seq` of `reg`, the first with the smaller id.
+fn equivocating_pair(
+    reg: &SecretKey,
+    seq: u64,
+    a: RegistryAction,
+    b: RegistryAction,
+) -> (Signed<RegistryEntry>, Signed<RegistryEntry>) {
+    let (x, y) = (entry(reg, seq, seq, a), entry(reg, seq, seq, b));
+    if x.id() < y.id() { (x, y) } else { (y, x) }
+}
+
 #[test]
-fn applied_duplicates_and_conflicts_keep_the_first() {
+fn an_equivocation_keeps_the_smaller_id_whichever_arrives_first() {
     let (reg, svc) = (key(1), key(10));
-    let mut r = Registry::new([reg.public()]);
-    let first = entry(&reg, 1, 1, register(&svc, "first"));
-    r.apply(first.clone()).expect("apply");
-    let digest = r.digest();
-    let e = r.apply(first).expect_err("again");
-    assert!(matches!(e, RegistryError::Duplicate { seq: 1, .. }), "{e}");
-    let e = r
-        .apply(entry(&reg, 1, 1, register(&svc, "second")))
-        .expect_err("equivocation");
-    assert!(matches!(e, RegistryError::Conflict { seq: 1, .. }), "{e}");
+    let (small, large) =
+        equivocating_pair(&reg, 1, register(&svc, "first"), register(&svc, "second"));
+    let winner_name = match &small.payload().action {
+        RegistryAction::RegisterService { name, .. } => name.clone(),
+        _ => unreachable!("both register"),
+    };
+    // The smaller id first: the larger is refused as a conflict.
+    let mut r1 = Registry::new([reg.public()]);
+    r1.apply(small.clone()).expect("apply");
+    let e = r1.apply(large.clone()).expect_err("equivocation");
+    assert_eq!(
+        e,
+        RegistryError::Conflict {
+            registrar: reg.public(),
+            seq: 1,
+            kept: small.id()
+        }
+    );
     assert!(e.to_string().contains("two different entries"), "{e}");
-    assert_eq!(r.digest(), digest);
-    assert_eq!(r.len(), 1);
-    assert_eq!(r.service(&svc.public()).expect("registered").name, "first");
+    assert!(matches!(
+        r1.apply(small.clone()),
+        Err(RegistryError::Duplicate { seq: 1, .. })
+    ));
+    // The larger id first: the smaller replaces it and the state is recomputed.
+    let mut r2 = Registry::new([reg.public()]);
+    r2.apply(large.clone()).expect("apply");
+    assert_eq!(r2.apply(small.clone()).expect("wins"), vec![small.id()]);
+    for r in [&r1, &r2] {
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.entries(), vec![small.clone()]);
+        assert_eq!(
+            r.service(&svc.public()).expect("registered").name,
+            winner_name
+        );
+        assert_eq!(r.equivocation_count(), 1);
+        assert_eq!(
+            r.equivocations().copied().collect::<Vec<_>>(),
+            vec![Equivocation {
+                registrar: reg.public(),
+                seq: 1,
+                kept: small.id(),
+                dropped: large.id(),
+            }]
+        );
+    }
+    assert_eq!(r1.digest(), r2.digest());
+    // The loser arriving again is refused again.
+    assert!(matches!(
+        r2.apply(large),
+        Err(RegistryError::Conflict { seq: 1, .. })
+    ));
+}
+
+#[test]
+fn an_equivocation_replacing_an_applied_grant_recomputes_the_credits() {
+    let (reg, svc) = (key(1), key(10));
+    let (small, large) = equivocating_pair(&reg, 2, grant(&svc, 5), grant(&svc, 700));
+    let granted = |e: &Signed<RegistryEntry>| match &e.payload().action {
+        RegistryAction::GrantCredits { credits, .. } => credits.0,
+        _ => unreachable!("both grant"),
+    };
+    let mut r = Registry::new([reg.public()]);
+    r.apply(entry(&reg, 1, 1, register(&svc, "s")))
+        .expect("register");
+    r.apply(large.clone()).expect("grant");
+    r.apply(entry(&reg, 3, 3, grant(&svc, u64::MAX)))
+        .expect("saturating grant");
+    r.apply(small.clone()).expect("the smaller id wins");
+    let seqs: Vec<u64> = r.entries().iter().map(|e| e.payload().seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(r.entries()[1], small);
+    assert_eq!(
+        r.service(&svc.public()).expect("registered").granted,
+        Credits(u64::MAX)
+    );
+    // Without the saturating grant the sum shows which entry counts.
+    let mut r = Registry::new([reg.public()]);
+    r.apply(large.clone()).expect("held");
+    r.apply(small.clone()).expect("replaces the held one");
+    assert_eq!(r.pending_len(), 1);
+    r.apply(entry(&reg, 1, 1, register(&svc, "s")))
+        .expect("fills the gap");
+    assert_eq!(
+        r.service(&svc.public()).expect("registered").granted,
+        Credits(granted(&small))
+    );
+    assert_eq!(r.equivocation_count(), 1);
 }
 
 #[test]
@@ -225,42 +302,49 @@ fn grants_and_bans_before_registration_count() {
 }
 
 #[test]
-fn latest_decision_wins_across_registrars() {
+fn dates_decide_nothing_and_a_ban_holds_until_its_registrar_lifts_it() {
     let (a, b, svc, wrk) = (key(1), key(2), key(10), key(20));
-    // Registrar a bans at t=10, registrar b unbans at t=5 but its entry arrives last: banned.
-    let ban_late = entry(&a, 1, 10, ban(&svc, "late ban"));
-    let unban_early = entry(&b, 1, 5, unban(&svc));
-    let reg_a = entry(&a, 2, 1, register(&svc, "a's name"));
-    let reg_b = entry(&b, 2, 2, register(&svc, "b's name"));
-    // Same instant: the larger registrar key wins the tie.
-    let ban_w = entry(
-        &a,
-        3,
-        50,
-        RegistryAction::BanWorker {
-            worker: wrk.public(),
-            reason: "fake work".to_string(),
-        },
-    );
-    let unban_w = entry(
-        &b,
-        3,
-        50,
-        RegistryAction::UnbanWorker {
-            worker: wrk.public(),
-        },
-    );
+    let (lo, hi) = if a.public() < b.public() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let ban_w = |reason: &str| RegistryAction::BanWorker {
+        worker: wrk.public(),
+        reason: reason.to_string(),
+    };
+    let unban_w = RegistryAction::UnbanWorker {
+        worker: wrk.public(),
+    };
     let mut r = Registry::new([a.public(), b.public()]);
-    for e in [ban_late, unban_early, reg_b, reg_a, unban_w, ban_w] {
-        r.apply(e).expect("apply");
-    }
+    // `hi` bans, then `lo` unbans dated far later: another registrar cannot lift the ban.
+    r.apply(entry(hi, 1, 10, ban(&svc, "hi's ban")))
+        .expect("ban");
+    r.apply(entry(lo, 1, u64::MAX, unban(&svc))).expect("unban");
+    r.apply(entry(hi, 2, 1, register(&svc, "hi's name")))
+        .expect("register");
+    r.apply(entry(lo, 2, 2, register(&svc, "lo's name")))
+        .expect("register");
     let info = r.service(&svc.public()).expect("registered");
-    assert_eq!(info.banned.as_deref(), Some("late ban"));
-    assert_eq!(info.name, "b's name");
+    assert_eq!(info.banned.as_deref(), Some("hi's ban"));
+    // The name is the smaller key's; the date shown the smallest claimed.
+    assert_eq!(info.name, "lo's name");
     assert_eq!(info.registered_ms, 1);
-    let worker_banned = a.public() > b.public();
-    assert_eq!(r.check_worker(&wrk.public()).is_err(), worker_banned);
-    assert_eq!(r.banned_workers().count(), usize::from(worker_banned));
+    // `hi` lifts its ban with an entry dated before the ban: its later seq wins.
+    r.apply(entry(hi, 3, 0, unban(&svc))).expect("unban");
+    r.check_service(&svc.public()).expect("served");
+    // Both ban the worker; the reason shown is the smaller key's.
+    r.apply(entry(hi, 4, 50, ban_w("hi says"))).expect("ban");
+    r.apply(entry(lo, 3, 50, ban_w("lo says"))).expect("ban");
+    let e = r.check_worker(&wrk.public()).expect_err("banned");
+    assert!(e.to_string().contains("lo says"), "{e}");
+    // One lifts its own: still banned by the other, now with its reason.
+    r.apply(entry(lo, 4, 0, unban_w.clone())).expect("unban");
+    let e = r.check_worker(&wrk.public()).expect_err("banned");
+    assert!(e.to_string().contains("hi says"), "{e}");
+    r.apply(entry(hi, 5, 0, unban_w)).expect("unban");
+    r.check_worker(&wrk.public()).expect("both lifted");
+    assert_eq!(r.banned_workers().count(), 0);
     r.check_worker(&key(21).public())
         .expect("unknown workers may work");
 }
@@ -382,45 +466,62 @@ fn answers(r: &Registry) -> Answers {
     }
 }
 
+/// Per subject, each registrar's latest word by seq; combined as the module docs say.
 fn model(applied: &[RegistryEntry]) -> Answers {
     let mut sorted: Vec<&RegistryEntry> = applied.iter().collect();
-    sorted.sort_by_key(|e| (e.created_ms, e.registrar, e.seq));
-    let mut registered: BTreeMap<PublicKey, ServiceInfo> = BTreeMap::new();
+    sorted.sort_by_key(|e| (e.registrar, e.seq));
+    type Words<T> = BTreeMap<PublicKey, BTreeMap<PublicKey, T>>;
+    let mut names: Words<String> = BTreeMap::new();
+    let mut since: BTreeMap<PublicKey, u64> = BTreeMap::new();
     let mut granted: BTreeMap<PublicKey, u64> = BTreeMap::new();
-    let mut banned: BTreeMap<PublicKey, Option<String>> = BTreeMap::new();
-    let mut workers: BTreeMap<PublicKey, Option<String>> = BTreeMap::new();
+    let mut bans: Words<Option<String>> = BTreeMap::new();
+    let mut workers: Words<Option<String>> = BTreeMap::new();
     for e in sorted {
+        let by = e.registrar;
         match &e.action {
             RegistryAction::RegisterService { service, name } => {
-                let info = registered.entry(*service).or_insert(ServiceInfo {
-                    name: String::new(),
-                    banned: None,
-                    granted: Credits(0),
-                    registered_ms: e.created_ms,
-                });
-                info.name = name.clone();
+                names.entry(*service).or_default().insert(by, name.clone());
+                let t = since.entry(*service).or_insert(u64::MAX);
+                *t = (*t).min(e.created_ms);
             }
             RegistryAction::GrantCredits { service, credits } => {
-                *granted.entry(*service).or_default() += credits.0;
+                let g = granted.entry(*service).or_default();
+                *g = g.saturating_add(credits.0);
             }
             RegistryAction::BanService { service, reason } => {
-                banned.insert(*service, Some(reason.clone()));
+                bans.entry(*service)
+                    .or_default()
+                    .insert(by, Some(reason.clone()));
             }
             RegistryAction::UnbanService { service } => {
-                banned.insert(*service, None);
+                bans.entry(*service).or_default().insert(by, None);
             }
             RegistryAction::BanWorker { worker, reason } => {
-                workers.insert(*worker, Some(reason.clone()));
+                workers
+                    .entry(*worker)
+                    .or_default()
+                    .insert(by, Some(reason.clone()));
             }
             RegistryAction::UnbanWorker { worker } => {
-                workers.insert(*worker, None);
+                workers.entry(*worker).or_default().insert(by, None);
             }
         }
     }
-    for (k, info) in registered.iter_mut() {
-        info.granted = Credits(granted.get(k).copied().unwrap_or(0));
-        info.banned = banned.get(k).cloned().flatten();
-    }
+    let banned = |words: Option<&BTreeMap<PublicKey, Option<String>>>| {
+        words.and_then(|w| w.values().flatten().next().cloned())
+    };
+    let registered: BTreeMap<PublicKey, ServiceInfo> = names
+        .iter()
+        .map(|(k, by)| {
+            let info = ServiceInfo {
+                name: by.values().next().cloned().unwrap_or_default(),
+                banned: banned(bans.get(k)),
+                granted: Credits(granted.get(k).copied().unwrap_or(0)),
+                registered_ms: since[k],
+            };
+            (*k, info)
+        })
+        .collect();
     let checks = (0..POOL)
         .map(|i| {
             let k = pool_key(i).public();
@@ -435,7 +536,7 @@ fn model(applied: &[RegistryEntry]) -> Answers {
                 }),
                 Some(_) => Ok(()),
             };
-            let worker = match workers.get(&k).cloned().flatten() {
+            let worker = match banned(workers.get(&k)) {
                 Some(reason) => Err(RegistryError::BannedWorker { worker: k, reason }),
                 None => Ok(()),
             };
@@ -446,8 +547,8 @@ fn model(applied: &[RegistryEntry]) -> Answers {
         services: registered.into_iter().collect(),
         checks,
         banned_workers: workers
-            .into_iter()
-            .filter_map(|(k, r)| r.map(|r| (k, r)))
+            .keys()
+            .filter_map(|k| banned(workers.get(k)).map(|r| (*k, r)))
             .collect(),
         len: applied.len(),
     }
@@ -466,34 +567,52 @@ fn shuffle<T>(v: &mut [T], mut seed: u64) {
 }
 
 prop_compose! {
-    /// Each registrar's log: (action kind, target, number, created_ms, delivered?) per seq.
+    /// Each registrar's log: per seq (action kind, target, number, created_ms, delivered?,
+    /// an equivocating twin (kind, number) delivered too?).
     fn logs()(n in 2usize..=3)
         (logs in prop::collection::vec(
-            prop::collection::vec((0u8..6, 0u8..POOL, any::<u64>(), 0u64..8, prop::bool::weighted(0.85)), 0..10),
-            n)) -> Vec<Vec<(u8, u8, u64, u64, bool)>> {
+            prop::collection::vec(
+                (0u8..6, 0u8..POOL, any::<u64>(), any::<u64>(), prop::bool::weighted(0.85),
+                 prop::option::weighted(0.2, (0u8..6, any::<u64>()))),
+                0..10),
+            n)) -> Vec<Vec<Slot>> {
         logs
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+type Slot = (u8, u8, u64, u64, bool, Option<(u8, u64)>);
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Entries in any order, some equivocated (both versions delivered), dated anyhow: every
+    /// node reaches one state and one digest, the model's, and sees every equivocation.
     #[test]
     fn nodes_converge_whatever_the_order(logs in logs(), seeds in prop::collection::vec(any::<u64>(), 4)) {
         let registrars: Vec<SecretKey> = (0..logs.len() as u8).map(|i| key(1 + i)).collect();
         let mut delivered = Vec::new();
         let mut applied = Vec::new();
+        let mut both = 0u64;
+        let mut held = 0usize;
         for (reg, log) in registrars.iter().zip(&logs) {
             let mut gap = false;
-            for (i, &(kind, target, n, created, arrives)) in log.iter().enumerate() {
-                let e = entry(reg, i as u64 + 1, created, action(kind, target, n));
-                gap |= !arrives;
-                if !gap {
-                    applied.push(e.payload().clone());
-                }
+            for (i, &(kind, target, n, created, arrives, twin)) in log.iter().enumerate() {
+                let seq = i as u64 + 1;
+                let mut versions = Vec::new();
                 if arrives {
-                    delivered.push(e);
+                    versions.push(entry(reg, seq, created, action(kind, target, n)));
                 }
+                if let Some((tk, tn)) = twin {
+                    versions.push(entry(reg, seq, created ^ 1, action(tk, target, tn)));
+                }
+                both += u64::from(versions.len() == 2);
+                let winner = versions.iter().min_by_key(|e| e.id()).cloned();
+                match winner {
+                    Some(w) if !gap => applied.push(w.payload().clone()),
+                    Some(_) => held += 1,
+                    None => gap = true,
+                }
+                delivered.extend(versions);
             }
         }
         let expected = model(&applied);
@@ -502,11 +621,20 @@ proptest! {
             let mut order = delivered.clone();
             shuffle(&mut order, seed);
             let mut r = Registry::new(registrars.iter().map(SecretKey::public));
+            let mut conflicts = 0u64;
             for e in order {
-                r.apply(e).expect("no duplicates or conflicts in one delivery");
+                match r.apply(e) {
+                    Ok(_) => {}
+                    Err(RegistryError::Conflict { .. }) => conflicts += 1,
+                    Err(e) => prop_assert!(false, "unexpected refusal: {e}"),
+                }
             }
             prop_assert_eq!(&answers(&r), &expected);
-            prop_assert_eq!(r.pending_len(), delivered.len() - applied.len());
+            prop_assert_eq!(r.pending_len(), held);
+            // Each slot delivered twice is one equivocation, seen whichever came first.
+            prop_assert_eq!(r.equivocation_count(), both);
+            prop_assert!(conflicts <= both);
+            prop_assert_eq!(r.equivocations().count() as u64, both);
             // A late joiner fed this node's entries reaches the same state.
             let mut late = Registry::new(registrars.iter().map(SecretKey::public));
             for e in r.entries() {
@@ -518,4 +646,17 @@ proptest! {
         }
         prop_assert!(digests.windows(2).all(|w| w[0] == w[1]));
     }
+}
+
+#[test]
+fn the_largest_sequence_number_does_not_overflow() {
+    let (reg, svc) = (key(1), key(10));
+    let mut r = Registry::new([reg.public()]);
+    let last = entry(&reg, u64::MAX, 1, grant(&svc, 1));
+    assert_eq!(r.apply(last).expect("held"), vec![]);
+    assert_eq!(r.next_seq(&reg.public()), u64::MAX);
+    assert_eq!(r.missing(&reg.public()), Some(1..u64::MAX));
+    r.apply(entry(&reg, 1, 1, register(&svc, "s")))
+        .expect("apply");
+    assert_eq!((r.len(), r.pending_len()), (1, 1));
 }

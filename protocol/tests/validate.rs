@@ -371,20 +371,37 @@ fn every_reason_comes_from_a_real_message() {
     };
     let e = registry_entry(&n.registrar, 5, action.clone());
     let checked = v
-        .check_registry(e.bytes(), reg)
+        .check_registry(e.bytes(), reg, NOW)
         .expect("a registrar's entry");
     assert_eq!(checked.id(), e.id());
     let stranger = registry_entry(&key(98), 1, action);
     expect(
         &mut seen,
-        v.check_registry(stranger.bytes(), reg),
+        v.check_registry(stranger.bytes(), reg, NOW),
         RejectReason::UnknownRegistrar,
     );
     expect(
         &mut seen,
-        v.check_registry(&forge(&e, &key(98)), reg),
+        v.check_registry(&forge(&e, &key(98)), reg, NOW),
         RejectReason::BadSignature,
     );
+    // Dated past the clock skew: refused now, accepted once the clock gets there.
+    let skew = v.config().time.max_skew_ms;
+    let ahead = builders::entry(
+        &n.registrar,
+        5,
+        NOW + skew + 1,
+        RegistryAction::UnbanService {
+            service: n.unregistered.public(),
+        },
+    );
+    expect(
+        &mut seen,
+        v.check_registry(ahead.bytes(), reg, NOW),
+        RejectReason::NotYetValid,
+    );
+    v.check_registry(ahead.bytes(), reg, NOW + 1)
+        .expect("within the skew a moment later");
 
     // A result for an answered request, refused on its bytes.
     let req = request(&n.service, 40);

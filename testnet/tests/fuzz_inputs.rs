@@ -103,7 +103,8 @@ fn the_fixture_messages_are_valid() {
     v.check_checkpoint(f.checkpoint.bytes(), reg, NOW)
         .expect("checkpoint");
     for e in &f.entries {
-        v.check_registry(e.bytes(), reg).expect("registry entry");
+        v.check_registry(e.bytes(), reg, NOW)
+            .expect("registry entry");
     }
     assert_eq!(reg.len(), f.entries.len());
 }

@@ -197,7 +197,7 @@ async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_s
     assert_ne!(tampered, text, "the work is stored as a hex string");
     let root: dpow_protocol::Root = hash(30).parse().expect("root");
     store
-        .precache_put(&root.0, tampered.as_bytes(), None)
+        .precache_put(&root.0, tampered.as_bytes(), &[])
         .expect("write");
     let third = serve(svc.clone(), config(profile.clone(), false, &store)).await;
     let (_, v) = third

@@ -10,6 +10,7 @@ mod keys;
 mod ledger;
 mod node;
 mod registry;
+mod registry_seq;
 mod request;
 mod status;
 mod work;

@@ -125,6 +125,10 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
         Some(s) => Some(s.parse().with_context(|| format!("--http {s:?}"))?),
         None => Some(crate::config::DEFAULT_HTTP.parse()?),
     };
+    let stats_token = match http {
+        Some(addr) => crate::http::stats_token(addr, a.http_token.as_deref(), a.public_stats)?,
+        None => None,
+    };
     let gateway = if a.role.contains(&Role::Service) {
         let Some(p) = &a.service_key else {
             bail!("the service role needs --service-key");
@@ -200,6 +204,7 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let http = http.map(|addr| (addr, stats_token));
     runtime.block_on(serve(
         config, http, gateway, websocket, browser, roles, &key_path, out,
     ))
@@ -245,7 +250,7 @@ fn open_store(
 #[allow(clippy::too_many_arguments)] // the parsed pieces of the command line, passed once
 async fn serve(
     config: NodeConfig,
-    http: Option<SocketAddr>,
+    http: Option<(SocketAddr, Option<String>)>,
     gateway: Option<GatewayConfig>,
     websocket: Option<String>,
     browser: Option<crate::browser::BrowserConfig>,
@@ -259,8 +264,11 @@ async fn serve(
     let addrs = node.listen_addrs(Duration::from_secs(10)).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_url = match http {
-        Some(addr) => {
+        Some((addr, stats_token)) => {
             let mut app = crate::http::router(node.stats_reader());
+            if let Some(token) = stats_token {
+                app = crate::http::behind_token(app, token);
+            }
             if let Some(g) = gateway {
                 let gw = Gateway::new(node.clone(), g);
                 if let Some(url) = websocket.clone() {

@@ -11,6 +11,7 @@ use dpow_protocol::{Credits, RegistryAction};
 use serde_json::json;
 
 use super::client::ClientArgs;
+use super::registry_seq::{self, SeqFile};
 use crate::output::Output;
 
 /// `dpow registry ...`
@@ -22,6 +23,12 @@ pub struct RegistryArgs {
     /// How to reach the network.
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Sign even when the network holds newer entries of this key than its sequence file
+    /// (`KEY.seq`, beside the key file) records, taking the network's count: only when you
+    /// know why (the file was lost or restored from an old backup), never while another
+    /// machine signs with the key.
+    #[arg(long, global = true)]
+    pub adopt_network_seq: bool,
 }
 
 /// The registry actions.
@@ -170,15 +177,50 @@ async fn run_async(a: RegistryArgs, out: Output) -> anyhow::Result<ExitCode> {
         },
     };
     let registrar = keyfile::read(&key_path)?;
+    let network = crate::genesis::Genesis::load(&a.client.genesis)?.network;
+    let seq_path = registry_seq::path_for(&key_path);
+    let mut seq_file = SeqFile::load(&seq_path)?;
     let what = describe(&action);
     let node = a.client.connect(None).await?;
-    let seq = node.registry(action, registrar.clone()).await?;
+    let on_network = node
+        .registry_entries()
+        .await?
+        .iter()
+        .map(|e| e.payload())
+        .filter(|p| p.registrar == registrar.public())
+        .map(|p| p.seq)
+        .max()
+        .unwrap_or(0);
+    let next = match registry_seq::choose(
+        seq_file.networks.get(&network).copied(),
+        on_network,
+        a.adopt_network_seq,
+        &seq_path,
+    ) {
+        Ok(next) => next,
+        Err(e) => {
+            node.shutdown().await?;
+            return Err(e.into());
+        }
+    };
+    if let Some(note) = &next.note {
+        tracing::warn!("{note}");
+    }
+    let seq = node
+        .registry_at(action, registrar.clone(), next.seq)
+        .await?;
+    seq_file.record(&seq_path, &network, seq)?;
     // Give gossip a moment to carry it before this short-lived node leaves.
     tokio::time::sleep(Duration::from_millis(300)).await;
     node.shutdown().await?;
     out.emit(
         &format!("published entry #{seq}: {what}"),
-        &json!({ "registrar": registrar.public().to_string(), "seq": seq, "action": what }),
+        &json!({
+            "registrar": registrar.public().to_string(),
+            "seq": seq,
+            "action": what,
+            "note": next.note,
+        }),
     )?;
     Ok(ExitCode::SUCCESS)
 }

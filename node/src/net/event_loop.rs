@@ -259,7 +259,7 @@ impl EventLoop {
             // The registry as this node last knew it, each entry verified again.
             let mut loaded = 0usize;
             for bytes in s.registry_entries()? {
-                match validator.check_registry(&bytes, &registry) {
+                match validator.check_registry(&bytes, &registry, now_ms()) {
                     Ok(e) => loaded += registry.apply(e).map(|a| a.len()).unwrap_or(0),
                     Err(e) => tracing::warn!("stored registry entry skipped: {e}"),
                 }
@@ -524,7 +524,7 @@ impl EventLoop {
             w.own.set_standing(mine);
         }
         let live = self.live_statuses(now);
-        let network_rate: u64 = live.iter().map(|s| s.payload().hash_rate).sum();
+        let network_rate = super::stats::summed_rate(live.iter().map(|s| s.payload().hash_rate));
         let (live_workers, proven_workers) = match &self.worker {
             Some(w) => (w.flow.live_workers(now), w.flow.proven_workers(now)),
             None => (live.len(), 0),
@@ -888,7 +888,7 @@ impl EventLoop {
                 self.stats().accept("worker-status");
             }
             Topic::Registry => {
-                let e = self.validator.check_registry(data, &self.registry)?;
+                let e = self.validator.check_registry(data, &self.registry, now)?;
                 self.on_registry(e)?;
                 self.stats().accept("registry");
             }
@@ -1010,8 +1010,21 @@ impl EventLoop {
 
     fn on_registry(&mut self, e: Signed<RegistryEntry>) -> Result<(), Rejected> {
         let (registrar, seq, bytes) = (e.payload().registrar, e.payload().seq, e.bytes().to_vec());
-        match self.registry.apply(e) {
+        let equivocations = self.registry.equivocation_count();
+        let outcome = self.registry.apply(e);
+        if self.registry.equivocation_count() > equivocations {
+            self.stats().registry_equivocations = self.registry.equivocation_count();
+        }
+        match outcome {
             Ok(applied) => {
+                if self.registry.equivocation_count() > equivocations {
+                    // It beat an entry with its number: keep it in place of the other.
+                    tracing::warn!(
+                        %registrar,
+                        seq,
+                        "registrar equivocation: two entries with one number; keeping the one with the smaller id"
+                    );
+                }
                 self.store_registry_entry(&registrar, seq, &bytes);
                 tracing::info!(
                     applied = applied.len(),
@@ -1427,8 +1440,13 @@ impl EventLoop {
                 }
                 let _ = reply.send(ids.len());
             }
-            Command::Registry { action, key, reply } => {
-                let _ = reply.send(self.sign_registry(action, &key));
+            Command::Registry {
+                action,
+                key,
+                seq,
+                reply,
+            } => {
+                let _ = reply.send(self.sign_registry(action, &key, seq));
             }
             Command::RegistryEntries { reply } => {
                 let _ = reply.send(self.registry.entries());
@@ -1472,6 +1490,7 @@ impl EventLoop {
         &mut self,
         action: dpow_protocol::RegistryAction,
         key: &SecretKey,
+        want: Option<u64>,
     ) -> anyhow::Result<u64> {
         let registrar = key.public();
         if !self.registry.is_registrar(&registrar) {
@@ -1481,7 +1500,15 @@ impl EventLoop {
                 self.genesis.network
             );
         }
-        let seq = self.registry.next_seq(&registrar);
+        let next = self.registry.next_seq(&registrar);
+        let seq = match want {
+            None => next,
+            Some(seq) if seq < next => anyhow::bail!(
+                "entry #{} of registrar {registrar} is already on the network: another machine may be signing with this key",
+                next - 1
+            ),
+            Some(seq) => seq,
+        };
         let entry = RegistryEntry {
             registrar,
             seq,
@@ -1577,7 +1604,7 @@ impl EventLoop {
                 for b in registry.iter().take(MAX_SYNC_ITEMS) {
                     match self
                         .validator
-                        .check_registry(&b.0, &self.registry)
+                        .check_registry(&b.0, &self.registry, now)
                         .and_then(|e| self.on_registry(e))
                     {
                         Ok(()) => ok += 1,

@@ -221,6 +221,8 @@ enum Command {
     Registry {
         action: RegistryAction,
         key: SecretKey,
+        /// The sequence number to sign (`None`: the next this node expects).
+        seq: Option<u64>,
         reply: oneshot::Sender<anyhow::Result<u64>>,
     },
     Ledger {
@@ -306,6 +308,16 @@ impl NodeHandle {
         StatsReader(self.stats.clone())
     }
 
+    /// Record the work API's precache figures in the statistics (the gateway calls it).
+    pub fn set_precache_stats(&self, entries: usize, evicted: u64) {
+        let mut s = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.precached = entries;
+        s.precache_evicted = evicted;
+    }
+
     /// A copy of the node's statistics.
     pub fn stats(&self) -> NodeStats {
         self.stats
@@ -370,9 +382,36 @@ impl NodeHandle {
     /// Sign a registry entry with a registrar key (next sequence number), apply and publish it.
     /// Returns the entry's sequence number.
     pub async fn registry(&self, action: RegistryAction, key: SecretKey) -> anyhow::Result<u64> {
+        self.sign_registry(action, key, None).await
+    }
+
+    /// As [`NodeHandle::registry`], numbered `seq`: refused if this node already holds an
+    /// entry of the key numbered `seq` or later. A number past the next this node expects is
+    /// signed and published anyway; the entry waits behind the gap (here and on peers) until
+    /// the missing ones arrive.
+    pub async fn registry_at(
+        &self,
+        action: RegistryAction,
+        key: SecretKey,
+        seq: u64,
+    ) -> anyhow::Result<u64> {
+        self.sign_registry(action, key, Some(seq)).await
+    }
+
+    async fn sign_registry(
+        &self,
+        action: RegistryAction,
+        key: SecretKey,
+        seq: Option<u64>,
+    ) -> anyhow::Result<u64> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Registry { action, key, reply })
+            .send(Command::Registry {
+                action,
+                key,
+                seq,
+                reply,
+            })
             .await
             .map_err(|_| anyhow::anyhow!("the node stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))?

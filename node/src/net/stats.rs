@@ -26,7 +26,14 @@ const MIN_RATE_JOB: Duration = Duration::from_millis(50);
 const BIG_LEDGER: usize = 50_000;
 const BIG_LEDGER_REFRESH: Duration = Duration::from_secs(5);
 
-/// Counters and gauges of one node. Cloned out as a snapshot; the event loop is the only writer.
+/// The sum of hash rates workers announce (their own claim, any `u64`): saturates at
+/// `u64::MAX` where a plain sum would overflow.
+pub(crate) fn summed_rate(rates: impl IntoIterator<Item = u64>) -> u64 {
+    rates.into_iter().fold(0, u64::saturating_add)
+}
+
+/// Counters and gauges of one node. Cloned out as a snapshot; the event loop is the only writer
+/// but for the work API's precache figures, which the gateway sets.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct NodeStats {
     /// This node's libp2p peer id.
@@ -46,6 +53,14 @@ pub struct NodeStats {
     pub registry_entries: usize,
     /// Services registered.
     pub services: usize,
+    /// Service side: precached works held by the work API (at most
+    /// [`crate::gateway::MAX_PRECACHED`]).
+    pub precached: usize,
+    /// Service side: precached works evicted, oldest first, to stay within that bound.
+    pub precache_evicted: u64,
+    /// Registry entries met that conflict with another of the same registrar and number (an
+    /// equivocating registrar; every node keeps the smaller id, see `protocol::registry`).
+    pub registry_equivocations: u64,
     /// Gossip messages accepted (and so forwarded), by kind.
     pub accepted: BTreeMap<String, u64>,
     /// Gossip messages rejected or ignored, by reason; never forwarded.
@@ -498,6 +513,14 @@ impl OwnTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announced_rates_sum_without_overflow() {
+        assert_eq!(summed_rate([]), 0);
+        assert_eq!(summed_rate([3, 4]), 7);
+        // Two workers announcing the largest rate a status can carry.
+        assert_eq!(summed_rate([u64::MAX, u64::MAX, 1]), u64::MAX);
+    }
 
     struct One;
 

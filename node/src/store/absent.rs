@@ -103,7 +103,7 @@ impl Store {
         &self,
         _root: &[u8; 32],
         _line: &[u8],
-        _replaced: Option<&[u8; 32]>,
+        _replaced: &[[u8; 32]],
     ) -> Result<(), StoreError> {
         match *self {}
     }

@@ -376,17 +376,17 @@ impl Store {
         self.values(CF_REGISTRY)
     }
 
-    /// Store (or replace) a precache line under its root and delete the line it `replaces`
-    /// (an account's previous frontier), in one synced write.
+    /// Store (or replace) a precache line under its root and delete the lines it `replaces`
+    /// (an account's previous frontier, the oldest evicted for room), in one synced write.
     pub fn precache_put(
         &self,
         root: &[u8; 32],
         line: &[u8],
-        replaces: Option<&[u8; 32]>,
+        replaces: &[[u8; 32]],
     ) -> Result<(), StoreError> {
         let cf = self.cf(CF_PRECACHE);
         let mut b = WriteBatch::default();
-        if let Some(old) = replaces {
+        for old in replaces {
             b.delete_cf(cf, old);
         }
         b.put_cf(cf, root, line);
@@ -472,11 +472,11 @@ mod tests {
             s.kad_put(b"k1", &rec).unwrap();
             s.kad_put(b"k2", &rec).unwrap();
             s.kad_remove(b"k2").unwrap();
-            s.precache_put(&[7; 32], b"line", None).unwrap();
+            s.precache_put(&[7; 32], b"line", &[]).unwrap();
             s.registry_put(&[1; 32], 2, b"second").unwrap();
             s.registry_put(&[1; 32], 1, b"first").unwrap();
-            s.precache_put(&[8; 32], b"gone", None).unwrap();
-            s.precache_put(&[9; 32], b"next", Some(&[8; 32])).unwrap();
+            s.precache_put(&[8; 32], b"gone", &[]).unwrap();
+            s.precache_put(&[9; 32], b"next", &[[8; 32]]).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.kad_get(b"k1").unwrap(), Some(rec.clone()));

@@ -250,15 +250,21 @@ pub fn receipt(bytes: &[u8]) {
 pub fn registry(bytes: &[u8]) {
     let f = fixture();
     let decoded = decode::<RegistryEntry>(bytes);
-    let verdict = f.validator().check_registry(bytes, &f.net.registry);
+    let verdict = f.validator().check_registry(bytes, &f.net.registry, NOW);
     agree(&decoded, &verdict);
     let Ok(s) = verdict else {
         return;
     };
     assert!(f.net.registry.is_registrar(&s.payload().registrar));
+    assert!(s.payload().created_ms <= NOW + f.config.time.max_skew_ms);
     let mut r = f.net.registry.clone();
     let (len, pending) = (r.len(), r.pending_len());
+    let equivocations = r.equivocation_count();
     match r.apply(s.clone()) {
+        // It beat an entry with its number (a smaller id) and took its place.
+        Ok(_) if r.equivocation_count() > equivocations => {
+            assert_eq!((r.len(), r.pending_len()), (len, pending));
+        }
         Ok(ids) if ids.is_empty() => assert_eq!(r.pending_len(), pending + 1),
         Ok(ids) => {
             assert_eq!(ids[0], s.id());

@@ -115,7 +115,7 @@ pub fn sync_response(bytes: &[u8]) {
             checkpoints,
         } => {
             each(registry, |b| {
-                if let Ok(s) = v.check_registry(b, &f.net.registry) {
+                if let Ok(s) = v.check_registry(b, &f.net.registry, NOW) {
                     accepted::<RegistryEntry>(&s, b);
                 }
             });
