@@ -48,6 +48,10 @@ pub struct GenesisFile {
     /// (default ten minutes).
     #[serde(default)]
     pub finality_grace_ms: Option<u64>,
+    /// Graduated anti-spam: the windows, their base volumes in credits and the highest class
+    /// (`dpow_protocol::volume`); the defaults when absent.
+    #[serde(default)]
+    pub anti_spam: Option<dpow_protocol::volume::VolumePolicy>,
 }
 
 /// A checked genesis.
@@ -67,6 +71,8 @@ pub struct Genesis {
     pub epoch_ms: u64,
     /// When epochs close (epoch length, request lifetime, grace).
     pub finality: dpow_protocol::Finality,
+    /// Graduated anti-spam classes and relay budgets, enforced by every node.
+    pub volume: dpow_protocol::volume::VolumePolicy,
 }
 
 impl Genesis {
@@ -127,7 +133,12 @@ impl Genesis {
                 .finality_grace_ms
                 .unwrap_or(dpow_protocol::Finality::DEFAULT_GRACE_MS),
         };
+        let volume = f.anti_spam.clone().unwrap_or_default();
+        volume
+            .check()
+            .map_err(|e| anyhow::anyhow!("anti_spam: {e}"))?;
         Ok(Genesis {
+            volume,
             network: f.network.clone(),
             profile,
             registrars,
@@ -185,7 +196,29 @@ mod tests {
             max_clock_skew_ms: None,
             epoch_ms: None,
             finality_grace_ms: None,
+            anti_spam: None,
         }
+    }
+
+    #[test]
+    fn anti_spam_thresholds_come_from_the_file() {
+        let base = "network = \"t-1\"\nprofile = \"test\"\nregistrars = [\"dpow_1111111111111111111111111111111111111111111111111111hifc8npp\"]\n";
+        let g = Genesis::parse(base).expect("parses");
+        assert_eq!(g.volume, dpow_protocol::volume::VolumePolicy::default());
+        let custom = format!(
+            "{base}[anti_spam]\nmax_class = 3\nwindows = [{{ window_ms = 10000, base = 50 }}]\n"
+        );
+        let g = Genesis::parse(&custom).expect("parses");
+        assert_eq!(g.volume.max_class, 3);
+        assert_eq!(g.volume.windows.len(), 1);
+        assert_eq!(g.volume.windows[0].base, 50);
+        let zero = format!(
+            "{base}[anti_spam]\nmax_class = 3\nwindows = [{{ window_ms = 10000, base = 0 }}]\n"
+        );
+        let e = format!("{:#}", Genesis::parse(&zero).expect_err("a zero base"));
+        assert!(e.contains("anti_spam"), "{e}");
+        let unknown = format!("{base}[anti_spam]\nmax_class = 3\nwindows = []\nlimit = 5\n");
+        assert!(Genesis::parse(&unknown).is_err());
     }
 
     #[test]

@@ -3,3 +3,6 @@
 
 #[path = "attacks/sybil.rs"]
 mod sybil;
+
+#[path = "attacks/flood.rs"]
+mod flood;

@@ -253,6 +253,7 @@ impl EventLoop {
         let validator = Validator::new(ValidatorConfig {
             time: config.genesis.time,
             finality: config.genesis.finality,
+            volume: config.genesis.volume.clone(),
             ..ValidatorConfig::new(config.genesis.profile.clone())
         });
         if let Some(s) = &store {
@@ -268,7 +269,14 @@ impl EventLoop {
         }
         let (solved_tx, solved_rx) = mpsc::channel(16);
         let worker = match config.worker {
-            Some(w) => Some(start_worker(w, config.key.clone(), config.flow.clone())?),
+            Some(w) => {
+                // The anti-spam classes are the network's, so every worker orders alike.
+                let flow = dpow_protocol::flow::FlowConfig {
+                    volume: config.genesis.volume.clone(),
+                    ..config.flow.clone()
+                };
+                Some(start_worker(w, config.key.clone(), flow)?)
+            }
             None => None,
         };
         {
