@@ -1,0 +1,6 @@
+//! The attack suite: real nodes on loopback, each case a way a stranger could make a node
+//! work for free, and what stops it (figures in docs/security.md). Each case lives in
+//! `attacks/`; a test crate's root resolves `mod x;` beside itself, hence the paths.
+
+#[path = "attacks/sync.rs"]
+mod sync;
