@@ -332,11 +332,11 @@ mod tests {
         assert_eq!(b.retry_after(1u8, t0), Duration::ZERO);
         b.admit(1, t0);
         b.spend_bytes(1, 3000, t0);
-        // 2000 - 3000 = -1000 bytes: two seconds (1000/s) to pass +1.
+        // 2000 - 3000 = -1000 bytes: a second (1000/s) to get back over zero.
         let wait = b.retry_after(1, t0);
-        assert!(wait > Duration::from_millis(1990) && wait < Duration::from_millis(2010));
-        assert!(!b.admit(1, t0 + Duration::from_millis(1990)));
-        assert!(b.admit(1, t0 + Duration::from_millis(2010)));
+        assert!(wait > Duration::from_millis(990) && wait < Duration::from_millis(1010));
+        assert!(!b.admit(1, t0 + Duration::from_millis(990)));
+        assert!(b.admit(1, t0 + Duration::from_millis(1010)));
     }
 
     #[test]

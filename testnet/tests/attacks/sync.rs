@@ -39,6 +39,14 @@ fn tight() -> BudgetConfig {
     }
 }
 
+/// Figures go to the log: `RUST_LOG=info cargo test ... --test attacks -- --nocapture`.
+fn log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// The test process's resident memory (every node of the test lives in it).
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -244,6 +252,7 @@ async fn spam(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sync_spammer_is_metered_then_cut_off_while_an_honest_peer_syncs() {
+    log();
     let budgets = tight();
     let (net, victim, addr) = victim_on(24, budgets.clone(), |_| {}).await;
     let entries = victim.stats().registry_entries;
@@ -270,7 +279,7 @@ async fn a_sync_spammer_is_metered_then_cut_off_while_an_honest_peer_syncs() {
         .await
         .expect("the victim blocks the spammer");
     let rss_after = rss_bytes();
-    eprintln!(
+    tracing::info!(
         "sync spam: {out:?}; victim answered {} requests ({} bytes), throttled {}, \
          budget peers {}; rss {} -> {} MiB",
         s.sync_answered,
@@ -389,4 +398,47 @@ async fn connections_past_the_limit_are_refused() {
         .await
         .expect("the victim refuses connections past its limit");
     assert!(s.connected_peers <= 3, "{} peers", s.connected_peers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_default_budgets_a_sync_spammer_is_cut_off_too() {
+    log();
+    let budgets = BudgetConfig::default();
+    let (_net, victim, addr) = victim_on(24, budgets.clone(), |cfg| {
+        cfg.tuning.hello_page_bytes = net::DEFAULT_HELLO_PAGE_BYTES;
+    })
+    .await;
+    let rss_before = rss_bytes();
+    let mut swarm = attacker();
+    let me = swarm.local_peer_id().to_string();
+    let out = spam(&mut swarm, &addr, 50_000, 64, abusive).await;
+    let s = wait_for(&victim, T, |s| s.blocked_peers.contains(&me))
+        .await
+        .expect("the victim blocks the spammer");
+    let rss_after = rss_bytes();
+    tracing::info!(
+        "sync spam, default budgets: {out:?}; victim answered {} requests ({} bytes), \
+         throttled {}; rss {} -> {} MiB",
+        s.sync_answered,
+        s.sync_answered_bytes,
+        s.sync_throttled,
+        rss_before >> 20,
+        rss_after >> 20
+    );
+    assert!(out.cut_off, "{out:?}");
+    // Out of strikes after about `strikes.burst` busy answers (plus what refilled meanwhile).
+    let refilled = budgets.strikes.per_sec * out.elapsed.as_secs_f64();
+    assert!(
+        (out.busy as f64) <= budgets.strikes.burst + refilled + 1.0,
+        "{out:?}"
+    );
+    let bound = budgets.sync_bytes.burst
+        + budgets.sync_bytes.per_sec * out.elapsed.as_secs_f64()
+        + net::DEFAULT_HELLO_PAGE_BYTES as f64;
+    assert!((out.bytes as f64) <= bound, "{out:?}");
+    assert!(
+        rss_after.saturating_sub(rss_before) < 256 << 20,
+        "memory grew by {} MiB",
+        rss_after.saturating_sub(rss_before) >> 20
+    );
 }
