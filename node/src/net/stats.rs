@@ -64,6 +64,8 @@ pub struct NodeStats {
     pub sync_throttled: u64,
     /// Inbound connections refused by a connection limit (total, per peer, per IP, memory).
     pub connections_denied: u64,
+    /// DHT records peers put that this node already held byte for byte (dropped unwritten).
+    pub dht_duplicates: u64,
     /// Requests this node submitted for its own callers.
     pub submitted: u64,
     /// Of those, answered with valid work.

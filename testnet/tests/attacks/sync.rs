@@ -1,7 +1,8 @@
 //! Sync amplification and cheap floods: a stranger that asks for `Hello`, `Ids`, `Fetch` and
 //! `Digests` as fast as it can is metered, then cut off; one that floods messages the victim
 //! ignores is blocked for a while and let back in; connections past the limits are refused.
-//! An honest peer syncing from the victim meanwhile gets everything, page by page.
+//! An honest peer syncing from the victim meanwhile gets everything, page by page. A DHT
+//! record put again and again is dropped unread after the first, with no write to disk.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
 use futures::StreamExt;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, kad, noise, tcp, yamux};
 
 /// How long any one wait may take.
 const T: Duration = Duration::from_secs(30);
@@ -441,4 +442,109 @@ async fn with_the_default_budgets_a_sync_spammer_is_cut_off_too() {
         "memory grew by {} MiB",
         rss_after.saturating_sub(rss_before) >> 20
     );
+}
+
+/// A bare libp2p peer that speaks only Kademlia, knowing only the victim.
+fn dht_attacker(victim: &Multiaddr) -> Swarm<kad::Behaviour<kad::store::MemoryStore>> {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|key| {
+            let me = key.public().to_peer_id();
+            let mut cfg = kad::Config::new(StreamProtocol::new("/dpow/kad/1"));
+            cfg.set_query_timeout(Duration::from_secs(10));
+            let mut kad = kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), cfg);
+            kad.set_mode(Some(kad::Mode::Server));
+            kad
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .behaviour_mut()
+        .add_address(&peer_of(victim), victim.clone());
+    swarm
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dht_record_replays_are_dropped_without_a_write() {
+    log();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        std::sync::Arc::new(dpow_node::store::Store::open(&dir.path().join("db")).expect("store"));
+    let (net, victim, addr) = victim_on(0, tight(), move |cfg| cfg.store = Some(store)).await;
+    // One real receipt: a request through the network.
+    let service = net.service_node().await.expect("service node");
+    let root = dpow_protocol::Root([0x42; 32]);
+    service
+        .submit(net::WorkAsk {
+            root,
+            difficulty: dpow_protocol::Difficulty(0xffff_f000_0000_0000),
+            kind: None,
+            account: None,
+            priority: dpow_protocol::Priority::Normal,
+            lifetime: Duration::from_secs(60),
+        })
+        .await
+        .expect("work");
+    wait_for(&victim, T, |s| s.ledger_receipts >= 1)
+        .await
+        .expect("the victim holds the receipt");
+    let (ledger, _) = service.ledger().await.expect("ledger");
+    let receipt = ledger
+        .epochs()
+        .into_iter()
+        .flat_map(|(e, _)| ledger.receipt_ids_in_epoch(e))
+        .find_map(|id| ledger.get(&id).cloned())
+        .expect("a receipt");
+    let record = kad::Record::new(
+        kad::RecordKey::new(&receipt.id().0),
+        receipt.bytes().to_vec(),
+    );
+
+    // The same valid record put again and again.
+    const PUTS: u64 = 100;
+    let mut swarm = dht_attacker(&addr);
+    let mut done = 0u64;
+    let mut queued = 0u64;
+    while done < PUTS {
+        while queued < PUTS && queued - done < 8 {
+            swarm
+                .behaviour_mut()
+                .put_record(record.clone(), kad::Quorum::One)
+                .expect("put");
+            queued += 1;
+        }
+        let ev = tokio::time::timeout(T, swarm.select_next_some())
+            .await
+            .expect("the attacker hears something in time");
+        if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+            result: kad::QueryResult::PutRecord(_),
+            step,
+            ..
+        }) = ev
+            && step.last
+        {
+            done += 1;
+        }
+    }
+    // The first put is verified and written; the copies cost a read each, no write.
+    let s = wait_for(&victim, T, |s| s.dht_duplicates >= PUTS - 1)
+        .await
+        .expect("copies dropped");
+    tracing::info!(puts = PUTS, duplicates = s.dht_duplicates, "dht replays");
+    assert!(s.dht_duplicates <= PUTS);
+    let held = victim
+        .dht_receipt(receipt.id(), false)
+        .await
+        .expect("lookup")
+        .expect("the record is held");
+    assert_eq!(held.id(), receipt.id());
+    // Close the database before the process ends.
+    victim.shutdown().await.expect("stops");
 }

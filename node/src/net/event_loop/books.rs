@@ -307,7 +307,23 @@ impl EventLoop {
     }
 
     /// A record a peer asks this node to hold: it must be a valid receipt under its own id.
+    /// One already held byte for byte is dropped unread: every put is a synced write, and
+    /// peers re-replicate what they hold (so it costs them no strike either).
     pub(super) fn on_inbound_record(&mut self, from: PeerId, record: kad::Record) {
+        {
+            use kad::store::RecordStore;
+            let held = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .store_mut()
+                .get(&record.key)
+                .is_some_and(|r| r.value == record.value);
+            if held {
+                self.stats().dht_duplicates += 1;
+                return;
+            }
+        }
         let check = self
             .validator
             .check_receipt(&record.value, &self.registry, now_ms())
