@@ -66,9 +66,10 @@ impl Default for BudgetConfig {
                 per_sec: 4.0 * 1024.0 * 1024.0,
                 burst: 16.0 * 1024.0 * 1024.0,
             },
-            // Honest peers relay late results and replays; a stranger sending only junk
-            // is cut off after a few thousand messages.
-            strikes: Rate::per_window(5_000.0, Duration::from_secs(60)),
+            // Honest peers relay late results and replays (a few per request under load:
+            // hundreds a minute on a busy network); a stranger sending only junk is cut off
+            // after 20,000 messages, and five rejects (with `max_penalties` 5) block at once.
+            strikes: Rate::per_window(20_000.0, Duration::from_secs(60)),
             block_for: Duration::from_secs(600),
             max_peers: 4096,
             max_blocked: 4096,
