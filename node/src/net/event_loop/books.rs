@@ -431,6 +431,7 @@ impl EventLoop {
         // Hand what is queued to the store task first; the answer is the books as held.
         self.flush_receipts();
         match request {
+            // Answered by `guard::hello_page`; never routed here.
             SyncRequest::Hello { .. } => SyncResponse::Busy { retry_ms: 0 },
             SyncRequest::Digests => {
                 // A light node's few receipts are held by full nodes too: it offers none.
