@@ -3,3 +3,6 @@
 
 #[path = "attacks/sybil.rs"]
 mod sybil;
+
+#[path = "attacks/networks.rs"]
+mod networks;
