@@ -181,7 +181,6 @@ async fn messages_of_another_network_with_the_same_keys_are_refused_and_its_node
             "{kind} accepted"
         );
     }
-    println_figure(n, &after);
 
     // A node of A dialing B: dropped at identify, on both sides, and no connection stays.
     let stray = net::spawn(a.config(SecretKey::generate().expect("key")))
@@ -205,13 +204,4 @@ async fn messages_of_another_network_with_the_same_keys_are_refused_and_its_node
     wait_for(&stray, T, |s| s.connected_peers == 1)
         .await
         .expect("A's node keeps only A's bootstrap");
-}
-
-/// The figure docs/security.md quotes (test output, shown with `--nocapture`).
-fn println_figure(n: u64, s: &NodeStats) {
-    eprintln!(
-        "cross-network replay: {n} messages replayed, {} refused as bad signatures in all, {} registry entries kept",
-        rejected(s, "bad_signature"),
-        s.registry_entries
-    );
 }
