@@ -146,6 +146,16 @@ pub fn signing_input(kind: MessageKind, payload: &[u8], net: &NetworkId) -> Vec<
     v
 }
 
+/// Decode a payload of kind `T` on its own (canonical, structural rules checked, signature
+/// not involved), for network `net`: envelopes nested in it are decoded and verified for `net`,
+/// as in [`Signed::decode`]. For tools and tests that look inside payloads.
+pub fn decode_payload<T: Message>(payload: &[u8], net: &NetworkId) -> Result<T, ProtocolError> {
+    let kind = T::KIND.domain();
+    let p: T = nested::within(net, || codec::decode_canonical(payload, kind))?;
+    p.check()?;
+    Ok(p)
+}
+
 /// Signatures a caller vouched were verified ([`Signed::remember_verified`]), so a message
 /// met again is not verified twice: a receipt carries the request and the result its node
 /// verified when they arrived on gossip. The key is (id, signature): the id is the blake2b-256

@@ -69,7 +69,7 @@ proptest! {
         let sig_start = bytes.len() - 64;
         match i {
             0 => {
-                let flipped = 1u8 ^ (1 << bit);
+                let flipped = dpow_protocol::PROTOCOL_VERSION ^ (1 << bit);
                 prop_assert!(matches!(err, ProtocolError::UnknownVersion { got, .. } if got == flipped), "{}", err);
             }
             1 => prop_assert!(matches!(err, ProtocolError::WrongDomain { .. }), "{err}"),

@@ -234,7 +234,7 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
         (
             "undecodable",
             Topic::Requests,
-            vec![1, 0xde, 0xad, 0xbe, 0xef],
+            vec![dpow_protocol::PROTOCOL_VERSION, 0xde, 0xad, 0xbe, 0xef],
         ),
         ("oversized", Topic::Requests, vec![1u8; 1500]),
         ("bad_signature", Topic::Requests, flipped),
