@@ -12,8 +12,8 @@
 //! ```
 //!
 //! The network id ([`NetworkId`]) is the hash of the *canonical genesis* ([`Genesis::canonical`]):
-//! the name, the profile (name and thresholds), the registrar keys (sorted) and the effective
-//! timing rules (defaults filled in), postcard-encoded. Bootstrap addresses are not part of it:
+//! the name, the profile (name and thresholds), the registrar keys (sorted), the effective
+//! timing rules and anti-spam policy (defaults filled in), postcard-encoded. Bootstrap addresses are not part of it:
 //! they can change without making another network.
 
 use std::path::Path;
@@ -53,6 +53,10 @@ pub struct GenesisFile {
     /// (default ten minutes).
     #[serde(default)]
     pub finality_grace_ms: Option<u64>,
+    /// Graduated anti-spam: the windows, their base volumes in credits and the highest class
+    /// (`dpow_protocol::volume`); the defaults when absent.
+    #[serde(default)]
+    pub anti_spam: Option<dpow_protocol::volume::VolumePolicy>,
 }
 
 /// A checked genesis.
@@ -72,6 +76,8 @@ pub struct Genesis {
     pub epoch_ms: u64,
     /// When epochs close (epoch length, request lifetime, grace).
     pub finality: dpow_protocol::Finality,
+    /// Graduated anti-spam classes and relay budgets, enforced by every node.
+    pub volume: dpow_protocol::volume::VolumePolicy,
     /// The network id: the hash of [`Genesis::canonical`].
     pub id: NetworkId,
 }
@@ -86,6 +92,7 @@ struct Canonical<'a> {
     max_clock_skew_ms: u64,
     epoch_ms: u64,
     finality_grace_ms: u64,
+    volume: &'a dpow_protocol::volume::VolumePolicy,
 }
 
 impl Genesis {
@@ -146,7 +153,12 @@ impl Genesis {
                 .finality_grace_ms
                 .unwrap_or(dpow_protocol::Finality::DEFAULT_GRACE_MS),
         };
+        let volume = f.anti_spam.clone().unwrap_or_default();
+        volume
+            .check()
+            .map_err(|e| anyhow::anyhow!("anti_spam: {e}"))?;
         let mut g = Genesis {
+            volume,
             network: f.network.clone(),
             profile,
             registrars,
@@ -181,6 +193,7 @@ impl Genesis {
             max_clock_skew_ms: self.time.max_skew_ms,
             epoch_ms: self.epoch_ms,
             finality_grace_ms: self.finality.grace_ms,
+            volume: &self.volume,
         };
         Ok(dpow_protocol::codec::encode(&c, "genesis")?)
     }
@@ -243,7 +256,29 @@ mod tests {
             max_clock_skew_ms: None,
             epoch_ms: None,
             finality_grace_ms: None,
+            anti_spam: None,
         }
+    }
+
+    #[test]
+    fn anti_spam_thresholds_come_from_the_file() {
+        let base = "network = \"t-1\"\nprofile = \"test\"\nregistrars = [\"dpow_1111111111111111111111111111111111111111111111111111hifc8npp\"]\n";
+        let g = Genesis::parse(base).expect("parses");
+        assert_eq!(g.volume, dpow_protocol::volume::VolumePolicy::default());
+        let custom = format!(
+            "{base}[anti_spam]\nmax_class = 3\nwindows = [{{ window_ms = 10000, base = 50 }}]\n"
+        );
+        let g = Genesis::parse(&custom).expect("parses");
+        assert_eq!(g.volume.max_class, 3);
+        assert_eq!(g.volume.windows.len(), 1);
+        assert_eq!(g.volume.windows[0].base, 50);
+        let zero = format!(
+            "{base}[anti_spam]\nmax_class = 3\nwindows = [{{ window_ms = 10000, base = 0 }}]\n"
+        );
+        let e = format!("{:#}", Genesis::parse(&zero).expect_err("a zero base"));
+        assert!(e.contains("anti_spam"), "{e}");
+        let unknown = format!("{base}[anti_spam]\nmax_class = 3\nwindows = []\nlimit = 5\n");
+        assert!(Genesis::parse(&unknown).is_err());
     }
 
     #[test]
@@ -282,7 +317,7 @@ mod tests {
         let text = toml::to_string(&file()).expect("serialises");
         let spaced = text.replace(" = ", "   =   ") + "\n# a comment\n";
         assert_eq!(Genesis::parse(&spaced).expect("valid").id, base);
-        let changes: [fn(&mut GenesisFile); 7] = [
+        let changes: [fn(&mut GenesisFile); 8] = [
             |f| f.network = "t-2".into(),
             |f| f.profile = "nano".into(),
             |f| {
@@ -293,6 +328,12 @@ mod tests {
             |f| f.max_clock_skew_ms = Some(1),
             |f| f.epoch_ms = Some(3_600_000),
             |f| f.finality_grace_ms = Some(1),
+            |f| {
+                f.anti_spam = Some(dpow_protocol::volume::VolumePolicy {
+                    max_class: 3,
+                    ..Default::default()
+                })
+            },
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut f = file();

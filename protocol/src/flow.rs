@@ -20,8 +20,9 @@
 //! copy of the request is ignored.
 //!
 //! A worker solves one request at a time (a job uses all its devices). Its queue is ordered by
-//! priority class — `Normal` before `Precache` — then services within their rolling-window
-//! volume before services over it (de-prioritised, never refused), then age. A better-class
+//! priority class — `Normal` before `Precache` — then by the service's anti-spam class (its
+//! cost-weighted volume over rolling windows, [`crate::volume`]: each order of magnitude over
+//! the base one step later, never refused), then age. A better-class
 //! request that becomes runnable preempts a worse-class solve, which goes back to the queue.
 //! Every worker queues every request it hears of (most as backups), so the queue is bounded:
 //! when it is full, backups that have not started are dropped first, latest start first.
@@ -45,6 +46,7 @@ use blake2::{Blake2b, Digest};
 use dpow_keys::PublicKey;
 
 use crate::standing::Standings;
+use crate::volume::{VolumeMeter, VolumePolicy};
 use crate::{
     Difficulty, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult, WorkerStatus,
 };
@@ -55,7 +57,7 @@ pub const MAX_WORKERS: usize = 10_000;
 /// (workers announce every 5 s by default; the loopback testnet every 500 ms).
 pub const MIN_STATUS_INTERVAL_MS: u64 = 250;
 /// Most services whose request volume a worker tracks.
-pub const MAX_TRACKED_SERVICES: usize = 10_000;
+pub const MAX_TRACKED_SERVICES: usize = crate::volume::MAX_METERED;
 
 /// What a worker does with requests from a service whose credits are spent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,10 +88,9 @@ pub struct FlowConfig {
     pub backup_grace_ms: u64,
     /// A worker not heard from for this long is not live.
     pub worker_stale_ms: u64,
-    /// The rolling window over which a service's request volume is counted.
-    pub volume_window_ms: u64,
-    /// Requests per service per window beyond which its requests are de-prioritised.
-    pub volume_limit: u32,
+    /// Graduated anti-spam: a service's priority class by its cost-weighted volume over
+    /// rolling windows ([`crate::volume`]), from the genesis file.
+    pub volume: VolumePolicy,
     /// Most requests queued on one worker. Beyond it one is dropped: a request from an
     /// exhausted service if there is one, else a backup that has not started (latest start
     /// first), else the least urgent runnable request.
@@ -116,8 +117,7 @@ impl Default for FlowConfig {
             backup_after_factor: 3,
             backup_grace_ms: 200,
             worker_stale_ms: 30_000,
-            volume_window_ms: 60_000,
-            volume_limit: 600,
+            volume: VolumePolicy::default(),
             max_queue: 4096,
             max_tracked: 65_536,
             exhausted: ExhaustedPolicy::Deprioritise,
@@ -360,7 +360,8 @@ struct Entry {
     received_ms: u64,
     role: Role,
     service: PublicKey,
-    over_volume: bool,
+    /// The service's anti-spam class ([`crate::volume`]) when the request arrived.
+    volume_class: u8,
     /// The service's credits are spent (kept in step by [`WorkerFlow::set_exhausted`]).
     exhausted: bool,
 }
@@ -394,15 +395,15 @@ impl Entry {
         )
     }
 
-    /// Serving class, lower first: Normal 0, Normal over volume 1, Precache 2, Precache over
-    /// volume 3; a service with no credits left adds 4, after all of those.
+    /// Serving class, lower first: by credits (a service with none left comes after
+    /// everything), then priority (Normal before Precache), then the service's anti-spam class.
     fn class(&self) -> u8 {
         let p = match self.priority {
             Priority::Normal => 0,
-            Priority::Precache => 2,
+            Priority::Precache => 16,
         };
-        let e = if self.exhausted { 4 } else { 0 };
-        e + p + u8::from(self.over_volume)
+        let e = if self.exhausted { 64 } else { 0 };
+        e + p + self.volume_class.min(15)
     }
 }
 
@@ -440,7 +441,7 @@ pub struct WorkerFlow {
     workers: HashMap<PublicKey, (u64, u64)>,
     queue: BTreeMap<RequestId, Entry>,
     done: Remembered,
-    volume: HashMap<PublicKey, VecDeque<u64>>,
+    volume: VolumeMeter,
     /// Services whose credits are spent.
     exhausted: HashSet<PublicKey>,
     /// What receipts show of each worker.
@@ -453,6 +454,7 @@ pub struct WorkerFlow {
 impl WorkerFlow {
     /// A worker with key `me` announcing `my_rate` hashes per second.
     pub fn new(me: PublicKey, my_rate: u64, config: FlowConfig) -> Self {
+        let volume = VolumeMeter::new(config.volume.clone());
         WorkerFlow {
             me,
             my_rate,
@@ -460,7 +462,7 @@ impl WorkerFlow {
             workers: HashMap::new(),
             queue: BTreeMap::new(),
             done: Remembered::default(),
-            volume: HashMap::new(),
+            volume,
             exhausted: HashSet::new(),
             standings: Standings::new(),
             solving: None,
@@ -633,36 +635,6 @@ impl WorkerFlow {
         self.queue.get(&request).map(|e| e.role)
     }
 
-    /// Count a request against its service's rolling window; true if the service is over.
-    fn count_volume(&mut self, service: PublicKey, now_ms: u64) -> bool {
-        let window = self.config.volume_window_ms;
-        let limit = self.config.volume_limit as usize;
-        if !self.volume.contains_key(&service) && self.volume.len() >= MAX_TRACKED_SERVICES {
-            // Forget the service heard from longest ago.
-            if let Some(old) = self
-                .volume
-                .iter()
-                .min_by_key(|(k, d)| (d.back().copied().unwrap_or(0), **k))
-                .map(|(k, _)| *k)
-            {
-                self.volume.remove(&old);
-            }
-        }
-        let times = self.volume.entry(service).or_default();
-        while times
-            .front()
-            .is_some_and(|&t| now_ms.saturating_sub(t) >= window)
-        {
-            times.pop_front();
-        }
-        times.push_back(now_ms);
-        // Only whether the count passes the limit matters: keep at most limit + 1 times.
-        while times.len() > limit + 1 {
-            times.pop_front();
-        }
-        times.len() > limit
-    }
-
     /// A validated request arrived.
     pub fn on_request(&mut self, request: &Signed<WorkRequest>, now_ms: u64) -> Vec<WorkerAction> {
         let id = request.id();
@@ -674,7 +646,7 @@ impl WorkerFlow {
         if exhausted && self.config.exhausted == ExhaustedPolicy::Refuse {
             return Vec::new();
         }
-        let over_volume = self.count_volume(req.service, now_ms);
+        let volume_class = self.volume.count(req.service, req.difficulty, now_ms).class;
         let live = self.live(now_ms);
         let plan = plan_tiered(req, &id, &live, &self.standings, &self.config);
         let role = plan.role_of(&self.me, now_ms).unwrap_or(Role::Backup {
@@ -691,7 +663,7 @@ impl WorkerFlow {
                 received_ms: now_ms,
                 role,
                 service: req.service,
-                over_volume,
+                volume_class,
                 exhausted,
             },
         );

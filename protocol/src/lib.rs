@@ -3,7 +3,8 @@
 //! - [`work`] and [`blake2b`]: Nano work values, validation, difficulty and multiplier math;
 //! - [`profile`]: block kinds and the difficulty profiles a network can run;
 //! - [`messages`]: requests, results, receipts, registry entries, worker status;
-//! - [`flow`] and [`standing`]: who solves which request, and what receipts show of each worker;
+//! - [`flow`], [`standing`] and [`volume`]: who solves which request, what receipts show of
+//!   each worker, and the priority class a service's volume earns;
 //! - [`checkpoint`]: when an epoch's books close, and registrars' checkpoints of them;
 //! - [`envelope`] and [`codec`]: signed envelopes and the canonical encoding they travel in.
 //!
@@ -24,6 +25,7 @@ pub mod profile;
 pub mod registry;
 pub mod standing;
 pub mod validate;
+pub mod volume;
 pub mod work;
 
 pub use checkpoint::{Checkpoint, Finality};

@@ -24,6 +24,7 @@ use crate::messages::{
     WorkerStatus,
 };
 use crate::registry::{Registry, RegistryError};
+use crate::volume::{VolumeMeter, VolumePolicy};
 use crate::{NetworkId, Profile, ProtocolError, work_value};
 
 /// How many accepted request ids the replay cache remembers by default.
@@ -45,6 +46,9 @@ pub struct ValidatorConfig {
     pub replay_capacity: usize,
     /// When epochs close: receipts for final epochs are refused ([`Validator::check_open`]).
     pub finality: Finality,
+    /// Graduated anti-spam: a request that takes its service past its budget in a window is
+    /// refused as [`RejectReason::OverBudget`] (not forwarded), see [`crate::volume`].
+    pub volume: VolumePolicy,
 }
 
 impl ValidatorConfig {
@@ -60,6 +64,7 @@ impl ValidatorConfig {
                 max_lifetime_ms: TimePolicy::default().max_lifetime_ms,
                 grace_ms: Finality::DEFAULT_GRACE_MS,
             },
+            volume: VolumePolicy::default(),
         }
     }
 }
@@ -115,6 +120,9 @@ pub enum RejectReason {
     /// A worker status too soon after the same worker's previous one
     /// ([`crate::flow::MIN_STATUS_INTERVAL_MS`]).
     TooFrequent,
+    /// A request that takes its service past the anti-spam budget of a window
+    /// ([`crate::volume`]): not forwarded.
+    OverBudget,
 }
 
 impl RejectReason {
@@ -142,6 +150,7 @@ impl RejectReason {
         RejectReason::Answered,
         RejectReason::Busy,
         RejectReason::TooFrequent,
+        RejectReason::OverBudget,
     ];
 
     /// A short snake_case name, for logs and metric labels.
@@ -169,6 +178,7 @@ impl RejectReason {
             RejectReason::Answered => "answered",
             RejectReason::Busy => "busy",
             RejectReason::TooFrequent => "too_frequent",
+            RejectReason::OverBudget => "over_budget",
         }
     }
 
@@ -205,7 +215,8 @@ impl RejectReason {
             | RejectReason::FinalEpoch
             | RejectReason::Answered
             | RejectReason::Busy
-            | RejectReason::TooFrequent => false,
+            | RejectReason::TooFrequent
+            | RejectReason::OverBudget => false,
         }
     }
 
@@ -342,13 +353,19 @@ impl ReplayCache {
 pub struct Validator {
     config: ValidatorConfig,
     replay: ReplayCache,
+    volume: VolumeMeter,
 }
 
 impl Validator {
     /// A validator enforcing `config`, with an empty replay cache.
     pub fn new(config: ValidatorConfig) -> Self {
         let replay = ReplayCache::new(config.replay_capacity);
-        Validator { config, replay }
+        let volume = VolumeMeter::new(config.volume.clone());
+        Validator {
+            config,
+            replay,
+            volume,
+        }
     }
 
     /// What this validator enforces.
@@ -359,7 +376,8 @@ impl Validator {
     /// Check a gossiped work request: the envelope (size, version, structure, signature), the
     /// registry (service registered and not banned), the time window ([`TimePolicy`] at
     /// `now_ms`), replay (an id accepted before), and the difficulty against the profile's
-    /// bounds. On success the id is remembered until the request expires.
+    /// bounds, then counts it against its service's anti-spam budget ([`crate::volume`]). On
+    /// success the id is remembered until the request expires.
     pub fn check_request(
         &mut self,
         bytes: &[u8],
@@ -387,6 +405,19 @@ impl Validator {
             ));
         }
         self.config.profile.check(req.difficulty)?;
+        if self
+            .volume
+            .count(req.service, req.difficulty, now_ms)
+            .over_budget
+        {
+            return Err(Rejected::new(
+                RejectReason::OverBudget,
+                format!(
+                    "service {} is past its anti-spam budget for now",
+                    req.service
+                ),
+            ));
+        }
         let until = req.expires_ms.saturating_add(self.config.time.max_skew_ms);
         self.replay.insert(signed.id(), until);
         Ok(signed)

@@ -7,6 +7,7 @@ use dpow_protocol::flow::{
     ExhaustedPolicy, FlowConfig, MAX_WORKERS, Role, ServiceAction, ServiceConfig, ServiceFlow,
     WorkerAction, WorkerFlow, plan, rank_workers,
 };
+use dpow_protocol::volume::{VolumePolicy, Window};
 use dpow_protocol::{
     Difficulty, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult, WorkerStatus,
 };
@@ -53,6 +54,14 @@ fn status(k: &SecretKey, rate: u64, at: u64) -> WorkerStatus {
         queue: 0,
         payout: None,
         created_ms: at,
+    }
+}
+
+/// Anti-spam with one window: class 1 from `base` credits (requests of price 1) in it.
+fn one_window(base: u64, window_ms: u64) -> VolumePolicy {
+    VolumePolicy {
+        windows: vec![Window { window_ms, base }],
+        max_class: 4,
     }
 }
 
@@ -151,7 +160,7 @@ fn plan_takes_primaries_until_the_target_rate_then_tiers_backups() {
 fn queue_serves_normal_before_precache_and_in_volume_before_over_volume() {
     let me = key(10);
     let config = FlowConfig {
-        volume_limit: 2,
+        volume: one_window(3, 60_000),
         ..FlowConfig::default()
     };
     let mut w = WorkerFlow::new(me.public(), 1_000_000, config);
@@ -459,8 +468,7 @@ fn volume_is_counted_over_a_rolling_window() {
         me.public(),
         1_000_000,
         FlowConfig {
-            volume_limit: 1,
-            volume_window_ms: 1_000,
+            volume: one_window(2, 1_000),
             ..FlowConfig::default()
         },
     );
@@ -573,7 +581,7 @@ fn an_exhausted_service_is_served_after_precache_and_over_volume() {
         me.public(),
         1_000_000,
         FlowConfig {
-            volume_limit: 1,
+            volume: one_window(2, 60_000),
             ..FlowConfig::default()
         },
     );

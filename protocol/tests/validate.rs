@@ -9,6 +9,7 @@ use dpow_protocol::validate::{
     DEFAULT_REPLAY_CAPACITY, RejectReason, Rejected, STATUS_MAX_AGE_MS, Validator, ValidatorConfig,
     peek_request_id,
 };
+use dpow_protocol::volume::{VolumePolicy, Window};
 use dpow_protocol::{
     Credits, Difficulty, Message, Profile, Receipt, RegistryAction, RegistryEntry, Root, Signed,
     TimePolicy, Work, WorkCancel, WorkRequest, WorkResult, WorkerStatus, codec,
@@ -247,6 +248,34 @@ fn every_reason_comes_from_a_real_message() {
         &mut seen,
         v.check_request(r.bytes(), reg, NOW),
         RejectReason::DifficultyOutOfProfile,
+    );
+    // A service past its anti-spam budget (base 1 credit a minute, one class: 10 credits).
+    let mut tight = Validator::new(ValidatorConfig {
+        volume: VolumePolicy {
+            windows: vec![Window {
+                window_ms: 60_000,
+                base: 1,
+            }],
+            max_class: 1,
+        },
+        ..ValidatorConfig::new(Profile::test(), builders::NET)
+    });
+    for i in 0..10 {
+        let r = request(&n.service, 100 + i);
+        assert!(tight.check_request(r.bytes(), reg, NOW).is_ok(), "{i}");
+    }
+    let eleventh = request(&n.service, 110);
+    expect(
+        &mut seen,
+        tight.check_request(eleventh.bytes(), reg, NOW),
+        RejectReason::OverBudget,
+    );
+    // A minute later its window is empty again.
+    let later = request_with(&n.service, 111, easy(), NOW + 60_000, NOW + 120_000);
+    assert!(
+        tight
+            .check_request(later.bytes(), reg, NOW + 60_000)
+            .is_ok()
     );
     // The test profile's easy work is below what a Nano network accepts.
     let mut nano = validator(Profile::by_name("nano").expect("nano"));

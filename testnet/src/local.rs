@@ -154,6 +154,7 @@ impl LocalNet {
                 max_lifetime_ms: options.max_lifetime_ms,
                 grace_ms: options.grace_ms,
             },
+            volume: options.flow.volume.clone(),
             id: dpow_protocol::NetworkId([0; 32]),
         };
         genesis.seal()?;
@@ -225,14 +226,23 @@ impl LocalNet {
         } else {
             String::new()
         };
+        let windows: Vec<String> = self
+            .genesis
+            .volume
+            .windows
+            .iter()
+            .map(|w| format!("{{ window_ms = {}, base = {} }}", w.window_ms, w.base))
+            .collect();
         let text = format!(
-            "network = \"{}\"\nprofile = \"{}\"\nregistrars = [\"{}\"]\nbootstrap = [{peers}]\nepoch_ms = {}\nmax_request_lifetime_ms = {}\nfinality_grace_ms = {}\n",
+            "network = \"{}\"\nprofile = \"{}\"\nregistrars = [\"{}\"]\nbootstrap = [{peers}]\nepoch_ms = {}\nmax_request_lifetime_ms = {}\nfinality_grace_ms = {}\n\n[anti_spam]\nmax_class = {}\nwindows = [{}]\n",
             self.genesis.network,
             self.genesis.profile.name,
             self.registrar.public(),
             self.genesis.epoch_ms,
             self.genesis.finality.max_lifetime_ms,
             self.genesis.finality.grace_ms,
+            self.genesis.volume.max_class,
+            windows.join(", "),
         );
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }

@@ -139,6 +139,15 @@ async fn a_front_running_relay_earns_nothing_and_honest_workers_keep_every_credi
     let net = LocalNet::start(LocalOptions {
         workers: 2,
         discovery: true,
+        // Every worker a primary of every request: with standings the thief, holding no
+        // receipt, would only ever be a late backup, and by rendezvous alone it would miss all
+        // six repeated roots one run in eleven; this test is about what stops it when it
+        // does replay a nonce.
+        flow: dpow_testnet::local::FlowConfig {
+            probation_receipts: 0,
+            min_primaries: 3,
+            ..Default::default()
+        },
         ..LocalOptions::default()
     })
     .await

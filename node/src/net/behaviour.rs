@@ -7,7 +7,8 @@ use blake2::digest::consts::U20;
 use blake2::{Blake2b, Digest};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    StreamProtocol, allow_block_list, gossipsub, identify, identity, kad, request_response,
+    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad,
+    memory_connection_limits, request_response,
 };
 use serde::{Deserialize, Serialize};
 
@@ -17,14 +18,24 @@ pub(crate) const MAX_GOSSIP_BYTES: usize = 2048;
 /// The largest gossipsub frame. Gossipsub batches several messages into one frame under load,
 /// and a frame over the limit is dropped whole, so this is far above one message.
 const MAX_FRAME_BYTES: usize = 256 * 1024;
-/// Most registry entries and worker statuses one sync response carries.
+/// Most registry entries and worker statuses a node offers in `Hello` pages (each list).
 pub(crate) const MAX_SYNC_ITEMS: usize = 20_000;
+/// The sync protocol's name under the network (`/dpow/<network id>/sync/3`): version 3 pages
+/// `Hello` and may answer `Busy`.
+pub(crate) const SYNC_PROTOCOL: &str = "sync/3";
+/// The most bytes of envelopes in one `Hello` page, by default.
+pub const DEFAULT_HELLO_PAGE_BYTES: usize = 256 * 1024;
 
-/// The sync protocol (`/dpow/<network id>/sync/2`): what a node asks a peer for.
+/// The sync protocol (`/dpow/<network id>/sync/3`): what a node asks a peer for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SyncRequest {
-    /// On connecting: the registry entries and the latest worker statuses the peer holds.
-    Hello,
+    /// On connecting: the registry entries, the latest worker statuses and the newest
+    /// checkpoints the peer holds, one page at a time. The pages list them in that order as
+    /// one sequence; `from` is the position to start at (0 first, then the answer's `next`).
+    Hello {
+        /// Position in the sequence of registry entries, statuses and checkpoints.
+        from: u64,
+    },
     /// The ledger digest of every epoch the peer holds receipts in (newest
     /// [`MAX_SYNC_EPOCHS`]).
     Digests,
@@ -57,7 +68,8 @@ pub struct EpochDigest {
 /// on arrival like gossip.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SyncResponse {
-    /// Signed registry entries (each registrar's in sequence order) and worker statuses.
+    /// One page of signed registry entries (each registrar's in sequence order), worker
+    /// statuses and checkpoints, at most the answering node's page size in bytes.
     Hello {
         /// Registry entries.
         registry: Vec<serde_bytes_vec::Bytes>,
@@ -65,6 +77,8 @@ pub enum SyncResponse {
         statuses: Vec<serde_bytes_vec::Bytes>,
         /// The newest registrar checkpoints held.
         checkpoints: Vec<serde_bytes_vec::Bytes>,
+        /// Where the next page starts (ask `Hello { from: next }`), or `None` after the last.
+        next: Option<u64>,
     },
     /// The peer's epoch digests, oldest first.
     Digests {
@@ -82,6 +96,11 @@ pub enum SyncResponse {
     },
     /// Receipt envelopes, for the ids the peer holds.
     Receipts(Vec<serde_bytes_vec::Bytes>),
+    /// Any request: the asker is over its sync budget; ask again after `retry_ms`.
+    Busy {
+        /// Milliseconds until the asker's budget allows an answer again.
+        retry_ms: u64,
+    },
 }
 
 /// Most epochs in one digest list.
@@ -154,6 +173,9 @@ pub type ResultCodec = request_response::cbor::codec::Codec<ResultDelivery, Resu
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) memory: memory_connection_limits::Behaviour,
+    pub(crate) per_ip: super::limits::IpLimits,
     pub(crate) identify: identify::Behaviour,
     pub(crate) kad: kad::Behaviour<super::records::Records>,
     pub(crate) gossipsub: gossipsub::Behaviour,
@@ -212,6 +234,12 @@ pub struct NetTuning {
     /// receipt for it (workers must notice; see `event_loop::delivery`). Never set it
     /// otherwise.
     pub withhold_receipts: bool,
+    /// What each peer may cost: sync answers, ignored and rejected messages, blocks.
+    pub budgets: super::budget::BudgetConfig,
+    /// Limits on connections (total, per peer, pending, per IP, memory).
+    pub limits: super::limits::ConnectionCaps,
+    /// The most bytes of envelopes in one `Hello` page this node answers.
+    pub hello_page_bytes: usize,
 }
 
 impl Default for NetTuning {
@@ -228,6 +256,9 @@ impl Default for NetTuning {
             unreceipted_limit: 3,
             auditor: false,
             withhold_receipts: false,
+            budgets: super::budget::BudgetConfig::default(),
+            limits: super::limits::ConnectionCaps::default(),
+            hello_page_bytes: DEFAULT_HELLO_PAGE_BYTES,
         }
     }
 }
@@ -294,7 +325,7 @@ impl Behaviour {
 
         let sync = request_response::cbor::Behaviour::new(
             [(
-                stream_protocol(genesis, "sync/2")?,
+                stream_protocol(genesis, SYNC_PROTOCOL)?,
                 request_response::ProtocolSupport::Full,
             )],
             request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
@@ -308,6 +339,9 @@ impl Behaviour {
         );
         Ok(Behaviour {
             blocked: allow_block_list::Behaviour::default(),
+            limits: tuning.limits.counts(),
+            memory: tuning.limits.memory(),
+            per_ip: super::limits::IpLimits::new(tuning.limits.max_per_ip),
             identify,
             kad,
             gossipsub,

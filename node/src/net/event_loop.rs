@@ -5,6 +5,7 @@ mod checkpoints;
 mod delivery;
 mod disk;
 mod foreign;
+mod guard;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -34,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{
     Behaviour, BehaviourEvent, MAX_GOSSIP_BYTES, MAX_SYNC_ITEMS, SyncRequest, SyncResponse,
-    identity_of, serde_bytes_vec::Bytes, topic_score,
+    identity_of, topic_score,
 };
 use super::stats::{OwnReject, OwnTally, Percentiles, ServiceStat, WorkerStat};
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig, now_ms};
@@ -105,8 +106,8 @@ pub(super) struct EventLoop {
     service_key: Option<SecretKey>,
     pending: HashMap<RequestId, Pending>,
     statuses: HashMap<dpow_keys::PublicKey, Signed<WorkerStatus>>,
-    penalties: HashMap<PeerId, u32>,
-    max_penalties: u32,
+    /// Per-peer budgets, timed blocks, and this node's own sync requests in flight.
+    guard: guard::Guard,
     status_interval: Duration,
     request_subscribers: HashSet<PeerId>,
     discovery: bool,
@@ -253,6 +254,7 @@ impl EventLoop {
         let validator = Validator::new(ValidatorConfig {
             time: config.genesis.time,
             finality: config.genesis.finality,
+            volume: config.genesis.volume.clone(),
             ..ValidatorConfig::new(config.genesis.profile.clone(), config.genesis.id)
         });
         if let Some(s) = &store {
@@ -268,7 +270,14 @@ impl EventLoop {
         }
         let (solved_tx, solved_rx) = mpsc::channel(16);
         let worker = match config.worker {
-            Some(w) => Some(start_worker(w, config.key.clone(), config.flow.clone())?),
+            Some(w) => {
+                // The anti-spam classes are the network's, so every worker orders alike.
+                let flow = dpow_protocol::flow::FlowConfig {
+                    volume: config.genesis.volume.clone(),
+                    ..config.flow.clone()
+                };
+                Some(start_worker(w, config.key.clone(), flow)?)
+            }
             None => None,
         };
         {
@@ -305,8 +314,11 @@ impl EventLoop {
             service_key: config.service_key,
             pending: HashMap::new(),
             statuses: HashMap::new(),
-            penalties: HashMap::new(),
-            max_penalties: config.max_penalties.max(1),
+            guard: guard::Guard::new(
+                config.tuning.budgets.clone(),
+                config.max_penalties,
+                config.tuning.hello_page_bytes,
+            ),
             status_interval: config.status_interval,
             request_subscribers: HashSet::new(),
             discovery: config.tuning.discovery,
@@ -423,6 +435,9 @@ impl EventLoop {
         }
         if self.catch_up_ledger {
             wake = wake.min(self.next_ledger_sync);
+        }
+        if let Some(t) = self.guard.next_due() {
+            wake = wake.min(t);
         }
         // Statistics lists are rebuilt at most twice a second, and at least that often.
         wake = wake.min(self.last_full_stats + Duration::from_millis(500));
@@ -712,10 +727,7 @@ impl EventLoop {
             } => {
                 tracing::debug!(peer = %peer_id, "connected");
                 if num_established.get() == 1 {
-                    self.swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_request(&peer_id, SyncRequest::Hello);
+                    self.send_sync(peer_id, SyncRequest::Hello { from: 0 });
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -729,6 +741,14 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(peer = ?peer_id, "dial failed: {error}");
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } => {
+                tracing::debug!(addr = %send_back_addr, "inbound connection refused: {cause}");
+                self.stats().connections_denied += 1;
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
@@ -859,24 +879,17 @@ impl EventLoop {
         }
     }
 
+    /// An ignored or rejected message from `peer`: counted, and it costs the peer strikes
+    /// (see `guard`): enough of them and it is blocked for a while.
     fn on_rejected(&mut self, peer: PeerId, r: &Rejected) {
         self.stats().reject(r.reason.as_str());
-        if !r.reason.penalise() {
+        let penalised = r.reason.penalise();
+        if penalised {
+            tracing::warn!(%peer, "rejected message: {r}");
+        } else {
             tracing::debug!(%peer, "ignored message: {r}");
-            return;
         }
-        tracing::warn!(%peer, "rejected message: {r}");
-        let n = self.penalties.entry(peer).or_default();
-        *n += 1;
-        if *n >= self.max_penalties {
-            tracing::warn!(%peer, penalties = *n, "blocking peer for repeated invalid messages");
-            self.swarm.behaviour_mut().blocked.block_peer(peer);
-            let mut s = self.stats();
-            let p = peer.to_string();
-            if !s.blocked_peers.contains(&p) {
-                s.blocked_peers.push(p);
-            }
-        }
+        self.strike(peer, penalised);
     }
 
     /// Validate and act on one message; `Ok` means it may be forwarded.
@@ -1564,68 +1577,38 @@ impl EventLoop {
                 peer,
                 message:
                     request_response::Message::Request {
-                        request: SyncRequest::Hello,
-                        channel,
-                        ..
-                    },
-                ..
-            } => {
-                let now = now_ms();
-                let registry = self
-                    .registry
-                    .entries()
-                    .into_iter()
-                    .take(MAX_SYNC_ITEMS)
-                    .map(|e| Bytes(e.bytes().to_vec()))
-                    .collect();
-                let statuses = self
-                    .live_statuses(now)
-                    .into_iter()
-                    .take(MAX_SYNC_ITEMS)
-                    .map(|s| Bytes(s.bytes().to_vec()))
-                    .collect();
-                let checkpoints = self
-                    .checkpoints
-                    .newest(checkpoints::HELLO_CHECKPOINTS)
-                    .into_iter()
-                    .map(|c| Bytes(c.bytes().to_vec()))
-                    .collect();
-                let resp = SyncResponse::Hello {
-                    registry,
-                    statuses,
-                    checkpoints,
-                };
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, resp)
-                    .is_err()
-                {
-                    tracing::debug!(%peer, "sync response not sent: the peer left");
-                }
-            }
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Request {
                         request, channel, ..
                     },
                 ..
-            } => self.answer_ledger(request, channel),
+            } => self.answer_sync(peer, request, channel),
             request_response::Event::Message {
                 peer,
                 message:
                     request_response::Message::Response {
+                        request_id,
+                        response: SyncResponse::Busy { retry_ms },
+                    },
+                ..
+            } => {
+                let sent = self.sync_answered(&request_id);
+                self.on_busy(peer, sent, retry_ms);
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
                         response:
                             SyncResponse::Hello {
                                 registry,
                                 statuses,
                                 checkpoints,
+                                next,
                             },
-                        ..
                     },
                 ..
             } => {
+                let sent = self.sync_answered(&request_id);
                 let now = now_ms();
                 let (mut ok, mut bad) = (0usize, 0usize);
                 for b in registry.iter().take(MAX_SYNC_ITEMS) {
@@ -1654,28 +1637,49 @@ impl EventLoop {
                         Err(_) => {}
                     }
                 }
-                tracing::debug!(%peer, registry = ok, bad, "synced from peer");
-                // Then the books: counted as synced once they match the peer's.
-                if self.catch_up_ledger {
-                    self.start_catch_up(peer, true);
-                } else {
-                    self.synced_tx.send_modify(|c| *c += 1);
+                tracing::debug!(%peer, registry = ok, bad, "synced a page from peer");
+                if self.next_hello_page(sent, next) {
+                    self.hello_done(peer);
                 }
             }
             request_response::Event::Message {
                 peer,
-                message: request_response::Message::Response { response, .. },
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
-            } => self.on_ledger_response(peer, response),
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            } => {
+                self.sync_answered(&request_id);
+                self.on_ledger_response(peer, response);
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.sync_answered(&request_id);
                 self.on_sync_failure(peer, &error);
             }
             _ => {}
         }
     }
 
+    /// The `Hello` walk with `peer` is over: then the books, counted as synced once they
+    /// match the peer's.
+    fn hello_done(&mut self, peer: PeerId) {
+        if self.catch_up_ledger {
+            self.start_catch_up(peer, true);
+        } else {
+            self.synced_tx.send_modify(|c| *c += 1);
+        }
+    }
+
     fn on_tick(&mut self) {
         let now = now_ms();
+        self.guard_tick();
         self.check_unreceipted(now);
         let actions = self.service.on_tick(now);
         self.service_actions(actions, now);

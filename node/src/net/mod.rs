@@ -11,13 +11,17 @@
 //!
 //! Every gossip message is validated before gossipsub may forward it
 //! ([`dpow_protocol::validate`]); the verdict goes back to gossipsub (accept, ignore, or reject,
-//! which costs the sender score), is counted in [`NodeStats`], and a peer that earns
-//! `max_penalties` rejections is blocked outright.
+//! which costs the sender score), is counted in [`NodeStats`], and costs its sender strikes:
+//! a peer out of them (many ignored messages, or `max_penalties` rejections) is blocked for a
+//! while. Sync answers are metered per peer and `Hello` is paged ([`BudgetConfig`]);
+//! connections are limited in total, per peer, per IP and by memory ([`ConnectionCaps`]).
 
 mod behaviour;
 mod bridge;
+mod budget;
 mod event_loop;
 pub mod history;
+mod limits;
 mod records;
 mod stats;
 
@@ -33,7 +37,9 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::genesis::Genesis;
-pub use behaviour::{DEFAULT_REPLICATION, NetTuning};
+pub use behaviour::{DEFAULT_HELLO_PAGE_BYTES, DEFAULT_REPLICATION, NetTuning};
+pub use budget::{BudgetConfig, Rate};
+pub use limits::ConnectionCaps;
 /// The request-response messages peers exchange (sync and result delivery) and their codecs:
 /// the wire types, public so that their decoders can be fuzzed from outside the crate.
 pub mod wire {
@@ -88,7 +94,8 @@ pub struct NodeConfig {
     pub flow: FlowConfig,
     /// How often a worker announces its status.
     pub status_interval: Duration,
-    /// Penalised rejections after which a peer is blocked.
+    /// Penalised rejections (within `tuning.budgets.strikes`' window) after which a peer is
+    /// blocked for `tuning.budgets.block_for`.
     pub max_penalties: u32,
     /// Network tuning.
     pub tuning: NetTuning,

@@ -71,8 +71,25 @@ pub struct NodeStats {
     pub accepted: BTreeMap<String, u64>,
     /// Gossip messages rejected or ignored, by reason; never forwarded.
     pub rejected: BTreeMap<String, u64>,
-    /// Peers blocked for sending too many invalid messages.
+    /// Peers blocked now for sending too many ignored or invalid messages (each block ends
+    /// after `NetTuning::budgets.block_for`).
     pub blocked_peers: Vec<String>,
+    /// Blocks imposed since the node started.
+    pub peers_blocked: u64,
+    /// Peers blocked now.
+    pub peers_blocked_now: usize,
+    /// Peers whose budgets are tracked now (bounded by `budgets.max_peers`).
+    pub budget_peers: usize,
+    /// Sync requests of peers answered.
+    pub sync_answered: u64,
+    /// Bytes of those answers (envelopes and a little framing).
+    pub sync_answered_bytes: u64,
+    /// Sync requests answered `Busy`: the peer was over its budget.
+    pub sync_throttled: u64,
+    /// Inbound connections refused by a connection limit (total, per peer, per IP, memory).
+    pub connections_denied: u64,
+    /// DHT records peers put that this node already held byte for byte (dropped unwritten).
+    pub dht_duplicates: u64,
     /// Requests this node submitted for its own callers.
     pub submitted: u64,
     /// Of those, answered with valid work.

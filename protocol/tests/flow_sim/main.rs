@@ -55,7 +55,13 @@ impl Scenario {
             burst_share: 0.3,
             config: FlowConfig {
                 // Low enough that the heavy service goes over it within the run.
-                volume_limit: 40,
+                volume: dpow_protocol::volume::VolumePolicy {
+                    windows: vec![dpow_protocol::volume::Window {
+                        window_ms: 60_000,
+                        base: 41,
+                    }],
+                    max_class: 4,
+                },
                 ..FlowConfig::default()
             },
             crash_per_solve: 0.02,

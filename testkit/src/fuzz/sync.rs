@@ -1,5 +1,5 @@
 //! Harnesses for what peers send over request-response and Kademlia: the sync protocol
-//! (`/dpow/sync/2`), result delivery (`/dpow/result/1`), both through the node's own CBOR codec
+//! (`/dpow/sync/3`), result delivery (`/dpow/result/1`), both through the node's own CBOR codec
 //! ([`SyncCodec`], [`ResultCodec`]), and DHT record values.
 //!
 //! Properties: a decoded message re-encodes to bytes that decode to a message that re-encodes
@@ -28,7 +28,7 @@ use crate::builders::NOW;
 /// (the node's own caps are in the thousands).
 const ITEMS: usize = 32;
 
-const SYNC: StreamProtocol = StreamProtocol::new("/dpow/sync/2");
+const SYNC: StreamProtocol = StreamProtocol::new("/dpow/sync/3");
 const RESULT: StreamProtocol = StreamProtocol::new("/dpow/result/1");
 
 fn read_sync_request(bytes: &[u8]) -> std::io::Result<SyncRequest> {
@@ -82,7 +82,7 @@ pub fn sync_request(bytes: &[u8]) {
         return;
     };
     match &req {
-        SyncRequest::Hello | SyncRequest::Digests => {}
+        SyncRequest::Hello { .. } | SyncRequest::Digests => {}
         SyncRequest::Ids { after, .. } => {
             let _ = after.as_ref().map(ids);
         }
@@ -113,6 +113,7 @@ pub fn sync_response(bytes: &[u8]) {
             registry,
             statuses,
             checkpoints,
+            ..
         } => {
             each(registry, |b| {
                 if let Ok(s) = v.check_registry(b, &f.net.registry, NOW) {
@@ -143,6 +144,7 @@ pub fn sync_response(bytes: &[u8]) {
                 accepted::<Receipt>(&s, b);
             }
         }),
+        SyncResponse::Busy { .. } => {}
     }
     stable(resp, write_sync_response, read_sync_response);
 }
@@ -232,7 +234,8 @@ pub fn dht_record(bytes: &[u8]) {
 pub(super) fn request_seeds() -> Vec<Vec<u8>> {
     let id = fixture().receipt.id().0.to_vec();
     vec![
-        write_sync_request(SyncRequest::Hello),
+        write_sync_request(SyncRequest::Hello { from: 0 }),
+        write_sync_request(SyncRequest::Hello { from: 340 }),
         write_sync_request(SyncRequest::Digests),
         write_sync_request(SyncRequest::Ids {
             epoch: 19_675,
@@ -252,7 +255,9 @@ pub(super) fn response_seeds() -> Vec<Vec<u8>> {
             registry: f.entries.iter().map(|e| env(e.bytes())).collect(),
             statuses: vec![env(f.status.bytes())],
             checkpoints: vec![env(f.checkpoint.bytes())],
+            next: Some(3),
         }),
+        write_sync_response(SyncResponse::Busy { retry_ms: 250 }),
         write_sync_response(SyncResponse::Digests {
             epoch_ms: f.config.finality.epoch_ms,
             epochs: vec![EpochDigest {

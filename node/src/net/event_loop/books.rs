@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use dpow_protocol::ledger::{Ingested, LedgerError};
 use dpow_protocol::validate::{RejectReason, Rejected};
 use dpow_protocol::{MessageId, Receipt, Signed};
-use libp2p::request_response::{self, ResponseChannel};
+use libp2p::request_response;
 use libp2p::{PeerId, gossipsub, kad};
 
 use super::super::behaviour::{
@@ -36,6 +36,8 @@ use crate::store::StoredReceipt;
 const FLUSH_AT: usize = 256;
 /// ... or this long after its first receipt arrived.
 const FLUSH_AFTER: Duration = Duration::from_millis(3);
+/// Epochs whose sorted id lists are kept for `Ids` answers.
+pub(super) const MAX_CACHED_EPOCHS: usize = 64;
 
 /// What to do once a queued receipt is on disk.
 pub(super) enum Ack {
@@ -120,12 +122,22 @@ impl EventLoop {
         self.epochs_held = None;
     }
 
-    /// An epoch's receipt ids, ascending (cached like its digest).
+    /// An epoch's receipt ids, ascending (cached like its digest). Only epochs that hold
+    /// receipts are cached, at most [`MAX_CACHED_EPOCHS`] (the lowest epoch goes first), so
+    /// peers asking for any epochs they like cannot grow the cache.
     fn ids_of_epoch(&mut self, epoch: u64) -> std::sync::Arc<Vec<MessageId>> {
         if let Some(ids) = self.epoch_ids.get(&epoch) {
             return ids.clone();
         }
         let ids = std::sync::Arc::new(self.ledger.receipt_ids_in_epoch(epoch));
+        if ids.is_empty() {
+            return ids;
+        }
+        if self.epoch_ids.len() >= MAX_CACHED_EPOCHS
+            && let Some(oldest) = self.epoch_ids.keys().min().copied()
+        {
+            self.epoch_ids.remove(&oldest);
+        }
         self.epoch_ids.insert(epoch, ids.clone());
         ids
     }
@@ -314,7 +326,23 @@ impl EventLoop {
     }
 
     /// A record a peer asks this node to hold: it must be a valid receipt under its own id.
+    /// One already held byte for byte is dropped unread: every put is a synced write, and
+    /// peers re-replicate what they hold (so it costs them no strike either).
     pub(super) fn on_inbound_record(&mut self, from: PeerId, record: kad::Record) {
+        {
+            use kad::store::RecordStore;
+            let held = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .store_mut()
+                .get(&record.key)
+                .is_some_and(|r| r.value == record.value);
+            if held {
+                self.stats().dht_duplicates += 1;
+                return;
+            }
+        }
         let check = self
             .validator
             .check_receipt(&record.value, &self.registry, now_ms())
@@ -360,10 +388,7 @@ impl EventLoop {
                 ..CatchUp::default()
             },
         );
-        self.swarm
-            .behaviour_mut()
-            .sync
-            .send_request(&peer, SyncRequest::Digests);
+        self.send_sync(peer, SyncRequest::Digests);
     }
 
     /// Every `ledger_sync`: catch up with one connected peer, picked at random.
@@ -403,9 +428,7 @@ impl EventLoop {
             None
         };
         match request {
-            Some(r) => {
-                self.swarm.behaviour_mut().sync.send_request(&peer, r);
-            }
+            Some(r) => self.send_sync(peer, r),
             None => self.end_catch_up(peer),
         }
     }
@@ -421,16 +444,14 @@ impl EventLoop {
         }
     }
 
-    /// Answer a ledger sync request (anything but `Hello`).
-    pub(super) fn answer_ledger(
-        &mut self,
-        request: SyncRequest,
-        channel: ResponseChannel<SyncResponse>,
-    ) {
+    /// The answer to a ledger sync request (`Hello` is answered in `guard`, metered there
+    /// like these).
+    pub(super) fn answer_ledger(&mut self, request: SyncRequest) -> SyncResponse {
         // Hand what is queued to the store task first; the answer is the books as held.
         self.flush_receipts();
-        let response = match request {
-            SyncRequest::Hello => return,
+        match request {
+            // Answered by `guard::hello_page`; never routed here.
+            SyncRequest::Hello { .. } => SyncResponse::Busy { retry_ms: 0 },
             SyncRequest::Digests => {
                 // A light node's few receipts are held by full nodes too: it offers none.
                 let epochs = if self.light {
@@ -475,15 +496,6 @@ impl EventLoop {
                     .map(|r| Bytes(r.bytes().to_vec()))
                     .collect(),
             ),
-        };
-        if self
-            .swarm
-            .behaviour_mut()
-            .sync
-            .send_response(channel, response)
-            .is_err()
-        {
-            tracing::debug!("ledger sync answer not sent: the peer left");
         }
     }
 
@@ -493,7 +505,7 @@ impl EventLoop {
             return;
         }
         match response {
-            SyncResponse::Hello { .. } => return,
+            SyncResponse::Hello { .. } | SyncResponse::Busy { .. } => return,
             SyncResponse::Digests { epoch_ms, epochs } => {
                 if epoch_ms != self.ledger.epoch_ms() {
                     tracing::warn!(%peer, epoch_ms, "peer uses another epoch length: no catch-up");

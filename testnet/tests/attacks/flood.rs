@@ -1,0 +1,159 @@
+//! A registered service floods the network with expensive requests while an honest one asks
+//! for a little work now and then.
+//!
+//! Graduated anti-spam classes a service by its cost-weighted volume over rolling windows
+//! (`dpow_protocol::volume`): the flooder passes its base at once and falls a class, so every
+//! worker serves the honest service's requests first (preempting a flood solve). Without the
+//! classes (a base no one reaches) workers serve requests by age and the honest ones wait
+//! behind the flood.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dpow_keys::SecretKey;
+use dpow_node::net::{self, NodeHandle, WorkAsk};
+use dpow_protocol::volume::{VolumePolicy, Window};
+use dpow_protocol::{Credits, Difficulty, Priority, RegistryAction, Root};
+use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions};
+
+const T: Duration = Duration::from_secs(120);
+const FLOOD: u32 = 60;
+const HONEST: u32 = 6;
+
+fn ask(tag: u8, i: u32, difficulty: u64) -> WorkAsk {
+    let mut r = [0x71u8; 32];
+    r[0] = tag;
+    r[1..5].copy_from_slice(&i.to_le_bytes());
+    WorkAsk {
+        root: Root(r),
+        difficulty: Difficulty(difficulty),
+        kind: None,
+        account: None,
+        priority: Priority::Normal,
+        lifetime: Duration::from_secs(110),
+    }
+}
+
+/// A second registered, funded service and its node.
+async fn flooder(net: &LocalNet) -> NodeHandle {
+    let key = SecretKey::generate().expect("key");
+    for action in [
+        RegistryAction::RegisterService {
+            service: key.public(),
+            name: "flooder".into(),
+        },
+        RegistryAction::GrantCredits {
+            service: key.public(),
+            credits: Credits(1_000_000),
+        },
+    ] {
+        net.bootstrap
+            .registry(action, net.registrar.clone())
+            .await
+            .expect("registered");
+    }
+    let mut cfg = net.config(SecretKey::generate().expect("key"));
+    cfg.service_key = Some(key);
+    let node = net::spawn(cfg).await.expect("flooder starts");
+    node.wait_synced(T).await.expect("synced");
+    node.wait_for_peers(1, T).await.expect("connected");
+    net.wait_all(T, |s| s.registry_entries >= 4)
+        .await
+        .expect("registry spread");
+    node
+}
+
+/// Honest requests' latencies (sorted) and, for each, how many flood requests had been
+/// answered when it was.
+async fn scenario(volume: VolumePolicy) -> (Vec<Duration>, Vec<u64>) {
+    let net = LocalNet::start(LocalOptions {
+        workers: 2,
+        flow: FlowConfig {
+            volume,
+            ..FlowConfig::default()
+        },
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network");
+    let honest = net.service_node().await.expect("service");
+    let flood = Arc::new(flooder(&net).await);
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..FLOOD {
+        let (flood, done) = (flood.clone(), done.clone());
+        // The test profile's hardest work: 2^20 expected hashes each.
+        tasks.push(tokio::spawn(async move {
+            let r = flood.submit(ask(0xf1, i, 0xffff_f000_0000_0000)).await;
+            done.fetch_add(1, Ordering::SeqCst);
+            r.is_ok()
+        }));
+    }
+    // Let the flood fill the workers' queues first.
+    let t0 = Instant::now();
+    while net.workers.iter().map(|w| w.stats().queue).sum::<usize>() < FLOOD as usize {
+        assert!(t0.elapsed() < T, "the flood never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut lat = Vec::new();
+    let mut flood_done = Vec::new();
+    for i in 0..HONEST {
+        let t = Instant::now();
+        tokio::time::timeout(T, honest.submit(ask(0x0a, i, 0xffff_0000_0000_0000)))
+            .await
+            .expect("in time")
+            .expect("answered");
+        lat.push(t.elapsed());
+        flood_done.push(done.load(Ordering::SeqCst));
+    }
+    for t in tasks {
+        assert!(t.await.expect("task"), "a flood request failed");
+    }
+    lat.sort();
+    (lat, flood_done)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flooding_service_falls_a_class_and_honest_requests_go_first() {
+    // Class 1 from 8 credits a minute: the flood's 60 × 2^20-hash requests (price 1 each on
+    // the test profile) pass it at once, the honest service's 6 never do.
+    let tight = VolumePolicy {
+        windows: vec![Window {
+            window_ms: 60_000,
+            base: 8,
+        }],
+        max_class: 2,
+    };
+    let (with, done_with) = scenario(tight).await;
+    let loose = VolumePolicy {
+        windows: vec![Window {
+            window_ms: 60_000,
+            base: u64::MAX,
+        }],
+        max_class: 1,
+    };
+    let (without, done_without) = scenario(loose).await;
+    eprintln!(
+        "flood: {FLOOD} requests of 2^20 hashes; honest p50/p99 with classes {:.0}/{:.0} ms \
+         (flood answered meanwhile {done_with:?}), without {:.0}/{:.0} ms ({done_without:?})",
+        ms(with[with.len() / 2]),
+        ms(with[with.len() - 1]),
+        ms(without[without.len() / 2]),
+        ms(without[without.len() - 1]),
+    );
+    // With classes every honest request was answered while most of the flood still waited;
+    // without them the first honest answer came only after the flood ahead of it.
+    assert!(
+        done_with[0] < u64::from(FLOOD) / 2,
+        "flood answered before the first honest request: {done_with:?}"
+    );
+    assert!(
+        done_without[0] >= u64::from(FLOOD) / 2,
+        "without classes the honest request should wait: {done_without:?}"
+    );
+}
