@@ -1,7 +1,8 @@
 //! One network: two networks (different genesis) whose registrar, service and worker reuse
 //! the same keys. Everything signed on network A and replayed into network B (registry
 //! entries, requests, results, statuses, cancels, receipts) is refused by B as a bad signature,
-//! and a node of A that dials B is dropped at identify (B counts it in `peers_wrong_network`).
+//! and a node of A that dials B is dropped at identify (counted in `peers_wrong_network` by the
+//! side that reads the other's identify first).
 
 use std::time::Duration;
 
@@ -192,15 +193,20 @@ async fn messages_of_another_network_with_the_same_keys_are_refused_and_its_node
         .await
         .expect("replayers gone");
     stray.dial(b.bootstrap_addr.clone()).await.expect("dials");
-    let dropped = wait_for(&b.bootstrap, T, |s| s.peers_wrong_network >= 1)
-        .await
-        .expect("B drops A's node");
-    assert_eq!(dropped.peers_wrong_network, 1);
+    // Whichever side reads the other's identify first closes the connection and counts it
+    // (usually B, the dialed side; under load sometimes A's node first).
+    let t0 = tokio::time::Instant::now();
+    let counted = loop {
+        let n = b.bootstrap.stats().peers_wrong_network + stray.stats().peers_wrong_network;
+        if n >= 1 || t0.elapsed() > T {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!((1..=2).contains(&counted), "dropped at identify: {counted}");
     wait_for(&b.bootstrap, T, |s| s.connected_peers == 1)
         .await
-        .expect("no connection to A's node stays");
-    // Whichever side reads the other's identify first closes the connection; on A's node
-    // only its own bootstrap stays.
+        .expect("no connection to A's node stays on B");
     wait_for(&stray, T, |s| s.connected_peers == 1)
         .await
         .expect("A's node keeps only A's bootstrap");
