@@ -172,14 +172,25 @@ export function encodeStatus({worker, hashRate, queue, payout, createdMs}) {
 /** Message kinds: [envelope kind byte, signing domain]. */
 export const KIND = {result: [2, 'work-result'], status: [5, 'worker-status']};
 
-/** What the key signs: "dpow/1/" ‖ domain ‖ 0x00 ‖ payload. */
-export function signingInput(kind, payload) {
-  const head = new TextEncoder().encode('dpow/1/' + KIND[kind][1]);
-  return Uint8Array.from([...head, 0, ...payload]);
+/** The protocol version, the first byte of every envelope. */
+export const VERSION = 2;
+
+/**
+ * What the key signs: "dpow/2/" ‖ network id (32 bytes, from the node's hello) ‖ domain ‖ 0x00
+ * ‖ payload. A signature made for one network never verifies on another.
+ */
+export function signingInput(kind, payload, networkId) {
+  if (!(networkId instanceof Uint8Array) || networkId.length !== 32) {
+    throw new Error('a network id has 32 bytes');
+  }
+  const enc = new TextEncoder();
+  return Uint8Array.from([
+    ...enc.encode('dpow/2/'), ...networkId, ...enc.encode(KIND[kind][1]), 0, ...payload,
+  ]);
 }
 
-/** The envelope: version 1, kind, the payload as postcard bytes, the 64-byte signature. */
+/** The envelope: the version, kind, the payload as postcard bytes, the 64-byte signature. */
 export function envelope(kind, payload, signature) {
   if (signature.length !== 64) throw new Error('an ed25519 signature has 64 bytes');
-  return Uint8Array.from([1, KIND[kind][0], ...varint(payload.length), ...payload, ...signature]);
+  return Uint8Array.from([VERSION, KIND[kind][0], ...varint(payload.length), ...payload, ...signature]);
 }

@@ -29,6 +29,7 @@ const state = {
   nodeIndex: 0,
   backoff: BACKOFF_MIN_MS,
   offsetMs: 0, // node clock - our clock
+  networkId: null, // 32 bytes, from the node's hello: every signature names it
   open: new Map(), // id -> {root, difficulty, expires}
   current: null, // request id being solved
   wake: null,
@@ -78,9 +79,8 @@ async function loadKey() {
 }
 
 async function sign(kind, payload) {
-  const sig = new Uint8Array(
-    await crypto.subtle.sign({name: 'Ed25519'}, state.key.privateKey, signingInput(kind, payload)),
-  );
+  const input = signingInput(kind, payload, state.networkId);
+  const sig = new Uint8Array(await crypto.subtle.sign({name: 'Ed25519'}, state.key.privateKey, input));
   return envelope(kind, payload, sig);
 }
 
@@ -149,6 +149,8 @@ function onMessage(base, m) {
     case 'hello': {
       state.backoff = BACKOFF_MIN_MS;
       state.offsetMs = Number(m.now_ms) - Date.now();
+      // Every signature names the network of the node that serves this page.
+      state.networkId = fromHex(String(m.network_id || ''));
       for (const p of [base, ...(m.peers || [])]) {
         if (typeof p === 'string' && /^https?:\/\//.test(p) && !state.nodes.includes(p)) state.nodes.push(p);
       }

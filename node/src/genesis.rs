@@ -10,12 +10,17 @@
 //! epoch_ms = 86400000               # optional: the payout epoch
 //! finality_grace_ms = 600000        # optional: see `Finality`
 //! ```
+//!
+//! The network id ([`NetworkId`]) is the hash of the *canonical genesis* ([`Genesis::canonical`]):
+//! the name, the profile (name and thresholds), the registrar keys (sorted), the effective
+//! timing rules and anti-spam policy (defaults filled in), postcard-encoded. Bootstrap addresses are not part of it:
+//! they can change without making another network.
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use dpow_keys::PublicKey;
-use dpow_protocol::{Profile, TimePolicy};
+use dpow_protocol::{NetworkId, Profile, TimePolicy};
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +78,21 @@ pub struct Genesis {
     pub finality: dpow_protocol::Finality,
     /// Graduated anti-spam classes and relay budgets, enforced by every node.
     pub volume: dpow_protocol::volume::VolumePolicy,
+    /// The network id: the hash of [`Genesis::canonical`].
+    pub id: NetworkId,
+}
+
+/// The fields of a genesis that define its network, in their canonical order.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    network: &'a str,
+    profile: &'a Profile,
+    registrars: Vec<PublicKey>,
+    max_request_lifetime_ms: u64,
+    max_clock_skew_ms: u64,
+    epoch_ms: u64,
+    finality_grace_ms: u64,
+    volume: &'a dpow_protocol::volume::VolumePolicy,
 }
 
 impl Genesis {
@@ -137,7 +157,7 @@ impl Genesis {
         volume
             .check()
             .map_err(|e| anyhow::anyhow!("anti_spam: {e}"))?;
-        Ok(Genesis {
+        let mut g = Genesis {
             volume,
             network: f.network.clone(),
             profile,
@@ -146,7 +166,36 @@ impl Genesis {
             time,
             epoch_ms,
             finality,
-        })
+            id: NetworkId([0; 32]),
+        };
+        g.seal()?;
+        Ok(g)
+    }
+
+    /// Set [`Genesis::id`] from the other fields: after building or changing a genesis in code.
+    pub fn seal(&mut self) -> anyhow::Result<()> {
+        self.id = NetworkId::of_canonical_genesis(&self.canonical()?);
+        Ok(())
+    }
+
+    /// The canonical genesis: the fields that define the network (not the bootstrap
+    /// addresses), registrar keys sorted and deduplicated, defaults filled in, encoded with the
+    /// protocol's canonical codec. Its hash is the network id.
+    pub fn canonical(&self) -> anyhow::Result<Vec<u8>> {
+        let mut registrars = self.registrars.clone();
+        registrars.sort();
+        registrars.dedup();
+        let c = Canonical {
+            network: &self.network,
+            profile: &self.profile,
+            registrars,
+            max_request_lifetime_ms: self.time.max_lifetime_ms,
+            max_clock_skew_ms: self.time.max_skew_ms,
+            epoch_ms: self.epoch_ms,
+            finality_grace_ms: self.finality.grace_ms,
+            volume: &self.volume,
+        };
+        Ok(dpow_protocol::codec::encode(&c, "genesis")?)
     }
 
     /// Read and check a genesis TOML file.
@@ -161,9 +210,20 @@ impl Genesis {
         Genesis::from_file(&f)
     }
 
-    /// The gossipsub topic for one kind of message on this network.
+    /// The gossipsub topic for one kind of message on this network: named by the network's
+    /// name and the short form of its id, so networks sharing a name still never mix.
     pub fn topic(&self, what: &str) -> String {
-        format!("/dpow/{}/{what}/1", self.network)
+        format!("/dpow/{}/{}/{what}/1", self.network, self.id.short())
+    }
+
+    /// Identify's protocol version: a peer announcing another is of another network.
+    pub fn identify_version(&self) -> String {
+        format!("/dpow/{}/{}/2", self.network, self.id.short())
+    }
+
+    /// A libp2p stream protocol name (`/dpow/<short id>/<what>`) bound to this network.
+    pub fn protocol(&self, what: &str) -> String {
+        format!("/dpow/{}/{what}", self.id.short())
     }
 }
 
@@ -239,6 +299,50 @@ mod tests {
         let mut f = file();
         f.bootstrap = vec!["not an addr".into()];
         assert!(Genesis::from_file(&f).is_err());
+    }
+
+    #[test]
+    fn network_id_binds_what_defines_the_network_and_nothing_else() {
+        let base = Genesis::from_file(&file()).expect("valid").id;
+        let mut f = file();
+        f.bootstrap = vec!["/ip4/127.0.0.1/tcp/7001".into()];
+        assert_eq!(Genesis::from_file(&f).expect("valid").id, base);
+        let mut f = file();
+        f.epoch_ms = Some(dpow_protocol::ledger::DEFAULT_EPOCH_MS);
+        assert_eq!(
+            Genesis::from_file(&f).expect("valid").id,
+            base,
+            "a default spelt out"
+        );
+        let text = toml::to_string(&file()).expect("serialises");
+        let spaced = text.replace(" = ", "   =   ") + "\n# a comment\n";
+        assert_eq!(Genesis::parse(&spaced).expect("valid").id, base);
+        let changes: [fn(&mut GenesisFile); 8] = [
+            |f| f.network = "t-2".into(),
+            |f| f.profile = "nano".into(),
+            |f| {
+                let other = dpow_keys::SecretKey::from_seed([9; 32]).public();
+                f.registrars.push(other.to_hex());
+            },
+            |f| f.max_request_lifetime_ms = Some(1000),
+            |f| f.max_clock_skew_ms = Some(1),
+            |f| f.epoch_ms = Some(3_600_000),
+            |f| f.finality_grace_ms = Some(1),
+            |f| {
+                f.anti_spam = Some(dpow_protocol::volume::VolumePolicy {
+                    max_class: 3,
+                    ..Default::default()
+                })
+            },
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut f = file();
+            change(&mut f);
+            let g = Genesis::from_file(&f).expect("valid");
+            assert_ne!(g.id, base, "change {i} must make another network");
+        }
+        let g = Genesis::from_file(&file()).expect("valid");
+        assert!(g.topic("requests").contains(&g.id.short()));
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn registry() -> Registry {
                 created_ms: NOW - 86_400_000,
                 action,
             };
-            r.apply(Signed::sign(e, &registrar).expect("sign entry"))
+            r.apply(Signed::sign(e, &registrar, &dpow_testkit::builders::NET).expect("sign entry"))
                 .expect("apply");
         }
     }
@@ -73,7 +73,7 @@ fn request(i: usize, services: &[SecretKey]) -> Signed<WorkRequest> {
         priority: Priority::Normal,
         node: dpow_keys::PublicKey([7; 32]),
     };
-    Signed::sign(req, service).expect("sign request")
+    Signed::sign(req, service, &dpow_testkit::builders::NET).expect("sign request")
 }
 
 /// No anti-spam budget: the benchmark measures the checks, and passes any budget soon.
@@ -86,7 +86,7 @@ fn config() -> ValidatorConfig {
             }],
             max_class: 12,
         },
-        ..ValidatorConfig::new(Profile::nano())
+        ..ValidatorConfig::new(Profile::nano(), dpow_testkit::builders::NET)
     }
 }
 
@@ -131,7 +131,12 @@ fn bench(c: &mut Criterion) {
         let mut req = request(filler, &services).payload().clone();
         req.nonce = u64::MAX - filler as u64;
         req.expires_ms = NOW + 1_000 + (filler as u64 % 50_000);
-        let signed = Signed::sign(req, &services[filler % services.len()]).expect("sign");
+        let signed = Signed::sign(
+            req,
+            &services[filler % services.len()],
+            &dpow_testkit::builders::NET,
+        )
+        .expect("sign");
         full.check_request(signed.bytes(), &registry, NOW)
             .expect("fill");
         filler += 1;
@@ -160,7 +165,10 @@ fn bench(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % POOL;
-            black_box(Signed::<WorkRequest>::decode(black_box(&pool[i])).expect("decode"))
+            black_box(
+                Signed::<WorkRequest>::decode(black_box(&pool[i]), &dpow_testkit::builders::NET)
+                    .expect("decode"),
+            )
         })
     });
 
@@ -172,6 +180,7 @@ fn bench(c: &mut Criterion) {
             ..request(0, &services).payload().clone()
         },
         &services[0],
+        &dpow_testkit::builders::NET,
     )
     .expect("sign request");
     let root = req.payload().root;
@@ -188,9 +197,13 @@ fn bench(c: &mut Criterion) {
             payout: None,
         },
         &worker,
+        &dpow_testkit::builders::NET,
     )
     .expect("sign result");
-    let v = Validator::new(ValidatorConfig::new(Profile::test()));
+    let v = Validator::new(ValidatorConfig::new(
+        Profile::test(),
+        dpow_testkit::builders::NET,
+    ));
     group.bench_function("check_result", |b| {
         b.iter(|| {
             let ok = v.check_result(black_box(result.bytes()), Some(&req), &registry, NOW);

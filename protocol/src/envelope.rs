@@ -2,10 +2,11 @@
 //!
 //! Wire form (postcard): `Envelope { version: u8, kind: u8, payload: bytes, signature: [u8; 64] }`.
 //! The signature is ed25519 over the *signing input*
-//! `"dpow/1/" ‖ domain ‖ 0x00 ‖ payload`, where `domain` names the message kind, so a signature
-//! made for one kind of message can never be replayed as another. The payload names its own
-//! signer (the service, worker or registrar key), and the message id is the blake2b-256 hash of
-//! the signing input.
+//! `"dpow/2/" ‖ network id ‖ domain ‖ 0x00 ‖ payload`, where the [`NetworkId`] (32 bytes) names
+//! the network, so a signature made on one network never verifies on another, and `domain`
+//! names the message kind, so a signature made for one kind of message can never be replayed as
+//! another. The payload names its own signer (the service, worker or registrar key), and the
+//! message id is the blake2b-256 hash of the signing input.
 //!
 //! [`Signed::decode`] checks, in order: size limit, version, kind, envelope decoding (truncated,
 //! trailing bytes, canonical form), payload decoding (same), the payload's own structural rules,
@@ -21,10 +22,10 @@ use dpow_keys::{PublicKey, SecretKey, Signature};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{ProtocolError, codec};
+use crate::{NetworkId, ProtocolError, codec};
 
 /// The protocol version this code speaks (the first byte of every envelope).
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// The kinds of signed message, each with its own signing domain and size limit.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -132,14 +133,27 @@ struct Envelope<'a> {
     signature: Signature,
 }
 
-fn signing_input(kind: MessageKind, payload: &[u8]) -> Vec<u8> {
+/// The signing input of a message of `kind` whose payload encodes to `payload`, on network
+/// `net`: `"dpow/2/" ‖ net ‖ domain ‖ 0x00 ‖ payload`.
+pub fn signing_input(kind: MessageKind, payload: &[u8], net: &NetworkId) -> Vec<u8> {
     let domain = kind.domain().as_bytes();
-    let mut v = Vec::with_capacity(7 + domain.len() + 1 + payload.len());
-    v.extend_from_slice(b"dpow/1/");
+    let mut v = Vec::with_capacity(7 + 32 + domain.len() + 1 + payload.len());
+    v.extend_from_slice(b"dpow/2/");
+    v.extend_from_slice(&net.0);
     v.extend_from_slice(domain);
     v.push(0);
     v.extend_from_slice(payload);
     v
+}
+
+/// Decode a payload of kind `T` on its own (canonical, structural rules checked, signature
+/// not involved), for network `net`: envelopes nested in it are decoded and verified for `net`,
+/// as in [`Signed::decode`]. For tools and tests that look inside payloads.
+pub fn decode_payload<T: Message>(payload: &[u8], net: &NetworkId) -> Result<T, ProtocolError> {
+    let kind = T::KIND.domain();
+    let p: T = nested::within(net, || codec::decode_canonical(payload, kind))?;
+    p.check()?;
+    Ok(p)
 }
 
 /// Signatures a caller vouched were verified ([`Signed::remember_verified`]), so a message
@@ -195,8 +209,8 @@ pub struct Signed<T> {
 }
 
 impl<T: Message> Signed<T> {
-    /// Sign `payload` with `key`, which must be the payload's named signer.
-    pub fn sign(payload: T, key: &SecretKey) -> Result<Self, ProtocolError> {
+    /// Sign `payload` with `key`, which must be the payload's named signer, for network `net`.
+    pub fn sign(payload: T, key: &SecretKey, net: &NetworkId) -> Result<Self, ProtocolError> {
         let kind = T::KIND.domain();
         if key.public() != payload.signer() {
             return Err(ProtocolError::Invalid {
@@ -206,7 +220,7 @@ impl<T: Message> Signed<T> {
         }
         payload.check()?;
         let body = codec::encode(&payload, kind)?;
-        let input = signing_input(T::KIND, &body);
+        let input = signing_input(T::KIND, &body, net);
         let signature = key.sign(&input);
         let env = Envelope {
             version: PROTOCOL_VERSION,
@@ -229,8 +243,9 @@ impl<T: Message> Signed<T> {
         })
     }
 
-    /// Decode and verify an envelope from untrusted bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+    /// Decode and verify an envelope from untrusted bytes, signed for network `net`. Envelopes
+    /// nested in the payload (a receipt's request and result) must be signed for `net` too.
+    pub fn decode(bytes: &[u8], net: &NetworkId) -> Result<Self, ProtocolError> {
         let kind = T::KIND.domain();
         if bytes.len() > T::MAX_BYTES {
             return Err(ProtocolError::Oversized {
@@ -260,9 +275,9 @@ impl<T: Message> Signed<T> {
                 got,
             });
         }
-        let payload: T = codec::decode_canonical(env.payload, kind)?;
+        let payload: T = nested::within(net, || codec::decode_canonical(env.payload, kind))?;
         payload.check()?;
-        let input = signing_input(T::KIND, env.payload);
+        let input = signing_input(T::KIND, env.payload, net);
         let id = hash_id(&input);
         if !verified::contains(&id, &env.signature) {
             payload
@@ -323,10 +338,68 @@ impl<T: Message> Serialize for Signed<T> {
     }
 }
 
-/// Deserialising a nested envelope verifies it fully, like [`Signed::decode`].
+/// Deserialising a nested envelope verifies it fully, like [`Signed::decode`], for the network
+/// of the [`Signed::decode`] it is nested in; outside one (no network named) it is refused.
 impl<'de, T: Message> Deserialize<'de> for Signed<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes: &'de [u8] = <&[u8]>::deserialize(d)?;
-        Signed::decode(bytes).map_err(serde::de::Error::custom)
+        let net = nested::current().ok_or_else(|| {
+            serde::de::Error::custom("a nested envelope decodes only inside Signed::decode")
+        })?;
+        Signed::decode(bytes, &net).map_err(|e| {
+            nested::failed(&e);
+            serde::de::Error::custom(e)
+        })
+    }
+}
+
+/// The network a payload being decoded belongs to, for the envelopes nested in it: serde's
+/// `Deserialize` takes no context, so [`Signed::decode`] names its network here (per thread,
+/// for the duration of the payload's decoding) and nested envelopes read it.
+mod nested {
+    use std::cell::{Cell, RefCell};
+
+    use super::NetworkId;
+    use crate::ProtocolError;
+
+    thread_local! {
+        static NET: Cell<Option<NetworkId>> = const { Cell::new(None) };
+        static FAILED: RefCell<Option<ProtocolError>> = const { RefCell::new(None) };
+    }
+
+    /// Run `f` with `net` as the network of nested envelopes, then restore the previous one.
+    /// If `f` fails because a nested envelope did, that envelope's error is returned (a bad
+    /// nested signature is a bad signature, not a malformed payload).
+    pub(super) fn within<R>(
+        net: &NetworkId,
+        f: impl FnOnce() -> Result<R, ProtocolError>,
+    ) -> Result<R, ProtocolError> {
+        struct Restore(Option<NetworkId>, Option<ProtocolError>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                NET.with(|n| n.set(self.0));
+                FAILED.with(|f| *f.borrow_mut() = self.1.take());
+            }
+        }
+        let _restore = Restore(
+            NET.with(|n| n.replace(Some(*net))),
+            FAILED.with(|f| f.borrow_mut().take()),
+        );
+        f().map_err(|e| FAILED.with(|f| f.borrow_mut().take()).unwrap_or(e))
+    }
+
+    /// Note the first failure of a nested envelope, for [`within`].
+    pub(super) fn failed(e: &ProtocolError) {
+        FAILED.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.is_none() {
+                *f = Some(e.clone());
+            }
+        });
+    }
+
+    /// The network named by the enclosing decode, if any.
+    pub(super) fn current() -> Option<NetworkId> {
+        NET.with(|n| n.get())
     }
 }

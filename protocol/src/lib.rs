@@ -20,6 +20,7 @@ mod error;
 pub mod flow;
 pub mod ledger;
 pub mod messages;
+pub mod network;
 pub mod profile;
 pub mod registry;
 pub mod standing;
@@ -34,5 +35,6 @@ pub use messages::{
     Credits, Priority, Receipt, RegistryAction, RegistryEntry, RequestId, TimePolicy, WorkCancel,
     WorkRequest, WorkResult, WorkerStatus,
 };
+pub use network::NetworkId;
 pub use profile::{BlockKind, Profile};
 pub use work::{Difficulty, Multiplier, Root, Work, is_valid, work_value};

@@ -25,7 +25,7 @@ use crate::messages::{
 };
 use crate::registry::{Registry, RegistryError};
 use crate::volume::{VolumeMeter, VolumePolicy};
-use crate::{Profile, ProtocolError, work_value};
+use crate::{NetworkId, Profile, ProtocolError, work_value};
 
 /// How many accepted request ids the replay cache remembers by default.
 pub const DEFAULT_REPLAY_CAPACITY: usize = 200_000;
@@ -36,6 +36,8 @@ pub const STATUS_MAX_AGE_MS: u64 = 120_000;
 /// What a [`Validator`] enforces.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatorConfig {
+    /// The network whose signatures are accepted: a message signed for another is refused.
+    pub network: NetworkId,
     /// The network's difficulty profile: requests outside its bounds are refused.
     pub profile: Profile,
     /// The timing rules for requests (lifetime, clock skew).
@@ -50,9 +52,10 @@ pub struct ValidatorConfig {
 }
 
 impl ValidatorConfig {
-    /// The default time policy and replay capacity for a network running `profile`.
-    pub fn new(profile: Profile) -> Self {
+    /// The default time policy and replay capacity for network `network` running `profile`.
+    pub fn new(profile: Profile, network: NetworkId) -> Self {
         ValidatorConfig {
+            network,
             profile,
             time: TimePolicy::default(),
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
@@ -382,7 +385,7 @@ impl Validator {
         now_ms: u64,
     ) -> Result<Signed<WorkRequest>, Rejected> {
         self.replay.prune(now_ms);
-        let signed = Signed::<WorkRequest>::decode(bytes)?;
+        let signed = Signed::<WorkRequest>::decode(bytes, &self.config.network)?;
         let req = signed.payload();
         registry
             .check_service(&req.service)
@@ -433,7 +436,7 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<WorkResult>, Rejected> {
-        let signed = Signed::<WorkResult>::decode(bytes)?;
+        let signed = Signed::<WorkResult>::decode(bytes, &self.config.network)?;
         let res = signed.payload();
         let request = known_request(request, &res.request, MessageKind::WorkResult)?;
         let req = request.payload();
@@ -478,7 +481,7 @@ impl Validator {
         bytes: &[u8],
         request: Option<&Signed<WorkRequest>>,
     ) -> Result<Signed<WorkCancel>, Rejected> {
-        let signed = Signed::<WorkCancel>::decode(bytes)?;
+        let signed = Signed::<WorkCancel>::decode(bytes, &self.config.network)?;
         let cancel = signed.payload();
         let request = known_request(request, &cancel.request, MessageKind::WorkCancel)?;
         if cancel.service != request.payload().service {
@@ -503,7 +506,7 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<WorkerStatus>, Rejected> {
-        let signed = Signed::<WorkerStatus>::decode(bytes)?;
+        let signed = Signed::<WorkerStatus>::decode(bytes, &self.config.network)?;
         let status = signed.payload();
         registry
             .check_worker(&status.worker)
@@ -535,7 +538,7 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<Receipt>, Rejected> {
-        let signed = Signed::<Receipt>::decode(bytes)?;
+        let signed = Signed::<Receipt>::decode(bytes, &self.config.network)?;
         let receipt = signed.payload();
         let request = receipt.request.payload();
         match registry.check_service(&request.service) {
@@ -607,7 +610,7 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<Checkpoint>, Rejected> {
-        let signed = Signed::<Checkpoint>::decode(bytes)?;
+        let signed = Signed::<Checkpoint>::decode(bytes, &self.config.network)?;
         let c = signed.payload();
         if !registry.is_registrar(&c.registrar) {
             return Err(registry_rejection(RegistryError::UnknownRegistrar {
@@ -646,7 +649,7 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<RegistryEntry>, Rejected> {
-        let signed = Signed::<RegistryEntry>::decode(bytes)?;
+        let signed = Signed::<RegistryEntry>::decode(bytes, &self.config.network)?;
         let e = signed.payload();
         if !registry.is_registrar(&e.registrar) {
             return Err(registry_rejection(RegistryError::UnknownRegistrar {
@@ -716,7 +719,7 @@ struct CancelHead {
 /// The request id named by a work result or cancel envelope, read **without verifying it**:
 /// for looking up the request to pass to [`Validator::check_result`] or
 /// [`Validator::check_cancel`], which do verify. `None` if the bytes do not start like a
-/// version-1 result or cancel.
+/// result or cancel of this protocol version.
 pub fn peek_request_id(bytes: &[u8]) -> Option<RequestId> {
     let (head, _) = postcard::take_from_bytes::<EnvelopeHead<'_>>(bytes).ok()?;
     if head.version != crate::PROTOCOL_VERSION {

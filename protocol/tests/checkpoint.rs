@@ -29,7 +29,7 @@ fn validator() -> Validator {
             ..TimePolicy::default()
         },
         finality: finality(),
-        ..ValidatorConfig::new(Profile::test())
+        ..ValidatorConfig::new(Profile::test(), dpow_testkit::builders::NET)
     })
 }
 
@@ -81,20 +81,35 @@ fn checkpoints_are_kept_only_from_registrars_for_final_epochs_of_this_network() 
     let registrar = key(1);
     let registry = Registry::new([registrar.public()]);
     let now = 44_000;
-    let ok = Signed::sign(checkpoint(&registrar, 3, now), &registrar).expect("sign");
+    let ok = Signed::sign(
+        checkpoint(&registrar, 3, now),
+        &registrar,
+        &dpow_testkit::builders::NET,
+    )
+    .expect("sign");
     let c = v
         .check_checkpoint(ok.bytes(), &registry, now)
         .expect("a registrar's checkpoint of a final epoch");
     assert_eq!(c.payload().claimed(), 12);
 
-    let not_final = Signed::sign(checkpoint(&registrar, 4, now), &registrar).expect("sign");
+    let not_final = Signed::sign(
+        checkpoint(&registrar, 4, now),
+        &registrar,
+        &dpow_testkit::builders::NET,
+    )
+    .expect("sign");
     let err = v
         .check_checkpoint(not_final.bytes(), &registry, now)
         .expect_err("open epoch");
     assert_eq!(err.reason, RejectReason::FinalEpoch);
 
     let outsider = key(2);
-    let forged = Signed::sign(checkpoint(&outsider, 3, now), &outsider).expect("sign");
+    let forged = Signed::sign(
+        checkpoint(&outsider, 3, now),
+        &outsider,
+        &dpow_testkit::builders::NET,
+    )
+    .expect("sign");
     let err = v
         .check_checkpoint(forged.bytes(), &registry, now)
         .expect_err("not a registrar");
@@ -102,13 +117,19 @@ fn checkpoints_are_kept_only_from_registrars_for_final_epochs_of_this_network() 
 
     let mut other_net = checkpoint(&registrar, 3, now);
     other_net.epoch_ms = EPOCH_MS * 2;
-    let other_net = Signed::sign(other_net, &registrar).expect("sign");
+    let other_net =
+        Signed::sign(other_net, &registrar, &dpow_testkit::builders::NET).expect("sign");
     assert!(
         v.check_checkpoint(other_net.bytes(), &registry, now)
             .is_err()
     );
 
-    let future = Signed::sign(checkpoint(&registrar, 3, now + 60_000), &registrar).expect("sign");
+    let future = Signed::sign(
+        checkpoint(&registrar, 3, now + 60_000),
+        &registrar,
+        &dpow_testkit::builders::NET,
+    )
+    .expect("sign");
     let err = v
         .check_checkpoint(future.bytes(), &registry, now)
         .expect_err("dated in the future");
@@ -117,10 +138,10 @@ fn checkpoints_are_kept_only_from_registrars_for_final_epochs_of_this_network() 
     // Structural rules: accounts ascending, none zero, a bounded list.
     let mut unsorted = checkpoint(&registrar, 3, now);
     unsorted.credits.reverse();
-    assert!(Signed::sign(unsorted, &registrar).is_err());
+    assert!(Signed::sign(unsorted, &registrar, &dpow_testkit::builders::NET).is_err());
     let mut zero = checkpoint(&registrar, 3, now);
     zero.credits[0].1 = 0;
-    assert!(Signed::sign(zero, &registrar).is_err());
+    assert!(Signed::sign(zero, &registrar, &dpow_testkit::builders::NET).is_err());
     let mut huge = checkpoint(&registrar, 3, now);
     huge.credits = (1..=255u8)
         .flat_map(|a| (1..=5u8).map(move |b| (a, b)))
@@ -131,7 +152,7 @@ fn checkpoints_are_kept_only_from_registrars_for_final_epochs_of_this_network() 
         })
         .collect();
     huge.credits.sort();
-    assert!(Signed::sign(huge, &registrar).is_err());
+    assert!(Signed::sign(huge, &registrar, &dpow_testkit::builders::NET).is_err());
 }
 
 #[test]

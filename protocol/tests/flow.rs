@@ -42,6 +42,7 @@ fn request(
             node: dpow_keys::PublicKey([7; 32]),
         },
         service,
+        &dpow_testkit::builders::NET,
     )
     .expect("signs")
 }
@@ -322,6 +323,7 @@ fn service_takes_the_first_result_republishes_and_expires() {
             payout: None,
         },
         &wk,
+        &dpow_testkit::builders::NET,
     )
     .expect("signs");
     let a = s.on_result(&res, 1_500);

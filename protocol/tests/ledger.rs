@@ -153,7 +153,7 @@ fn a_receipt_counts_once_and_copies_are_duplicates() {
     assert!(ledger.is_empty());
     assert_eq!(ledger.ingest(r.clone()), Ok(Ingested::Counted { request }));
     // The same bytes again, decoded afresh as they would arrive from a peer.
-    let copy = Signed::<Receipt>::decode(r.bytes()).expect("decode");
+    let copy = Signed::<Receipt>::decode(r.bytes(), &dpow_testkit::builders::NET).expect("decode");
     let err = ledger.ingest(copy).expect_err("duplicate");
     assert_eq!(err, LedgerError::Duplicate { receipt: r.id() });
     assert!(err.to_string().contains("already in the ledger"), "{err}");

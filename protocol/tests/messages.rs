@@ -52,8 +52,8 @@ prop_compose! {
 proptest! {
     #[test]
     fn request_round_trip((sk, req) in any_request()) {
-        let signed = Signed::sign(req.clone(), &sk).expect("sign");
-        let back = Signed::<WorkRequest>::decode(signed.bytes()).expect("decode");
+        let signed = Signed::sign(req.clone(), &sk, &dpow_testkit::builders::NET).expect("sign");
+        let back = Signed::<WorkRequest>::decode(signed.bytes(), &dpow_testkit::builders::NET).expect("decode");
         prop_assert_eq!(back.payload(), &req);
         prop_assert_eq!(back.id(), signed.id());
         prop_assert!(signed.bytes().len() <= WorkRequest::MAX_BYTES);
@@ -61,15 +61,15 @@ proptest! {
 
     #[test]
     fn flipping_any_byte_is_caught((sk, req) in any_request(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
-        let signed = Signed::sign(req, &sk).expect("sign");
+        let signed = Signed::sign(req, &sk, &dpow_testkit::builders::NET).expect("sign");
         let mut bytes = signed.bytes().to_vec();
         let i = pos.index(bytes.len());
         bytes[i] ^= 1 << bit;
-        let err = Signed::<WorkRequest>::decode(&bytes).expect_err("tampered envelope must not verify");
+        let err = Signed::<WorkRequest>::decode(&bytes, &dpow_testkit::builders::NET).expect_err("tampered envelope must not verify");
         let sig_start = bytes.len() - 64;
         match i {
             0 => {
-                let flipped = 1u8 ^ (1 << bit);
+                let flipped = dpow_protocol::PROTOCOL_VERSION ^ (1 << bit);
                 prop_assert!(matches!(err, ProtocolError::UnknownVersion { got, .. } if got == flipped), "{}", err);
             }
             1 => prop_assert!(matches!(err, ProtocolError::WrongDomain { .. }), "{err}"),
@@ -83,9 +83,9 @@ proptest! {
 
     #[test]
     fn every_truncation_is_rejected((sk, req) in any_request(), cut in any::<prop::sample::Index>()) {
-        let signed = Signed::sign(req, &sk).expect("sign");
+        let signed = Signed::sign(req, &sk, &dpow_testkit::builders::NET).expect("sign");
         let n = cut.index(signed.bytes().len());
-        let err = Signed::<WorkRequest>::decode(&signed.bytes()[..n]).expect_err("truncated");
+        let err = Signed::<WorkRequest>::decode(&signed.bytes()[..n], &dpow_testkit::builders::NET).expect_err("truncated");
         prop_assert!(matches!(err, ProtocolError::Truncated { .. } | ProtocolError::Malformed { .. }), "{err}");
     }
 
@@ -99,8 +99,8 @@ proptest! {
             RegistryAction::UnbanService { service: key(1).public() },
         ] {
             let e = RegistryEntry { registrar: reg.public(), seq, created_ms: 5, action };
-            let s = Signed::sign(e.clone(), &reg).expect("sign");
-            let back = Signed::<RegistryEntry>::decode(s.bytes()).expect("decode");
+            let s = Signed::sign(e.clone(), &reg, &dpow_testkit::builders::NET).expect("sign");
+            let back = Signed::<RegistryEntry>::decode(s.bytes(), &dpow_testkit::builders::NET).expect("decode");
             prop_assert_eq!(back.payload(), &e);
         }
     }
@@ -109,16 +109,22 @@ proptest! {
 #[test]
 fn a_remembered_signature_skips_only_its_own_message() {
     let a = key(7);
-    let signed = Signed::sign(request(&a, [9; 32], 77, 1), &a).expect("sign");
+    let signed = Signed::sign(
+        request(&a, [9; 32], 77, 1),
+        &a,
+        &dpow_testkit::builders::NET,
+    )
+    .expect("sign");
     signed.remember_verified();
-    let again = Signed::<WorkRequest>::decode(signed.bytes()).expect("decodes");
+    let again = Signed::<WorkRequest>::decode(signed.bytes(), &dpow_testkit::builders::NET)
+        .expect("decodes");
     assert_eq!(again.id(), signed.id());
     // Another signature over the same payload is still checked, and fails.
     let mut bytes = signed.bytes().to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     assert!(matches!(
-        Signed::<WorkRequest>::decode(&bytes),
+        Signed::<WorkRequest>::decode(&bytes, &dpow_testkit::builders::NET),
         Err(ProtocolError::BadSignature { .. })
     ));
     // So does the same signature under a changed payload (another id).
@@ -129,7 +135,7 @@ fn a_remembered_signature_skips_only_its_own_message() {
         .or_else(|| bytes.iter().position(|b| *b == 77))
         .expect("nonce in payload");
     bytes[at] ^= 0x01;
-    assert!(Signed::<WorkRequest>::decode(&bytes).is_err());
+    assert!(Signed::<WorkRequest>::decode(&bytes, &dpow_testkit::builders::NET).is_err());
 }
 
 #[test]
@@ -137,11 +143,12 @@ fn signature_from_another_key_fails() {
     let (a, b) = (key(1), key(2));
     // Signed by b but naming a as the service: refused at signing time...
     assert!(matches!(
-        Signed::sign(request(&a, [0; 32], 1, 1), &b),
+        Signed::sign(request(&a, [0; 32], 1, 1), &b, &dpow_testkit::builders::NET),
         Err(ProtocolError::Invalid { .. })
     ));
     // ...and if someone swaps the named key afterwards, the signature no longer verifies.
-    let signed = Signed::sign(request(&a, [0; 32], 1, 1), &a).expect("sign");
+    let signed =
+        Signed::sign(request(&a, [0; 32], 1, 1), &a, &dpow_testkit::builders::NET).expect("sign");
     let mut bytes = signed.bytes().to_vec();
     let (pa, pb) = (a.public().0, b.public().0);
     let at = bytes
@@ -150,7 +157,7 @@ fn signature_from_another_key_fails() {
         .expect("service key in payload");
     bytes[at..at + 32].copy_from_slice(&pb);
     assert!(matches!(
-        Signed::<WorkRequest>::decode(&bytes),
+        Signed::<WorkRequest>::decode(&bytes, &dpow_testkit::builders::NET),
         Err(ProtocolError::BadSignature { .. })
     ));
 }
@@ -165,8 +172,9 @@ fn a_message_of_one_kind_is_not_accepted_as_another() {
         payout: None,
         created_ms: 1,
     };
-    let s = Signed::sign(status, &w).expect("sign");
-    let err = Signed::<WorkResult>::decode(s.bytes()).expect_err("wrong kind");
+    let s = Signed::sign(status, &w, &dpow_testkit::builders::NET).expect("sign");
+    let err = Signed::<WorkResult>::decode(s.bytes(), &dpow_testkit::builders::NET)
+        .expect_err("wrong kind");
     assert!(
         matches!(err, ProtocolError::WrongDomain { ref expected, ref got } if expected == "work-result" && got == "worker-status"),
         "{err}"
@@ -176,20 +184,25 @@ fn a_message_of_one_kind_is_not_accepted_as_another() {
 #[test]
 fn oversized_empty_trailing_and_noncanonical() {
     let sk = key(1);
-    let signed = Signed::sign(request(&sk, [1; 32], 1, 1), &sk).expect("sign");
+    let signed = Signed::sign(
+        request(&sk, [1; 32], 1, 1),
+        &sk,
+        &dpow_testkit::builders::NET,
+    )
+    .expect("sign");
     let big = vec![1u8; WorkRequest::MAX_BYTES + 1];
     assert!(matches!(
-        Signed::<WorkRequest>::decode(&big),
+        Signed::<WorkRequest>::decode(&big, &dpow_testkit::builders::NET),
         Err(ProtocolError::Oversized { .. })
     ));
     assert!(matches!(
-        Signed::<WorkRequest>::decode(&[]),
+        Signed::<WorkRequest>::decode(&[], &dpow_testkit::builders::NET),
         Err(ProtocolError::Truncated { .. })
     ));
     let mut extra = signed.bytes().to_vec();
     extra.push(0);
     assert!(matches!(
-        Signed::<WorkRequest>::decode(&extra),
+        Signed::<WorkRequest>::decode(&extra, &dpow_testkit::builders::NET),
         Err(ProtocolError::TrailingBytes { extra: 1, .. })
     ));
     // Byte 2 starts the payload length varint; re-encode it over-long (one more byte than
@@ -207,19 +220,22 @@ fn oversized_empty_trailing_and_noncanonical() {
     long.push(0x00);
     long.extend_from_slice(&b[2 + n..]);
     assert!(matches!(
-        Signed::<WorkRequest>::decode(&long),
+        Signed::<WorkRequest>::decode(&long, &dpow_testkit::builders::NET),
         Err(ProtocolError::NonCanonical { .. })
     ));
-    let mut v2 = signed.bytes().to_vec();
-    v2[0] = 2;
-    assert!(matches!(
-        Signed::<WorkRequest>::decode(&v2),
-        Err(ProtocolError::UnknownVersion {
-            got: 2,
-            supported: 1,
-            ..
-        })
-    ));
+    // Version 1 (no network in the signing input) and a future version are both refused.
+    for v in [1, 3] {
+        let mut other = signed.bytes().to_vec();
+        other[0] = v;
+        assert!(matches!(
+            Signed::<WorkRequest>::decode(&other, &dpow_testkit::builders::NET),
+            Err(ProtocolError::UnknownVersion {
+                got,
+                supported: 2,
+                ..
+            }) if got == v
+        ));
+    }
 }
 
 #[test]
@@ -251,7 +267,7 @@ fn time_window() {
     let mut backwards = req;
     backwards.expires_ms = backwards.created_ms;
     assert!(matches!(
-        Signed::sign(backwards, &sk),
+        Signed::sign(backwards, &sk, &dpow_testkit::builders::NET),
         Err(ProtocolError::Invalid { .. })
     ));
 }
@@ -259,11 +275,21 @@ fn time_window() {
 #[test]
 fn ids_differ_per_request_and_are_stable() {
     let sk = key(1);
-    let a = Signed::sign(request(&sk, [1; 32], 1, 1), &sk).expect("sign");
-    let b = Signed::sign(request(&sk, [1; 32], 2, 1), &sk).expect("sign");
+    let a = Signed::sign(
+        request(&sk, [1; 32], 1, 1),
+        &sk,
+        &dpow_testkit::builders::NET,
+    )
+    .expect("sign");
+    let b = Signed::sign(
+        request(&sk, [1; 32], 2, 1),
+        &sk,
+        &dpow_testkit::builders::NET,
+    )
+    .expect("sign");
     assert_ne!(a.id(), b.id());
     assert_eq!(
-        Signed::<WorkRequest>::decode(a.bytes())
+        Signed::<WorkRequest>::decode(a.bytes(), &dpow_testkit::builders::NET)
             .expect("decode")
             .id(),
         a.id()
@@ -280,7 +306,8 @@ fn ids_differ_per_request_and_are_stable() {
 #[test]
 fn receipt_verifies_alone() {
     let r = receipt(0xff00_0000_0000_0000);
-    let back = Signed::<Receipt>::decode(r.bytes()).expect("a valid receipt decodes");
+    let back = Signed::<Receipt>::decode(r.bytes(), &dpow_testkit::builders::NET)
+        .expect("a valid receipt decodes");
     assert_eq!(back.payload().result.payload().worker, key(2).public());
     assert_eq!(back.payload().price, Credits(1));
 }
@@ -292,21 +319,31 @@ fn mispriced_or_mismatched_receipts_are_refused() {
     let mut r = good.payload().clone();
     r.price = Credits(2);
     assert!(matches!(
-        Signed::sign(r, &svc),
+        Signed::sign(r, &svc, &dpow_testkit::builders::NET),
         Err(ProtocolError::Invalid { .. })
     ));
 
     // A result for another request.
     let mut r = good.payload().clone();
-    let other = Signed::sign(request(&svc, [5; 32], 2, 0xff00_0000_0000_0000), &svc).expect("sign");
+    let other = Signed::sign(
+        request(&svc, [5; 32], 2, 0xff00_0000_0000_0000),
+        &svc,
+        &dpow_testkit::builders::NET,
+    )
+    .expect("sign");
     r.request = other;
     assert!(matches!(
-        Signed::sign(r, &svc),
+        Signed::sign(r, &svc, &dpow_testkit::builders::NET),
         Err(ProtocolError::Invalid { .. })
     ));
 
     // Work below the requested difficulty.
-    let req = Signed::sign(request(&svc, [6; 32], 3, 0xffff_ffff_ffff_0000), &svc).expect("sign");
+    let req = Signed::sign(
+        request(&svc, [6; 32], 3, 0xffff_ffff_ffff_0000),
+        &svc,
+        &dpow_testkit::builders::NET,
+    )
+    .expect("sign");
     let wrk = key(2);
     let bad = WorkResult {
         request: req.id(),
@@ -315,7 +352,7 @@ fn mispriced_or_mismatched_receipts_are_refused() {
         worker: wrk.public(),
         payout: None,
     };
-    let bad = Signed::sign(bad, &wrk).expect("sign");
+    let bad = Signed::sign(bad, &wrk, &dpow_testkit::builders::NET).expect("sign");
     let price = Credits::price(req.payload().difficulty);
     let r = Receipt {
         request: req,
@@ -324,7 +361,7 @@ fn mispriced_or_mismatched_receipts_are_refused() {
         accepted_ms: 1,
     };
     assert!(matches!(
-        Signed::sign(r, &svc),
+        Signed::sign(r, &svc, &dpow_testkit::builders::NET),
         Err(ProtocolError::InsufficientWork { .. })
     ));
 }
@@ -340,7 +377,7 @@ fn receipt_with_a_tampered_inner_result_fails_to_decode() {
         .expect("inner result bytes");
     let last = at + inner.len() - 1; // inside the inner signature
     bytes[last] ^= 1;
-    assert!(Signed::<Receipt>::decode(&bytes).is_err());
+    assert!(Signed::<Receipt>::decode(&bytes, &dpow_testkit::builders::NET).is_err());
 }
 
 #[test]
@@ -386,7 +423,7 @@ fn registry_text_rules() {
         },
     ] {
         assert!(matches!(
-            Signed::sign(bad, &reg),
+            Signed::sign(bad, &reg, &dpow_testkit::builders::NET),
             Err(ProtocolError::Invalid { .. })
         ));
     }
@@ -395,5 +432,5 @@ fn registry_text_rules() {
         request: dpow_protocol::MessageId([0; 32]),
         created_ms: 1,
     };
-    assert!(Signed::sign(c, &key(1)).is_ok());
+    assert!(Signed::sign(c, &key(1), &dpow_testkit::builders::NET).is_ok());
 }

@@ -395,7 +395,8 @@ fn a_late_joiner_rebuilds_the_registry_from_entries() {
     let mut late = Registry::new([a.public(), b.public()]);
     assert_ne!(late.digest(), r.digest());
     for e in r.entries() {
-        let back = Signed::<RegistryEntry>::decode(e.bytes()).expect("entries travel as bytes");
+        let back = Signed::<RegistryEntry>::decode(e.bytes(), &dpow_testkit::builders::NET)
+            .expect("entries travel as bytes");
         late.apply(back).expect("in order, nothing waits");
     }
     assert_eq!(late.pending_len(), 0);

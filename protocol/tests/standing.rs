@@ -46,6 +46,7 @@ fn request(service: &SecretKey, n: u64, at: u64) -> Signed<WorkRequest> {
             node: PublicKey([7; 32]),
         },
         service,
+        &dpow_testkit::builders::NET,
     )
     .expect("signs")
 }

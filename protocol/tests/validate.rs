@@ -89,7 +89,7 @@ fn request(service: &SecretKey, nonce: u64) -> Signed<WorkRequest> {
 }
 
 fn validator(profile: Profile) -> Validator {
-    Validator::new(ValidatorConfig::new(profile))
+    Validator::new(ValidatorConfig::new(profile, dpow_testkit::builders::NET))
 }
 
 fn solve(root: &Root, d: Difficulty) -> Work {
@@ -125,8 +125,7 @@ fn status(worker: &SecretKey, created_ms: u64) -> Signed<WorkerStatus> {
 /// signing input: a message that names one key and is signed by another.
 fn forge<T: Message>(signed: &Signed<T>, forger: &SecretKey) -> Vec<u8> {
     let payload = codec::encode(signed.payload(), "test").expect("encode");
-    let mut input = format!("dpow/1/{}\0", T::KIND.domain()).into_bytes();
-    input.extend_from_slice(&payload);
+    let input = dpow_protocol::envelope::signing_input(T::KIND, &payload, &builders::NET);
     let sig = forger.sign(&input);
     let bytes = signed.bytes();
     let mut forged = bytes[..bytes.len() - 64].to_vec();
@@ -194,7 +193,7 @@ fn every_reason_comes_from_a_real_message() {
         RejectReason::Oversized,
     );
     let mut version = bytes.to_vec();
-    version[0] = 2;
+    version[0] = 1; // the version before networks were named
     expect(
         &mut seen,
         v.check_request(&version, reg, NOW),
@@ -259,7 +258,7 @@ fn every_reason_comes_from_a_real_message() {
             }],
             max_class: 1,
         },
-        ..ValidatorConfig::new(Profile::test())
+        ..ValidatorConfig::new(Profile::test(), builders::NET)
     });
     for i in 0..10 {
         let r = request(&n.service, 100 + i);
@@ -453,6 +452,7 @@ fn every_reason_comes_from_a_real_message() {
             accepted_ms: NOW,
         },
         &n.service,
+        &dpow_testkit::builders::NET,
     )
     .expect("receipt");
     let f = v.config().finality;
@@ -538,7 +538,7 @@ fn replay_cache_forgets_expired_ids() {
 #[test]
 fn full_replay_cache_evicts_the_soonest_expiry() {
     let n = net();
-    let mut config = ValidatorConfig::new(Profile::test());
+    let mut config = ValidatorConfig::new(Profile::test(), dpow_testkit::builders::NET);
     assert_eq!(config.replay_capacity, DEFAULT_REPLAY_CAPACITY);
     config.replay_capacity = 2;
     let mut v = Validator::new(config);
@@ -564,7 +564,7 @@ fn full_replay_cache_evicts_the_soonest_expiry() {
 #[test]
 fn zero_capacity_remembers_nothing() {
     let n = net();
-    let mut config = ValidatorConfig::new(Profile::test());
+    let mut config = ValidatorConfig::new(Profile::test(), dpow_testkit::builders::NET);
     config.replay_capacity = 0;
     let mut v = Validator::new(config);
     let r = request(&n.service, 1);

@@ -14,7 +14,7 @@
 use dpow_keys::{NanoAccount, PublicKey, SecretKey};
 use dpow_protocol::registry::Registry;
 use dpow_protocol::{
-    BlockKind, Checkpoint, Credits, Difficulty, Message, Priority, Profile, Receipt,
+    BlockKind, Checkpoint, Credits, Difficulty, Message, NetworkId, Priority, Profile, Receipt,
     RegistryAction, RegistryEntry, Root, Signed, Work, WorkCancel, WorkRequest, WorkResult,
     WorkerStatus,
 };
@@ -42,9 +42,21 @@ pub fn account(n: u8) -> NanoAccount {
     NanoAccount::from_bytes([n; 32]).unwrap()
 }
 
-/// Sign `payload` with `key`, which must be the key the payload names as its signer.
+/// The network every builder signs for: the id of a made-up canonical genesis.
+pub const NET: NetworkId = NetworkId([0x4e; 32]);
+
+/// Another network, for checking that nothing crosses from one to the other.
+pub const OTHER_NET: NetworkId = NetworkId([0x0e; 32]);
+
+/// Sign `payload` with `key`, which must be the key the payload names as its signer, for
+/// [`NET`].
 pub fn sign<T: Message>(payload: T, key: &SecretKey) -> Signed<T> {
-    Signed::sign(payload, key).unwrap()
+    sign_for(payload, key, &NET)
+}
+
+/// Sign `payload` with `key` for network `net`.
+pub fn sign_for<T: Message>(payload: T, key: &SecretKey, net: &NetworkId) -> Signed<T> {
+    Signed::sign(payload, key, net).unwrap()
 }
 
 /// A request of `service`: root `[0x42; 32]`, [`EASY`], a receive, nonce 0, made a second

@@ -38,6 +38,44 @@ pub struct LocalOptions {
     /// Let nodes find each other through the DHT (and so replicate receipts in it). Off by
     /// default: most tests decide who connects to whom.
     pub discovery: bool,
+    /// The network's name in its genesis (two nets of one name still differ by their keys).
+    pub network: String,
+    /// Keys to use instead of fresh ones (to reuse keys on two networks).
+    pub keys: Option<LocalKeys>,
+}
+
+/// Keys a [`LocalNet`] uses instead of generating its own.
+#[derive(Clone)]
+pub struct LocalKeys {
+    /// The registrar (the genesis's only one).
+    pub registrar: SecretKey,
+    /// The service key.
+    pub service: SecretKey,
+    /// Worker node keys, in start order; workers beyond these get fresh keys.
+    pub workers: Vec<SecretKey>,
+}
+
+impl std::fmt::Debug for LocalKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKeys")
+            .field("registrar", &self.registrar.public())
+            .field("service", &self.service.public())
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl LocalKeys {
+    /// Fresh keys for a registrar, a service and `workers` workers.
+    pub fn generate(workers: usize) -> anyhow::Result<LocalKeys> {
+        Ok(LocalKeys {
+            registrar: SecretKey::generate()?,
+            service: SecretKey::generate()?,
+            workers: (0..workers)
+                .map(|_| SecretKey::generate())
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 impl Default for LocalOptions {
@@ -54,6 +92,8 @@ impl Default for LocalOptions {
             max_lifetime_ms: TimePolicy::default().max_lifetime_ms,
             grace_ms: dpow_protocol::Finality::DEFAULT_GRACE_MS,
             discovery: false,
+            network: "local-test".into(),
+            keys: None,
         }
     }
 }
@@ -94,14 +134,16 @@ impl LocalNet {
     /// Start a bootstrap node and the workers, register the service, and wait until every node
     /// knows the registry and every worker.
     pub async fn start(options: LocalOptions) -> anyhow::Result<LocalNet> {
-        let registrar = SecretKey::generate()?;
-        let service = SecretKey::generate()?;
+        let (registrar, service) = match &options.keys {
+            Some(k) => (k.registrar.clone(), k.service.clone()),
+            None => (SecretKey::generate()?, SecretKey::generate()?),
+        };
         let time = TimePolicy {
             max_lifetime_ms: options.max_lifetime_ms,
             ..TimePolicy::default()
         };
         let mut genesis = Genesis {
-            network: "local-test".into(),
+            network: options.network.clone(),
             profile: options.profile.clone(),
             registrars: vec![registrar.public()],
             bootstrap: vec![],
@@ -113,7 +155,9 @@ impl LocalNet {
                 grace_ms: options.grace_ms,
             },
             volume: options.flow.volume.clone(),
+            id: dpow_protocol::NetworkId([0; 32]),
         };
+        genesis.seal()?;
         let mut cfg = NodeConfig::new(genesis.clone(), SecretKey::generate()?);
         cfg.listen = vec![loopback()];
         cfg.tuning = test_tuning();
@@ -217,7 +261,16 @@ impl LocalNet {
 
     /// Start one more worker.
     pub async fn add_worker(&mut self) -> anyhow::Result<&NodeHandle> {
-        let mut cfg = self.config(SecretKey::generate()?);
+        let given = self
+            .options
+            .keys
+            .as_ref()
+            .and_then(|k| k.workers.get(self.workers.len()).cloned());
+        let key = match given {
+            Some(k) => k,
+            None => SecretKey::generate()?,
+        };
+        let mut cfg = self.config(key);
         let solver = CpuSolver::new(self.options.threads)?;
         cfg.worker = Some(WorkerConfig {
             solver: Box::new(solver),

@@ -9,3 +9,6 @@ mod flood;
 mod sybil;
 #[path = "attacks/sync.rs"]
 mod sync;
+
+#[path = "attacks/networks.rs"]
+mod networks;

@@ -70,8 +70,9 @@ fn the_pages_encoder_matches_rust_byte_for_byte_and_its_webcrypto_signature_veri
         payout: None,
         created_ms: 1_780_000_000_123,
     };
-    let sres = Signed::sign(result.clone(), &key).expect("sign");
-    let sst = Signed::sign(status.clone(), &key).expect("sign");
+    let netid = dpow_testkit::builders::NET;
+    let sres = Signed::sign(result.clone(), &key, &netid).expect("sign");
+    let sst = Signed::sign(status.clone(), &key, &netid).expect("sign");
     let sig = |b: &[u8]| hex::encode(&b[b.len() - 64..]);
     let dir = tempfile::tempdir().expect("dir");
     let wire = dir.path().join("wire.mjs");
@@ -96,7 +97,7 @@ try {{ w.decodeAccount('{typo}'); }} catch (e) {{ typo = e.message; }}
 const pair = await crypto.subtle.generateKey({{name: 'Ed25519'}}, true, ['sign', 'verify']);
 const raw = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
 const own = w.encodeStatus({{worker: raw, hashRate: 5, queue: 1, payout: w.decodeAccount('{payout}'), createdMs: 42}});
-const ownSig = new Uint8Array(await crypto.subtle.sign({{name: 'Ed25519'}}, pair.privateKey, w.signingInput('status', own)));
+const ownSig = new Uint8Array(await crypto.subtle.sign({{name: 'Ed25519'}}, pair.privateKey, w.signingInput('status', own, h('{netid}'))));
 console.log(JSON.stringify({{
   result: w.toHex(res), status: w.toHex(st),
   result_env: w.toHex(w.envelope('result', res, h('{rsig}'))),
@@ -119,6 +120,7 @@ console.log(JSON.stringify({{
         },
         rsig = sig(sres.bytes()),
         ssig = sig(sst.bytes()),
+        netid = netid,
     );
     let js = dir.path().join("check.mjs");
     std::fs::write(&js, script).expect("write");
@@ -156,7 +158,7 @@ console.log(JSON.stringify({{
     );
     // A status signed by WebCrypto, as the page signs, verifies in Rust.
     let own = hex::decode(v["own"].as_str().expect("own")).expect("hex");
-    let own = Signed::<WorkerStatus>::decode(&own).expect("the page's envelope verifies");
+    let own = Signed::<WorkerStatus>::decode(&own, &netid).expect("the page's envelope verifies");
     assert_eq!(own.payload().payout, Some(payout));
     assert_eq!(own.payload().hash_rate, 5);
 }
@@ -182,7 +184,7 @@ async fn carrier(net: &LocalNet, key: SecretKey) -> (Arc<NodeHandle>, String) {
     node.wait_synced(T).await.expect("synced");
     let app = dpow_node::http::router(node.stats_reader()).merge(dpow_node::browser::router(
         node.clone(),
-        &net.genesis.network,
+        &net.genesis,
         dpow_node::browser::BrowserConfig::default(),
     ));
     let addr = dpow_node::http::serve(
@@ -227,7 +229,7 @@ async fn send(ws: &mut Ws, v: Value) {
         .expect("send");
 }
 
-async fn send_status(ws: &mut Ws, key: &SecretKey, payout: NanoAccount) {
+async fn send_status(ws: &mut Ws, net: &LocalNet, key: &SecretKey, payout: NanoAccount) {
     let st = WorkerStatus {
         worker: key.public(),
         hash_rate: 1_000_000,
@@ -235,7 +237,7 @@ async fn send_status(ws: &mut Ws, key: &SecretKey, payout: NanoAccount) {
         payout: Some(payout),
         created_ms: dpow_node::net::now_ms(),
     };
-    let s = Signed::sign(st, key).expect("sign");
+    let s = Signed::sign(st, key, &net.genesis.id).expect("sign");
     send(
         ws,
         json!({"t": "status", "envelope": hex::encode(s.bytes())}),
@@ -255,7 +257,12 @@ fn ask(root: Root) -> WorkAsk {
 }
 
 /// The browser's side of one request: wait for it on the socket, solve, sign, send.
-async fn answer_next(ws: &mut Ws, key: &SecretKey, payout: NanoAccount) -> Signed<WorkResult> {
+async fn answer_next(
+    ws: &mut Ws,
+    net: &LocalNet,
+    key: &SecretKey,
+    payout: NanoAccount,
+) -> Signed<WorkResult> {
     let req = next_of(ws, "request").await.expect("a request");
     let id: dpow_protocol::MessageId = req["id"].as_str().expect("id").parse().expect("id");
     let root = Root(
@@ -274,7 +281,7 @@ async fn answer_next(ws: &mut Ws, key: &SecretKey, payout: NanoAccount) -> Signe
         worker: key.public(),
         payout: Some(payout),
     };
-    let signed = Signed::sign(res, key).expect("sign");
+    let signed = Signed::sign(res, key, &net.genesis.id).expect("sign");
     send(
         ws,
         json!({"t": "result", "id": id.to_string(), "envelope": hex::encode(signed.bytes())}),
@@ -299,7 +306,7 @@ async fn a_carried_result_earns_the_browser_its_credit_and_a_resigning_carrier_e
     let mut ws = connect(&base).await;
     let hello = next_of(&mut ws, "hello").await.expect("hello");
     assert_eq!(hello["network"], net.genesis.network.as_str());
-    send_status(&mut ws, &browser, payout).await;
+    send_status(&mut ws, &net, &browser, payout).await;
     assert_eq!(
         next_of(&mut ws, "ack").await.expect("ack")["kind"],
         "status"
@@ -313,7 +320,7 @@ async fn a_carried_result_earns_the_browser_its_credit_and_a_resigning_carrier_e
     let root = Root([0x42; 32]);
     let s2 = svc.clone();
     let first = tokio::spawn(async move { s2.submit(ask(root)).await });
-    let carried = answer_next(&mut ws, &browser, payout).await;
+    let carried = answer_next(&mut ws, &net, &browser, payout).await;
     assert_eq!(
         next_of(&mut ws, "ack").await.expect("ack")["kind"],
         "result"
@@ -336,7 +343,7 @@ async fn a_carried_result_earns_the_browser_its_credit_and_a_resigning_carrier_e
             worker: carrier_key.public(),
             payout: Some(account(66)),
         };
-        Signed::sign(r, &carrier_key)
+        Signed::sign(r, &carrier_key, &net.genesis.id)
             .expect("sign")
             .bytes()
             .to_vec()
@@ -373,7 +380,7 @@ async fn a_carried_result_earns_the_browser_its_credit_and_a_resigning_carrier_e
     wait_for(relay, T, |s| s.rejected_for("replay") > replays_before)
         .await
         .expect("the replayed work is refused");
-    answer_next(&mut ws, &browser, payout).await;
+    answer_next(&mut ws, &net, &browser, payout).await;
     let b = second.await.expect("join").expect("answered");
     assert_eq!(b.worker, browser.public());
 
@@ -443,7 +450,7 @@ async fn a_browser_that_sends_garbage_is_cut_off_and_its_key_refused() {
     let browser = SecretKey::generate().expect("key");
     let mut ws = connect(&base).await;
     next_of(&mut ws, "hello").await.expect("hello");
-    send_status(&mut ws, &browser, account(5)).await;
+    send_status(&mut ws, &net, &browser, account(5)).await;
     next_of(&mut ws, "ack").await.expect("ack");
     for _ in 0..dpow_node::browser::Budget::default().max_strikes {
         send(&mut ws, json!({"t": "result", "envelope": "01020304"})).await;
@@ -462,7 +469,7 @@ async fn a_browser_that_sends_garbage_is_cut_off_and_its_key_refused() {
     // The same key on a new connection is refused at once.
     let mut ws = connect(&base).await;
     next_of(&mut ws, "hello").await.expect("hello");
-    send_status(&mut ws, &browser, account(5)).await;
+    send_status(&mut ws, &net, &browser, account(5)).await;
     let bye = next_of(&mut ws, "bye").await.expect("bye");
     assert!(
         bye["reason"]
@@ -473,7 +480,13 @@ async fn a_browser_that_sends_garbage_is_cut_off_and_its_key_refused() {
     // Another key is welcome.
     let mut ws = connect(&base).await;
     next_of(&mut ws, "hello").await.expect("hello");
-    send_status(&mut ws, &SecretKey::generate().expect("key"), account(5)).await;
+    send_status(
+        &mut ws,
+        &net,
+        &SecretKey::generate().expect("key"),
+        account(5),
+    )
+    .await;
     next_of(&mut ws, "ack").await.expect("ack");
 }
 

@@ -199,6 +199,7 @@ fn receipt(
     d: Difficulty,
     created: u64,
     accepted: u64,
+    net: &dpow_protocol::NetworkId,
 ) -> Signed<Receipt> {
     let req = Signed::sign(
         WorkRequest {
@@ -214,6 +215,7 @@ fn receipt(
             node: dpow_keys::PublicKey([7; 32]),
         },
         service,
+        net,
     )
     .expect("request");
     let work = (0u64..)
@@ -229,6 +231,7 @@ fn receipt(
             payout: None,
         },
         worker,
+        net,
     )
     .expect("result");
     Signed::sign(
@@ -239,6 +242,7 @@ fn receipt(
             accepted_ms: accepted,
         },
         service,
+        net,
     )
     .expect("receipt")
 }
@@ -262,7 +266,7 @@ async fn bad_receipts_are_refused_at_the_first_hop_and_never_stored() {
     let worker = SecretKey::generate().expect("key");
     let stranger = SecretKey::generate().expect("key");
 
-    let genuine = receipt(&net.service, &worker, 1, d, now, now + 10);
+    let genuine = receipt(&net.service, &worker, 1, d, now, now + 10, &net.genesis.id);
     let mut flipped = genuine.bytes().to_vec();
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
@@ -274,28 +278,52 @@ async fn bad_receipts_are_refused_at_the_first_hop_and_never_stored() {
         ("bad_signature", flipped),
         (
             "unknown_service",
-            receipt(&stranger, &worker, 2, d, now, now + 10)
+            receipt(&stranger, &worker, 2, d, now, now + 10, &net.genesis.id)
                 .bytes()
                 .to_vec(),
         ),
         (
             "not_yet_valid",
-            receipt(&net.service, &worker, 3, d, now, now + 3_600_000)
-                .bytes()
-                .to_vec(),
+            receipt(
+                &net.service,
+                &worker,
+                3,
+                d,
+                now,
+                now + 3_600_000,
+                &net.genesis.id,
+            )
+            .bytes()
+            .to_vec(),
         ),
         (
             "expired",
-            receipt(&net.service, &worker, 4, d, now - 120_000, now)
-                .bytes()
-                .to_vec(),
+            receipt(
+                &net.service,
+                &worker,
+                4,
+                d,
+                now - 120_000,
+                now,
+                &net.genesis.id,
+            )
+            .bytes()
+            .to_vec(),
         ),
         // Last: its penalty brings the attacker's gossip score to the graylist.
         (
             "difficulty_out_of_profile",
-            receipt(&net.service, &worker, 5, Difficulty(1), now, now + 10)
-                .bytes()
-                .to_vec(),
+            receipt(
+                &net.service,
+                &worker,
+                5,
+                Difficulty(1),
+                now,
+                now + 10,
+                &net.genesis.id,
+            )
+            .bytes()
+            .to_vec(),
         ),
     ];
     for (reason, bytes) in cases {
@@ -529,7 +557,15 @@ async fn catch_up_pages_through_an_epoch_larger_than_one_answer() {
     let now = now_ms();
     for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
         for i in chunk {
-            let r = receipt(&net.service, &worker, 10_000 + i, d, now, now + 10);
+            let r = receipt(
+                &net.service,
+                &worker,
+                10_000 + i,
+                d,
+                now,
+                now + 10,
+                &net.genesis.id,
+            );
             publisher
                 .publish_raw(Topic::Receipts, r.bytes().to_vec())
                 .await

@@ -100,6 +100,7 @@ async fn front_run(
     thief: &SecretKey,
     seen: &Arc<Mutex<HashMap<Root, Work>>>,
     done: &mut HashSet<dpow_protocol::MessageId>,
+    net: &dpow_protocol::NetworkId,
 ) -> usize {
     let Ok((ledger, _)) = node.ledger().await else {
         return 0;
@@ -121,7 +122,7 @@ async fn front_run(
             worker: thief.public(),
             payout: Some(account(thief)),
         };
-        let signed = Signed::sign(stolen, thief).expect("sign");
+        let signed = Signed::sign(stolen, thief, net).expect("sign");
         for bytes in [signed.bytes().to_vec(), p.result.bytes().to_vec()] {
             if node.publish_raw(Topic::Results, bytes).await.is_ok() {
                 sent += 1;
@@ -190,10 +191,10 @@ async fn a_front_running_relay_earns_nothing_and_honest_workers_keep_every_credi
                 "round {round} request {i} answered by {} (not an honest worker)",
                 answer.worker
             );
-            sent += front_run(&relay, &thief, &seen, &mut done).await;
+            sent += front_run(&relay, &thief, &seen, &mut done, &net.genesis.id).await;
         }
     }
-    sent += front_run(&relay, &thief, &seen, &mut done).await;
+    sent += front_run(&relay, &thief, &seen, &mut done, &net.genesis.id).await;
     assert!(sent > 0, "the thief published its copies");
     assert!(
         *tries.lock().expect("lock") > 0,
@@ -252,7 +253,7 @@ async fn checkpoint(net: &LocalNet, node: &NodeHandle, epoch: u64) -> Signed<Che
         unclaimed: claims.unclaimed,
         created_ms: net::now_ms(),
     };
-    Signed::sign(c, &net.registrar).expect("sign")
+    Signed::sign(c, &net.registrar, &net.genesis.id).expect("sign")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -322,6 +323,7 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
             node: net.service.public(),
         },
         &net.service,
+        &net.genesis.id,
     )
     .expect("request");
     let d = req.payload().difficulty;
@@ -339,6 +341,7 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
             payout: Some(account(&worker)),
         },
         &worker,
+        &net.genesis.id,
     )
     .expect("result");
     let late = Signed::sign(
@@ -349,6 +352,7 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
             accepted_ms: created + 200,
         },
         &net.service,
+        &net.genesis.id,
     )
     .expect("receipt");
     // The bootstrap, which every node is connected to, sends it to each of them.

@@ -5,7 +5,8 @@ use std::time::Duration;
 use dpow_keys::SecretKey;
 use dpow_node::net::{self, NodeHandle, Topic, WorkAsk, now_ms};
 use dpow_protocol::{
-    BlockKind, Difficulty, Priority, RegistryAction, Root, Signed, Work, WorkRequest, WorkResult,
+    BlockKind, Difficulty, NetworkId, Priority, RegistryAction, Root, Signed, Work, WorkRequest,
+    WorkResult,
 };
 use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, wait_for};
 
@@ -54,8 +55,8 @@ fn request(
     }
 }
 
-fn signed(req: WorkRequest, key: &SecretKey) -> Signed<WorkRequest> {
-    Signed::sign(req, key).expect("signs")
+fn signed(req: WorkRequest, key: &SecretKey, net: &NetworkId) -> Signed<WorkRequest> {
+    Signed::sign(req, key, net).expect("signs")
 }
 
 /// A node connected to the bootstrap only, with no role: it publishes whatever it is told.
@@ -224,6 +225,7 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
     let valid = signed(
         request(&net.service, root(1), d, now, now + 30_000),
         &net.service,
+        &net.genesis.id,
     );
     let mut flipped = valid.bytes().to_vec();
     let last = flipped.len() - 1;
@@ -232,23 +234,31 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
         (
             "undecodable",
             Topic::Requests,
-            vec![1, 0xde, 0xad, 0xbe, 0xef],
+            vec![dpow_protocol::PROTOCOL_VERSION, 0xde, 0xad, 0xbe, 0xef],
         ),
         ("oversized", Topic::Requests, vec![1u8; 1500]),
         ("bad_signature", Topic::Requests, flipped),
         (
             "unknown_service",
             Topic::Requests,
-            signed(request(&stranger, root(2), d, now, now + 30_000), &stranger)
-                .bytes()
-                .to_vec(),
+            signed(
+                request(&stranger, root(2), d, now, now + 30_000),
+                &stranger,
+                &net.genesis.id,
+            )
+            .bytes()
+            .to_vec(),
         ),
         (
             "banned_service",
             Topic::Requests,
-            signed(request(&banned, root(3), d, now, now + 30_000), &banned)
-                .bytes()
-                .to_vec(),
+            signed(
+                request(&banned, root(3), d, now, now + 30_000),
+                &banned,
+                &net.genesis.id,
+            )
+            .bytes()
+            .to_vec(),
         ),
         (
             "expired",
@@ -256,6 +266,7 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
             signed(
                 request(&net.service, root(4), d, now - 60_000, now - 30_000),
                 &net.service,
+                &net.genesis.id,
             )
             .bytes()
             .to_vec(),
@@ -266,6 +277,7 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
             signed(
                 request(&net.service, root(5), d, now + 3_600_000, now + 3_630_000),
                 &net.service,
+                &net.genesis.id,
             )
             .bytes()
             .to_vec(),
@@ -282,6 +294,7 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
                     now + 30_000,
                 ),
                 &net.service,
+                &net.genesis.id,
             )
             .bytes()
             .to_vec(),
@@ -316,6 +329,7 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
     let open = signed(
         request(&net.service, root(7), hardest, now, now + 30_000),
         &net.service,
+        &net.genesis.id,
     );
     let before = behind.stats();
     bad.publish_raw(Topic::Requests, open.bytes().to_vec())
@@ -333,7 +347,7 @@ async fn bad_messages_are_rejected_at_the_first_hop() {
     };
     bad.publish_raw(
         Topic::Results,
-        Signed::sign(bogus, &stranger)
+        Signed::sign(bogus, &stranger, &net.genesis.id)
             .expect("sign")
             .bytes()
             .to_vec(),
@@ -382,6 +396,7 @@ async fn a_peer_that_keeps_sending_invalid_messages_is_cut_off() {
             now + 30_000,
         ),
         &net.service,
+        &net.genesis.id,
     );
     bad.publish_raw(Topic::Requests, open.bytes().to_vec())
         .await
@@ -406,7 +421,10 @@ async fn a_peer_that_keeps_sending_invalid_messages_is_cut_off() {
         let _ = bad
             .publish_raw(
                 Topic::Results,
-                Signed::sign(r, &faker).expect("sign").bytes().to_vec(),
+                Signed::sign(r, &faker, &net.genesis.id)
+                    .expect("sign")
+                    .bytes()
+                    .to_vec(),
             )
             .await;
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,6 +1,7 @@
 //! The WebSocket bridge of one browser worker: JSON text messages both ways.
 //!
-//! Node to page: `hello` (network, this node, its clock, other nodes serving `/contribute`),
+//! Node to page: `hello` (network, its id, this node, its clock, other nodes serving
+//! `/contribute`),
 //! `request` (each open request: id, root, difficulty, expiry), `done` (a request was
 //! answered or withdrawn), `ack` / `refused` (the verdict on each message the page sent),
 //! `credits` (the books' total for a payout account) and `bye` (why the socket closes).
@@ -67,6 +68,7 @@ pub(crate) async fn run(mut socket: WebSocket, st: BridgeState) {
     let hello = json!({
         "t": "hello",
         "network": &*st.network,
+        "network_id": st.network_id.to_string(),
         "node": st.node.peer_id().to_string(),
         "now_ms": now_ms(),
         "peers": st.config.peers,
@@ -225,8 +227,12 @@ impl Conn {
             return (None, Verdict::Strike("no envelope in hex".into()));
         };
         let signer = match kind {
-            ForeignKind::Result => Signed::<WorkResult>::decode(&bytes).map(|s| s.signer()),
-            ForeignKind::Status => Signed::<WorkerStatus>::decode(&bytes).map(|s| s.signer()),
+            ForeignKind::Result => {
+                Signed::<WorkResult>::decode(&bytes, &self.st.network_id).map(|s| s.signer())
+            }
+            ForeignKind::Status => {
+                Signed::<WorkerStatus>::decode(&bytes, &self.st.network_id).map(|s| s.signer())
+            }
         };
         let signer = match signer {
             Ok(k) => k,

@@ -53,16 +53,23 @@ pub(crate) struct BridgeState {
     pub(crate) refused: Arc<Mutex<RefusedKeys>>,
     pub(crate) books: Arc<tokio::sync::Mutex<bridge::BooksCache>>,
     pub(crate) network: Arc<str>,
+    pub(crate) network_id: dpow_protocol::NetworkId,
 }
 
-/// The routes for browser workers, to merge into the node's HTTP router.
-pub fn router(node: Arc<NodeHandle>, network: &str, config: BrowserConfig) -> Router {
+/// The routes for browser workers of the network of `genesis`, to merge into the node's HTTP
+/// router.
+pub fn router(
+    node: Arc<NodeHandle>,
+    genesis: &crate::genesis::Genesis,
+    config: BrowserConfig,
+) -> Router {
     let state = BridgeState {
         node,
         config: Arc::new(config),
         refused: Arc::new(Mutex::new(RefusedKeys::default())),
         books: Arc::new(tokio::sync::Mutex::new(bridge::BooksCache::default())),
-        network: Arc::from(network),
+        network: Arc::from(genesis.network.as_str()),
+        network_id: genesis.id,
     };
     Router::new()
         .route("/contribute", get(page))

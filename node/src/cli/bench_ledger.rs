@@ -17,8 +17,8 @@ use dpow_protocol::ledger::Ledger;
 use dpow_protocol::registry::Registry;
 use dpow_protocol::validate::{Validator, ValidatorConfig};
 use dpow_protocol::{
-    Credits, Priority, Profile, Receipt, RegistryAction, RegistryEntry, Root, Signed, Work,
-    WorkRequest, WorkResult,
+    Credits, NetworkId, Priority, Profile, Receipt, RegistryAction, RegistryEntry, Root, Signed,
+    Work, WorkRequest, WorkResult,
 };
 use serde_json::json;
 
@@ -33,6 +33,11 @@ fn say(out: &Output, line: String) {
 
 const EPOCH_MS: u64 = 86_400_000;
 
+/// The benchmark's own network (no genesis file: any id will do, as long as it is one).
+fn bench_net() -> NetworkId {
+    NetworkId::of_canonical_genesis(b"dpow bench --ledger")
+}
+
 /// Receipt `i`: its own root, one of 64 workers, accepted now-ish.
 fn receipt(
     service: &SecretKey,
@@ -40,6 +45,7 @@ fn receipt(
     i: u64,
     now: u64,
 ) -> Result<Signed<Receipt>, dpow_protocol::ProtocolError> {
+    let net = bench_net();
     let mut r = [0u8; 32];
     r[..8].copy_from_slice(&i.to_le_bytes());
     let root = Root(r);
@@ -64,6 +70,7 @@ fn receipt(
             node: dpow_keys::PublicKey([7; 32]),
         },
         service,
+        &net,
     )?;
     let worker = &workers[(i % workers.len() as u64) as usize];
     let res = Signed::sign(
@@ -77,6 +84,7 @@ fn receipt(
             payout: dpow_keys::NanoAccount::from_bytes(worker.public().0).ok(),
         },
         worker,
+        &net,
     )?;
     Signed::sign(
         Receipt {
@@ -86,6 +94,7 @@ fn receipt(
             accepted_ms: now + 1,
         },
         service,
+        &net,
     )
 }
 
@@ -94,6 +103,7 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     if n < 1000 {
         bail!("--ledger needs at least 1000 receipts");
     }
+    let net = bench_net();
     let registrar = SecretKey::generate()?;
     let service = SecretKey::generate()?;
     let workers: Vec<SecretKey> = (0..64)
@@ -120,11 +130,11 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
             action,
         };
         registry
-            .apply(Signed::sign(e, &registrar)?)
+            .apply(Signed::sign(e, &registrar, &net)?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let now = crate::net::now_ms();
-    let validator = Validator::new(ValidatorConfig::new(Profile::test()));
+    let validator = Validator::new(ValidatorConfig::new(Profile::test(), net));
 
     // Generate (in parallel; not measured).
     let t0 = Instant::now();
@@ -156,7 +166,7 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     for (name, range) in [("cold", 0..sample), ("warm", sample..2 * sample)] {
         if name == "warm" {
             for (_, bytes) in &receipts[range.clone()] {
-                let r = Signed::<Receipt>::decode(bytes)?;
+                let r = Signed::<Receipt>::decode(bytes, &net)?;
                 r.payload().request.remember_verified();
                 r.payload().result.remember_verified();
             }
@@ -235,7 +245,7 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     );
 
     let t0 = Instant::now();
-    let ledger = store.load_ledger(EPOCH_MS)?;
+    let ledger = store.load_ledger(EPOCH_MS, &net)?;
     let load = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let balances = ledger.balances(&registry);

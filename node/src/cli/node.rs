@@ -259,6 +259,7 @@ async fn serve(
     out: Output,
 ) -> anyhow::Result<ExitCode> {
     let network = config.genesis.network.clone();
+    let genesis = config.genesis.clone();
     let account = config.key.public().to_string();
     let node = std::sync::Arc::new(net::spawn(config).await?);
     let addrs = node.listen_addrs(Duration::from_secs(10)).await?;
@@ -277,7 +278,7 @@ async fn serve(
                 app = app.merge(gw.router());
             }
             if let Some(b) = browser {
-                app = app.merge(crate::browser::router(node.clone(), &network, b));
+                app = app.merge(crate::browser::router(node.clone(), &genesis, b));
             }
             let bound = crate::http::serve(addr, app, async {
                 let _ = http_stopped.await;
@@ -289,7 +290,7 @@ async fn serve(
     };
     let stats = node.stats();
     let human = format!(
-        "dpow node on network {network}\n\
+        "dpow node on network {network} (id {})\n\
          peer id   {}\n\
          account   {account}\n\
          key       {}\n\
@@ -297,6 +298,7 @@ async fn serve(
          rate      {}\n\
          listen    {}\n\
          http      {}",
+        genesis.id.short(),
         node.peer_id(),
         key_path.display(),
         if roles.is_empty() {
@@ -314,6 +316,7 @@ async fn serve(
     );
     let js = json!({
         "network": network,
+        "network_id": genesis.id.to_string(),
         "peer_id": node.peer_id().to_string(),
         "account": account,
         "roles": roles,

@@ -299,7 +299,7 @@ async fn checkpoint(
         unclaimed: claims.unclaimed,
         created_ms: now,
     };
-    let signed = dpow_protocol::Signed::sign(c, &registrar)?;
+    let signed = dpow_protocol::Signed::sign(c, &registrar, &genesis.id)?;
     node.publish_checkpoint(signed.bytes().to_vec()).await?;
     // Give gossip a moment to carry it before this short-lived node leaves.
     tokio::time::sleep(Duration::from_millis(300)).await;

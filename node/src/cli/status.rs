@@ -173,6 +173,8 @@ pub(super) fn run(a: StatusArgs, out: Output) -> anyhow::Result<ExitCode> {
         "url": t.url,
         "peer_id": v["peer_id"],
         "account": v["account"],
+        "network": v["network"],
+        "network_id": v["network_id"],
         "uptime_s": v["uptime_s"],
     });
     if v["worker"].is_null() {
@@ -213,6 +215,11 @@ fn uptime(v: &Value) -> String {
     }
 }
 
+/// The network's name and short id, as the node reports them.
+fn network(v: &Value) -> String {
+    format!("{} ({})", text(v, "network"), text(v, "network_id"))
+}
+
 fn text<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str().unwrap_or("?")
 }
@@ -231,6 +238,7 @@ fn worker_table(v: &Value, w: &OwnWorkerStats) -> String {
         },
     );
     row(&mut out, "peer id", text(v, "peer_id"));
+    row(&mut out, "network", network(v));
     row(&mut out, "uptime", uptime(v));
     for d in &w.devices {
         let mut line = format!("{}  {}", rate(d.hash_rate as f64), d.name);
@@ -285,6 +293,7 @@ fn general_table(url: &str, v: &Value) -> String {
     let mut out = String::new();
     row(&mut out, "account", text(v, "account"));
     row(&mut out, "peer id", text(v, "peer_id"));
+    row(&mut out, "network", network(v));
     row(&mut out, "uptime", uptime(v));
     row(&mut out, "peers", n("connected_peers"));
     row(&mut out, "workers online", n("live_workers"));

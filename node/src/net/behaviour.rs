@@ -20,12 +20,13 @@ pub(crate) const MAX_GOSSIP_BYTES: usize = 2048;
 const MAX_FRAME_BYTES: usize = 256 * 1024;
 /// Most registry entries and worker statuses a node offers in `Hello` pages (each list).
 pub(crate) const MAX_SYNC_ITEMS: usize = 20_000;
-/// The sync protocol's id: `/dpow/sync/3` pages `Hello` and may answer `Busy`.
-pub(crate) const SYNC_PROTOCOL: &str = "/dpow/sync/3";
+/// The sync protocol's name under the network (`/dpow/<network id>/sync/3`): version 3 pages
+/// `Hello` and may answer `Busy`.
+pub(crate) const SYNC_PROTOCOL: &str = "sync/3";
 /// The most bytes of envelopes in one `Hello` page, by default.
 pub const DEFAULT_HELLO_PAGE_BYTES: usize = 256 * 1024;
 
-/// The sync protocol (`/dpow/sync/3`): what a node asks a peer for.
+/// The sync protocol (`/dpow/<network id>/sync/3`): what a node asks a peer for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SyncRequest {
     /// On connecting: the registry entries, the latest worker statuses and the newest
@@ -144,7 +145,7 @@ pub(crate) mod serde_bytes_vec {
 }
 
 /// A worker's signed result, delivered to the service node named in the request
-/// (`/dpow/result/1`): only the service sees a winning nonce before its receipt is published.
+/// (`/dpow/<network id>/result/1`): only the service sees a winning nonce before its receipt is published.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResultDelivery {
     /// The signed `WorkResult` envelope.
@@ -265,16 +266,16 @@ impl Default for NetTuning {
 impl Behaviour {
     pub(crate) fn new(
         key: &identity::Keypair,
-        network: &str,
+        genesis: &crate::genesis::Genesis,
         tuning: &NetTuning,
         records: super::records::Records,
     ) -> anyhow::Result<Behaviour> {
         let peer_id = key.public().to_peer_id();
         let identify = identify::Behaviour::new(
-            identify::Config::new(format!("/dpow/{network}/1"), key.public())
+            identify::Config::new(genesis.identify_version(), key.public())
                 .with_agent_version(format!("dpow/{}", env!("CARGO_PKG_VERSION"))),
         );
-        let mut kad_config = kad::Config::new(StreamProtocol::new("/dpow/kad/1"));
+        let mut kad_config = kad::Config::new(stream_protocol(genesis, "kad/1")?);
         kad_config.set_query_timeout(Duration::from_secs(30));
         // Receipts are kept for good: no expiry, and each node re-replicates what it holds.
         kad_config.set_record_ttl(None);
@@ -324,14 +325,14 @@ impl Behaviour {
 
         let sync = request_response::cbor::Behaviour::new(
             [(
-                StreamProtocol::new(SYNC_PROTOCOL),
+                stream_protocol(genesis, SYNC_PROTOCOL)?,
                 request_response::ProtocolSupport::Full,
             )],
             request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
         );
         let results = request_response::cbor::Behaviour::new(
             [(
-                StreamProtocol::new("/dpow/result/1"),
+                stream_protocol(genesis, "result/1")?,
                 request_response::ProtocolSupport::Full,
             )],
             request_response::Config::default().with_request_timeout(RESULT_TIMEOUT),
@@ -348,6 +349,16 @@ impl Behaviour {
             results,
         })
     }
+}
+
+/// A stream protocol name bound to the genesis's network (`/dpow/<short id>/<what>`), so peers
+/// of another network share no protocol (their DHTs never merge).
+fn stream_protocol(
+    genesis: &crate::genesis::Genesis,
+    what: &str,
+) -> anyhow::Result<StreamProtocol> {
+    StreamProtocol::try_from_owned(genesis.protocol(what))
+        .map_err(|e| anyhow::anyhow!("protocol name for {what}: {e}"))
 }
 
 /// Peer scoring: a rejected message (bad signature, invalid work, ...) costs its sender; enough

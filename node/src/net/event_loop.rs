@@ -183,11 +183,11 @@ impl EventLoop {
         synced_tx: watch::Sender<usize>,
     ) -> anyhow::Result<EventLoop> {
         let identity = identity_of(&config.key)?;
-        let network = config.genesis.network.clone();
+        let genesis = config.genesis.clone();
         let tuning = config.tuning.clone();
         let store = config.store.clone();
         let ledger = match &store {
-            Some(s) => s.load_ledger(config.genesis.epoch_ms)?,
+            Some(s) => s.load_ledger(config.genesis.epoch_ms, &config.genesis.id)?,
             None => dpow_protocol::ledger::Ledger::new(config.genesis.epoch_ms),
         };
         let (writer, store_done) = match &store {
@@ -209,7 +209,7 @@ impl EventLoop {
             .with_behaviour(|key| {
                 let records =
                     super::records::Records::new(key.public().to_peer_id(), records_store);
-                Behaviour::new(key, &network, &tuning, records)
+                Behaviour::new(key, &genesis, &tuning, records)
                     .map_err(|e| e.into_boxed_dyn_error())
             })
             .map_err(|e| anyhow::anyhow!("building the node's behaviours: {e}"))?
@@ -255,7 +255,7 @@ impl EventLoop {
             time: config.genesis.time,
             finality: config.genesis.finality,
             volume: config.genesis.volume.clone(),
-            ..ValidatorConfig::new(config.genesis.profile.clone())
+            ..ValidatorConfig::new(config.genesis.profile.clone(), config.genesis.id)
         });
         if let Some(s) = &store {
             // The registry as this node last knew it, each entry verified again.
@@ -286,6 +286,8 @@ impl EventLoop {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             s.peer_id = swarm.local_peer_id().to_string();
             s.account = config.key.public().to_string();
+            s.network = config.genesis.network.clone();
+            s.network_id = config.genesis.id.short();
             s.hash_rate = worker.as_ref().map_or(0, |w| w.rate);
             // What the store held at start, before the first statistics rebuild.
             s.ledger_receipts = ledger.len();
@@ -440,6 +442,35 @@ impl EventLoop {
         // Statistics lists are rebuilt at most twice a second, and at least that often.
         wake = wake.min(self.last_full_stats + Duration::from_millis(500));
         wake.max(now + Duration::from_millis(1))
+    }
+
+    /// A peer told us who it is: a connection to one of another network (another protocol
+    /// version, i.e. another genesis) is closed and its addresses never enter the DHT; ours
+    /// feed the DHT if discovery is on. Only that connection closes: a key reused on two
+    /// networks is one peer id on both, and its connection on ours stays.
+    fn on_identified(
+        &mut self,
+        peer_id: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        info: identify::Info,
+    ) {
+        let ours = self.genesis.identify_version();
+        if info.protocol_version != ours {
+            tracing::info!(
+                peer = %peer_id,
+                theirs = %info.protocol_version,
+                %ours,
+                "peer of another network disconnected"
+            );
+            self.stats().peers_wrong_network += 1;
+            self.swarm.close_connection(connection);
+            return;
+        }
+        if self.discovery {
+            for addr in info.listen_addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
     }
 
     fn topic(&self, t: Topic) -> gossipsub::IdentTopic {
@@ -721,13 +752,9 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
+                connection_id,
                 info,
-                ..
-            })) if self.discovery => {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
-            }
+            })) => self.on_identified(peer_id, connection_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => self.on_gossip_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Results(ev)) => self.on_results_event(ev),
@@ -938,7 +965,7 @@ impl EventLoop {
             price: dpow_protocol::Credits::price(req.payload().difficulty),
             accepted_ms: now,
         };
-        match Signed::sign(receipt, key) {
+        match Signed::sign(receipt, key, &self.genesis.id) {
             Ok(r) => {
                 // Published (and put into the DHT) once it is on disk: a service that lost its
                 // receipt could sign a second one for the same request.
@@ -1285,7 +1312,7 @@ impl EventLoop {
             worker: w.key.public(),
             payout: w.payout,
         };
-        let signed = match Signed::sign(result, &w.key) {
+        let signed = match Signed::sign(result, &w.key, &self.genesis.id) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("cannot sign a result: {e}");
@@ -1306,7 +1333,7 @@ impl EventLoop {
             payout: w.payout,
             created_ms: now,
         };
-        let signed = match Signed::sign(status, &w.key) {
+        let signed = match Signed::sign(status, &w.key, &self.genesis.id) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("cannot sign a status: {e}");
@@ -1364,7 +1391,7 @@ impl EventLoop {
             request,
             created_ms: now,
         };
-        match Signed::sign(cancel, key) {
+        match Signed::sign(cancel, key, &self.genesis.id) {
             Ok(c) => {
                 let _ = self.publish(Topic::Cancels, c.bytes().to_vec());
             }
@@ -1396,7 +1423,7 @@ impl EventLoop {
             priority: ask.priority,
             node: self.node_key,
         };
-        let signed = match Signed::sign(request, key) {
+        let signed = match Signed::sign(request, key, &self.genesis.id) {
             Ok(s) => s,
             Err(e) => {
                 let _ = reply.send(Err(SubmitError::Refused(e.to_string())));
@@ -1528,7 +1555,7 @@ impl EventLoop {
             created_ms: now_ms(),
             action,
         };
-        let signed = Signed::sign(entry, key)?;
+        let signed = Signed::sign(entry, key, &self.genesis.id)?;
         self.registry
             .apply(signed.clone())
             .map_err(|e| anyhow::anyhow!("applying the entry: {e}"))?;

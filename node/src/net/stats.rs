@@ -40,6 +40,12 @@ pub struct NodeStats {
     pub peer_id: String,
     /// The node key, `dpow_…` (a worker's key in results and receipts; never a Nano account).
     pub account: String,
+    /// The network's name and the short form of its id (`NetworkId::short`).
+    pub network: String,
+    /// Short network id (16 hex digits): what identify, topics and protocol names carry.
+    pub network_id: String,
+    /// Peers dropped at identify because they announced another network.
+    pub peers_wrong_network: u64,
     /// Peers with an open connection.
     pub connected_peers: usize,
     /// Workers heard from recently (including this node if it is one).

@@ -44,7 +44,11 @@ impl Store {
     }
 
     /// Never called: there is no store.
-    pub fn load_ledger(&self, _epoch_ms: u64) -> Result<Ledger, StoreError> {
+    pub fn load_ledger(
+        &self,
+        _epoch_ms: u64,
+        _net: &dpow_protocol::NetworkId,
+    ) -> Result<Ledger, StoreError> {
         match *self {}
     }
 

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use dpow_protocol::ledger::{Ingested, Ledger};
-use dpow_protocol::{MessageId, Receipt, Signed};
+use dpow_protocol::{MessageId, NetworkId, Receipt, Signed};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
     WriteOptions,
@@ -24,8 +24,8 @@ pub const CF_META: &str = "meta-v1";
 /// Registrars' checkpoints of final epochs, by epoch and registrar.
 const CF_CHECKPOINTS: &str = "checkpoints-v1";
 /// The schema this build reads and writes (2: results name payout accounts, requests name
-/// their service node).
-pub const SCHEMA: &str = "dpow-store-2";
+/// their service node; 3: envelopes are signed for one network, protocol version 2).
+pub const SCHEMA: &str = "dpow-store-3";
 
 const FAMILIES: [&str; 6] = [
     CF_RECEIPTS,
@@ -256,13 +256,13 @@ impl Store {
     /// Load every stored receipt into a ledger, verifying each again (in parallel: the disk is
     /// trusted no more than the network). Receipts that no longer verify, and the loser of an
     /// equivocation pair, are reported and deleted.
-    pub fn load_ledger(&self, epoch_ms: u64) -> Result<Ledger, StoreError> {
+    pub fn load_ledger(&self, epoch_ms: u64, net: &NetworkId) -> Result<Ledger, StoreError> {
         use rayon::prelude::*;
         let t0 = std::time::Instant::now();
         let stored: Vec<StoredReceipt> = self.receipts().collect::<Result<_, _>>()?;
         let decoded: Vec<_> = stored
             .par_iter()
-            .map(|s| (s, Signed::<Receipt>::decode(&s.bytes)))
+            .map(|s| (s, Signed::<Receipt>::decode(&s.bytes, net)))
             .collect();
         let mut ledger = Ledger::new(epoch_ms);
         let mut stale = Vec::new();

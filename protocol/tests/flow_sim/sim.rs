@@ -236,6 +236,7 @@ impl Sim {
                     node: dpow_keys::PublicKey([7; 32]),
                 },
                 &services[svc].key,
+                &dpow_testkit::builders::NET,
             )
             .expect("a request signs");
             reqs.push(Req {
@@ -707,6 +708,7 @@ impl Sim {
                             payout: None,
                         },
                         &node.key,
+                        &dpow_testkit::builders::NET,
                     )
                     .expect("a result signs");
                     self.result_index.insert(signed.id(), self.results.len());

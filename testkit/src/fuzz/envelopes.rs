@@ -2,7 +2,7 @@
 //! check the node runs on gossip, against the [fixture](super::fixture).
 //!
 //! Properties of every accepted envelope ([`accepted`]): it is exactly the bytes it came in,
-//! within its kind's size limit, version 1 and its own kind; its payload re-encodes to the bytes
+//! within its kind's size limit, the current version and its own kind; its payload re-encodes to the bytes
 //! signed and decodes back to itself; its structural rules hold; its signature verifies over
 //! the signing input built here; its id is the blake2b-256 of that input. A refused envelope
 //! gets the same reason from the validator as [`RejectReason::of`] its decoding error.
@@ -26,10 +26,12 @@ use super::fixture::fixture;
 use crate::builders::{self, NOW, key, sign};
 use crate::reference;
 
-/// The signing input of a `T` whose payload encodes to `payload`: `dpow/1/` ‖ domain ‖ 0 ‖
-/// payload (docs/wire-protocol.md), built here apart from the protocol crate's own.
+/// The signing input of a `T` whose payload encodes to `payload`: `dpow/2/` ‖ network id ‖
+/// domain ‖ 0 ‖ payload (docs/wire-protocol.md), built here apart from the protocol crate's
+/// own, for the builders' network [`builders::NET`].
 fn signing_input<T: Message>(payload: &[u8]) -> Vec<u8> {
-    let mut input = b"dpow/1/".to_vec();
+    let mut input = b"dpow/2/".to_vec();
+    input.extend_from_slice(&builders::NET.0);
     input.extend_from_slice(T::KIND.domain().as_bytes());
     input.push(0);
     input.extend_from_slice(payload);
@@ -48,7 +50,7 @@ pub(super) fn accepted<T: Message + PartialEq + Debug>(s: &Signed<T>, bytes: &[u
     assert_eq!(bytes[0], PROTOCOL_VERSION);
     assert_eq!(bytes[1], T::KIND as u8);
     let payload = codec::encode(s.payload(), "fuzz").unwrap();
-    let back: T = codec::decode_canonical(&payload, "fuzz").unwrap();
+    let back: T = dpow_protocol::envelope::decode_payload(&payload, &builders::NET).unwrap();
     assert_eq!(&back, s.payload(), "the payload round-trips");
     let (head, sig) = bytes.split_at(bytes.len() - 64);
     assert!(
@@ -69,7 +71,7 @@ pub(super) fn accepted<T: Message + PartialEq + Debug>(s: &Signed<T>, bytes: &[u
 
 /// Decode `bytes` as a `T`, asserting [`accepted`]'s properties when it decodes.
 fn decode<T: Message + PartialEq + Debug>(bytes: &[u8]) -> Result<Signed<T>, ProtocolError> {
-    let r = Signed::<T>::decode(bytes);
+    let r = Signed::<T>::decode(bytes, &builders::NET);
     match &r {
         Ok(s) => accepted(s, bytes),
         Err(e) => assert!(!e.to_string().is_empty()),

@@ -41,7 +41,13 @@ pub fn genesis(bytes: &[u8]) {
         .expect("a built-in profile is coherent");
     assert_eq!(
         g.topic("requests"),
-        format!("/dpow/{}/requests/1", g.network)
+        format!("/dpow/{}/{}/requests/1", g.network, g.id.short())
+    );
+    let canonical = g.canonical().expect("a checked genesis encodes");
+    assert_eq!(
+        g.id,
+        dpow_protocol::NetworkId::of_canonical_genesis(&canonical),
+        "the id is the hash of the canonical genesis"
     );
 }
 

@@ -48,7 +48,7 @@ impl Fixture {
         entries.push(net.apply(builders::register(&banned_service, "spammer")));
         entries.push(net.apply(builders::ban_service(&banned_service, "spam")));
         entries.push(net.apply(builders::ban_worker(&banned_worker, "fake work")));
-        let config = ValidatorConfig::new(Profile::test());
+        let config = ValidatorConfig::new(Profile::test(), crate::builders::NET);
         let request = sign(
             WorkRequest {
                 account: Some(net.worker.public()),

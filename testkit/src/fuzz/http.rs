@@ -69,7 +69,7 @@ fn start() -> Server {
         key(1).public()
     ))
     .unwrap();
-    let mut config = NodeConfig::new(genesis, key(30));
+    let mut config = NodeConfig::new(genesis.clone(), key(30));
     config.service_key = Some(key(10));
     config.tuning = NetTuning {
         discovery: false,
@@ -85,7 +85,7 @@ fn start() -> Server {
                 .merge(gw.router())
                 .merge(dpow_node::browser::router(
                     node.clone(),
-                    "fuzz",
+                    &genesis,
                     Default::default(),
                 ))
         };

@@ -95,6 +95,7 @@ async fn flood(net: &LocalNet) -> NodeHandle {
                 created_ms: now,
             },
             &k,
+            &net.genesis.id,
         )
         .expect("signs");
         attacker

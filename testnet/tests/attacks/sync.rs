@@ -107,8 +107,9 @@ async fn victim_on(
     (net, victim, addr)
 }
 
-/// A bare libp2p peer that speaks only the sync protocol: the attacker.
-fn attacker() -> Swarm<SyncBehaviour> {
+/// A bare libp2p peer that speaks only the sync protocol (under `net`'s id): the attacker.
+fn attacker(net: &LocalNet) -> Swarm<SyncBehaviour> {
+    let sync = StreamProtocol::try_from_owned(net.genesis.protocol("sync/3")).expect("name");
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -119,10 +120,7 @@ fn attacker() -> Swarm<SyncBehaviour> {
         .expect("tcp")
         .with_behaviour(|_| {
             request_response::cbor::Behaviour::new(
-                [(
-                    StreamProtocol::new("/dpow/sync/3"),
-                    ProtocolSupport::Outbound,
-                )],
+                [(sync.clone(), ProtocolSupport::Outbound)],
                 request_response::Config::default()
                     .with_request_timeout(Duration::from_secs(10))
                     .with_max_concurrent_streams(256),
@@ -259,7 +257,7 @@ async fn a_sync_spammer_is_metered_then_cut_off_while_an_honest_peer_syncs() {
     let entries = victim.stats().registry_entries;
     let rss_before = rss_bytes();
 
-    let mut swarm = attacker();
+    let mut swarm = attacker(&net);
     let attacker_id = swarm.local_peer_id().to_string();
     let target = addr.clone();
     let attack = tokio::spawn(async move { spam(&mut swarm, &target, 20_000, 64, abusive).await });
@@ -331,8 +329,8 @@ async fn a_blocked_peer_is_let_back_in_after_its_block() {
         block_for: Duration::from_secs(1),
         ..tight()
     };
-    let (_net, victim, addr) = victim_on(0, budgets, |_| {}).await;
-    let mut swarm = attacker();
+    let (lnet, victim, addr) = victim_on(0, budgets, |_| {}).await;
+    let mut swarm = attacker(&lnet);
     let me = swarm.local_peer_id().to_string();
     let out = spam(&mut swarm, &addr, 5_000, 64, |_| SyncRequest::Digests).await;
     assert!(out.cut_off, "cut off: {out:?}");
@@ -367,7 +365,10 @@ async fn a_peer_flooding_ignored_messages_is_blocked_for_a_while() {
     let old = now_ms() - 3_600_000;
     for i in 0..200u64 {
         let st = dpow_testkit::builders::status(&worker, old + i);
-        let bytes = Signed::sign(st, &worker).expect("sign").bytes().to_vec();
+        let bytes = Signed::sign(st, &worker, &net.genesis.id)
+            .expect("sign")
+            .bytes()
+            .to_vec();
         // Refused once the victim has cut it off: that is the point.
         if flooder.publish_raw(Topic::Status, bytes).await.is_err() {
             break;
@@ -405,12 +406,12 @@ async fn connections_past_the_limit_are_refused() {
 async fn with_the_default_budgets_a_sync_spammer_is_cut_off_too() {
     log();
     let budgets = BudgetConfig::default();
-    let (_net, victim, addr) = victim_on(24, budgets.clone(), |cfg| {
+    let (lnet, victim, addr) = victim_on(24, budgets.clone(), |cfg| {
         cfg.tuning.hello_page_bytes = net::DEFAULT_HELLO_PAGE_BYTES;
     })
     .await;
     let rss_before = rss_bytes();
-    let mut swarm = attacker();
+    let mut swarm = attacker(&lnet);
     let me = swarm.local_peer_id().to_string();
     let out = spam(&mut swarm, &addr, 50_000, 64, abusive).await;
     let s = wait_for(&victim, T, |s| s.blocked_peers.contains(&me))
@@ -445,7 +446,11 @@ async fn with_the_default_budgets_a_sync_spammer_is_cut_off_too() {
 }
 
 /// A bare libp2p peer that speaks only Kademlia, knowing only the victim.
-fn dht_attacker(victim: &Multiaddr) -> Swarm<kad::Behaviour<kad::store::MemoryStore>> {
+fn dht_attacker(
+    net: &LocalNet,
+    victim: &Multiaddr,
+) -> Swarm<kad::Behaviour<kad::store::MemoryStore>> {
+    let kad_name = StreamProtocol::try_from_owned(net.genesis.protocol("kad/1")).expect("name");
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -456,7 +461,7 @@ fn dht_attacker(victim: &Multiaddr) -> Swarm<kad::Behaviour<kad::store::MemorySt
         .expect("tcp")
         .with_behaviour(|key| {
             let me = key.public().to_peer_id();
-            let mut cfg = kad::Config::new(StreamProtocol::new("/dpow/kad/1"));
+            let mut cfg = kad::Config::new(kad_name.clone());
             cfg.set_query_timeout(Duration::from_secs(10));
             let mut kad = kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), cfg);
             kad.set_mode(Some(kad::Mode::Server));
@@ -509,7 +514,7 @@ async fn dht_record_replays_are_dropped_without_a_write() {
 
     // The same valid record put again and again.
     const PUTS: u64 = 100;
-    let mut swarm = dht_attacker(&addr);
+    let mut swarm = dht_attacker(&net, &addr);
     let mut done = 0u64;
     let mut queued = 0u64;
     while done < PUTS {

@@ -655,13 +655,14 @@ impl EventLoop {
         let key = kad::RecordKey::new(&id.0);
         if !network {
             use kad::store::RecordStore;
+            let net = self.genesis.id;
             let found = self
                 .swarm
                 .behaviour_mut()
                 .kad
                 .store_mut()
                 .get(&key)
-                .and_then(|r| Signed::<Receipt>::decode(&r.value).ok())
+                .and_then(|r| Signed::<Receipt>::decode(&r.value, &net).ok())
                 .filter(|r| r.id() == id);
             let _ = reply.send(found);
             return;
@@ -687,7 +688,7 @@ impl EventLoop {
             return;
         };
         if let Ok(kad::GetRecordOk::FoundRecord(found)) = r
-            && let Ok(receipt) = Signed::<Receipt>::decode(&found.record.value)
+            && let Ok(receipt) = Signed::<Receipt>::decode(&found.record.value, &self.genesis.id)
             && receipt.id() == get.id
             && let Some(reply) = get.reply.take()
         {
