@@ -7,6 +7,7 @@
 //! classes (a base no one reaches) workers serve requests by age and the honest ones wait
 //! behind the flood.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -138,7 +139,8 @@ async fn a_flooding_service_falls_a_class_and_honest_requests_go_first() {
         max_class: 1,
     };
     let (without, done_without) = scenario(loose).await;
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "flood: {FLOOD} requests of 2^20 hashes; honest p50/p99 with classes {:.0}/{:.0} ms \
          (flood answered meanwhile {done_with:?}), without {:.0}/{:.0} ms ({done_without:?})",
         ms(with[with.len() / 2]),

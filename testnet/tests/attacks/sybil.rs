@@ -5,6 +5,7 @@
 //! key is the only primary and the honest workers wait their turn as backups. With standings
 //! (the default) workers with receipts rank first and the crowd only queues behind them.
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use dpow_keys::SecretKey;
@@ -141,7 +142,8 @@ async fn a_thousand_sybil_keys_take_no_primary_place_from_proven_workers() {
     let since = started(&net);
     let during = run(&service, n, 2).await;
     let (primary, backup) = started_after(&net, since, u64::from(n)).await;
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "sybil: {SYBILS} keys; without the crowd p50 {:.1} ms p99 {:.1} ms; with it p50 {:.1} ms \
          p99 {:.1} ms; solves started as primary {}, as backup {}",
         pct(&before, 50),
@@ -178,7 +180,8 @@ async fn without_standings_the_sybil_keys_take_the_primary_places() {
     let n = 8;
     let during = run(&service, n, 2).await;
     let (primary, backup) = started_after(&net, since, u64::from(n)).await;
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "sybil, no standings: p50 {:.1} ms p99 {:.1} ms; solves started as primary {}, as \
          backup {}",
         pct(&during, 50),

@@ -181,7 +181,7 @@ impl EventLoop {
         let res = r.payload().result.payload();
         self.paid_work.insert(res.root, res.work);
         self.deliveries.receipted(&request);
-        if !self.answered.contains_key(&request) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.answered.entry(request) {
             let now = now_ms();
             let expires_ms = r.payload().request.payload().expires_ms;
             // Only a request still alive needs remembering as answered (so a late copy is not
@@ -189,7 +189,7 @@ impl EventLoop {
             // expires: receipts of old requests (catch-up) would otherwise grow the map with
             // the ledger.
             if expires_ms.saturating_add(60_000) >= now {
-                self.answered.insert(request, res.worker);
+                e.insert(res.worker);
                 if !self.requests.contains_key(&request) {
                     self.request_order.push_back((expires_ms, request));
                 }
