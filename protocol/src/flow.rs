@@ -484,6 +484,17 @@ impl WorkerFlow {
             .on_receipt(worker, difficulty, created_ms, accepted_ms);
     }
 
+    /// [`Self::on_receipt`] for the receipt that counts for its request.
+    pub fn on_counted(&mut self, receipt: &crate::Receipt) {
+        let req = receipt.request.payload();
+        self.on_receipt(
+            receipt.result.payload().worker,
+            req.difficulty,
+            req.created_ms,
+            receipt.accepted_ms,
+        );
+    }
+
     /// What receipts show of each worker.
     pub fn standings(&self) -> &Standings {
         &self.standings

@@ -1037,14 +1037,7 @@ impl EventLoop {
             return;
         };
         for r in self.ledger.counted() {
-            let p = r.payload();
-            let req = p.request.payload();
-            w.flow.on_receipt(
-                p.result.payload().worker,
-                req.difficulty,
-                req.created_ms,
-                p.accepted_ms,
-            );
+            w.flow.on_counted(r.payload());
         }
     }
 

@@ -202,14 +202,7 @@ impl EventLoop {
     /// ([`dpow_protocol::standing`]); called once per request, for the receipt that counts.
     fn stand(&mut self, r: &Signed<Receipt>) {
         if let Some(w) = &mut self.worker {
-            let p = r.payload();
-            let req = p.request.payload();
-            w.flow.on_receipt(
-                p.result.payload().worker,
-                req.difficulty,
-                req.created_ms,
-                p.accepted_ms,
-            );
+            w.flow.on_counted(r.payload());
         }
     }
 
