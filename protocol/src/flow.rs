@@ -573,18 +573,11 @@ impl WorkerFlow {
             Some(w) => *w = (status.hash_rate, heard),
             None => {
                 if self.workers.len() >= MAX_WORKERS {
-                    let victim = self
-                        .workers
-                        .iter()
-                        .filter(|(k, _)| !self.is_proven(k))
-                        .min_by_key(|(k, (_, t))| (*t, **k))
-                        .or_else(|| {
-                            // All proven: only another proven worker may take a place.
-                            self.is_proven(&status.worker)
-                                .then(|| self.workers.iter().min_by_key(|(k, (_, t))| (*t, **k)))
-                                .flatten()
-                        })
-                        .map(|(k, _)| *k);
+                    let victim = crate::standing::evict_for(
+                        self.workers.iter().map(|(k, (_, t))| (k, *t)),
+                        &status.worker,
+                        |k| self.is_proven(k),
+                    );
                     match victim {
                         Some(v) => {
                             self.workers.remove(&v);

@@ -120,6 +120,25 @@ impl Standings {
     }
 }
 
+/// Which worker leaves a full table so that `newcomer` can enter, given each entry's key and
+/// when it was last heard: the stalest worker on probation; when every entry is proven, the
+/// stalest one, but only for a proven newcomer. `None`: the newcomer stays out. Ties go to
+/// the smaller key, so every node picks alike.
+pub fn evict_for<'a>(
+    entries: impl Iterator<Item = (&'a PublicKey, u64)> + Clone,
+    newcomer: &PublicKey,
+    proven: impl Fn(&PublicKey) -> bool,
+) -> Option<PublicKey> {
+    let stalest = |it: &mut dyn Iterator<Item = (&'a PublicKey, u64)>| {
+        it.min_by_key(|(k, t)| (*t, **k)).map(|(k, _)| *k)
+    };
+    stalest(&mut entries.clone().filter(|(k, _)| !proven(k))).or_else(|| {
+        proven(newcomer)
+            .then(|| stalest(&mut entries.clone()))
+            .flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1003,22 +1003,13 @@ impl EventLoop {
         if self.statuses.len() >= MAX_SYNC_ITEMS && !self.statuses.contains_key(&key) {
             // Make room by forgetting the stalest worker with no receipt; a proven worker
             // gives way only to another proven one (fresh keys cost nothing to make).
-            let proven = |k: &dpow_keys::PublicKey| self.ledger.earned(k) > 0;
-            let victim = self
-                .statuses
-                .iter()
-                .filter(|(k, _)| !proven(k))
-                .min_by_key(|(_, s)| s.payload().created_ms)
-                .or_else(|| {
-                    proven(&key)
-                        .then(|| {
-                            self.statuses
-                                .iter()
-                                .min_by_key(|(_, s)| s.payload().created_ms)
-                        })
-                        .flatten()
-                })
-                .map(|(k, _)| *k);
+            let victim = dpow_protocol::standing::evict_for(
+                self.statuses
+                    .iter()
+                    .map(|(k, s)| (k, s.payload().created_ms)),
+                &key,
+                |k| self.ledger.earned(k) > 0,
+            );
             match victim {
                 Some(k) => {
                     self.statuses.remove(&k);
