@@ -151,8 +151,11 @@ pub fn signing_input(kind: MessageKind, payload: &[u8], net: &NetworkId) -> Vec<
 /// as in [`Signed::decode`]. For tools and tests that look inside payloads.
 pub fn decode_payload<T: Message>(payload: &[u8], net: &NetworkId) -> Result<T, ProtocolError> {
     let kind = T::KIND.domain();
-    let p: T = nested::within(net, || codec::decode_canonical(payload, kind))?;
+    let (p, nested): (T, _) = nested::within(net, || codec::decode_canonical(payload, kind))?;
     p.check()?;
+    for n in &nested {
+        n.check()?;
+    }
     Ok(p)
 }
 
@@ -245,51 +248,10 @@ impl<T: Message> Signed<T> {
 
     /// Decode and verify an envelope from untrusted bytes, signed for network `net`. Envelopes
     /// nested in the payload (a receipt's request and result) must be signed for `net` too.
+    /// The same as [`Unverified::decode`] followed by [`Unverified::verify`]; a node that
+    /// checks more before paying for signatures calls those two itself.
     pub fn decode(bytes: &[u8], net: &NetworkId) -> Result<Self, ProtocolError> {
-        let kind = T::KIND.domain();
-        if bytes.len() > T::MAX_BYTES {
-            return Err(ProtocolError::Oversized {
-                kind,
-                got: bytes.len(),
-                limit: T::MAX_BYTES,
-            });
-        }
-        match bytes.first() {
-            None => return Err(ProtocolError::Truncated { kind }),
-            Some(&v) if v != PROTOCOL_VERSION => {
-                return Err(ProtocolError::UnknownVersion {
-                    kind,
-                    got: v,
-                    supported: PROTOCOL_VERSION,
-                });
-            }
-            Some(_) => {}
-        }
-        let env: Envelope<'_> = codec::decode_canonical(bytes, kind)?;
-        if env.kind != T::KIND as u8 {
-            let got = MessageKind::from_u8(env.kind)
-                .map(|k| k.domain().to_string())
-                .unwrap_or_else(|| format!("unknown kind {}", env.kind));
-            return Err(ProtocolError::WrongDomain {
-                expected: kind.to_string(),
-                got,
-            });
-        }
-        let payload: T = nested::within(net, || codec::decode_canonical(env.payload, kind))?;
-        payload.check()?;
-        let input = signing_input(T::KIND, env.payload, net);
-        let id = hash_id(&input);
-        if !verified::contains(&id, &env.signature) {
-            payload
-                .signer()
-                .verify(&input, &env.signature)
-                .map_err(|_| ProtocolError::BadSignature { kind })?;
-        }
-        Ok(Signed {
-            payload,
-            id,
-            bytes: bytes.to_vec(),
-        })
+        Unverified::decode(bytes, net)?.verify()
     }
 
     /// Remember (process-wide, bounded) that this message's signature verified, so decoding the
@@ -322,6 +284,156 @@ impl<T: Message> Signed<T> {
     }
 }
 
+/// One signature check a decode left for later: the signer, what it signed, the id of that
+/// signing input and the signature.
+#[derive(Clone)]
+struct Pending {
+    kind: &'static str,
+    key: PublicKey,
+    input: Vec<u8>,
+    id: MessageId,
+    signature: Signature,
+}
+
+impl Pending {
+    /// Whether this exact statement was verified before ([`Signed::remember_verified`]).
+    fn remembered(&self) -> bool {
+        verified::contains(&self.id, &self.signature)
+    }
+
+    fn check(&self) -> Result<(), ProtocolError> {
+        if self.remembered() {
+            return Ok(());
+        }
+        self.key
+            .verify(&self.input, &self.signature)
+            .map_err(|_| ProtocolError::BadSignature { kind: self.kind })
+    }
+}
+
+/// A message decoded from untrusted bytes and checked in every way that needs no signature:
+/// size, version, kind, canonical encoding, structure, network (of nested envelopes too), and
+/// the payload's own rules. Its signatures (its own and its nested envelopes') are still to be
+/// checked: [`Unverified::verify`] makes it a [`Signed`]. A node runs its cheap checks
+/// (registry, clock, duplicates, profile, work value) on [`Unverified::payload`] first and
+/// pays for ed25519 only for messages that pass them.
+///
+/// Nested envelopes inside the payload (a receipt's request and result) are not verified
+/// either until [`Unverified::verify`]; read them, do not keep them.
+#[derive(Clone)]
+pub struct Unverified<T> {
+    payload: T,
+    id: MessageId,
+    bytes: Vec<u8>,
+    /// This envelope's check first, then its nested envelopes'.
+    pending: Vec<Pending>,
+}
+
+impl<T: Message> Unverified<T> {
+    /// Decode an envelope of kind `T` signed for network `net`, checking everything but
+    /// signatures (see the type's documentation).
+    pub fn decode(bytes: &[u8], net: &NetworkId) -> Result<Self, ProtocolError> {
+        let kind = T::KIND.domain();
+        if bytes.len() > T::MAX_BYTES {
+            return Err(ProtocolError::Oversized {
+                kind,
+                got: bytes.len(),
+                limit: T::MAX_BYTES,
+            });
+        }
+        match bytes.first() {
+            None => return Err(ProtocolError::Truncated { kind }),
+            Some(&v) if v != PROTOCOL_VERSION => {
+                return Err(ProtocolError::UnknownVersion {
+                    kind,
+                    got: v,
+                    supported: PROTOCOL_VERSION,
+                });
+            }
+            Some(_) => {}
+        }
+        let env: Envelope<'_> = codec::decode_canonical(bytes, kind)?;
+        if env.kind != T::KIND as u8 {
+            let got = MessageKind::from_u8(env.kind)
+                .map(|k| k.domain().to_string())
+                .unwrap_or_else(|| format!("unknown kind {}", env.kind));
+            return Err(ProtocolError::WrongDomain {
+                expected: kind.to_string(),
+                got,
+            });
+        }
+        let (payload, nested_pending) =
+            nested::within(net, || codec::decode_canonical::<T>(env.payload, kind))?;
+        payload.check()?;
+        let input = signing_input(T::KIND, env.payload, net);
+        let id = hash_id(&input);
+        let mut pending = Vec::with_capacity(1 + nested_pending.len());
+        pending.push(Pending {
+            kind,
+            key: payload.signer(),
+            input,
+            id,
+            signature: env.signature,
+        });
+        pending.extend(nested_pending);
+        Ok(Unverified {
+            payload,
+            id,
+            bytes: bytes.to_vec(),
+            pending,
+        })
+    }
+
+    /// Check every signature still owed (this envelope's, then its nested envelopes'),
+    /// skipping statements verified before. The first bad one fails it.
+    pub fn verify(self) -> Result<Signed<T>, ProtocolError> {
+        for p in &self.pending {
+            p.check()?;
+        }
+        Ok(Signed {
+            payload: self.payload,
+            id: self.id,
+            bytes: self.bytes,
+        })
+    }
+
+    /// How many ed25519 checks [`Unverified::verify`] would run now: its signatures less
+    /// those verified before. What the message costs its receiver.
+    pub fn signature_checks(&self) -> usize {
+        self.pending.iter().filter(|p| !p.remembered()).count()
+    }
+
+    /// The payload, checked but for signatures.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+
+    /// The message id (blake2b-256 of the signing input).
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// The envelope bytes, as received.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The key the message names as its signer.
+    pub fn signer(&self) -> PublicKey {
+        self.payload.signer()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Unverified<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unverified")
+            .field("id", &self.id)
+            .field("payload", &self.payload)
+            .field("signatures", &self.pending.len())
+            .finish()
+    }
+}
+
 impl<T: fmt::Debug> fmt::Debug for Signed<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signed")
@@ -338,18 +450,31 @@ impl<T: Message> Serialize for Signed<T> {
     }
 }
 
-/// Deserialising a nested envelope verifies it fully, like [`Signed::decode`], for the network
-/// of the [`Signed::decode`] it is nested in; outside one (no network named) it is refused.
+/// Deserialising a nested envelope decodes it like [`Unverified::decode`], for the network of
+/// the decode it is nested in, and leaves its signatures to the enclosing envelope's
+/// [`Unverified::verify`]; outside a decode (no network named) it is refused.
 impl<'de, T: Message> Deserialize<'de> for Signed<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes: &'de [u8] = <&[u8]>::deserialize(d)?;
         let net = nested::current().ok_or_else(|| {
             serde::de::Error::custom("a nested envelope decodes only inside Signed::decode")
         })?;
-        Signed::decode(bytes, &net).map_err(|e| {
-            nested::failed(&e);
-            serde::de::Error::custom(e)
-        })
+        match Unverified::<T>::decode(bytes, &net) {
+            Ok(u) => {
+                // Its signatures are checked with the enclosing envelope's
+                // ([`Unverified::verify`]); until then it is only ever read.
+                nested::defer(u.pending);
+                Ok(Signed {
+                    payload: u.payload,
+                    id: u.id,
+                    bytes: u.bytes,
+                })
+            }
+            Err(e) => {
+                nested::failed(&e);
+                Err(serde::de::Error::custom(e))
+            }
+        }
     }
 }
 
@@ -359,33 +484,43 @@ impl<'de, T: Message> Deserialize<'de> for Signed<T> {
 mod nested {
     use std::cell::{Cell, RefCell};
 
-    use super::NetworkId;
+    use super::{NetworkId, Pending};
     use crate::ProtocolError;
 
     thread_local! {
         static NET: Cell<Option<NetworkId>> = const { Cell::new(None) };
         static FAILED: RefCell<Option<ProtocolError>> = const { RefCell::new(None) };
+        static DEFERRED: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
     }
 
     /// Run `f` with `net` as the network of nested envelopes, then restore the previous one.
-    /// If `f` fails because a nested envelope did, that envelope's error is returned (a bad
-    /// nested signature is a bad signature, not a malformed payload).
+    /// Returns what `f` returned and the signature checks the envelopes nested in it left
+    /// for later ([`defer`]). If `f` fails because a nested envelope did, that envelope's
+    /// error is returned (a bad nested envelope is its own error, not a malformed payload).
     pub(super) fn within<R>(
         net: &NetworkId,
         f: impl FnOnce() -> Result<R, ProtocolError>,
-    ) -> Result<R, ProtocolError> {
-        struct Restore(Option<NetworkId>, Option<ProtocolError>);
+    ) -> Result<(R, Vec<Pending>), ProtocolError> {
+        struct Restore(Option<NetworkId>, Option<ProtocolError>, Vec<Pending>);
         impl Drop for Restore {
             fn drop(&mut self) {
                 NET.with(|n| n.set(self.0));
                 FAILED.with(|f| *f.borrow_mut() = self.1.take());
+                DEFERRED.with(|d| *d.borrow_mut() = std::mem::take(&mut self.2));
             }
         }
         let _restore = Restore(
             NET.with(|n| n.replace(Some(*net))),
             FAILED.with(|f| f.borrow_mut().take()),
+            DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut())),
         );
-        f().map_err(|e| FAILED.with(|f| f.borrow_mut().take()).unwrap_or(e))
+        let r = f().map_err(|e| FAILED.with(|f| f.borrow_mut().take()).unwrap_or(e))?;
+        Ok((r, DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()))))
+    }
+
+    /// Leave a nested envelope's signature checks to the enclosing [`within`].
+    pub(super) fn defer(pending: Vec<Pending>) {
+        DEFERRED.with(|d| d.borrow_mut().extend(pending));
     }
 
     /// Note the first failure of a nested envelope, for [`within`].

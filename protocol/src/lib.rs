@@ -29,7 +29,7 @@ pub mod volume;
 pub mod work;
 
 pub use checkpoint::{Checkpoint, Finality};
-pub use envelope::{Message, MessageId, MessageKind, PROTOCOL_VERSION, Signed};
+pub use envelope::{Message, MessageId, MessageKind, PROTOCOL_VERSION, Signed, Unverified};
 pub use error::ProtocolError;
 pub use messages::{
     Credits, Priority, Receipt, RegistryAction, RegistryEntry, RequestId, TimePolicy, WorkCancel,

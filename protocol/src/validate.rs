@@ -11,14 +11,14 @@
 //! The validator's only state is the replay cache of request ids already accepted.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 
 use dpow_keys::PublicKey;
 use serde::Deserialize;
 
 use crate::checkpoint::{Checkpoint, Finality};
-use crate::envelope::{MessageKind, Signed};
+use crate::envelope::{MessageKind, Signed, Unverified};
 use crate::messages::{
     Receipt, RegistryEntry, RequestId, TimePolicy, WorkCancel, WorkRequest, WorkResult,
     WorkerStatus,
@@ -278,6 +278,14 @@ impl From<ProtocolError> for Rejected {
     }
 }
 
+/// The rejection for a request whose service is past its anti-spam budget.
+fn over_budget(service: &PublicKey) -> Rejected {
+    Rejected::new(
+        RejectReason::OverBudget,
+        format!("service {service} is past its anti-spam budget for now"),
+    )
+}
+
 /// The rejection for a registry refusal met while checking a message.
 fn registry_rejection(e: RegistryError) -> Rejected {
     let reason = match &e {
@@ -297,7 +305,8 @@ fn registry_rejection(e: RegistryError) -> Rejected {
 /// skew). When full, the id whose memory ends soonest is forgotten first.
 #[derive(Clone, Debug)]
 struct ReplayCache {
-    seen: HashSet<RequestId>,
+    /// Each id with the time its memory ends.
+    seen: HashMap<RequestId, u64>,
     /// `(remember until, id)`, soonest first. Holds exactly the ids in `seen`: an id is never
     /// inserted twice (a second sighting is a replay) and leaves both at once.
     by_expiry: BinaryHeap<Reverse<(u64, RequestId)>>,
@@ -307,7 +316,7 @@ struct ReplayCache {
 impl ReplayCache {
     fn new(capacity: usize) -> Self {
         ReplayCache {
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             by_expiry: BinaryHeap::new(),
             capacity,
         }
@@ -324,8 +333,10 @@ impl ReplayCache {
         }
     }
 
-    fn contains(&self, id: &RequestId) -> bool {
-        self.seen.contains(id)
+    /// Whether `id` is remembered at `now_ms` (an id whose memory ended counts as forgotten
+    /// even before the next [`ReplayCache::prune`]).
+    fn contains_at(&self, id: &RequestId, now_ms: u64) -> bool {
+        self.seen.get(id).is_some_and(|until| *until >= now_ms)
     }
 
     fn insert(&mut self, id: RequestId, until: u64) {
@@ -338,7 +349,8 @@ impl ReplayCache {
                 None => break,
             };
         }
-        if self.seen.insert(id) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.seen.entry(id) {
+            e.insert(until);
             self.by_expiry.push(Reverse((until, id)));
         }
     }
@@ -373,20 +385,31 @@ impl Validator {
         &self.config
     }
 
-    /// Check a gossiped work request: the envelope (size, version, structure, signature), the
-    /// registry (service registered and not banned), the time window ([`TimePolicy`] at
-    /// `now_ms`), replay (an id accepted before), and the difficulty against the profile's
-    /// bounds, then counts it against its service's anti-spam budget ([`crate::volume`]). On
-    /// success the id is remembered until the request expires.
+    /// Check a gossiped work request: [`Validator::screen_request`], its signature, then
+    /// [`Validator::admit_request`].
     pub fn check_request(
         &mut self,
         bytes: &[u8],
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<WorkRequest>, Rejected> {
-        self.replay.prune(now_ms);
-        let signed = Signed::<WorkRequest>::decode(bytes, &self.config.network)?;
-        let req = signed.payload();
+        let signed = self.screen_request(bytes, registry, now_ms)?.verify()?;
+        self.admit_request(signed, now_ms)
+    }
+
+    /// Everything about a gossiped work request but its signature, cheapest first: the
+    /// envelope (size, version, structure), the registry (service registered and not banned),
+    /// the time window ([`TimePolicy`] at `now_ms`), replay (an id accepted before), the
+    /// difficulty against the profile's bounds, and whether its service has budget left
+    /// ([`crate::volume`], looked at, not counted). Changes nothing.
+    pub fn screen_request(
+        &self,
+        bytes: &[u8],
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Unverified<WorkRequest>, Rejected> {
+        let u = Unverified::<WorkRequest>::decode(bytes, &self.config.network)?;
+        let req = u.payload();
         registry
             .check_service(&req.service)
             .map_err(registry_rejection)?;
@@ -398,29 +421,51 @@ impl Validator {
             };
             Rejected::new(reason, e.to_string())
         })?;
-        if self.replay.contains(&signed.id()) {
-            return Err(Rejected::new(
-                RejectReason::Replay,
-                format!("work request {} was already accepted", signed.id()),
-            ));
-        }
+        self.refuse_replay(&u.id(), now_ms)?;
         self.config.profile.check(req.difficulty)?;
+        if self
+            .volume
+            .peek(&req.service, req.difficulty, now_ms)
+            .over_budget
+        {
+            return Err(over_budget(&req.service));
+        }
+        Ok(u)
+    }
+
+    /// Take a screened request whose signature verified: refused if a copy was admitted
+    /// meanwhile (signatures may be checked out of order, off the caller's thread) or if its
+    /// service is now past its budget; otherwise counted against that budget and remembered
+    /// until the request expires.
+    pub fn admit_request(
+        &mut self,
+        signed: Signed<WorkRequest>,
+        now_ms: u64,
+    ) -> Result<Signed<WorkRequest>, Rejected> {
+        self.replay.prune(now_ms);
+        self.refuse_replay(&signed.id(), now_ms)?;
+        let req = signed.payload();
         if self
             .volume
             .count(req.service, req.difficulty, now_ms)
             .over_budget
         {
-            return Err(Rejected::new(
-                RejectReason::OverBudget,
-                format!(
-                    "service {} is past its anti-spam budget for now",
-                    req.service
-                ),
-            ));
+            return Err(over_budget(&req.service));
         }
         let until = req.expires_ms.saturating_add(self.config.time.max_skew_ms);
         self.replay.insert(signed.id(), until);
         Ok(signed)
+    }
+
+    fn refuse_replay(&self, id: &RequestId, now_ms: u64) -> Result<(), Rejected> {
+        // An id whose memory ended is forgotten at the next prune: treat it so already.
+        if self.replay.contains_at(id, now_ms) {
+            return Err(Rejected::new(
+                RejectReason::Replay,
+                format!("work request {id} was already accepted"),
+            ));
+        }
+        Ok(())
     }
 
     /// Check a gossiped work result against its request, which the caller looked up by the id
@@ -436,7 +481,20 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<WorkResult>, Rejected> {
-        let signed = Signed::<WorkResult>::decode(bytes, &self.config.network)?;
+        Ok(self
+            .screen_result(bytes, request, registry, now_ms)?
+            .verify()?)
+    }
+
+    /// [`Validator::check_result`] but for the signature.
+    pub fn screen_result(
+        &self,
+        bytes: &[u8],
+        request: Option<&Signed<WorkRequest>>,
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Unverified<WorkResult>, Rejected> {
+        let signed = Unverified::<WorkResult>::decode(bytes, &self.config.network)?;
         let res = signed.payload();
         let request = known_request(request, &res.request, MessageKind::WorkResult)?;
         let req = request.payload();
@@ -481,7 +539,16 @@ impl Validator {
         bytes: &[u8],
         request: Option<&Signed<WorkRequest>>,
     ) -> Result<Signed<WorkCancel>, Rejected> {
-        let signed = Signed::<WorkCancel>::decode(bytes, &self.config.network)?;
+        Ok(self.screen_cancel(bytes, request)?.verify()?)
+    }
+
+    /// [`Validator::check_cancel`] but for the signature.
+    pub fn screen_cancel(
+        &self,
+        bytes: &[u8],
+        request: Option<&Signed<WorkRequest>>,
+    ) -> Result<Unverified<WorkCancel>, Rejected> {
+        let signed = Unverified::<WorkCancel>::decode(bytes, &self.config.network)?;
         let cancel = signed.payload();
         let request = known_request(request, &cancel.request, MessageKind::WorkCancel)?;
         if cancel.service != request.payload().service {
@@ -506,7 +573,17 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<WorkerStatus>, Rejected> {
-        let signed = Signed::<WorkerStatus>::decode(bytes, &self.config.network)?;
+        Ok(self.screen_status(bytes, registry, now_ms)?.verify()?)
+    }
+
+    /// [`Validator::check_status`] but for the signature.
+    pub fn screen_status(
+        &self,
+        bytes: &[u8],
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Unverified<WorkerStatus>, Rejected> {
+        let signed = Unverified::<WorkerStatus>::decode(bytes, &self.config.network)?;
         let status = signed.payload();
         registry
             .check_worker(&status.worker)
@@ -538,7 +615,17 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<Receipt>, Rejected> {
-        let signed = Signed::<Receipt>::decode(bytes, &self.config.network)?;
+        Ok(self.screen_receipt(bytes, registry, now_ms)?.verify()?)
+    }
+
+    /// [`Validator::check_receipt`] but for the signatures.
+    pub fn screen_receipt(
+        &self,
+        bytes: &[u8],
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Unverified<Receipt>, Rejected> {
+        let signed = Unverified::<Receipt>::decode(bytes, &self.config.network)?;
         let receipt = signed.payload();
         let request = receipt.request.payload();
         match registry.check_service(&request.service) {
@@ -610,7 +697,17 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<Checkpoint>, Rejected> {
-        let signed = Signed::<Checkpoint>::decode(bytes, &self.config.network)?;
+        Ok(self.screen_checkpoint(bytes, registry, now_ms)?.verify()?)
+    }
+
+    /// [`Validator::check_checkpoint`] but for the signature.
+    pub fn screen_checkpoint(
+        &self,
+        bytes: &[u8],
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Unverified<Checkpoint>, Rejected> {
+        let signed = Unverified::<Checkpoint>::decode(bytes, &self.config.network)?;
         let c = signed.payload();
         if !registry.is_registrar(&c.registrar) {
             return Err(registry_rejection(RegistryError::UnknownRegistrar {
@@ -649,7 +746,17 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<RegistryEntry>, Rejected> {
-        let signed = Signed::<RegistryEntry>::decode(bytes, &self.config.network)?;
+        Ok(self.screen_registry(bytes, registry, now_ms)?.verify()?)
+    }
+
+    /// [`Validator::check_registry`] but for the signature.
+    pub fn screen_registry(
+        &self,
+        bytes: &[u8],
+        registry: &Registry,
+        now_ms: u64,
+    ) -> Result<Unverified<RegistryEntry>, Rejected> {
+        let signed = Unverified::<RegistryEntry>::decode(bytes, &self.config.network)?;
         let e = signed.payload();
         if !registry.is_registrar(&e.registrar) {
             return Err(registry_rejection(RegistryError::UnknownRegistrar {

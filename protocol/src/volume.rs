@@ -188,12 +188,29 @@ impl VolumeMeter {
                 *slot = (index, 0);
             }
             slot.1 = slot.1.saturating_add(credits);
-            // Buckets of the last BUCKETS steps, this one included.
-            let volume: u128 = buckets
-                .iter()
-                .filter(|(i, _)| *i != u64::MAX && *i <= index && index - *i < BUCKETS as u64)
-                .map(|(_, v)| *v)
-                .fold(0, u128::saturating_add);
+            let volume = window_volume(buckets, index);
+            out.class = out.class.max(self.policy.class_in(w.base, volume));
+            out.over_budget |= volume > self.policy.budget(w.base);
+        }
+        out
+    }
+
+    /// What [`VolumeMeter::count`] would answer for the same request, without counting it:
+    /// for a check made before the request is known to be genuine (a forged copy must not
+    /// spend its service's budget).
+    pub fn peek(&self, service: &PublicKey, difficulty: Difficulty, now_ms: u64) -> Metered {
+        let credits = u128::from(Credits::price(difficulty).0);
+        let mut out = Metered {
+            class: 0,
+            over_budget: false,
+        };
+        let counters = self.services.get(service);
+        for (n, w) in self.policy.windows.iter().enumerate() {
+            let step = (w.window_ms / BUCKETS as u64).max(1);
+            let held = counters
+                .and_then(|c| c.windows.get(n))
+                .map_or(0, |b| window_volume(b, now_ms / step));
+            let volume = held.saturating_add(credits);
             out.class = out.class.max(self.policy.class_in(w.base, volume));
             out.over_budget |= volume > self.policy.budget(w.base);
         }
@@ -209,6 +226,16 @@ impl VolumeMeter {
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
     }
+}
+
+/// The credits in a window's buckets of the last `BUCKETS` steps up to step `index`, that
+/// one included (a slot still holding an older step counts nothing).
+fn window_volume(buckets: &[(u64, u128); BUCKETS], index: u64) -> u128 {
+    buckets
+        .iter()
+        .filter(|(i, _)| *i != u64::MAX && *i <= index && index - *i < BUCKETS as u64)
+        .map(|(_, v)| *v)
+        .fold(0, u128::saturating_add)
 }
 
 #[cfg(test)]
@@ -291,6 +318,26 @@ mod tests {
             }
         );
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn a_peek_answers_what_counting_would_and_counts_nothing() {
+        let mut m = VolumeMeter::new(policy(10, 2));
+        let s = PublicKey([2; 32]);
+        let send = Difficulty::EPOCH2_SEND;
+        let mut t = 1_000u64;
+        for i in 0u64..400 {
+            // Steps of 0 to 170 ms: some requests share a bucket, some skip whole windows.
+            t += (i * 37) % 171;
+            let d = if i % 7 == 0 { send } else { EASY };
+            let first = m.peek(&s, d, t);
+            assert_eq!(m.peek(&s, d, t), first, "a peek changed the meter");
+            assert_eq!(m.count(s, d, t), first, "request {i} at {t}");
+        }
+        assert_eq!(m.len(), 1);
+        let stranger = PublicKey([3; 32]);
+        assert!(!m.peek(&stranger, EASY, t).over_budget);
+        assert_eq!(m.len(), 1, "a peek metered a new service");
     }
 
     #[test]
