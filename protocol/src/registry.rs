@@ -408,6 +408,22 @@ impl Registry {
         service.refresh();
     }
 
+    /// Whether the entry `id` is the one held for `registrar`'s number `seq`, applied or
+    /// waiting: a copy, which a node refuses before checking its signature.
+    pub fn holds(&self, registrar: &PublicKey, seq: u64, id: &MessageId) -> bool {
+        let Some(log) = self.logs.get(registrar) else {
+            return false;
+        };
+        let known = if seq < log.next() {
+            usize::try_from(seq.saturating_sub(1))
+                .ok()
+                .and_then(|i| log.applied.get(i))
+        } else {
+            log.pending.get(&seq)
+        };
+        known.is_some_and(|k| k.id() == *id)
+    }
+
     /// The sequence number `registrar`'s next new entry should carry: one past the highest
     /// this node holds from it, applied or pending (0 for a key that is not a registrar).
     /// When entries are pending, the node is missing some and a new entry would wait behind

@@ -393,6 +393,7 @@ impl Validator {
         registry: &Registry,
         now_ms: u64,
     ) -> Result<Signed<WorkRequest>, Rejected> {
+        self.replay.prune(now_ms);
         let signed = self.screen_request(bytes, registry, now_ms)?.verify()?;
         self.admit_request(signed, now_ms)
     }
@@ -675,8 +676,13 @@ impl Validator {
     /// [`crate::checkpoint`]). A node calls this for every receipt except those a checkpoint
     /// it holds vouches for.
     pub fn check_open(&self, receipt: &Signed<Receipt>, now_ms: u64) -> Result<(), Rejected> {
+        self.check_open_at(receipt.payload().accepted_ms, now_ms)
+    }
+
+    /// [`Validator::check_open`] for a receipt accepted at `accepted_ms` (checked or not).
+    pub fn check_open_at(&self, accepted_ms: u64, now_ms: u64) -> Result<(), Rejected> {
         let f = &self.config.finality;
-        let epoch = crate::ledger::epoch_of(receipt.payload().accepted_ms, f.epoch_ms);
+        let epoch = crate::ledger::epoch_of(accepted_ms, f.epoch_ms);
         if f.is_final(epoch, now_ms) {
             return Err(Rejected::new(
                 RejectReason::FinalEpoch,
@@ -737,7 +743,7 @@ impl Validator {
     }
 
     /// Check a gossiped registry entry: the envelope, that its signer is one of the
-    /// network's registrars, and that it is not dated beyond the clock skew after `now_ms`
+    /// network's registrars, that the registry does not hold it already, and that it is not dated beyond the clock skew after `now_ms`
     /// (order never follows dates, but a date from the future is a lie every node can see).
     /// Applying it (ordering, duplicates, equivocations) is [`Registry::apply`]'s job.
     pub fn check_registry(
@@ -761,6 +767,12 @@ impl Validator {
         if !registry.is_registrar(&e.registrar) {
             return Err(registry_rejection(RegistryError::UnknownRegistrar {
                 registrar: e.registrar,
+            }));
+        }
+        if registry.holds(&e.registrar, e.seq, &signed.id()) {
+            return Err(registry_rejection(RegistryError::Duplicate {
+                registrar: e.registrar,
+                seq: e.seq,
             }));
         }
         self.config

@@ -496,15 +496,13 @@ fn every_truncation_and_byte_flip_of_a_request_is_refused() {
         let mut b = bytes.to_vec();
         b[i] ^= 0x80;
         let e = v.check_request(&b, &n.registry, NOW).expect_err("tampered");
-        assert!(
-            matches!(
-                e.reason,
-                RejectReason::Undecodable
-                    | RejectReason::BadSignature
-                    | RejectReason::UnknownVersion
-            ),
-            "byte {i}: {e}"
-        );
+        // A flip in the signature is found by the signature check; elsewhere a cheaper check
+        // may find it first (an unregistered service, a difficulty out of profile, a time
+        // out of bounds), and the signature check otherwise.
+        if i >= bytes.len() - 64 {
+            assert_eq!(e.reason, RejectReason::BadSignature, "byte {i}: {e}");
+        }
+        assert_ne!(e.reason, RejectReason::Replay, "byte {i}: {e}");
     }
     v.check_request(bytes, &n.registry, NOW)
         .expect("the original is still fine");

@@ -6,6 +6,7 @@ mod delivery;
 mod disk;
 mod foreign;
 mod guard;
+mod inbound;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,9 +19,7 @@ use dpow_protocol::flow::{
     WorkerFlow,
 };
 use dpow_protocol::registry::{Registry, RegistryError};
-use dpow_protocol::validate::{
-    RejectReason, Rejected, Validator, ValidatorConfig, peek_request_id,
-};
+use dpow_protocol::validate::{RejectReason, Rejected, Validator, ValidatorConfig};
 use dpow_protocol::{
     Difficulty, RegistryEntry, RequestId, Root, Signed, Work, WorkCancel, WorkRequest, WorkResult,
     WorkerStatus,
@@ -34,8 +33,7 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{
-    Behaviour, BehaviourEvent, MAX_GOSSIP_BYTES, MAX_SYNC_ITEMS, SyncRequest, SyncResponse,
-    identity_of, topic_score,
+    Behaviour, BehaviourEvent, MAX_SYNC_ITEMS, SyncRequest, SyncResponse, identity_of, topic_score,
 };
 use super::stats::{OwnReject, OwnTally, Percentiles, ServiceStat, WorkerStat};
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig, now_ms};
@@ -102,6 +100,10 @@ pub(super) struct EventLoop {
     worker: Option<Worker>,
     solved_tx: mpsc::Sender<Solved>,
     solved_rx: mpsc::Receiver<Solved>,
+    /// Signature checks off the event loop ([`super::verify`]).
+    verifier: super::verify::Verifier<inbound::Origin>,
+    /// Results and cancels waiting for their request's signature check.
+    waiting: inbound::Waiting,
     service: ServiceFlow,
     service_key: Option<SecretKey>,
     pending: HashMap<RequestId, Pending>,
@@ -310,6 +312,8 @@ impl EventLoop {
             worker,
             solved_tx,
             solved_rx,
+            verifier: super::verify::Verifier::new(),
+            waiting: inbound::Waiting::default(),
             service: ServiceFlow::new(ServiceConfig::default()),
             service_key: config.service_key,
             pending: HashMap::new(),
@@ -378,6 +382,7 @@ impl EventLoop {
                     None => break,
                 },
                 Some(done) = self.solved_rx.recv() => self.on_solved(done),
+                Some(done) = self.verifier.next_done() => self.on_verified(done),
                 Some(done) = disk::next_done(&mut self.store_done) => self.on_store_done(done),
                 _ = tokio::time::sleep_until(wake.into()) => self.on_tick(),
                 _ = &mut shutdown => break,
@@ -520,9 +525,14 @@ impl EventLoop {
             ),
             None => (0, None),
         };
+        let pool = self.verifier.stats();
+        let queued = self.verifier.queued();
         let mut s = self.stats();
         s.queue = queue;
         s.solving = solving;
+        s.signature_checks = pool.signature_checks;
+        s.verify_jobs = pool.jobs;
+        s.verify_queued = queued;
     }
 
     fn count_request(&mut self, req: &Signed<WorkRequest>, now: u64) {
@@ -812,48 +822,7 @@ impl EventLoop {
                 message,
             } => {
                 tracing::trace!(from = %propagation_source, id = %message_id, topic = %message.topic, "gossip message");
-                let topic = self.which_topic(&message.topic);
-                // Checkpoints list payout accounts and may be larger than any other message.
-                let limit = match topic {
-                    Some(Topic::Checkpoints) => {
-                        <dpow_protocol::Checkpoint as dpow_protocol::Message>::MAX_BYTES
-                    }
-                    _ => MAX_GOSSIP_BYTES,
-                };
-                let verdict = match topic {
-                    _ if message.data.len() > limit => Err(Rejected::new(
-                        RejectReason::Oversized,
-                        format!("{} bytes, over {limit}", message.data.len()),
-                    )),
-                    // Accepted (forwarded) only once on disk: see `books`.
-                    Some(Topic::Receipts) => match self.receipt_from_network(
-                        &message.data,
-                        books::Ack::Gossip {
-                            id: message_id.clone(),
-                            from: propagation_source,
-                        },
-                    ) {
-                        Ok(()) => return,
-                        Err(r) => Err(r),
-                    },
-                    Some(Topic::Checkpoints) => {
-                        self.on_checkpoint(&message.data, propagation_source)
-                    }
-                    Some(t) => self.on_message(t, &message.data),
-                    None => Err(Rejected::new(RejectReason::Undecodable, "unknown topic")),
-                };
-                let acceptance = match &verdict {
-                    Ok(()) => gossipsub::MessageAcceptance::Accept,
-                    Err(r) if r.reason.penalise() => gossipsub::MessageAcceptance::Reject,
-                    Err(_) => gossipsub::MessageAcceptance::Ignore,
-                };
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
-                if let Err(r) = verdict {
-                    self.on_rejected(propagation_source, &r);
-                }
+                self.on_gossip_message(propagation_source, message_id, message);
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 if self.which_topic(&topic) == Some(Topic::Requests) {
@@ -892,64 +861,6 @@ impl EventLoop {
         self.strike(peer, penalised);
     }
 
-    /// Validate and act on one message; `Ok` means it may be forwarded.
-    fn on_message(&mut self, topic: Topic, data: &[u8]) -> Result<(), Rejected> {
-        let now = now_ms();
-        match topic {
-            Topic::Requests => {
-                let req = self.validator.check_request(data, &self.registry, now)?;
-                // Its receipt will carry it: verified once.
-                req.remember_verified();
-                self.stats().accept("work-request");
-                self.count_request(&req, now);
-                self.on_request(req, now);
-            }
-            Topic::Results => {
-                self.refuse_if_answered(data)?;
-                let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
-                let res = self
-                    .validator
-                    .check_result(data, request, &self.registry, now)?;
-                self.refuse_paid_work(&res)?;
-                res.remember_verified();
-                self.stats().accept("work-result");
-                self.count_result(&res);
-                self.on_result(res, now);
-            }
-            Topic::Cancels => {
-                let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
-                let c = self.validator.check_cancel(data, request)?;
-                self.stats().accept("work-cancel");
-                self.on_done(c.payload().request, now);
-            }
-            Topic::Status => {
-                let st = self.validator.check_status(data, &self.registry, now)?;
-                self.on_status(st, now)?;
-                self.stats().accept("worker-status");
-            }
-            Topic::Registry => {
-                let e = self.validator.check_registry(data, &self.registry, now)?;
-                self.on_registry(e)?;
-                self.stats().accept("registry");
-            }
-            Topic::Checkpoints => {
-                // Handled in `on_gossip_event`, which knows the sender.
-                return Err(Rejected::new(
-                    RejectReason::Undecodable,
-                    "checkpoint out of place",
-                ));
-            }
-            Topic::Receipts => {
-                // Taken before this point, in `on_gossip_event`.
-                return Err(Rejected::new(
-                    RejectReason::Undecodable,
-                    "receipt out of place",
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// The service side's first valid result: sign its receipt, keep it, spread it.
     fn issue_receipt(&mut self, request: RequestId, result: Signed<WorkResult>, now: u64) {
         let (Some(key), Some(req)) = (&self.service_key, self.requests.get(&request)) else {
@@ -977,10 +888,11 @@ impl EventLoop {
         }
     }
 
-    fn on_status(&mut self, st: Signed<WorkerStatus>, now: u64) -> Result<(), Rejected> {
-        let key = st.payload().worker;
-        if let Some(old) = self.statuses.get(&key) {
-            let (before, at) = (old.payload().created_ms, st.payload().created_ms);
+    /// Refuse a status no newer than the one held for its worker, or too soon after it:
+    /// checked before its signature and again when it is taken.
+    fn refuse_old_status(&self, st: &WorkerStatus) -> Result<(), Rejected> {
+        if let Some(old) = self.statuses.get(&st.worker) {
+            let (before, at) = (old.payload().created_ms, st.created_ms);
             if before >= at {
                 return Err(Rejected::new(
                     RejectReason::Stale,
@@ -997,6 +909,12 @@ impl EventLoop {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn on_status(&mut self, st: Signed<WorkerStatus>, now: u64) -> Result<(), Rejected> {
+        let key = st.payload().worker;
+        self.refuse_old_status(st.payload())?;
         if let Some(w) = &mut self.worker {
             w.flow.on_status(st.payload(), now);
         }
@@ -1610,7 +1528,13 @@ impl EventLoop {
                     }
                 }
                 for b in statuses.iter().take(MAX_SYNC_ITEMS) {
-                    if let Ok(st) = self.validator.check_status(&b.0, &self.registry, now) {
+                    // Cheap first: a status no newer than the one held costs no signature.
+                    let st = self
+                        .validator
+                        .screen_status(&b.0, &self.registry, now)
+                        .and_then(|u| self.refuse_old_status(u.payload()).map(|()| u))
+                        .and_then(|u| Ok(u.verify()?));
+                    if let Ok(st) = st {
                         let _ = self.on_status(st, now);
                     }
                 }

@@ -24,6 +24,7 @@ pub mod history;
 mod limits;
 mod records;
 mod stats;
+mod verify;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

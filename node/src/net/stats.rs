@@ -90,6 +90,15 @@ pub struct NodeStats {
     pub connections_denied: u64,
     /// DHT records peers put that this node already held byte for byte (dropped unwritten).
     pub dht_duplicates: u64,
+    /// Signature checks handed to the verification pool: what messages that passed every
+    /// cheaper check cost (those verified before cost nothing and are not counted).
+    pub signature_checks: u64,
+    /// Jobs (a message, or up to 32 catch-up receipts) the pool checked or is checking.
+    pub verify_jobs: u64,
+    /// Jobs waiting for the pool now.
+    pub verify_queued: usize,
+    /// Messages dropped because their sender's queue, or the pool's, was full.
+    pub verify_refused: u64,
     /// Requests this node submitted for its own callers.
     pub submitted: u64,
     /// Of those, answered with valid work.

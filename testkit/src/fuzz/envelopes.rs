@@ -87,6 +87,10 @@ fn agree<T: Message + PartialEq + Debug, V: Debug>(
 ) {
     match (decoded, verdict) {
         (Err(e), Ok(v)) => panic!("accepted {v:?}, which does not decode: {e}"),
+        // Cheap before dear: the validator checks the registry, the clock and the rest before
+        // any signature, so a badly signed envelope may be refused for one of those first.
+        // Anything else the decoder finds comes first in the validator too.
+        (Err(ProtocolError::BadSignature { .. }), Err(_)) => {}
         (Err(e), Err(r)) => assert_eq!(r.reason, RejectReason::of(e), "{r}"),
         _ => {}
     }
@@ -252,7 +256,10 @@ pub fn receipt(bytes: &[u8]) {
 pub fn registry(bytes: &[u8]) {
     let f = fixture();
     let decoded = decode::<RegistryEntry>(bytes);
-    let verdict = f.validator().check_registry(bytes, &f.net.registry, NOW);
+    // Checked against the registrars alone (the fixture's registry holds its entries, which
+    // a node refuses as copies before their signatures), applied to the fixture's.
+    let registrars = Registry::new(f.net.registry.registrars().copied());
+    let verdict = f.validator().check_registry(bytes, &registrars, NOW);
     agree(&decoded, &verdict);
     let Ok(s) = verdict else {
         return;

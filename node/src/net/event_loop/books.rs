@@ -78,6 +78,8 @@ pub(super) struct CatchUp {
     want: Vec<MessageId>,
     /// Receipts taken from this peer so far.
     got: usize,
+    /// Jobs of its last answer still in the verification pool.
+    verifying: usize,
     /// Counted into `synced_tx` when done (the first catch-up after connecting).
     first: bool,
     /// Final epochs to list whole before fetching, with the checkpointed digest the list
@@ -158,20 +160,6 @@ impl EventLoop {
         self.epochs_held
             .get_or_insert_with(|| self.ledger.epochs())
             .clone()
-    }
-
-    /// Verify receipt bytes from the network and take the receipt in (see [`Self::take_receipt`]).
-    pub(super) fn receipt_from_network(&mut self, bytes: &[u8], ack: Ack) -> Result<(), Rejected> {
-        let r = self
-            .validator
-            .check_receipt(bytes, &self.registry, now_ms())?;
-        // A short-lived auditor (`dpow ledger`, `dpow registry checkpoint`) keeps nothing and
-        // forwards nothing it fetched: it reads closed books as they are.
-        let auditing = matches!(ack, Ack::Quiet) && self.is_auditor();
-        if !auditing {
-            self.check_open(&r)?;
-        }
-        self.take_receipt(r, ack)
     }
 
     /// A receipt says its request is answered: stop working on it, drop later results for
@@ -347,9 +335,20 @@ impl EventLoop {
                 return;
             }
         }
-        let check = self
+        // A receipt this node holds under the record's key needs no second check.
+        let held = self
+            .ledger
+            .get(&MessageId(
+                record.key.as_ref().try_into().unwrap_or([0; 32]),
+            ))
+            .filter(|r| r.bytes() == record.value.as_slice())
+            .cloned();
+        if let Some(r) = held {
+            return self.take_record(from, record, r);
+        }
+        let screened = self
             .validator
-            .check_receipt(&record.value, &self.registry, now_ms())
+            .screen_receipt(&record.value, &self.registry, now_ms())
             .and_then(|r| {
                 if record.key.as_ref() == r.id().0.as_slice() {
                     Ok(r)
@@ -360,21 +359,28 @@ impl EventLoop {
                     ))
                 }
             });
-        match check {
-            Ok(r) => {
-                use kad::store::RecordStore;
-                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
-                    tracing::warn!("kad record not stored: {e:?}");
-                }
-                match self.take_receipt(r, Ack::Quiet) {
-                    Ok(())
-                    | Err(Rejected {
-                        reason: RejectReason::Replay,
-                        ..
-                    }) => {}
-                    Err(r) => self.on_rejected(from, &r),
-                }
-            }
+        match screened {
+            Ok(u) => self.verify(
+                from,
+                crate::net::verify::Job::Receipts(vec![u]),
+                super::inbound::Origin::Record(record),
+            ),
+            Err(r) => self.on_rejected(from, &r),
+        }
+    }
+
+    /// A verified receipt a peer put into the DHT: kept as a record and in the books.
+    pub(super) fn take_record(&mut self, from: PeerId, record: kad::Record, r: Signed<Receipt>) {
+        use kad::store::RecordStore;
+        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+            tracing::warn!("kad record not stored: {e:?}");
+        }
+        match self.take_receipt(r, Ack::Quiet) {
+            Ok(())
+            | Err(Rejected {
+                reason: RejectReason::Replay,
+                ..
+            }) => {}
             Err(r) => self.on_rejected(from, &r),
         }
     }
@@ -612,20 +618,33 @@ impl EventLoop {
                 }
             }
             SyncResponse::Receipts(list) => {
-                let mut got = 0;
-                for b in list.iter().take(MAX_SYNC_FETCH) {
-                    match self.receipt_from_network(&b.0, Ack::Quiet) {
-                        Ok(()) => got += 1,
-                        Err(r) if !r.reason.penalise() => {}
-                        Err(r) => self.on_rejected(peer, &r),
-                    }
-                }
-                if let Some(c) = self.catch_ups.get_mut(&peer) {
-                    c.got += got;
+                let n = list.len().min(MAX_SYNC_FETCH);
+                if self.verify_fetched(peer, &list[..n]) > 0 {
+                    // Goes on in `catch_up_verified`, once the pool has checked them.
+                    return;
                 }
             }
         }
         self.advance(peer);
+    }
+
+    /// `jobs` jobs of a catch-up answer from `peer` went to the verification pool.
+    pub(super) fn catch_up_verifying(&mut self, peer: PeerId, jobs: usize) {
+        if let Some(c) = self.catch_ups.get_mut(&peer) {
+            c.verifying += jobs;
+        }
+    }
+
+    /// One of them is back, `got` receipts taken: the catch-up goes on after the last.
+    pub(super) fn catch_up_verified(&mut self, peer: PeerId, got: usize) {
+        let Some(c) = self.catch_ups.get_mut(&peer) else {
+            return;
+        };
+        c.got += got;
+        c.verifying = c.verifying.saturating_sub(1);
+        if c.verifying == 0 {
+            self.advance(peer);
+        }
     }
 
     /// A sync request to `peer` failed: stop catching up with it.

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use dpow_keys::PublicKey;
 use dpow_protocol::validate::{RejectReason, Rejected};
-use dpow_protocol::{Checkpoint, MessageId, Receipt, Signed};
+use dpow_protocol::{Checkpoint, MessageId, Signed};
 use libp2p::PeerId;
 
 use super::EventLoop;
@@ -34,18 +34,25 @@ pub(super) struct Checkpoints {
 }
 
 impl Checkpoints {
+    /// Whether an equal or newer checkpoint than `p` from its registrar is held.
+    fn holds(&self, p: &Checkpoint) -> bool {
+        self.by_epoch
+            .get(&p.epoch)
+            .and_then(|per| per.get(&p.registrar))
+            .is_some_and(|old| old.payload().created_ms >= p.created_ms)
+    }
+
     /// Keep `c` unless an equal or newer one from its registrar is held. Returns whether
     /// it was new.
     fn insert(&mut self, c: Signed<Checkpoint>) -> bool {
-        let p = c.payload();
-        let per = self.by_epoch.entry(p.epoch).or_default();
-        if per
-            .get(&p.registrar)
-            .is_some_and(|old| old.payload().created_ms >= p.created_ms)
-        {
+        if self.holds(c.payload()) {
             return false;
         }
-        per.insert(p.registrar, c);
+        let p = c.payload();
+        self.by_epoch
+            .entry(p.epoch)
+            .or_default()
+            .insert(p.registrar, c);
         while self.by_epoch.len() > MAX_EPOCHS {
             self.by_epoch.pop_first();
         }
@@ -115,12 +122,36 @@ impl EventLoop {
         }
     }
 
-    /// A checkpoint from the network (gossip or `Hello`); `Ok` means forward it.
+    /// A checkpoint from a `Hello` page: screened, verified here, taken.
     pub(super) fn on_checkpoint(&mut self, bytes: &[u8], from: PeerId) -> Result<(), Rejected> {
-        let now = now_ms();
+        let c = self.screen_checkpoint(bytes)?.verify()?;
+        self.take_checkpoint(c, from)
+    }
+
+    /// A checkpoint from the network but for its signature: the validator's checks, and not
+    /// one held already (or an older one of its registrar's).
+    pub(super) fn screen_checkpoint(
+        &self,
+        bytes: &[u8],
+    ) -> Result<dpow_protocol::Unverified<Checkpoint>, Rejected> {
         let c = self
             .validator
-            .check_checkpoint(bytes, &self.registry, now)?;
+            .screen_checkpoint(bytes, &self.registry, now_ms())?;
+        if self.checkpoints.holds(c.payload()) {
+            return Err(Rejected::new(
+                RejectReason::Replay,
+                "checkpoint already held",
+            ));
+        }
+        Ok(c)
+    }
+
+    /// A verified checkpoint from the network; `Ok` means forward it.
+    pub(super) fn take_checkpoint(
+        &mut self,
+        c: Signed<Checkpoint>,
+        from: PeerId,
+    ) -> Result<(), Rejected> {
         let (epoch, digest, registrar) = {
             let p = c.payload();
             (p.epoch, p.digest, p.registrar)
@@ -149,11 +180,18 @@ impl EventLoop {
 
     /// A verified receipt may enter the books: its epoch is open, or a checkpoint vouches
     /// for it.
-    pub(super) fn check_open(&mut self, r: &Signed<Receipt>) -> Result<(), Rejected> {
-        if self.checkpoints.vouched.remove(&r.id()) {
+    /// Checked before its signatures; the vouch is used up once they verify
+    /// ([`Self::vouch_used`]).
+    pub(super) fn check_open(&self, id: &MessageId, accepted_ms: u64) -> Result<(), Rejected> {
+        if self.checkpoints.vouched.contains(id) {
             return Ok(());
         }
-        self.validator.check_open(r, now_ms())
+        self.validator.check_open_at(accepted_ms, now_ms())
+    }
+
+    /// A verified receipt was taken: the vouch for it, if any, is spent.
+    pub(super) fn vouch_used(&mut self, id: &MessageId) {
+        self.checkpoints.vouched.remove(id);
     }
 
     /// A short-lived client that reads the books ([`crate::net::NetTuning::auditor`]): it may

@@ -317,7 +317,7 @@ impl EventLoop {
                 return ResultAck::Refused(r.to_string());
             }
         };
-        if let Err(r) = self.refuse_paid_work(&res) {
+        if let Err(r) = self.refuse_paid_work(res.payload()) {
             self.stats().reject(r.reason.as_str());
             return ResultAck::Refused(r.to_string());
         }
@@ -343,8 +343,7 @@ impl EventLoop {
 
     /// A result whose nonce for its root was already paid by a receipt replays another
     /// worker's work: refused.
-    pub(super) fn refuse_paid_work(&self, res: &Signed<WorkResult>) -> Result<(), Rejected> {
-        let p = res.payload();
+    pub(super) fn refuse_paid_work(&self, p: &WorkResult) -> Result<(), Rejected> {
         if self.paid_work.contains(&p.root, &p.work) {
             return Err(Rejected::new(
                 RejectReason::Replay,

@@ -99,7 +99,7 @@ impl EventLoop {
         let res = self
             .validator
             .check_result(bytes, request, &self.registry, now)?;
-        self.refuse_paid_work(&res)?;
+        self.refuse_paid_work(res.payload())?;
         res.remember_verified();
         self.browsers.remember(res.payload().worker);
         self.stats().accept("work-result");

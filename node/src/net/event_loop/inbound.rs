@@ -1,0 +1,420 @@
+//! Messages from the network, cheapest checks first.
+//!
+//! Every gossiped message is *screened* on the event loop: size, decoding, network, the
+//! validator's registry, clock, replay, profile and work-value checks, then this node's own
+//! (already answered, already paid, an older status, a receipt or checkpoint already held).
+//! Only what passes owes signature checks, and those run in the verification pool
+//! ([`crate::net::verify`]), fairly across peers; the message is *taken* when they come back
+//! (state that changed meanwhile is checked again) and only then reported to gossipsub for
+//! forwarding. Catch-up answers and DHT records take the same path.
+
+use dpow_protocol::validate::{RejectReason, Rejected, peek_request_id};
+use std::collections::{HashMap, HashSet};
+
+use dpow_protocol::{Receipt, RequestId, Signed, Unverified};
+use libp2p::{PeerId, gossipsub, kad};
+
+use super::EventLoop;
+use super::books::Ack;
+use crate::net::behaviour::MAX_GOSSIP_BYTES;
+use crate::net::behaviour::serde_bytes_vec::Bytes;
+use crate::net::verify::{Checked, Done, Job, RECEIPTS_PER_JOB};
+use crate::net::{Topic, now_ms};
+
+/// Gossip messages that name a request waiting in the pool, at most.
+const MAX_PARKED: usize = 1_024;
+/// Of those, naming one request.
+const MAX_PARKED_PER_REQUEST: usize = 8;
+
+/// A gossip message set aside until the request it names is checked.
+pub(super) struct Parked {
+    peer: PeerId,
+    id: gossipsub::MessageId,
+    topic: Topic,
+    data: Vec<u8>,
+}
+
+/// Requests in the verification pool, and the results and cancels waiting for them.
+#[derive(Default)]
+pub(super) struct Waiting {
+    requests: HashSet<RequestId>,
+    parked: HashMap<RequestId, Vec<Parked>>,
+    len: usize,
+}
+
+impl Waiting {
+    /// Set `p` aside until `request` is checked; handed back when too many wait.
+    fn park(&mut self, request: RequestId, p: Parked) -> Option<Parked> {
+        let list = self.parked.entry(request).or_default();
+        if self.len >= MAX_PARKED || list.len() >= MAX_PARKED_PER_REQUEST {
+            if list.is_empty() {
+                self.parked.remove(&request);
+            }
+            return Some(p);
+        }
+        list.push(p);
+        self.len += 1;
+        None
+    }
+
+    /// What waited for `request`.
+    fn release(&mut self, request: &RequestId) -> Vec<Parked> {
+        let list = self.parked.remove(request).unwrap_or_default();
+        self.len -= list.len();
+        list
+    }
+}
+
+/// Where a job came from, and what to do with it once verified.
+#[derive(Debug)]
+pub(super) enum Origin {
+    /// A gossip message: reported to gossipsub once judged.
+    Gossip {
+        id: gossipsub::MessageId,
+        topic: Topic,
+        /// The request's id, for a request (results may wait for it).
+        request: Option<RequestId>,
+    },
+    /// Receipts of a catch-up answer from the peer.
+    CatchUp,
+    /// A receipt the peer put into the DHT under this record.
+    Record(kad::Record),
+}
+
+impl EventLoop {
+    /// A gossip message: screened now, verified in the pool, taken in [`Self::on_verified`].
+    pub(super) fn on_gossip_message(
+        &mut self,
+        source: PeerId,
+        id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let Some(topic) = self.which_topic(&message.topic) else {
+            let r = Rejected::new(RejectReason::Undecodable, "unknown topic");
+            return self.judge(&id, source, Err(r));
+        };
+        // Checkpoints list payout accounts and may be larger than any other message.
+        let limit = match topic {
+            Topic::Checkpoints => <dpow_protocol::Checkpoint as dpow_protocol::Message>::MAX_BYTES,
+            _ => MAX_GOSSIP_BYTES,
+        };
+        if message.data.len() > limit {
+            let r = Rejected::new(
+                RejectReason::Oversized,
+                format!("{} bytes, over {limit}", message.data.len()),
+            );
+            return self.judge(&id, source, Err(r));
+        }
+        self.screen_gossip(source, id, topic, message.data);
+    }
+
+    /// Screen a gossip message and send it on to the pool; a result or cancel whose request
+    /// is itself in the pool waits for it (they often come back to back on one connection).
+    fn screen_gossip(
+        &mut self,
+        peer: PeerId,
+        id: gossipsub::MessageId,
+        topic: Topic,
+        data: Vec<u8>,
+    ) {
+        if matches!(topic, Topic::Results | Topic::Cancels)
+            && let Some(request) = peek_request_id(&data)
+            && !self.requests.contains_key(&request)
+            && self.waiting.requests.contains(&request)
+        {
+            let parked = Parked {
+                peer,
+                id,
+                topic,
+                data,
+            };
+            if let Some(p) = self.waiting.park(request, parked) {
+                let r = Rejected::new(RejectReason::Busy, "too many messages wait for requests");
+                self.judge(&p.id, p.peer, Err(r));
+            }
+            return;
+        }
+        match self.screen(topic, &data) {
+            Ok(job) => {
+                let request = match &job {
+                    Job::Request(u) => {
+                        self.waiting.requests.insert(u.id());
+                        Some(u.id())
+                    }
+                    _ => None,
+                };
+                self.verify(peer, job, Origin::Gossip { id, topic, request });
+            }
+            Err(r) => self.judge(&id, peer, Err(r)),
+        }
+    }
+
+    /// A request's signature check is over (taken or not): what waited for it goes on.
+    fn request_checked(&mut self, request: &RequestId) {
+        self.waiting.requests.remove(request);
+        for p in self.waiting.release(request) {
+            self.screen_gossip(p.peer, p.id, p.topic, p.data);
+        }
+    }
+
+    /// Every check of a gossip message that needs no signature.
+    fn screen(&self, topic: Topic, data: &[u8]) -> Result<Job, Rejected> {
+        let now = now_ms();
+        Ok(match topic {
+            Topic::Requests => {
+                Job::Request(self.validator.screen_request(data, &self.registry, now)?)
+            }
+            Topic::Results => {
+                self.refuse_if_answered(data)?;
+                let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
+                let res = self
+                    .validator
+                    .screen_result(data, request, &self.registry, now)?;
+                self.refuse_paid_work(res.payload())?;
+                Job::Result(res)
+            }
+            Topic::Cancels => {
+                let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
+                Job::Cancel(self.validator.screen_cancel(data, request)?)
+            }
+            Topic::Status => {
+                let st = self.validator.screen_status(data, &self.registry, now)?;
+                self.refuse_old_status(st.payload())?;
+                Job::Status(st)
+            }
+            Topic::Registry => {
+                Job::Registry(self.validator.screen_registry(data, &self.registry, now)?)
+            }
+            Topic::Checkpoints => Job::Checkpoint(self.screen_checkpoint(data)?),
+            Topic::Receipts => Job::Receipts(vec![self.screen_receipt(data, false)?]),
+        })
+    }
+
+    /// A receipt from the network but for its signatures: the validator's checks, not held
+    /// already, and of an open epoch (or vouched for by a checkpoint) unless this node is
+    /// an auditor reading closed books (`quiet`: fetched, not gossiped).
+    pub(super) fn screen_receipt(
+        &self,
+        bytes: &[u8],
+        quiet: bool,
+    ) -> Result<Unverified<Receipt>, Rejected> {
+        let now = now_ms();
+        let u = self.validator.screen_receipt(bytes, &self.registry, now)?;
+        if self.ledger.get(&u.id()).is_some() {
+            return Err(Rejected::new(RejectReason::Replay, "receipt already held"));
+        }
+        // A short-lived auditor (`dpow ledger`, `dpow registry checkpoint`) keeps nothing and
+        // forwards nothing it fetched: it reads closed books as they are.
+        if !(quiet && self.is_auditor()) {
+            self.check_open(&u.id(), u.payload().accepted_ms)?;
+        }
+        Ok(u)
+    }
+
+    /// Check `job`'s signatures in the pool (here and now when every one was verified
+    /// before), then take it in with [`Self::on_verified`].
+    pub(super) fn verify(&mut self, peer: PeerId, job: Job, origin: Origin) {
+        if job.signature_checks() == 0 {
+            let outcome = job.run();
+            return self.on_verified(Done {
+                peer,
+                ctx: origin,
+                outcome,
+            });
+        }
+        if let Err((why, origin)) = self.verifier.submit(peer, job, origin) {
+            self.stats().verify_refused += 1;
+            tracing::debug!(%peer, ?why, "signature checks queue full: message dropped");
+            let r = Rejected::new(RejectReason::Busy, "signature checks queue full");
+            match origin {
+                Origin::Gossip { id, request, .. } => {
+                    self.judge(&id, peer, Err(r));
+                    if let Some(request) = request {
+                        self.request_checked(&request);
+                    }
+                }
+                Origin::CatchUp => {
+                    self.on_rejected(peer, &r);
+                    self.catch_up_verified(peer, 0);
+                }
+                Origin::Record(_) => self.on_rejected(peer, &r),
+            }
+        }
+    }
+
+    /// A job back from the pool.
+    pub(super) fn on_verified(&mut self, done: Done<Origin>) {
+        let Done { peer, ctx, outcome } = done;
+        match ctx {
+            Origin::Gossip { id, topic, request } => {
+                let verdict = outcome
+                    .map_err(Rejected::from)
+                    .and_then(|c| self.take(topic, c, peer, &id));
+                match verdict {
+                    Ok(true) => self.judge(&id, peer, Ok(())),
+                    // A receipt: forwarded once it is on disk (see `books`).
+                    Ok(false) => {}
+                    Err(r) => self.judge(&id, peer, Err(r)),
+                }
+                if let Some(r) = request {
+                    // After the request is taken, so what waited for it finds it.
+                    self.request_checked(&r);
+                }
+            }
+            Origin::CatchUp => {
+                let mut got = 0;
+                for r in receipts(outcome) {
+                    match r.and_then(|r| self.take_network_receipt(r, Ack::Quiet)) {
+                        Ok(()) => got += 1,
+                        Err(r) if !r.reason.penalise() => {}
+                        Err(r) => self.on_rejected(peer, &r),
+                    }
+                }
+                self.catch_up_verified(peer, got);
+            }
+            Origin::Record(record) => {
+                for r in receipts(outcome) {
+                    match r {
+                        Ok(r) => self.take_record(peer, record.clone(), r),
+                        Err(r) => self.on_rejected(peer, &r),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take in a verified gossip message of `topic`. `Ok(true)`: forward it now; `Ok(false)`:
+    /// it is forwarded later (a receipt, once on disk).
+    fn take(
+        &mut self,
+        topic: Topic,
+        checked: Checked,
+        peer: PeerId,
+        id: &gossipsub::MessageId,
+    ) -> Result<bool, Rejected> {
+        let now = now_ms();
+        match checked {
+            Checked::Request(req) => {
+                let req = self.validator.admit_request(req, now)?;
+                // Its receipt will carry it: verified once.
+                req.remember_verified();
+                self.stats().accept("work-request");
+                self.count_request(&req, now);
+                self.on_request(req, now);
+            }
+            Checked::Result(res) => {
+                // It may have been answered or paid while its signature was checked.
+                self.refuse_if_answered(res.bytes())?;
+                self.refuse_paid_work(res.payload())?;
+                res.remember_verified();
+                self.stats().accept("work-result");
+                self.count_result(&res);
+                self.on_result(res, now);
+            }
+            Checked::Cancel(c) => {
+                self.stats().accept("work-cancel");
+                self.on_done(c.payload().request, now);
+            }
+            Checked::Status(st) => {
+                self.on_status(st, now)?;
+                self.stats().accept("worker-status");
+            }
+            Checked::Registry(e) => {
+                self.on_registry(e)?;
+                self.stats().accept("registry");
+            }
+            Checked::Checkpoint(c) => self.take_checkpoint(c, peer)?,
+            Checked::Receipts(list) => {
+                let mut taken = false;
+                for r in list {
+                    let ack = Ack::Gossip {
+                        id: id.clone(),
+                        from: peer,
+                    };
+                    self.take_network_receipt(r?, ack)?;
+                    taken = true;
+                }
+                if !taken {
+                    return Err(Rejected::new(
+                        RejectReason::Undecodable,
+                        format!("no receipt in a {} job", topic.name()),
+                    ));
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A verified receipt from the network, screened by [`Self::screen_receipt`].
+    pub(super) fn take_network_receipt(
+        &mut self,
+        r: Signed<Receipt>,
+        ack: Ack,
+    ) -> Result<(), Rejected> {
+        self.vouch_used(&r.id());
+        self.take_receipt(r, ack)
+    }
+
+    /// Tell gossipsub whether to forward message `id` from `peer`; a refusal costs the peer
+    /// (see `on_rejected`).
+    pub(super) fn judge(
+        &mut self,
+        id: &gossipsub::MessageId,
+        peer: PeerId,
+        verdict: Result<(), Rejected>,
+    ) {
+        let acceptance = match &verdict {
+            Ok(()) => gossipsub::MessageAcceptance::Accept,
+            Err(r) if r.reason.penalise() => gossipsub::MessageAcceptance::Reject,
+            Err(_) => gossipsub::MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, &peer, acceptance);
+        if let Err(r) = verdict {
+            self.on_rejected(peer, &r);
+        }
+    }
+
+    /// Screen a catch-up answer's receipts and send them to the pool in jobs of
+    /// [`RECEIPTS_PER_JOB`]; the catch-up goes on when the last job is back. Returns how many
+    /// jobs were sent (none: go on now).
+    pub(super) fn verify_fetched(&mut self, peer: PeerId, list: &[Bytes]) -> usize {
+        let mut screened = Vec::new();
+        for b in list {
+            match self.screen_receipt(&b.0, true) {
+                Ok(u) => screened.push(u),
+                Err(r) if !r.reason.penalise() => {}
+                Err(r) => self.on_rejected(peer, &r),
+            }
+        }
+        let mut jobs = Vec::new();
+        while !screened.is_empty() {
+            let rest = screened.split_off(screened.len().min(RECEIPTS_PER_JOB));
+            jobs.push(std::mem::replace(&mut screened, rest));
+        }
+        let n = jobs.len();
+        self.catch_up_verifying(peer, n);
+        for chunk in jobs {
+            self.verify(peer, Job::Receipts(chunk), Origin::CatchUp);
+        }
+        n
+    }
+}
+
+/// The receipts of a job's outcome, each verified or refused (a job that failed as a whole
+/// refuses nothing in particular).
+fn receipts(
+    outcome: Result<Checked, dpow_protocol::ProtocolError>,
+) -> Vec<Result<Signed<Receipt>, Rejected>> {
+    match outcome {
+        Ok(Checked::Receipts(list)) => list
+            .into_iter()
+            .map(|r| r.map_err(Rejected::from))
+            .collect(),
+        Ok(_) => Vec::new(),
+        Err(e) => vec![Err(Rejected::from(e))],
+    }
+}
