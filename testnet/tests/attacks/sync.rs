@@ -14,7 +14,11 @@ use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
 use futures::StreamExt;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, kad, noise, tcp, yamux};
+use libp2p::{Multiaddr, StreamProtocol, Swarm, kad, noise, tcp, yamux};
+
+use super::common::{
+    Background, figure, honest_load, mib, p50_p99, peer_of, rss_bytes, service_through,
+};
 
 /// How long any one wait may take.
 const T: Duration = Duration::from_secs(30);
@@ -46,25 +50,6 @@ fn log() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-}
-
-/// The test process's resident memory (every node of the test lives in it).
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn peer_of(addr: &Multiaddr) -> PeerId {
-    addr.iter()
-        .find_map(|p| match p {
-            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-            _ => None,
-        })
-        .expect("the address names its peer")
 }
 
 /// A network with many registry entries (several `Hello` pages) and a victim with tight
@@ -410,14 +395,26 @@ async fn with_the_default_budgets_a_sync_spammer_is_cut_off_too() {
         cfg.tuning.hello_page_bytes = net::DEFAULT_HELLO_PAGE_BYTES;
     })
     .await;
+    // An honest service that reaches the network through the victim keeps asking for work.
+    let service = std::sync::Arc::new(service_through(&lnet, &addr).await);
+    let quiet = honest_load(&service, 10, 1).await;
     let rss_before = rss_bytes();
+    let load = Background::start(service.clone(), 10, 2);
     let mut swarm = attacker(&lnet);
     let me = swarm.local_peer_id().to_string();
     let out = spam(&mut swarm, &addr, 50_000, 64, abusive).await;
+    let during = load.stop().await;
     let s = wait_for(&victim, T, |s| s.blocked_peers.contains(&me))
         .await
         .expect("the victim blocks the spammer");
     let rss_after = rss_bytes();
+    figure(format_args!(
+        "sync spam, default budgets: honest {} quiet, {} under the spam; rss {} -> {} MiB",
+        p50_p99(&quiet),
+        p50_p99(&during),
+        mib(rss_before),
+        mib(rss_after)
+    ));
     tracing::info!(
         "sync spam, default budgets: {out:?}; victim answered {} requests ({} bytes), \
          throttled {}; rss {} -> {} MiB",
