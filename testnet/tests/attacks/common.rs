@@ -14,7 +14,8 @@ use dpow_node::net::{NodeHandle, WorkAsk};
 use dpow_protocol::{Difficulty, Priority, Root};
 use dpow_testnet::local::LocalNet;
 use futures::StreamExt;
-use libp2p::swarm::SwarmEvent;
+use libp2p::identity::Keypair;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, noise, tcp, yamux};
 
 /// How long one honest request may take before the case fails.
@@ -157,6 +158,23 @@ pub(crate) fn peer_of(addr: &Multiaddr) -> PeerId {
         .expect("the address names its peer")
 }
 
+/// A bare libp2p peer over TCP on loopback with a fresh identity and the behaviour `make`
+/// builds: no dpow node behind it.
+pub(crate) fn bare_swarm<B: NetworkBehaviour>(make: impl FnOnce(&Keypair) -> B) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(make)
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
 /// The gossipsub topics of `net`, by their short names.
 pub(crate) const TOPICS: [&str; 7] = [
     "requests",
@@ -173,32 +191,21 @@ pub(crate) const TOPICS: [&str; 7] = [
 /// no IHAVE gossip, so what it hears was pushed to it. It never validates or forwards.
 pub(crate) fn bare_gossip(net: &LocalNet) -> Swarm<gossipsub::Behaviour> {
     let counter = Arc::new(AtomicU64::new(0));
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|_| {
-            let config = gossipsub::ConfigBuilder::default()
-                .heartbeat_interval(Duration::from_millis(100))
-                .validation_mode(gossipsub::ValidationMode::Anonymous)
-                .validate_messages()
-                .max_ihave_messages_heartbeat(0)
-                .message_id_fn(move |_| {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    gossipsub::MessageId::from(n.to_le_bytes().to_vec())
-                })
-                .build()
-                .expect("gossipsub config");
-            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, config)
-                .expect("gossipsub")
-        })
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = bare_swarm(|_| {
+        let config = gossipsub::ConfigBuilder::default()
+            .heartbeat_interval(Duration::from_millis(100))
+            .validation_mode(gossipsub::ValidationMode::Anonymous)
+            .validate_messages()
+            .max_ihave_messages_heartbeat(0)
+            .message_id_fn(move |_| {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                gossipsub::MessageId::from(n.to_le_bytes().to_vec())
+            })
+            .build()
+            .expect("gossipsub config");
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, config)
+            .expect("gossipsub")
+    });
     for t in TOPICS {
         swarm
             .behaviour_mut()

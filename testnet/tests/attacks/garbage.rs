@@ -40,6 +40,8 @@ use super::common::{
 const T: Duration = Duration::from_secs(30);
 /// The victim's strikes: ignored messages it takes from one peer before blocking it.
 const STRIKES: f64 = 300.0;
+/// Messages a flooder may have on the wire when it is blocked, judged all the same.
+const IN_FLIGHT: f64 = 32.0;
 /// The most any one flood sends.
 const QUOTA: u64 = 3_000;
 /// Copies of each honest message replayed.
@@ -310,7 +312,7 @@ async fn setup() -> (LocalNet, NodeHandle, Multiaddr, Arc<NodeHandle>) {
 async fn garbage_and_replay_floods_from_strangers_are_cut_off_and_honest_work_goes_on() {
     let (net, victim, addr, service) = setup().await;
     let observer = Observer::start(&net, &addr).await;
-    let quiet = honest_load(&service, 20, 0x01).await;
+    let quiet = honest_load(&service, 50, 0x01).await;
 
     // The honest request, result and receipt the victim has accepted and forwarded.
     let (ledger, _) = service.ledger().await.expect("ledger");
@@ -320,7 +322,7 @@ async fn garbage_and_replay_floods_from_strangers_are_cut_off_and_honest_work_go
         (1, receipt.payload().result.bytes().to_vec()),
         (5, receipt.bytes().to_vec()),
     ];
-    wait_for(&victim, T, |s| s.ledger_receipts >= 20)
+    wait_for(&victim, T, |s| s.ledger_receipts >= quiet.len())
         .await
         .expect("the victim holds the honest receipts");
     // The victim forwarded the honest request and receipt to the observer (results may go
@@ -420,8 +422,11 @@ async fn garbage_and_replay_floods_from_strangers_are_cut_off_and_honest_work_go
         "{junk_judged:?}"
     );
     assert!(bad_judged.contains_key("bad_signature"), "{bad_judged:?}");
+    // About one strike's worth each: the strikes, what refilled meanwhile, and what was
+    // already on its way when the block came.
+    let refilled = unreg.elapsed.as_secs_f64() * STRIKES / 60.0;
     assert!(
-        total(&unreg_judged) as f64 <= STRIKES + 1.0 + unreg.elapsed.as_secs_f64() * STRIKES / 60.0,
+        (total(&unreg_judged) as f64) <= STRIKES + refilled + IN_FLIGHT,
         "{unreg_judged:?}"
     );
     // Replays: a copy of a message the victim has seen is dropped unread (gossipsub's

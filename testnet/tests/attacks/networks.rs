@@ -130,7 +130,7 @@ async fn messages_of_another_network_with_the_same_keys_are_refused_and_its_node
     b.wait_all(T, |s| s.live_workers >= 1)
         .await
         .expect("B's worker known");
-    let quiet = honest_load(&service_b, 10, 1).await;
+    let quiet = honest_load(&service_b, 50, 1).await;
     let before = wait_for(&b.bootstrap, T, |s| s.ledger_receipts >= quiet.len())
         .await
         .expect("B's receipts of the quiet run");
@@ -206,10 +206,11 @@ async fn messages_of_another_network_with_the_same_keys_are_refused_and_its_node
     // B's own traffic (its worker's statuses, its service's requests) goes on; none of the
     // replays was accepted.
     let count = |s: &NodeStats, kind: &str| s.accepted.get(kind).copied().unwrap_or(0);
-    for kind in ["registry", "work-cancel"] {
+    for kind in ["registry"] {
         assert_eq!(count(&after, kind), count(&before, kind), "{kind} accepted");
     }
-    for kind in ["work-request", "receipt"] {
+    // The service cancels what it has been answered (the other workers may stop).
+    for kind in ["work-request", "work-cancel", "receipt"] {
         assert_eq!(
             count(&after, kind),
             count(&before, kind) + honest as u64,

@@ -14,10 +14,10 @@ use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
 use futures::StreamExt;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, StreamProtocol, Swarm, kad, noise, tcp, yamux};
+use libp2p::{Multiaddr, StreamProtocol, Swarm, kad};
 
 use super::common::{
-    Background, figure, honest_load, mib, p50_p99, peer_of, rss_bytes, service_through,
+    Background, bare_swarm, figure, honest_load, mib, p50_p99, peer_of, rss_bytes, service_through,
 };
 
 /// How long any one wait may take.
@@ -95,25 +95,14 @@ async fn victim_on(
 /// A bare libp2p peer that speaks only the sync protocol (under `net`'s id): the attacker.
 fn attacker(net: &LocalNet) -> Swarm<SyncBehaviour> {
     let sync = StreamProtocol::try_from_owned(net.genesis.protocol("sync/3")).expect("name");
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
+    bare_swarm(|_| {
+        request_response::cbor::Behaviour::new(
+            [(sync.clone(), ProtocolSupport::Outbound)],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(10))
+                .with_max_concurrent_streams(256),
         )
-        .expect("tcp")
-        .with_behaviour(|_| {
-            request_response::cbor::Behaviour::new(
-                [(sync.clone(), ProtocolSupport::Outbound)],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(10))
-                    .with_max_concurrent_streams(256),
-            )
-        })
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    })
 }
 
 /// The abuse: every kind of request, for nothing the victim holds or for everything at once.
@@ -397,7 +386,7 @@ async fn with_the_default_budgets_a_sync_spammer_is_cut_off_too() {
     .await;
     // An honest service that reaches the network through the victim keeps asking for work.
     let service = std::sync::Arc::new(service_through(&lnet, &addr).await);
-    let quiet = honest_load(&service, 10, 1).await;
+    let quiet = honest_load(&service, 50, 1).await;
     let rss_before = rss_bytes();
     let load = Background::start(service.clone(), 10, 2);
     let mut swarm = attacker(&lnet);
@@ -448,25 +437,14 @@ fn dht_attacker(
     victim: &Multiaddr,
 ) -> Swarm<kad::Behaviour<kad::store::MemoryStore>> {
     let kad_name = StreamProtocol::try_from_owned(net.genesis.protocol("kad/1")).expect("name");
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|key| {
-            let me = key.public().to_peer_id();
-            let mut cfg = kad::Config::new(kad_name.clone());
-            cfg.set_query_timeout(Duration::from_secs(10));
-            let mut kad = kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), cfg);
-            kad.set_mode(Some(kad::Mode::Server));
-            kad
-        })
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = bare_swarm(|key| {
+        let me = key.public().to_peer_id();
+        let mut cfg = kad::Config::new(kad_name.clone());
+        cfg.set_query_timeout(Duration::from_secs(10));
+        let mut kad = kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), cfg);
+        kad.set_mode(Some(kad::Mode::Server));
+        kad
+    });
     swarm
         .behaviour_mut()
         .add_address(&peer_of(victim), victim.clone());
