@@ -178,16 +178,17 @@ async fn messages_of_another_network_with_the_same_keys_are_refused_and_its_node
         mib(rss_after)
     ));
     let honest = during.len();
-    std::sync::Arc::into_inner(service_b)
-        .expect("the load let go of the service node")
-        .shutdown()
-        .await
-        .expect("B's service stops");
+    // The last receipts reach B's bootstrap before their service node stops.
     let after = wait_for(&b.bootstrap, T, |s| {
         s.ledger_receipts >= before.ledger_receipts + honest
     })
     .await
     .expect("B's receipts of the honest load");
+    std::sync::Arc::into_inner(service_b)
+        .expect("the load let go of the service node")
+        .shutdown()
+        .await
+        .expect("B's service stops");
     assert_eq!(
         rejected(&after, "bad_signature"),
         rejected(&before, "bad_signature") + n,
