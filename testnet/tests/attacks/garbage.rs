@@ -211,7 +211,7 @@ fn unregistered(net: &LocalNet, i: u64, solved: (Root, Work)) -> (usize, Vec<u8>
 /// Well-formed messages with their signature's last byte flipped: fresh requests of the
 /// registered service and statuses of fresh worker keys, in turn.
 fn corrupted(net: &LocalNet, i: u64) -> (usize, Vec<u8>) {
-    let (topic, mut bytes) = if i % 2 == 0 {
+    let (topic, mut bytes) = if i.is_multiple_of(2) {
         (
             0,
             request(&net.service, net, i, fresh_root(i))
