@@ -7,7 +7,6 @@
 //! classes (a base no one reaches) workers serve requests by age and the honest ones wait
 //! behind the flood.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +16,8 @@ use dpow_node::net::{self, NodeHandle, WorkAsk};
 use dpow_protocol::volume::{VolumePolicy, Window};
 use dpow_protocol::{Credits, Difficulty, Priority, RegistryAction, Root};
 use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions};
+
+use super::common::{figure, mib, pct, rss_bytes};
 
 const T: Duration = Duration::from_secs(120);
 const FLOOD: u32 = 60;
@@ -66,8 +67,8 @@ async fn flooder(net: &LocalNet) -> NodeHandle {
 }
 
 /// Honest requests' latencies (sorted) and, for each, how many flood requests had been
-/// answered when it was.
-async fn scenario(volume: VolumePolicy) -> (Vec<Duration>, Vec<u64>) {
+/// answered when it was; the test process's memory before the flood and after it.
+async fn scenario(volume: VolumePolicy) -> (Vec<Duration>, Vec<u64>, (u64, u64)) {
     let net = LocalNet::start(LocalOptions {
         workers: 2,
         flow: FlowConfig {
@@ -80,6 +81,7 @@ async fn scenario(volume: VolumePolicy) -> (Vec<Duration>, Vec<u64>) {
     .expect("network");
     let honest = net.service_node().await.expect("service");
     let flood = Arc::new(flooder(&net).await);
+    let rss_before = rss_bytes();
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..FLOOD {
@@ -112,11 +114,7 @@ async fn scenario(volume: VolumePolicy) -> (Vec<Duration>, Vec<u64>) {
         assert!(t.await.expect("task"), "a flood request failed");
     }
     lat.sort();
-    (lat, flood_done)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+    (lat, flood_done, (rss_before, rss_bytes()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -130,7 +128,7 @@ async fn a_flooding_service_falls_a_class_and_honest_requests_go_first() {
         }],
         max_class: 2,
     };
-    let (with, done_with) = scenario(tight).await;
+    let (with, done_with, rss) = scenario(tight).await;
     let loose = VolumePolicy {
         windows: vec![Window {
             window_ms: 60_000,
@@ -138,16 +136,18 @@ async fn a_flooding_service_falls_a_class_and_honest_requests_go_first() {
         }],
         max_class: 1,
     };
-    let (without, done_without) = scenario(loose).await;
-    let _ = writeln!(
-        std::io::stderr(),
+    let (without, done_without, _) = scenario(loose).await;
+    figure(format_args!(
         "flood: {FLOOD} requests of 2^20 hashes; honest p50/p99 with classes {:.0}/{:.0} ms \
-         (flood answered meanwhile {done_with:?}), without {:.0}/{:.0} ms ({done_without:?})",
-        ms(with[with.len() / 2]),
-        ms(with[with.len() - 1]),
-        ms(without[without.len() / 2]),
-        ms(without[without.len() - 1]),
-    );
+         (flood answered meanwhile {done_with:?}), without {:.0}/{:.0} ms ({done_without:?}); \
+         rss with classes {} -> {} MiB",
+        pct(&with, 50),
+        pct(&with, 99),
+        pct(&without, 50),
+        pct(&without, 99),
+        mib(rss.0),
+        mib(rss.1),
+    ));
     // With classes every honest request was answered while most of the flood still waited;
     // without them the first honest answer came only after the flood ahead of it.
     assert!(

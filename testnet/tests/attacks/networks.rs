@@ -13,6 +13,8 @@ use dpow_protocol::{
 };
 use dpow_testnet::local::{LocalKeys, LocalNet, LocalOptions, wait_for};
 
+use super::common::{Background, figure, honest_load, mib, p50_p99, rss_bytes};
+
 const T: Duration = Duration::from_secs(60);
 
 async fn start(name: &str, keys: &LocalKeys) -> LocalNet {
@@ -140,9 +142,20 @@ async fn messages_of_another_network_with_the_same_keys_are_refused_and_its_node
     )
     .expect("signs");
 
+    // B's own service asks for work before and while the replays come.
+    let service_b = std::sync::Arc::new(b.service_node().await.expect("service node on B"));
+    b.wait_all(T, |s| s.live_workers >= 1)
+        .await
+        .expect("B's worker known");
+    let quiet = honest_load(&service_b, 50, 1).await;
+    let before = wait_for(&b.bootstrap, T, |s| s.ledger_receipts >= quiet.len())
+        .await
+        .expect("B's receipts of the quiet run");
+    let rss_before = rss_bytes();
+    let load = Background::start(service_b.clone(), 10, 2);
+
     // Replay all of it into B, each message from a fresh node of B's: gossipsub stops
     // listening to a peer after two invalid messages, and each replay must be judged.
-    let before = b.bootstrap.stats();
     let mut replays: Vec<(Topic, Vec<u8>)> = entries
         .iter()
         .map(|e| (Topic::Registry, e.bytes().to_vec()))
@@ -172,7 +185,27 @@ async fn messages_of_another_network_with_the_same_keys_are_refused_and_its_node
             .unwrap_or_else(|e| panic!("replay {i} ({topic:?}) refused: {e}"));
         replayer.shutdown().await.expect("replayer stops");
     }
-    let after = b.bootstrap.stats();
+    let during = load.stop().await;
+    let rss_after = rss_bytes();
+    figure(format_args!(
+        "networks: B's honest service {} quiet, {} under the replays; rss {} -> {} MiB",
+        p50_p99(&quiet),
+        p50_p99(&during),
+        mib(rss_before),
+        mib(rss_after)
+    ));
+    let honest = during.len();
+    // The last receipts reach B's bootstrap before their service node stops.
+    let after = wait_for(&b.bootstrap, T, |s| {
+        s.ledger_receipts >= before.ledger_receipts + honest
+    })
+    .await
+    .expect("B's receipts of the honest load");
+    std::sync::Arc::into_inner(service_b)
+        .expect("the load let go of the service node")
+        .shutdown()
+        .await
+        .expect("B's service stops");
     assert_eq!(
         refused(&after),
         refused(&before) + n,
@@ -187,23 +220,29 @@ async fn messages_of_another_network_with_the_same_keys_are_refused_and_its_node
     assert_eq!(after.registry_entries, 2, "A's ban never reaches B");
     assert!(after.service_list.iter().all(|s| !s.banned));
     assert_eq!(
-        after.ledger_receipts, before.ledger_receipts,
-        "no receipt of A's"
+        after.ledger_receipts,
+        before.ledger_receipts + honest,
+        "no receipt of A's, one per honest request of B's"
     );
-    // B's own traffic (its worker's statuses) goes on; none of the replays was accepted.
-    for kind in [
-        "registry",
-        "work-request",
-        "work-result",
-        "work-cancel",
-        "receipt",
-    ] {
+    let (ledger_b, _) = b.bootstrap.ledger().await.expect("B's ledger");
+    assert!(ledger_b.get(&receipt.id()).is_none(), "A's receipt on B");
+    // B's own traffic (its worker's statuses, its service's requests) goes on; none of the
+    // replays was accepted.
+    let count = |s: &NodeStats, kind: &str| s.accepted.get(kind).copied().unwrap_or(0);
+    assert_eq!(
+        count(&after, "registry"),
+        count(&before, "registry"),
+        "registry accepted"
+    );
+    // The service cancels what it has been answered (the other workers may stop).
+    for kind in ["work-request", "work-cancel", "receipt"] {
         assert_eq!(
-            after.accepted.get(kind),
-            before.accepted.get(kind),
-            "{kind} accepted"
+            count(&after, kind),
+            count(&before, kind) + honest as u64,
+            "{kind} accepted: B's own only"
         );
     }
+    assert!(count(&after, "work-result") <= count(&before, "work-result") + honest as u64);
 
     // A node of A dialing B: dropped at identify, on both sides, and no connection stays.
     let stray = net::spawn(a.config(SecretKey::generate().expect("key")))

@@ -5,51 +5,17 @@
 //! key is the only primary and the honest workers wait their turn as backups. With standings
 //! (the default) workers with receipts rank first and the crowd only queues behind them.
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use dpow_keys::SecretKey;
-use dpow_node::net::{self, NodeHandle, Topic, WorkAsk, now_ms};
-use dpow_protocol::{Difficulty, Priority, Root, Signed, WorkerStatus};
+use dpow_node::net::{self, NodeHandle, Topic, now_ms};
+use dpow_protocol::{Signed, WorkerStatus};
 use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, wait_for};
+
+use super::common::{figure, honest_load, mib, pct, rss_bytes};
 
 const T: Duration = Duration::from_secs(60);
 const SYBILS: usize = 1000;
-
-fn ask(i: u32, phase: u8) -> WorkAsk {
-    let mut r = [0x3cu8; 32];
-    r[0] = phase;
-    r[1..5].copy_from_slice(&i.to_le_bytes());
-    WorkAsk {
-        root: Root(r),
-        difficulty: Difficulty(0xffff_0000_0000_0000),
-        kind: None,
-        account: None,
-        priority: Priority::Normal,
-        lifetime: Duration::from_secs(60),
-    }
-}
-
-/// `n` requests one after another; their latencies, sorted.
-async fn run(service: &NodeHandle, n: u32, phase: u8) -> Vec<Duration> {
-    let mut lat = Vec::new();
-    for i in 0..n {
-        let t0 = Instant::now();
-        let answer = tokio::time::timeout(T, service.submit(ask(i, phase)))
-            .await
-            .expect("answered in time")
-            .expect("answered");
-        lat.push(t0.elapsed());
-        let _ = answer;
-    }
-    lat.sort();
-    lat
-}
-
-fn pct(sorted: &[Duration], p: usize) -> f64 {
-    let i = (sorted.len() * p / 100).min(sorted.len() - 1);
-    sorted[i].as_secs_f64() * 1e3
-}
 
 /// Sum of a counter over the workers' own statistics.
 fn started(net: &LocalNet) -> (u64, u64) {
@@ -131,28 +97,31 @@ async fn network(flow: FlowConfig) -> (LocalNet, NodeHandle) {
 async fn a_thousand_sybil_keys_take_no_primary_place_from_proven_workers() {
     let (net, service) = network(FlowConfig::default()).await;
     let n = 20;
-    let before = run(&service, n, 1).await;
+    let before = honest_load(&service, n, 1).await;
     // The answers' receipts made the workers that won them proven, in every worker's view.
     for w in &net.workers {
         wait_for(w, T, |s| s.proven_workers >= 1)
             .await
             .expect("a proven worker");
     }
+    let rss_before = rss_bytes();
     let _attacker = flood(&net).await;
     let since = started(&net);
-    let during = run(&service, n, 2).await;
+    let during = honest_load(&service, n, 2).await;
     let (primary, backup) = started_after(&net, since, u64::from(n)).await;
-    let _ = writeln!(
-        std::io::stderr(),
+    let rss_after = rss_bytes();
+    figure(format_args!(
         "sybil: {SYBILS} keys; without the crowd p50 {:.1} ms p99 {:.1} ms; with it p50 {:.1} ms \
-         p99 {:.1} ms; solves started as primary {}, as backup {}",
+         p99 {:.1} ms; solves started as primary {}, as backup {}; rss {} -> {} MiB",
         pct(&before, 50),
         pct(&before, 99),
         pct(&during, 50),
         pct(&during, 99),
         primary,
-        backup
-    );
+        backup,
+        mib(rss_before),
+        mib(rss_after),
+    ));
     // Every request had an honest primary that started at once: none waited for a Sybil.
     assert!(primary >= u64::from(n), "primary starts {primary} of {n}");
     for w in &net.workers {
@@ -174,21 +143,20 @@ async fn without_standings_the_sybil_keys_take_the_primary_places() {
         ..FlowConfig::default()
     })
     .await;
-    let _ = run(&service, 4, 1).await;
+    let _ = honest_load(&service, 4, 1).await;
     let _attacker = flood(&net).await;
     let since = started(&net);
     let n = 8;
-    let during = run(&service, n, 2).await;
+    let during = honest_load(&service, n, 2).await;
     let (primary, backup) = started_after(&net, since, u64::from(n)).await;
-    let _ = writeln!(
-        std::io::stderr(),
+    figure(format_args!(
         "sybil, no standings: p50 {:.1} ms p99 {:.1} ms; solves started as primary {}, as \
          backup {}",
         pct(&during, 50),
         pct(&during, 99),
         primary,
         backup
-    );
+    ));
     // Two honest keys among a thousand and two lead a request's ranking rarely: the honest
     // workers start almost every request only as backups, once a Sybil primary's time is up.
     assert!(backup >= u64::from(n) / 2, "backup starts {backup}");

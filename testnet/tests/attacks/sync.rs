@@ -14,7 +14,11 @@ use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
 use futures::StreamExt;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, kad, noise, tcp, yamux};
+use libp2p::{Multiaddr, StreamProtocol, Swarm, kad};
+
+use super::common::{
+    Background, bare_swarm, figure, honest_load, mib, p50_p99, peer_of, rss_bytes, service_through,
+};
 
 /// How long any one wait may take.
 const T: Duration = Duration::from_secs(30);
@@ -46,25 +50,6 @@ fn log() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-}
-
-/// The test process's resident memory (every node of the test lives in it).
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn peer_of(addr: &Multiaddr) -> PeerId {
-    addr.iter()
-        .find_map(|p| match p {
-            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-            _ => None,
-        })
-        .expect("the address names its peer")
 }
 
 /// A network with many registry entries (several `Hello` pages) and a victim with tight
@@ -110,25 +95,14 @@ async fn victim_on(
 /// A bare libp2p peer that speaks only the sync protocol (under `net`'s id): the attacker.
 fn attacker(net: &LocalNet) -> Swarm<SyncBehaviour> {
     let sync = StreamProtocol::try_from_owned(net.genesis.protocol("sync/3")).expect("name");
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
+    bare_swarm(|_| {
+        request_response::cbor::Behaviour::new(
+            [(sync.clone(), ProtocolSupport::Outbound)],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(10))
+                .with_max_concurrent_streams(256),
         )
-        .expect("tcp")
-        .with_behaviour(|_| {
-            request_response::cbor::Behaviour::new(
-                [(sync.clone(), ProtocolSupport::Outbound)],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(10))
-                    .with_max_concurrent_streams(256),
-            )
-        })
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    })
 }
 
 /// The abuse: every kind of request, for nothing the victim holds or for everything at once.
@@ -410,14 +384,26 @@ async fn with_the_default_budgets_a_sync_spammer_is_cut_off_too() {
         cfg.tuning.hello_page_bytes = net::DEFAULT_HELLO_PAGE_BYTES;
     })
     .await;
+    // An honest service that reaches the network through the victim keeps asking for work.
+    let service = std::sync::Arc::new(service_through(&lnet, &addr).await);
+    let quiet = honest_load(&service, 50, 1).await;
     let rss_before = rss_bytes();
+    let load = Background::start(service.clone(), 10, 2);
     let mut swarm = attacker(&lnet);
     let me = swarm.local_peer_id().to_string();
     let out = spam(&mut swarm, &addr, 50_000, 64, abusive).await;
+    let during = load.stop().await;
     let s = wait_for(&victim, T, |s| s.blocked_peers.contains(&me))
         .await
         .expect("the victim blocks the spammer");
     let rss_after = rss_bytes();
+    figure(format_args!(
+        "sync spam, default budgets: honest {} quiet, {} under the spam; rss {} -> {} MiB",
+        p50_p99(&quiet),
+        p50_p99(&during),
+        mib(rss_before),
+        mib(rss_after)
+    ));
     tracing::info!(
         "sync spam, default budgets: {out:?}; victim answered {} requests ({} bytes), \
          throttled {}; rss {} -> {} MiB",
@@ -451,25 +437,14 @@ fn dht_attacker(
     victim: &Multiaddr,
 ) -> Swarm<kad::Behaviour<kad::store::MemoryStore>> {
     let kad_name = StreamProtocol::try_from_owned(net.genesis.protocol("kad/1")).expect("name");
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|key| {
-            let me = key.public().to_peer_id();
-            let mut cfg = kad::Config::new(kad_name.clone());
-            cfg.set_query_timeout(Duration::from_secs(10));
-            let mut kad = kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), cfg);
-            kad.set_mode(Some(kad::Mode::Server));
-            kad
-        })
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = bare_swarm(|key| {
+        let me = key.public().to_peer_id();
+        let mut cfg = kad::Config::new(kad_name.clone());
+        cfg.set_query_timeout(Duration::from_secs(10));
+        let mut kad = kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), cfg);
+        kad.set_mode(Some(kad::Mode::Server));
+        kad
+    });
     swarm
         .behaviour_mut()
         .add_address(&peer_of(victim), victim.clone());
