@@ -93,9 +93,15 @@ async fn scenario(volume: VolumePolicy) -> (Vec<Duration>, Vec<u64>, (u64, u64))
             r.is_ok()
         }));
     }
-    // Let the flood fill the workers' queues first.
+    // Let the flood fill the workers' queues first: every worker knows every flood request
+    // not yet answered (the sum of the queues is not enough: each holds every request, as
+    // primary or backup, and one may lag the other).
     let t0 = Instant::now();
-    while net.workers.iter().map(|w| w.stats().queue).sum::<usize>() < FLOOD as usize {
+    while net
+        .workers
+        .iter()
+        .any(|w| w.stats().queue + (done.load(Ordering::SeqCst) as usize) < FLOOD as usize)
+    {
         assert!(t0.elapsed() < T, "the flood never queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -149,13 +155,15 @@ async fn a_flooding_service_falls_a_class_and_honest_requests_go_first() {
         mib(rss.1),
     ));
     // With classes every honest request was answered while most of the flood still waited;
-    // without them the first honest answer came only after the flood ahead of it.
+    // without them the honest service waited behind the flood (its first request may slip
+    // in early as a backup, the next ones wait for the rest of the flood).
+    let most = u64::from(FLOOD) / 2;
     assert!(
-        done_with[0] < u64::from(FLOOD) / 2,
-        "flood answered before the first honest request: {done_with:?}"
+        done_with.iter().all(|d| *d < most),
+        "flood answered before honest requests: {done_with:?}"
     );
     assert!(
-        done_without[0] >= u64::from(FLOOD) / 2,
-        "without classes the honest request should wait: {done_without:?}"
+        done_without.iter().any(|d| *d >= most),
+        "without classes the honest requests should wait: {done_without:?}"
     );
 }
