@@ -26,6 +26,8 @@ struct Fixture {
     text: String,
     signature: String,
     registrar: SecretKey,
+    /// The genesis's network id, which a report's signature names.
+    net: dpow_protocol::NetworkId,
 }
 
 fn fixture() -> Fixture {
@@ -49,7 +51,10 @@ fn fixture() -> Fixture {
     let text = report.to_csv();
     let csv = dir.path().join("report.csv");
     std::fs::write(&csv, &text).expect("write csv");
-    let signature = hex::encode(registrar.sign(&report_signing_input(&text)).0);
+    let net = dpow_node::genesis::Genesis::load(&genesis)
+        .expect("genesis")
+        .id;
+    let signature = hex::encode(registrar.sign(&report_signing_input(&text, &net)).0);
     Fixture {
         _dir: dir,
         genesis,
@@ -57,6 +62,7 @@ fn fixture() -> Fixture {
         text,
         signature,
         registrar,
+        net,
     }
 }
 
@@ -161,7 +167,7 @@ fn another_registrar_or_an_outsider_is_refused() {
     assert_fails(&out, "bad signature");
     // Signed by a key the genesis does not list.
     let outsider = key(9);
-    let sig = hex::encode(outsider.sign(&report_signing_input(&f.text)).0);
+    let sig = hex::encode(outsider.sign(&report_signing_input(&f.text, &f.net)).0);
     let out = check(&f.genesis, &f.csv, &sig, &outsider.public().to_string());
     assert_fails(&out, "not a registrar");
 }
@@ -180,7 +186,7 @@ fn malformed_input_is_a_clear_error() {
         .text
         .replacen("epoch,address,credits,raw", "epoch,account,credits,raw", 1);
     std::fs::write(&f.csv, &renamed).expect("write csv");
-    let sig = hex::encode(f.registrar.sign(&report_signing_input(&renamed)).0);
+    let sig = hex::encode(f.registrar.sign(&report_signing_input(&renamed, &f.net)).0);
     let out = check(&f.genesis, &f.csv, &sig, &registrar);
     assert_fails(&out, "epoch,address,credits,raw");
     // A registrar that is not an account at all is refused by the argument parser.

@@ -764,23 +764,36 @@ fn a_registrar_signs_the_csv() {
     let registrar = key(7);
     let report = report_from(corpus(), 0, 1_000_000);
     let csv = report.to_csv();
-    let input = report.signing_input();
-    assert_eq!(input, report_signing_input(&csv));
-    assert!(input.starts_with(b"dpow/1/payout-report\0"));
+    let net = dpow_testkit::builders::NET;
+    let input = report.signing_input(&net);
+    assert_eq!(input, report_signing_input(&csv, &net));
+    assert!(input.starts_with(b"dpow/2/payout-report"));
+    assert_eq!(&input[20..52], &net.0, "the network id follows the tag");
+    assert_eq!(input[52], 0);
     assert!(input.ends_with(csv.as_bytes()));
     let sig = registrar.sign(&input);
     // Anyone who recomputes the report gets the same bytes, so the signature checks out...
     let mine = report_from(corpus(), 0, 1_000_000);
     registrar
         .public()
-        .verify(&mine.signing_input(), &sig)
+        .verify(&mine.signing_input(&net), &sig)
         .expect("verifies");
+    // ...on this network only...
+    assert!(
+        registrar
+            .public()
+            .verify(
+                &mine.signing_input(&dpow_testkit::builders::OTHER_NET),
+                &sig
+            )
+            .is_err()
+    );
     // ...and a report with a different pool does not.
     let other = report_from(corpus(), 0, 1_000_001);
     assert!(
         registrar
             .public()
-            .verify(&other.signing_input(), &sig)
+            .verify(&other.signing_input(&net), &sig)
             .is_err()
     );
 }

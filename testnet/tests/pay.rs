@@ -66,9 +66,17 @@ fn write_report(
     (csv_path, sig_path, report)
 }
 
-/// Write `csv` and `signer`'s signature over it as `dir/name.csv` and `dir/name.sig`.
+/// The network id of the genesis written in `dir` (a report's signature names it).
+fn net_of(dir: &Path) -> dpow_protocol::NetworkId {
+    dpow_node::genesis::Genesis::load(&dir.join("genesis.toml"))
+        .expect("genesis")
+        .id
+}
+
+/// Write `csv` and `signer`'s signature over it (for the network of `dir`'s genesis) as
+/// `dir/name.csv` and `dir/name.sig`.
 fn write_csv(dir: &Path, name: &str, csv: &str, signer: &SecretKey) {
-    let sig = signer.sign(&report_signing_input(csv));
+    let sig = signer.sign(&report_signing_input(csv, &net_of(dir)));
     std::fs::write(dir.join(format!("{name}.csv")), csv).expect("write csv");
     std::fs::write(
         dir.join(format!("{name}.sig")),
@@ -509,9 +517,10 @@ fn bad_inputs_are_refused_with_clear_errors_and_nothing_is_sent() {
     let bad_csv = dir.join("typo.csv");
     std::fs::write(&bad_csv, csv.replace(victim.as_str(), &typo)).expect("write");
     let bad_sig = dir.join("typo.sig");
-    let sig = s
-        .registrar
-        .sign(&report_signing_input(&csv.replace(victim.as_str(), &typo)));
+    let sig = s.registrar.sign(&report_signing_input(
+        &csv.replace(victim.as_str(), &typo),
+        &net_of(dir),
+    ));
     std::fs::write(&bad_sig, hex(&sig.0)).expect("write");
     report_run(&bad_csv, &bad_sig, &registrar).refused_with("checksum");
 

@@ -145,7 +145,7 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("registrar key file {}", path.display()))?;
             let genesis = Genesis::load(&a.client.genesis)?;
             report::require_registrar(&key.public(), &genesis.registrars)?;
-            Some((key, genesis.registrars))
+            Some((key, genesis.registrars, genesis.id))
         }
         _ => None,
     };
@@ -236,9 +236,9 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
                 }
             }
             let signature = match &signer {
-                Some((key, registrars)) => Some((
+                Some((key, registrars, net)) => Some((
                     key.public(),
-                    report::sign_report(&report.to_csv(), key, registrars)?,
+                    report::sign_report(&report.to_csv(), key, registrars, net)?,
                 )),
                 None => None,
             };
@@ -497,8 +497,14 @@ fn check_report(
     let genesis = Genesis::load(genesis)?;
     let signature = read_signature(signature)?;
     let csv = read_small(csv_path, MAX_REPORT_BYTES)?;
-    let report = report::verify_report(&csv, &signature, registrar, &genesis.registrars)
-        .with_context(|| format!("report {}", csv_path.display()))?;
+    let report = report::verify_report(
+        &csv,
+        &signature,
+        registrar,
+        &genesis.registrars,
+        &genesis.id,
+    )
+    .with_context(|| format!("report {}", csv_path.display()))?;
     let human = format!(
         "report signature valid: epoch {}, {} accounts, {} raw, signed by registrar {}",
         report.epoch(),

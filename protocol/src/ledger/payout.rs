@@ -25,8 +25,8 @@ use super::LedgerError;
 use super::amount::format_raw_as_nano;
 
 /// The signing domain of a payout report: a registrar signs
-/// `"dpow/1/payout-report\0" ‖ csv` (see [`report_signing_input`]).
-const REPORT_DOMAIN: &[u8] = b"dpow/1/payout-report\0";
+/// `"dpow/2/payout-report" ‖ network id ‖ 0x00 ‖ csv` (see [`report_signing_input`]).
+const REPORT_DOMAIN: &[u8] = b"dpow/2/payout-report";
 
 /// One account's payout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,11 +128,15 @@ pub fn payout(
     Ok(lines)
 }
 
-/// The bytes a registrar signs to vouch for a report: the domain tag
-/// `"dpow/1/payout-report\0"` followed by the report's CSV ([`PayoutReport::to_csv`]).
-pub fn report_signing_input(csv: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(REPORT_DOMAIN.len() + csv.len());
+/// The bytes a registrar signs to vouch for a report of network `net`: the domain tag
+/// `"dpow/2/payout-report"`, the network id, a zero byte and the report's CSV
+/// ([`PayoutReport::to_csv`]). A report signed for one network is a bad signature on any
+/// other, even where the same registrar key pays the same addresses.
+pub fn report_signing_input(csv: &str, net: &crate::NetworkId) -> Vec<u8> {
+    let mut v = Vec::with_capacity(REPORT_DOMAIN.len() + 33 + csv.len());
     v.extend_from_slice(REPORT_DOMAIN);
+    v.extend_from_slice(&net.0);
+    v.push(0);
     v.extend_from_slice(csv.as_bytes());
     v
 }
@@ -329,9 +333,10 @@ impl PayoutReport {
             })
     }
 
-    /// The bytes a registrar signs for this report: [`report_signing_input`] of its CSV.
-    pub fn signing_input(&self) -> Vec<u8> {
-        report_signing_input(&self.to_csv())
+    /// The bytes a registrar signs for this report of network `net`:
+    /// [`report_signing_input`] of its CSV.
+    pub fn signing_input(&self, net: &crate::NetworkId) -> Vec<u8> {
+        report_signing_input(&self.to_csv(), net)
     }
 }
 

@@ -165,7 +165,13 @@ fn checked_report(a: &PayArgs, genesis: &Genesis) -> anyhow::Result<PayoutReport
     let checked = match (&a.signature, &a.registrar, a.unsigned) {
         (Some(signature), Some(registrar), false) => {
             let signature = read_signature(signature)?;
-            report::verify_report(&csv, &signature, registrar, &genesis.registrars)
+            report::verify_report(
+                &csv,
+                &signature,
+                registrar,
+                &genesis.registrars,
+                &genesis.id,
+            )
         }
         (None, None, true) => report::parse_report(&csv).and_then(|p| report::recompute(&p, &csv)),
         _ => bail!(

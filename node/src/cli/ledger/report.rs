@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use dpow_keys::{NanoAccount, PublicKey, SecretKey, Signature};
+use dpow_protocol::NetworkId;
 use dpow_protocol::ledger::{CheckpointRef, PayoutReport, report_signing_input};
 
 /// The first line of every payout report's CSV.
@@ -181,29 +182,33 @@ pub(crate) fn require_registrar(
     })
 }
 
-/// Sign a report's CSV with `key`, which must be one of the genesis `registrars`.
+/// Sign a report's CSV for network `net` with `key`, which must be one of the genesis
+/// `registrars`.
 pub(crate) fn sign_report(
     csv: &str,
     key: &SecretKey,
     registrars: &[PublicKey],
+    net: &NetworkId,
 ) -> Result<Signature, ReportError> {
     require_registrar(&key.public(), registrars)?;
-    Ok(key.sign(&report_signing_input(csv)))
+    Ok(key.sign(&report_signing_input(csv, net)))
 }
 
 /// Check a signed report: `csv` parses as a report, `registrar` is one of the genesis
-/// `registrars`, `signature` is its signature over [`report_signing_input`] of `csv`, and the
+/// `registrars`, `signature` is its signature over [`report_signing_input`] of `csv` for network
+/// `net`, and the
 /// lines follow the payout rule. Returns the report.
 pub(crate) fn verify_report(
     csv: &str,
     signature: &Signature,
     registrar: &PublicKey,
     registrars: &[PublicKey],
+    net: &NetworkId,
 ) -> Result<PayoutReport, ReportError> {
     let parsed = parse_report(csv)?;
     require_registrar(registrar, registrars)?;
     registrar
-        .verify(&report_signing_input(csv), signature)
+        .verify(&report_signing_input(csv, net), signature)
         .map_err(|_| ReportError::BadSignature)?;
     recompute(&parsed, csv)
 }
@@ -244,6 +249,8 @@ pub(crate) fn parse_signature(text: &str) -> Result<Signature, ReportError> {
 
 #[cfg(test)]
 mod tests {
+    use dpow_testkit::builders::NET;
+
     use super::*;
 
     fn key(n: u8) -> SecretKey {
@@ -263,23 +270,34 @@ mod tests {
         let csv = report();
         let (registrar, other) = (key(9), key(10));
         let registrars = [other.public(), registrar.public()];
-        let sig = sign_report(&csv, &registrar, &registrars).expect("a registrar signs");
+        let sig = sign_report(&csv, &registrar, &registrars, &NET).expect("a registrar signs");
         // The signature is over the domain-tagged CSV, nothing else.
         assert!(
             registrar
                 .public()
-                .verify(&report_signing_input(&csv), &sig)
+                .verify(&report_signing_input(&csv, &NET), &sig)
                 .is_ok()
         );
         assert!(registrar.public().verify(csv.as_bytes(), &sig).is_err());
         let back = parse_signature(&signature_hex(&sig)).expect("hex round trip");
-        let checked =
-            verify_report(&csv, &back, &registrar.public(), &registrars).expect("valid report");
+        let checked = verify_report(&csv, &back, &registrar.public(), &registrars, &NET)
+            .expect("valid report");
         assert_eq!(checked.to_csv(), csv);
         assert_eq!(checked.epoch(), 19_675);
+        // The same report and key on another network (a registrar key used on two).
+        assert!(matches!(
+            verify_report(
+                &csv,
+                &sig,
+                &registrar.public(),
+                &registrars,
+                &dpow_testkit::builders::OTHER_NET
+            ),
+            Err(ReportError::BadSignature)
+        ));
         // Another registrar's name on this signature.
         assert!(matches!(
-            verify_report(&csv, &sig, &other.public(), &registrars),
+            verify_report(&csv, &sig, &other.public(), &registrars, &NET),
             Err(ReportError::BadSignature)
         ));
         // One byte changed (a digit of the last raw amount).
@@ -288,7 +306,7 @@ mod tests {
         tampered[at] = if tampered[at] == b'1' { b'2' } else { b'1' };
         let tampered = String::from_utf8(tampered).expect("utf-8");
         assert!(matches!(
-            verify_report(&tampered, &sig, &registrar.public(), &registrars),
+            verify_report(&tampered, &sig, &registrar.public(), &registrars, &NET),
             Err(ReportError::BadSignature)
         ));
     }
@@ -298,13 +316,13 @@ mod tests {
         let csv = report();
         let outsider = key(11);
         let registrars = [key(9).public()];
-        let err = sign_report(&csv, &outsider, &registrars).expect_err("not a registrar");
+        let err = sign_report(&csv, &outsider, &registrars, &NET).expect_err("not a registrar");
         assert!(matches!(err, ReportError::NotRegistrar { .. }));
         assert!(err.to_string().contains(&outsider.public().to_string()));
         // A valid signature by a key the genesis does not list is still refused.
-        let sig = outsider.sign(&report_signing_input(&csv));
+        let sig = outsider.sign(&report_signing_input(&csv, &NET));
         assert!(matches!(
-            verify_report(&csv, &sig, &outsider.public(), &registrars),
+            verify_report(&csv, &sig, &outsider.public(), &registrars, &NET),
             Err(ReportError::NotRegistrar { .. })
         ));
     }
@@ -323,10 +341,10 @@ mod tests {
         ];
         for bad in cases {
             // Signed by the registrar, so only the format can fail.
-            let sig = registrar.sign(&report_signing_input(&bad));
+            let sig = registrar.sign(&report_signing_input(&bad, &NET));
             assert!(
                 matches!(
-                    verify_report(&bad, &sig, &registrar.public(), &registrars),
+                    verify_report(&bad, &sig, &registrar.public(), &registrars, &NET),
                     Err(ReportError::NotAReport(_))
                 ),
                 "{bad:?}"
@@ -352,9 +370,9 @@ mod tests {
             })
             .collect();
         assert_ne!(skewed, csv);
-        let sig = registrar.sign(&report_signing_input(&skewed));
+        let sig = registrar.sign(&report_signing_input(&skewed, &NET));
         assert!(matches!(
-            verify_report(&skewed, &sig, &registrar.public(), &registrars),
+            verify_report(&skewed, &sig, &registrar.public(), &registrars, &NET),
             Err(ReportError::NotAReport(_))
         ));
     }
@@ -365,7 +383,7 @@ mod tests {
         let parsed = parse_report(&csv).expect("parses");
         let r = recompute(&parsed, &csv).expect("the rule holds");
         let registrar = key(9);
-        let sig = sign_report(&csv, &registrar, &[registrar.public()]).expect("signs");
+        let sig = sign_report(&csv, &registrar, &[registrar.public()], &NET).expect("signs");
         let text = signed_json(&r, &registrar.public(), &sig);
         let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
         assert_eq!(v["registrar"], registrar.public().to_string().as_str());
