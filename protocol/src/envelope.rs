@@ -322,9 +322,9 @@ impl Pending {
 /// either until [`Unverified::verify`]; read them, do not keep them.
 #[derive(Clone)]
 pub struct Unverified<T> {
-    payload: T,
-    id: MessageId,
-    bytes: Vec<u8>,
+    /// The message, its signatures not checked: never handed out as a [`Signed`] before
+    /// [`Unverified::verify`].
+    message: Signed<T>,
     /// This envelope's check first, then its nested envelopes'.
     pending: Vec<Pending>,
 }
@@ -377,9 +377,11 @@ impl<T: Message> Unverified<T> {
         });
         pending.extend(nested_pending);
         Ok(Unverified {
-            payload,
-            id,
-            bytes: bytes.to_vec(),
+            message: Signed {
+                payload,
+                id,
+                bytes: bytes.to_vec(),
+            },
             pending,
         })
     }
@@ -390,11 +392,7 @@ impl<T: Message> Unverified<T> {
         for p in &self.pending {
             p.check()?;
         }
-        Ok(Signed {
-            payload: self.payload,
-            id: self.id,
-            bytes: self.bytes,
-        })
+        Ok(self.message)
     }
 
     /// How many ed25519 checks [`Unverified::verify`] would run now: its signatures less
@@ -405,30 +403,25 @@ impl<T: Message> Unverified<T> {
 
     /// The payload, checked but for signatures.
     pub fn payload(&self) -> &T {
-        &self.payload
+        self.message.payload()
     }
 
     /// The message id (blake2b-256 of the signing input).
     pub fn id(&self) -> MessageId {
-        self.id
+        self.message.id()
     }
 
     /// The envelope bytes, as received.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The key the message names as its signer.
-    pub fn signer(&self) -> PublicKey {
-        self.payload.signer()
+        self.message.bytes()
     }
 }
 
 impl<T: fmt::Debug> fmt::Debug for Unverified<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Unverified")
-            .field("id", &self.id)
-            .field("payload", &self.payload)
+            .field("id", &self.message.id)
+            .field("payload", &self.message.payload)
             .field("signatures", &self.pending.len())
             .finish()
     }
@@ -464,11 +457,7 @@ impl<'de, T: Message> Deserialize<'de> for Signed<T> {
                 // Its signatures are checked with the enclosing envelope's
                 // ([`Unverified::verify`]); until then it is only ever read.
                 nested::defer(u.pending);
-                Ok(Signed {
-                    payload: u.payload,
-                    id: u.id,
-                    bytes: u.bytes,
-                })
+                Ok(u.message)
             }
             Err(e) => {
                 nested::failed(&e);

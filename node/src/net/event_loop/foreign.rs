@@ -11,7 +11,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use dpow_keys::PublicKey;
-use dpow_protocol::validate::{Rejected, peek_request_id};
+use dpow_protocol::validate::Rejected;
 use dpow_protocol::{RequestId, Signed, WorkRequest, WorkResult};
 use tokio::sync::broadcast;
 
@@ -94,12 +94,7 @@ impl EventLoop {
     }
 
     fn foreign_result(&mut self, bytes: &[u8], now: u64) -> Result<(), Rejected> {
-        self.refuse_if_answered(bytes)?;
-        let request = peek_request_id(bytes).and_then(|id| self.requests.get(&id));
-        let res = self
-            .validator
-            .check_result(bytes, request, &self.registry, now)?;
-        self.refuse_paid_work(res.payload())?;
+        let res = self.screen_result(bytes, now)?.verify()?;
         res.remember_verified();
         self.browsers.remember(res.payload().worker);
         self.stats().accept("work-result");

@@ -164,15 +164,7 @@ impl EventLoop {
             Topic::Requests => {
                 Job::Request(self.validator.screen_request(data, &self.registry, now)?)
             }
-            Topic::Results => {
-                self.refuse_if_answered(data)?;
-                let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
-                let res = self
-                    .validator
-                    .screen_result(data, request, &self.registry, now)?;
-                self.refuse_paid_work(res.payload())?;
-                Job::Result(res)
-            }
+            Topic::Results => Job::Result(self.screen_result(data, now)?),
             Topic::Cancels => {
                 let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
                 Job::Cancel(self.validator.screen_cancel(data, request)?)
@@ -188,6 +180,23 @@ impl EventLoop {
             Topic::Checkpoints => Job::Checkpoint(self.screen_checkpoint(data)?),
             Topic::Receipts => Job::Receipts(vec![self.screen_receipt(data, false)?]),
         })
+    }
+
+    /// A result but for its signature: not for a request already answered (read before
+    /// anything else), the validator's checks against the request it names, and not a nonce
+    /// already paid. For gossip and for browser workers' results alike.
+    pub(super) fn screen_result(
+        &self,
+        data: &[u8],
+        now: u64,
+    ) -> Result<Unverified<dpow_protocol::WorkResult>, Rejected> {
+        self.refuse_if_answered(data)?;
+        let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
+        let res = self
+            .validator
+            .screen_result(data, request, &self.registry, now)?;
+        self.refuse_paid_work(res.payload())?;
+        Ok(res)
     }
 
     /// A receipt from the network but for its signatures: the validator's checks, not held
