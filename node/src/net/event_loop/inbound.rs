@@ -71,7 +71,6 @@ pub(super) enum Origin {
     /// A gossip message: reported to gossipsub once judged.
     Gossip {
         id: gossipsub::MessageId,
-        topic: Topic,
         /// The request's id, for a request (results may wait for it).
         request: Option<RequestId>,
     },
@@ -143,7 +142,7 @@ impl EventLoop {
                     }
                     _ => None,
                 };
-                self.verify(peer, job, Origin::Gossip { id, topic, request });
+                self.verify(peer, job, Origin::Gossip { id, request });
             }
             Err(r) => self.judge(&id, peer, Err(r)),
         }
@@ -255,10 +254,10 @@ impl EventLoop {
     pub(super) fn on_verified(&mut self, done: Done<Origin>) {
         let Done { peer, ctx, outcome } = done;
         match ctx {
-            Origin::Gossip { id, topic, request } => {
+            Origin::Gossip { id, request } => {
                 let verdict = outcome
                     .map_err(Rejected::from)
-                    .and_then(|c| self.take(topic, c, peer, &id));
+                    .and_then(|c| self.take(c, peer, &id));
                 match verdict {
                     Ok(true) => self.judge(&id, peer, Ok(())),
                     // A receipt: forwarded once it is on disk (see `books`).
@@ -292,11 +291,10 @@ impl EventLoop {
         }
     }
 
-    /// Take in a verified gossip message of `topic`. `Ok(true)`: forward it now; `Ok(false)`:
-    /// it is forwarded later (a receipt, once on disk).
+    /// Take in a verified gossip message. `Ok(true)`: forward it now; `Ok(false)`: it is
+    /// forwarded later (a receipt, once on disk).
     fn take(
         &mut self,
-        topic: Topic,
         checked: Checked,
         peer: PeerId,
         id: &gossipsub::MessageId,
@@ -333,22 +331,16 @@ impl EventLoop {
                 self.stats().accept("registry");
             }
             Checked::Checkpoint(c) => self.take_checkpoint(c, peer)?,
+            // A gossiped receipt is a job of one.
             Checked::Receipts(list) => {
-                let mut taken = false;
-                for r in list {
-                    let ack = Ack::Gossip {
-                        id: id.clone(),
-                        from: peer,
-                    };
-                    self.take_network_receipt(r?, ack)?;
-                    taken = true;
-                }
-                if !taken {
-                    return Err(Rejected::new(
-                        RejectReason::Undecodable,
-                        format!("no receipt in a {} job", topic.name()),
-                    ));
-                }
+                let Some(r) = list.into_iter().next() else {
+                    return Err(Rejected::new(RejectReason::Undecodable, "no receipt"));
+                };
+                let ack = Ack::Gossip {
+                    id: id.clone(),
+                    from: peer,
+                };
+                self.take_network_receipt(r?, ack)?;
                 return Ok(false);
             }
         }
