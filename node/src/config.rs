@@ -21,8 +21,8 @@ use crate::devices::DeviceArgs;
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 /// Where a node keeps its key and database unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "dpow-data";
-/// The libp2p listen address unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/7075";
+/// The libp2p listen addresses unless told otherwise: TCP and QUIC on the same port number.
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/7075", "/ip4/0.0.0.0/udp/7075/quic-v1"];
 /// The HTTP address (dashboard, statistics, work API) unless told otherwise.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7076";
 /// Seconds between a worker's status announcements unless told otherwise.
@@ -48,6 +48,28 @@ impl Role {
         match self {
             Role::Worker => "worker",
             Role::Service => "service",
+        }
+    }
+}
+
+/// Whether peers can dial a node (`--reachability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReachabilityArg {
+    /// Ask peers to dial back (AutoNAT) and act on the answer (the default).
+    Auto,
+    /// Reachable at its listen addresses (an open port): a DHT server from the start.
+    Public,
+    /// Not reachable: a DHT client that keeps a relay reservation.
+    Private,
+}
+
+impl From<ReachabilityArg> for crate::net::Reachability {
+    fn from(r: ReachabilityArg) -> Self {
+        match r {
+            ReachabilityArg::Auto => crate::net::Reachability::Auto,
+            ReachabilityArg::Public => crate::net::Reachability::Public,
+            ReachabilityArg::Private => crate::net::Reachability::Private,
         }
     }
 }
@@ -84,7 +106,8 @@ pub struct Config {
     /// The node key (created if missing; default: DATA_DIR/node.key).
     #[arg(long, env = "DPOW_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// libp2p listen addresses (default: /ip4/0.0.0.0/tcp/7075). Repeatable or comma-separated.
+    /// libp2p listen addresses (default: /ip4/0.0.0.0/tcp/7075 and
+    /// /ip4/0.0.0.0/udp/7075/quic-v1). Repeatable or comma-separated.
     #[arg(
         long,
         env = "DPOW_LISTEN",
@@ -137,6 +160,19 @@ pub struct Config {
     /// Do not walk the DHT for more peers (stay with the bootstrap and dialled peers).
     #[arg(long, env = "DPOW_NO_DISCOVERY")]
     pub no_discovery: bool,
+    /// Whether peers can dial this node: auto (ask them: AutoNAT), public (an open port) or
+    /// private (behind a NAT: keep a relay reservation). Default auto; a node listening
+    /// only on loopback counts as public.
+    #[arg(long, env = "DPOW_REACHABILITY", value_enum, value_name = "HOW")]
+    pub reachability: Option<ReachabilityArg>,
+    /// Do not offer circuit relay to private peers (offered by default, within small limits,
+    /// and only used when this node is reachable).
+    #[arg(long, env = "DPOW_NO_RELAY")]
+    pub no_relay: bool,
+    /// Peers on private addresses (10/8, 172.16/12, 192.168/16) count when judging
+    /// reachability: for a network on a LAN. Off on the internet.
+    #[arg(long, env = "DPOW_LAN")]
+    pub lan: bool,
     /// Worker role: what to do with requests of services whose credits are spent
     /// (default: deprioritise).
     #[arg(long, env = "DPOW_EXHAUSTED", value_enum, value_name = "POLICY")]
@@ -265,11 +301,11 @@ impl Config {
             .get_or_insert_with(|| PathBuf::from(DEFAULT_DATA_DIR))
             .clone();
         self.key.get_or_insert_with(|| data_dir.join("node.key"));
-        if self.listen.is_empty()
-            && let Ok(a) = DEFAULT_LISTEN.parse()
-        {
-            self.listen.push(a);
+        if self.listen.is_empty() {
+            self.listen
+                .extend(DEFAULT_LISTEN.iter().filter_map(|a| a.parse().ok()));
         }
+        self.reachability.get_or_insert(ReachabilityArg::Auto);
         self.http.get_or_insert_with(|| DEFAULT_HTTP.to_string());
         self.status_interval.get_or_insert(DEFAULT_STATUS_INTERVAL);
         self.exhausted.get_or_insert(Exhausted::Deprioritise);
@@ -451,6 +487,9 @@ mod tests {
             "status_interval",
             "announce_rate",
             "no_discovery",
+            "reachability",
+            "no_relay",
+            "lan",
             "exhausted",
             "replication",
             "ledger_sync",

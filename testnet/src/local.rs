@@ -42,6 +42,8 @@ pub struct LocalOptions {
     pub network: String,
     /// Keys to use instead of fresh ones (to reuse keys on two networks).
     pub keys: Option<LocalKeys>,
+    /// Every node listens on QUIC instead of TCP.
+    pub quic: bool,
 }
 
 /// Keys a [`LocalNet`] uses instead of generating its own.
@@ -94,6 +96,7 @@ impl Default for LocalOptions {
             discovery: false,
             network: "local-test".into(),
             keys: None,
+            quic: false,
         }
     }
 }
@@ -120,14 +123,26 @@ pub fn test_tuning() -> net::NetTuning {
     net::NetTuning {
         heartbeat: Duration::from_millis(100),
         discovery: false,
+        // Every node is on loopback: public, and AutoNAT (for the nodes a test sets to
+        // `Auto`) counts loopback addresses and asks soon.
+        reachability: net::Reachability::Public,
+        autonat: net::AutoNatTuning {
+            private_ips: true,
+            boot_delay: Duration::from_millis(300),
+            retry: Duration::from_secs(2),
+            ..net::AutoNatTuning::default()
+        },
         ..net::NetTuning::default()
     }
 }
 
-fn loopback() -> Multiaddr {
-    "/ip4/127.0.0.1/tcp/0"
-        .parse()
-        .unwrap_or_else(|_| Multiaddr::empty())
+fn loopback(quic: bool) -> Multiaddr {
+    let addr = if quic {
+        "/ip4/127.0.0.1/udp/0/quic-v1"
+    } else {
+        "/ip4/127.0.0.1/tcp/0"
+    };
+    addr.parse().unwrap_or_else(|_| Multiaddr::empty())
 }
 
 impl LocalNet {
@@ -159,7 +174,7 @@ impl LocalNet {
         };
         genesis.seal()?;
         let mut cfg = NodeConfig::new(genesis.clone(), SecretKey::generate()?);
-        cfg.listen = vec![loopback()];
+        cfg.listen = vec![loopback(options.quic)];
         cfg.tuning = test_tuning();
         cfg.tuning.discovery = options.discovery;
         cfg.max_penalties = options.max_penalties;
@@ -250,7 +265,7 @@ impl LocalNet {
     /// A node config for this network with test settings.
     pub fn config(&self, key: SecretKey) -> NodeConfig {
         let mut cfg = NodeConfig::new(self.genesis.clone(), key);
-        cfg.listen = vec![loopback()];
+        cfg.listen = vec![loopback(self.options.quic)];
         cfg.tuning = test_tuning();
         cfg.tuning.discovery = self.options.discovery;
         cfg.flow = self.options.flow.clone();

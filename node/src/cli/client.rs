@@ -70,6 +70,9 @@ impl ClientArgs {
         config.tuning.discovery = false;
         config.tuning.ledger = books;
         config.tuning.auditor = books;
+        // A short-lived client serves nothing: no DHT records (Kademlia stays a client until
+        // AutoNAT confirms an address, which it will not wait for) and no relay.
+        config.tuning.relay_server = false;
         let node = net::spawn(config)
             .await
             .context("starting the client node")?;

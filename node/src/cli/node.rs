@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use dpow_keys::{NanoAccount, keyfile};
 use serde_json::json;
 
-use crate::config::{Config, Exhausted, Role};
+use crate::config::{Config, Exhausted, ReachabilityArg, Role};
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::genesis::Genesis;
 use crate::net::{self, NodeConfig, WorkerConfig};
@@ -80,6 +80,11 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
     config.listen = a.listen.clone();
     config.dial = a.dial.clone();
     config.tuning.discovery = !a.no_discovery;
+    config.tuning.reachability =
+        crate::net::Reachability::from(a.reachability.unwrap_or(ReachabilityArg::Auto))
+            .given_listen(&config.listen);
+    config.tuning.relay_server = !a.no_relay;
+    config.tuning.autonat.private_ips = a.lan;
     if let Some(k) = a.replication {
         config.tuning.replication = std::num::NonZeroUsize::new(k)
             .filter(|k| k.get() <= 20)

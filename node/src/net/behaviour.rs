@@ -6,9 +6,10 @@ use anyhow::Context;
 use blake2::digest::consts::U20;
 use blake2::{Blake2b, Digest};
 use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad,
-    memory_connection_limits, request_response,
+    StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify,
+    identity, kad, memory_connection_limits, relay, request_response,
 };
 use serde::{Deserialize, Serialize};
 
@@ -177,6 +178,14 @@ pub(crate) struct Behaviour {
     pub(crate) memory: memory_connection_limits::Behaviour,
     pub(crate) per_ip: super::limits::IpLimits,
     pub(crate) identify: identify::Behaviour,
+    /// Whether this node is reachable from outside (and a judge of others' reachability).
+    pub(crate) autonat: autonat::Behaviour,
+    /// Circuit relay v2 for private peers, when this node offers it.
+    pub(crate) relay: Toggle<relay::Behaviour>,
+    /// Reservations on other peers' relays and circuits through them, when this node is private.
+    pub(crate) relay_client: relay::client::Behaviour,
+    /// Hole punching: a relayed connection upgraded to a direct one.
+    pub(crate) dcutr: dcutr::Behaviour,
     pub(crate) kad: kad::Behaviour<super::records::Records>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
@@ -240,6 +249,90 @@ pub struct NetTuning {
     pub limits: super::limits::ConnectionCaps,
     /// The most bytes of envelopes in one `Hello` page this node answers.
     pub hello_page_bytes: usize,
+    /// Whether peers can dial this node: decides Kademlia's mode and relay reservations.
+    pub reachability: Reachability,
+    /// Offer circuit relay v2 to private peers (with [`relay_limits`]' bounds). It costs
+    /// nothing unless this node is reachable and peers ask.
+    pub relay_server: bool,
+    /// AutoNAT settings: how soon and how often this node asks peers to dial it back, and
+    /// whether private addresses count (a LAN or a test network).
+    pub autonat: AutoNatTuning,
+}
+
+/// Whether peers can dial this node ([`NetTuning::reachability`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Reachability {
+    /// Ask peers to dial back (AutoNAT): a Kademlia client and relayed until some peer
+    /// confirms an address. A node that listens only on loopback counts as public (every
+    /// peer that can reach it is on the same host).
+    #[default]
+    Auto,
+    /// Reachable: a Kademlia server from the start (a bootstrap or relay node with an open
+    /// port, or a test network).
+    Public,
+    /// Not reachable: a Kademlia client that always keeps a relay reservation.
+    Private,
+}
+
+impl Reachability {
+    /// The setting for a node listening on `listen`: `Auto` on loopback only is `Public`,
+    /// since every peer that can reach such a node at all is on the same host (the local
+    /// testnet), and AutoNAT would never confirm it.
+    pub fn given_listen(self, listen: &[libp2p::Multiaddr]) -> Reachability {
+        let loopback = |a: &libp2p::Multiaddr| {
+            a.iter().any(|p| match p {
+                libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
+                libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
+                _ => false,
+            })
+        };
+        match self {
+            Reachability::Auto if !listen.is_empty() && listen.iter().all(loopback) => {
+                Reachability::Public
+            }
+            s => s,
+        }
+    }
+}
+
+/// AutoNAT settings ([`NetTuning::autonat`]).
+#[derive(Clone, Debug)]
+pub struct AutoNatTuning {
+    /// Wait this long after start before the first probe (identify must run first).
+    pub boot_delay: Duration,
+    /// Probe again this often until the status is certain.
+    pub retry: Duration,
+    /// Probe again this often once it is.
+    pub refresh: Duration,
+    /// Count peers and addresses on private networks (10/8, 192.168/16, ...): for a LAN or a
+    /// test network. Off on the internet, where a private address says nothing.
+    pub private_ips: bool,
+}
+
+impl Default for AutoNatTuning {
+    fn default() -> Self {
+        AutoNatTuning {
+            boot_delay: Duration::from_secs(5),
+            retry: Duration::from_secs(60),
+            refresh: Duration::from_secs(15 * 60),
+            private_ips: false,
+        }
+    }
+}
+
+/// The bounds of the relay this node offers: a relay carries results and gossip for a few
+/// seconds until hole punching replaces it, so circuits are few, short and small.
+pub(crate) fn relay_limits() -> relay::Config {
+    relay::Config {
+        max_reservations: 128,
+        max_reservations_per_peer: 2,
+        reservation_duration: Duration::from_secs(30 * 60),
+        max_circuits: 32,
+        max_circuits_per_peer: 4,
+        max_circuit_duration: Duration::from_secs(5 * 60),
+        max_circuit_bytes: 1 << 20,
+        ..relay::Config::default()
+    }
 }
 
 impl Default for NetTuning {
@@ -259,6 +352,9 @@ impl Default for NetTuning {
             budgets: super::budget::BudgetConfig::default(),
             limits: super::limits::ConnectionCaps::default(),
             hello_page_bytes: DEFAULT_HELLO_PAGE_BYTES,
+            reachability: Reachability::Auto,
+            relay_server: true,
+            autonat: AutoNatTuning::default(),
         }
     }
 }
@@ -268,14 +364,16 @@ impl Behaviour {
         key: &identity::Keypair,
         genesis: &crate::genesis::Genesis,
         tuning: &NetTuning,
+        reachability: Reachability,
         records: super::records::Records,
+        relay_client: relay::client::Behaviour,
     ) -> anyhow::Result<Behaviour> {
         let peer_id = key.public().to_peer_id();
         let identify = identify::Behaviour::new(
             identify::Config::new(genesis.identify_version(), key.public())
                 .with_agent_version(format!("dpow/{}", env!("CARGO_PKG_VERSION"))),
         );
-        let mut kad_config = kad::Config::new(stream_protocol(genesis, "kad/1")?);
+        let mut kad_config = kad::Config::new(kad_protocol(genesis)?);
         kad_config.set_query_timeout(Duration::from_secs(30));
         // Receipts are kept for good: no expiry, and each node re-replicates what it holds.
         kad_config.set_record_ttl(None);
@@ -290,13 +388,32 @@ impl Behaviour {
             kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
         }
         let mut kad = kad::Behaviour::with_config(peer_id, records, kad_config);
-        // Loopback and private networks never confirm an external address; serve anyway,
-        // unless the node keeps no records (a light node).
-        kad.set_mode(Some(if tuning.light {
-            kad::Mode::Client
-        } else {
-            kad::Mode::Server
+        // A node serves the DHT once peers can dial it: from the start when told it is public,
+        // never when light (it keeps no records) or private, else once AutoNAT confirms a
+        // direct address (the event loop switches it; kad's own automatic mode would also
+        // count a relayed address, which is no way to serve a DHT).
+        kad.set_mode(Some(match (tuning.light, reachability) {
+            (false, Reachability::Public) => kad::Mode::Server,
+            _ => kad::Mode::Client,
         }));
+        let autonat = autonat::Behaviour::new(
+            peer_id,
+            autonat::Config {
+                boot_delay: tuning.autonat.boot_delay,
+                retry_interval: tuning.autonat.retry,
+                refresh_interval: tuning.autonat.refresh,
+                only_global_ips: !tuning.autonat.private_ips,
+                // A dial-back either connects within the transport's timeout or fails.
+                timeout: Duration::from_secs(15),
+                ..autonat::Config::default()
+            },
+        );
+        let relay = Toggle::from(
+            tuning
+                .relay_server
+                .then(|| relay::Behaviour::new(peer_id, relay_limits())),
+        );
+        let dcutr = dcutr::Behaviour::new(peer_id);
 
         // Messages are our own signed envelopes, so gossipsub's own signatures would only cost
         // a second ed25519 per hop: anonymous mode, content-addressed ids, and our validation
@@ -343,12 +460,21 @@ impl Behaviour {
             memory: tuning.limits.memory(),
             per_ip: super::limits::IpLimits::new(tuning.limits.max_per_ip),
             identify,
+            autonat,
+            relay,
+            relay_client,
+            dcutr,
             kad,
             gossipsub,
             sync,
             results,
         })
     }
+}
+
+/// The network's Kademlia protocol (`/dpow/<short id>/kad/1`).
+pub(crate) fn kad_protocol(genesis: &crate::genesis::Genesis) -> anyhow::Result<StreamProtocol> {
+    stream_protocol(genesis, "kad/1")
 }
 
 /// A stream protocol name bound to the genesis's network (`/dpow/<short id>/<what>`), so peers
@@ -398,4 +524,26 @@ pub(crate) fn identity_of(key: &dpow_keys::SecretKey) -> anyhow::Result<identity
     let kp = identity::Keypair::ed25519_from_bytes(&mut seed)
         .context("node key as a libp2p identity")?;
     Ok(kp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reachability;
+
+    fn addr(s: &str) -> libp2p::Multiaddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn loopback_only_nodes_count_as_public() {
+        let lo = [addr("/ip4/127.0.0.1/tcp/0"), addr("/ip6/::1/udp/0/quic-v1")];
+        assert_eq!(Reachability::Auto.given_listen(&lo), Reachability::Public);
+        let mixed = [addr("/ip4/127.0.0.1/tcp/0"), addr("/ip4/0.0.0.0/tcp/7075")];
+        assert_eq!(Reachability::Auto.given_listen(&mixed), Reachability::Auto);
+        assert_eq!(Reachability::Auto.given_listen(&[]), Reachability::Auto);
+        assert_eq!(
+            Reachability::Private.given_listen(&lo),
+            Reachability::Private
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod disk;
 mod foreign;
 mod guard;
 mod inbound;
+mod reach;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -173,6 +174,10 @@ pub(super) struct EventLoop {
     withhold_receipts: bool,
     /// The browser workers this node carries: their request feed and keys.
     browsers: foreign::Browsers,
+    /// Whether peers can dial this node; relay reservations and relayed connections.
+    reach: reach::Reach,
+    /// This network's Kademlia protocol: a peer that lists it in identify serves the DHT.
+    kad_protocol: libp2p::StreamProtocol,
 }
 
 impl EventLoop {
@@ -200,6 +205,9 @@ impl EventLoop {
             None => (None, None),
         };
         let records_store = store.clone().zip(writer.clone());
+        let reachability = tuning.reachability;
+        // TCP and QUIC, and circuits through relays for a private node; a peer's addresses of
+        // every kind are dialed together and the first to connect wins.
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
             .with_tokio()
             .with_tcp(
@@ -208,10 +216,13 @@ impl EventLoop {
                 yamux::Config::default,
             )
             .context("building the tcp transport")?
-            .with_behaviour(|key| {
+            .with_quic()
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .context("building the relay transport")?
+            .with_behaviour(|key, relay_client| {
                 let records =
                     super::records::Records::new(key.public().to_peer_id(), records_store);
-                Behaviour::new(key, &genesis, &tuning, records)
+                Behaviour::new(key, &genesis, &tuning, reachability, records, relay_client)
                     .map_err(|e| e.into_boxed_dyn_error())
             })
             .map_err(|e| anyhow::anyhow!("building the node's behaviours: {e}"))?
@@ -238,17 +249,34 @@ impl EventLoop {
                 .listen_on(addr.clone())
                 .with_context(|| format!("listening on {addr}"))?;
         }
+        // Each known peer is dialed once with all its addresses (TCP, QUIC, relayed): libp2p
+        // tries them together and keeps the first that connects, so one transport blocked on
+        // the way (UDP often is) costs nothing but its attempt.
+        let mut by_peer: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
         for addr in config.genesis.bootstrap.iter().chain(&config.dial) {
-            if let Some(peer) = peer_of(addr) {
-                if peer == *swarm.local_peer_id() {
-                    continue;
+            let Some(peer) = peer_of(addr) else {
+                if let Err(e) = swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, "cannot dial bootstrap peer: {e}");
                 }
-                if config.tuning.discovery {
-                    swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                }
+                continue;
+            };
+            if peer == *swarm.local_peer_id() {
+                continue;
             }
-            if let Err(e) = swarm.dial(addr.clone()) {
-                tracing::warn!(%addr, "cannot dial bootstrap peer: {e}");
+            if config.tuning.discovery {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
+            match by_peer.iter_mut().find(|(p, _)| *p == peer) {
+                Some((_, addrs)) => addrs.push(addr.clone()),
+                None => by_peer.push((peer, vec![addr.clone()])),
+            }
+        }
+        for (peer, addrs) in by_peer {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .build();
+            if let Err(e) = swarm.dial(opts) {
+                tracing::warn!(%peer, "cannot dial bootstrap peer: {e}");
             }
         }
 
@@ -291,10 +319,17 @@ impl EventLoop {
             s.network = config.genesis.network.clone();
             s.network_id = config.genesis.id.short();
             s.hash_rate = worker.as_ref().map_or(0, |w| w.rate);
+            s.kad_mode = match swarm.behaviour().kad.mode() {
+                kad::Mode::Server => "server",
+                kad::Mode::Client => "client",
+            }
+            .to_string();
             // What the store held at start, before the first statistics rebuild.
             s.ledger_receipts = ledger.len();
         }
         let finality = config.genesis.finality;
+        let kad_mode = swarm.behaviour().kad.mode();
+        let kad_protocol = super::behaviour::kad_protocol(&config.genesis)?;
         let mut event_loop = EventLoop {
             swarm,
             genesis: config.genesis,
@@ -361,6 +396,8 @@ impl EventLoop {
             auditor: config.tuning.auditor && config.store.is_none(),
             withhold_receipts: config.tuning.withhold_receipts,
             browsers: foreign::Browsers::default(),
+            reach: reach::Reach::new(reachability, kad_mode),
+            kad_protocol,
         };
         event_loop.load_checkpoints();
         event_loop.seed_standings();
@@ -471,7 +508,10 @@ impl EventLoop {
             self.swarm.close_connection(connection);
             return;
         }
-        if self.discovery {
+        self.reach_identified(peer_id, &info.protocols);
+        // Only DHT servers go in the routing table: a peer in client mode (private, or light)
+        // would be asked for records it does not serve, at addresses nobody may reach.
+        if self.discovery && info.protocols.contains(&self.kad_protocol) {
             for addr in info.listen_addrs {
                 self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
@@ -631,6 +671,12 @@ impl EventLoop {
         services.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.account.cmp(&b.account)));
         services.truncate(1000);
         let connected = self.swarm.connected_peers().count();
+        let connections = self
+            .swarm
+            .network_info()
+            .connection_counters()
+            .num_established();
+        self.reach_stats(connections as usize);
         let entries = self.registry.len();
         let service_count = self.registry.services().count();
         let uptime = self.started.elapsed().as_secs();
@@ -726,25 +772,37 @@ impl EventLoop {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
-                let full = address.with(libp2p::multiaddr::Protocol::P2p(self.peer_id()));
+                // A relayed address already ends with this node's id.
+                let full = match address.iter().last() {
+                    Some(libp2p::multiaddr::Protocol::P2p(_)) => address,
+                    _ => address.with(libp2p::multiaddr::Protocol::P2p(self.peer_id())),
+                };
                 tracing::info!(addr = %full, "listening");
                 self.listen_tx.send_modify(|v| v.push(full));
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
+                endpoint,
                 num_established,
                 ..
             } => {
-                tracing::debug!(peer = %peer_id, "connected");
+                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.reach_connected(connection_id, peer_id, &endpoint);
                 if num_established.get() == 1 {
                     self.send_sync(peer_id, SyncRequest::Hello { from: 0 });
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
+                self.reach_closed(connection_id, peer_id, num_established);
+                if num_established > 0 {
+                    return;
+                }
                 tracing::debug!(peer = %peer_id, "disconnected");
                 self.request_subscribers.remove(&peer_id);
                 self.sub_tx.send_replace(self.request_subscribers.len());
@@ -765,6 +823,21 @@ impl EventLoop {
                 connection_id,
                 info,
             })) => self.on_identified(peer_id, connection_id, info),
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                self.reach_listener_closed(listener_id)
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(ev)) => self.on_autonat_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(ev)) => self.on_relay_server_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(ev)) => {
+                self.on_relay_client_event(ev)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(ev)) => self.on_dcutr_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::ModeChanged { new_mode })) => {
+                self.on_kad_mode(new_mode)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => self.on_gossip_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Results(ev)) => self.on_results_event(ev),
@@ -1611,11 +1684,14 @@ impl EventLoop {
     }
 }
 
+/// The peer an address leads to: its last `/p2p/` (a relayed address names the relay first).
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
+    addr.iter()
+        .filter_map(|p| match p {
+            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+            _ => None,
+        })
+        .last()
 }
 
 fn start_worker(

@@ -38,7 +38,9 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::genesis::Genesis;
-pub use behaviour::{DEFAULT_HELLO_PAGE_BYTES, DEFAULT_REPLICATION, NetTuning};
+pub use behaviour::{
+    AutoNatTuning, DEFAULT_HELLO_PAGE_BYTES, DEFAULT_REPLICATION, NetTuning, Reachability,
+};
 pub use budget::{BudgetConfig, Rate};
 pub use limits::ConnectionCaps;
 /// The request-response messages peers exchange (sync and result delivery) and their codecs:
@@ -343,6 +345,25 @@ impl NodeHandle {
             .context("the node stopped")?;
         let addrs = rx.borrow().clone();
         Ok(addrs)
+    }
+
+    /// Wait until the node listens on an address that `ok` accepts (a relayed one, say), and
+    /// return it.
+    pub async fn wait_listen_addr(
+        &self,
+        timeout: Duration,
+        ok: impl Fn(&Multiaddr) -> bool,
+    ) -> anyhow::Result<Multiaddr> {
+        let mut rx = self.listen.clone();
+        let addrs = tokio::time::timeout(timeout, rx.wait_for(|a| a.iter().any(&ok)))
+            .await
+            .context("the node did not listen on such an address in time")?
+            .context("the node stopped")?;
+        addrs
+            .iter()
+            .find(|a| ok(a))
+            .cloned()
+            .context("the address went away")
     }
 
     /// Wait until at least `n` peers subscribe to the request topic.

@@ -48,6 +48,27 @@ pub struct NodeStats {
     pub peers_wrong_network: u64,
     /// Peers with an open connection.
     pub connected_peers: usize,
+    /// Whether peers can dial this node, as far as it knows: `public` (an address confirmed
+    /// by AutoNAT, or set so), `private` (peers could not dial back, or set so), `unknown`.
+    pub reachability: String,
+    /// The public address AutoNAT confirmed, if any.
+    pub public_address: Option<String>,
+    /// Kademlia's mode: `server` (serves records and routing) or `client` (asks only).
+    pub kad_mode: String,
+    /// Open connections made straight to the peer (TCP or QUIC, including hole-punched ones).
+    pub connections_direct: usize,
+    /// Open connections through a relay (`/p2p-circuit`).
+    pub connections_relayed: usize,
+    /// Relayed connections upgraded to direct ones by hole punching (DCUtR), since start.
+    pub hole_punches: u64,
+    /// Hole punching attempts that failed (the relayed connection stays).
+    pub hole_punch_failures: u64,
+    /// The relay this node holds a reservation on (a private node's way in), if any.
+    pub relay: Option<String>,
+    /// Private peers holding a reservation on this node's relay now.
+    pub relay_reservations: usize,
+    /// Circuits through this node's relay now.
+    pub relay_circuits: usize,
     /// Workers heard from recently (including this node if it is one).
     pub live_workers: usize,
     /// Of those, workers with receipts enough to be proven ([`dpow_protocol::standing`]);
