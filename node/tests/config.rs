@@ -64,7 +64,11 @@ fn flags_beat_the_environment_which_beats_the_file() {
     assert_eq!(v["gpu"], serde_json::json!(["0:1"]));
     // Defaults are filled in, so what is printed is what would run.
     assert_eq!(v["data_dir"], "dpow-data");
-    assert_eq!(v["listen"], serde_json::json!(["/ip4/0.0.0.0/tcp/7075"]));
+    assert_eq!(
+        v["listen"],
+        serde_json::json!(["/ip4/0.0.0.0/tcp/7075", "/ip4/0.0.0.0/udp/7075/quic-v1"])
+    );
+    assert_eq!(v["reachability"], "auto");
     assert_eq!(v["replication"], 3);
 }
 

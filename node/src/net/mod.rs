@@ -2,8 +2,10 @@
 //! request state machines; everything else talks to it through a bounded command channel.
 //!
 //! ```text
-//!   NodeHandle ──commands──▶ EventLoop ◀──events── Swarm (tcp+noise+yamux: identify, kad,
-//!                               │  ▲                        gossipsub, sync, block list)
+//!   NodeHandle ──commands──▶ EventLoop ◀──events── Swarm (tcp+noise+yamux, quic, relay
+//!                               │  ▲                 circuits: identify, autonat, relay,
+//!                               │  │                 dcutr, kad, gossipsub, sync, results,
+//!                               │  │                 limits, block list)
 //!                     solve jobs│  │answers
 //!                               ▼  │
 //!                        solver thread (Dispatcher over CPU and GPUs)
