@@ -75,6 +75,15 @@ impl Reach {
         }
     }
 
+    /// A relay failed this node: it is tried after the others. The tally is forgotten when
+    /// it grows past a bound (old failures say little).
+    fn note_failure(&mut self, relay: PeerId) {
+        if self.failed.len() >= MAX_RELAY_CANDIDATES * 4 {
+            self.failed.clear();
+        }
+        *self.failed.entry(relay).or_default() += 1;
+    }
+
     /// Whether this node should hold a relay reservation now.
     fn wants_relay(&self) -> bool {
         match self.setting {
@@ -193,7 +202,7 @@ impl EventLoop {
             }
             Err(e) => {
                 tracing::warn!(%relay, "cannot listen through relay: {e}");
-                *self.reach.failed.entry(relay).or_default() += 1;
+                self.reach.note_failure(relay);
             }
         }
     }
@@ -206,7 +215,7 @@ impl EventLoop {
             let relay = r.relay;
             tracing::info!(%relay, "relay reservation lost");
             self.reach.relayed = None;
-            *self.reach.failed.entry(relay).or_default() += 1;
+            self.reach.note_failure(relay);
             self.reach.candidates.remove(&relay);
             self.reach_update();
         }
