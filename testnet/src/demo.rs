@@ -380,20 +380,31 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             })
         },
     )?;
-    for p in &procs.0 {
-        let s = p.stats()?;
-        digests.insert(s["ledger_digest"].as_str().unwrap_or("").to_string());
-        epoch = u64_of(&s, "ledger_epoch");
-        if p.role == "worker"
-            && let Ok(account) = s["worker"]["payout"]
-                .as_str()
-                .unwrap_or_default()
-                .parse::<dpow_keys::NanoAccount>()
-        {
-            let credits = u128::from(u64_of(&s, "credits_earned"));
-            if credits > 0 {
-                *earned.entry(account).or_default() += credits;
+    // One snapshot of every node; taken again if an epoch ended while it was taken (the
+    // digest is the current epoch's, so nodes read on either side of the boundary differ).
+    for _ in 0..3 {
+        digests.clear();
+        earned.clear();
+        let mut epochs = std::collections::BTreeSet::new();
+        for p in &procs.0 {
+            let s = p.stats()?;
+            digests.insert(s["ledger_digest"].as_str().unwrap_or("").to_string());
+            epoch = u64_of(&s, "ledger_epoch");
+            epochs.insert(epoch);
+            if p.role == "worker"
+                && let Ok(account) = s["worker"]["payout"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .parse::<dpow_keys::NanoAccount>()
+            {
+                let credits = u128::from(u64_of(&s, "credits_earned"));
+                if credits > 0 {
+                    *earned.entry(account).or_default() += credits;
+                }
             }
+        }
+        if epochs.len() == 1 {
+            break;
         }
     }
     println!(
