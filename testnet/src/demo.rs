@@ -116,6 +116,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         None
     };
     let quic = topo.is_some() && crate::netns::supports_quic(&dpow);
+    let host_flags = if topo.is_some() {
+        crate::netns::node_flags(&dpow)
+    } else {
+        Vec::new()
+    };
     // Where each node runs: its own host in the topology, or loopback.
     let place = |host: &str| -> anyhow::Result<Place> {
         Ok(match &topo {
@@ -178,7 +183,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     let mut procs = Procs::default();
     let start = |name: &str, role: &str, genesis: &std::path::Path, extra: &[String]| {
-        start_node_at(&dpow, d, name, role, genesis, &place(name)?, extra)
+        let mut args = host_flags.clone();
+        args.extend_from_slice(extra);
+        start_node_at(&dpow, d, name, role, genesis, &place(name)?, &args)
     };
     let boot = start("bootstrap", "registrar/bootstrap", &genesis0, &[])?;
     let genesis = d.join("genesis.toml");
@@ -275,6 +282,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             })
         },
     )?;
+
+    if topo.is_some() {
+        // AutoNAT's verdicts: until a node has one it dials no one and serves no DHT.
+        let t0 = Instant::now();
+        wait_until(
+            "every node to learn its reachability",
+            Duration::from_secs(90),
+            || {
+                procs
+                    .0
+                    .iter()
+                    .all(|p| p.stats().is_ok_and(|s| crate::hostnet::settled(&s)))
+            },
+        )?;
+        println!(
+            "every node knows its reachability after {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
 
     let kinds = "send,receive,open,change,epoch";
     println!(

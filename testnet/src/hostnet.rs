@@ -179,6 +179,13 @@ impl HostNet {
                     && (p.role != "worker" || num(s, "live_workers") >= n)
             },
         )?;
+        // A node that judges its reachability (AutoNAT) dials other peers and serves the DHT
+        // only once it knows: wait for every verdict before anything is done to the network.
+        net.wait_all(
+            "every node to learn its reachability",
+            Duration::from_secs(90),
+            |_, s| settled(s),
+        )?;
         Ok(net)
     }
 
@@ -196,7 +203,8 @@ impl HostNet {
             listen: host.listen(self.quic),
             http: crate::netns::HTTP.into(),
         };
-        let mut args = self.options.all.clone();
+        let mut args = crate::netns::node_flags(&self.dpow);
+        args.extend(self.options.all.clone());
         args.extend_from_slice(extra);
         let p = start_node_at(&self.dpow, self.dir(), name, role, genesis, &place, &args)?;
         self.nodes.push(p);
@@ -324,6 +332,14 @@ impl HostNet {
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().map_or(Path::new("."), |d| d.path())
     }
+}
+
+/// Whether a node knows its reachability (`public` or `private`; a node that does not report
+/// it counts as knowing).
+pub fn settled(s: &Value) -> bool {
+    s.get("reachability")
+        .and_then(Value::as_str)
+        .is_none_or(|r| r != "unknown")
 }
 
 /// A number from a node's statistics (0 when absent: fields the node does not have yet).

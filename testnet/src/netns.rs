@@ -462,6 +462,21 @@ pub fn supports_quic(dpow: &std::path::Path) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("quic"))
 }
 
+/// The `dpow node` options every node on these hosts gets: `--lan` where the binary has it, so
+/// AutoNAT counts peers on the topology's private addresses (10.0.0.0/24 stands for the
+/// internet here) when it judges reachability.
+pub fn node_flags(dpow: &std::path::Path) -> Vec<String> {
+    let has = Command::new(dpow)
+        .args(["node", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--lan"));
+    if has {
+        vec!["--lan".into()]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Whether namespaces, veths and nftables work here; the reason when not. Checked once.
 pub fn available() -> Result<(), String> {
     static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
