@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 use dpow_testnet::hostnet::{HostNet, HostOptions, num};
 use dpow_testnet::netns::{self, Layout, Link};
 use dpow_testnet::procs::dpow_json;
-use load::{Load, Outcome, work_generate};
+use load::{Load, Outcome, work_generate, work_generate_at};
+
+/// The hardest the test profile accepts (64 times its hardest threshold): about 2^26
+/// expected hashes, a call that stays open a second or two.
+const SLOW: &str = "ffffffc000000000";
 
 /// How long `partition_heals` holds its partition: well inside an epoch's finality.
 const PARTITION: Duration = Duration::from_secs(8);
@@ -187,9 +191,22 @@ fn rolling_restart() {
     let names: Vec<String> = net.nodes.iter().map(|p| p.name().to_string()).collect();
     let t0 = Instant::now();
     for name in &names {
+        // The service stops with a slow call open, the only one: it must answer it before it
+        // goes (a node that exited 100 ms after SIGTERM dropped it: "no JSON answer").
+        let slow = (name == "service").then(|| {
+            load.pause();
+            slow_call_open(&net)
+        });
         let node = net.node_mut(name).unwrap();
-        let status = node.terminate(Duration::from_secs(30)).unwrap();
+        let status = node.terminate(Duration::from_secs(70)).unwrap();
         assert!(status.success(), "{name} exited with {status}");
+        if let Some(slow) = slow {
+            match slow.join().unwrap() {
+                Outcome::Answered { .. } => {}
+                other => panic!("the call open while the service stopped: {other:?}"),
+            }
+            load.resume();
+        }
         node.restart_with(&genesis).unwrap();
         net.wait_all(
             &format!("{name} back in the mesh"),
@@ -213,6 +230,40 @@ fn rolling_restart() {
         report.line()
     );
     assert!(report.lost.is_empty(), "lost requests: {:?}", report.lost);
+}
+
+/// Open a slow call on the service (the only one) and return once a worker is solving it; a
+/// call that luck answers at once is replaced by another.
+fn slow_call_open(net: &HostNet) -> std::thread::JoinHandle<Outcome> {
+    let service = net.node("service").unwrap();
+    for i in 0..5 {
+        let ns = net.topo.host("service").unwrap().ns.clone();
+        let before = num(&service.stats().unwrap(), "submitted");
+        let slow = std::thread::spawn(move || work_generate_at(&ns, 9000 + i, SLOW));
+        dpow_testnet::procs::wait_until(
+            "the slow call to reach a worker",
+            Duration::from_secs(30),
+            || {
+                slow.is_finished()
+                    || (service.stats().is_ok_and(|s| num(&s, "submitted") > before)
+                        && ["worker1", "worker2"].iter().any(|w| {
+                            net.node(w)
+                                .unwrap()
+                                .stats()
+                                .is_ok_and(|s| !s["solving"].is_null())
+                        }))
+            },
+        )
+        .unwrap();
+        if !slow.is_finished() {
+            return slow;
+        }
+        match slow.join().unwrap() {
+            Outcome::Answered { .. } => {}
+            other => panic!("a slow call: {other:?}"),
+        }
+    }
+    panic!("five slow calls in a row were answered at once");
 }
 
 /// Only workers behind NAT: they solve the requests and the receipts credit their payout

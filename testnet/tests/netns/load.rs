@@ -26,14 +26,23 @@ pub(crate) enum Outcome {
 }
 
 /// Request `i`'s block hash: distinct per `i`.
-fn root(i: u64) -> String {
+pub(crate) fn root(i: u64) -> String {
     format!("{:032X}{:032X}", 0xD907_u128, u128::from(i))
 }
 
 /// `work_generate` for root `i` against the service on this thread's namespace's loopback.
 fn post(i: u64) -> Outcome {
+    post_at(i, None)
+}
+
+/// [`post`] at a `difficulty` of its own (hex), if given.
+fn post_at(i: u64, difficulty: Option<&str>) -> Outcome {
     let hash = root(i);
-    let body = serde_json::json!({"action": "work_generate", "hash": hash}).to_string();
+    let mut body = serde_json::json!({"action": "work_generate", "hash": hash});
+    if let Some(d) = difficulty {
+        body["difficulty"] = d.into();
+    }
+    let body = body.to_string();
     let t0 = Instant::now();
     let mut s = match TcpStream::connect(netns::HTTP) {
         Ok(s) => s,
@@ -63,7 +72,10 @@ fn post(i: u64) -> Outcome {
     let (Ok(r), Ok(w)) = (hash.parse::<Root>(), work.parse::<Work>()) else {
         return Outcome::Lost(format!("{hash}: unreadable work {work}"));
     };
-    let threshold = Profile::test().threshold(BlockKind::Send).0;
+    let threshold = match difficulty {
+        Some(d) => u64::from_str_radix(d, 16).unwrap_or(u64::MAX),
+        None => Profile::test().threshold(BlockKind::Send).0,
+    };
     if dpow_testkit::reference::work_value(&r, w) < threshold {
         return Outcome::Lost(format!("{hash}: work {work} below the threshold"));
     }
@@ -76,6 +88,12 @@ fn post(i: u64) -> Outcome {
 /// One `work_generate` for root `i`, from inside namespace `ns`.
 pub(crate) fn work_generate(ns: &str, i: u64) -> Outcome {
     netns::in_ns(ns, || post(i)).unwrap_or_else(|e| Outcome::Lost(format!("{e:#}")))
+}
+
+/// [`work_generate`] at a `difficulty` of its own (hex).
+pub(crate) fn work_generate_at(ns: &str, i: u64, difficulty: &str) -> Outcome {
+    netns::in_ns(ns, || post_at(i, Some(difficulty)))
+        .unwrap_or_else(|e| Outcome::Lost(format!("{e:#}")))
 }
 
 /// What a load saw.
@@ -119,6 +137,10 @@ impl Report {
 /// Requests one after another from the service's host until stopped.
 pub(crate) struct Load {
     stop: Arc<AtomicBool>,
+    /// While set, no new request is sent.
+    paused: Arc<AtomicBool>,
+    /// Set while a request is out.
+    busy: Arc<AtomicBool>,
     answered: Arc<AtomicU64>,
     thread: JoinHandle<Report>,
 }
@@ -128,19 +150,38 @@ impl Load {
     pub(crate) fn start(net: &HostNet) -> anyhow::Result<Load> {
         let ns = net.topo.host("service")?.ns.clone();
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(AtomicU64::new(0));
         let (s, a) = (stop.clone(), answered.clone());
+        let (p, b) = (paused.clone(), busy.clone());
         let thread = std::thread::spawn(move || {
-            netns::in_ns(&ns, || run(&s, &a)).unwrap_or_else(|e| Report {
+            netns::in_ns(&ns, || run(&s, &p, &b, &a)).unwrap_or_else(|e| Report {
                 lost: vec![format!("the client could not run: {e:#}")],
                 ..Report::default()
             })
         });
         Ok(Load {
             stop,
+            paused,
+            busy,
             answered,
             thread,
         })
+    }
+
+    /// Send nothing more until [`Load::resume`]; returns once no request is out.
+    pub(crate) fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        let _ =
+            dpow_testnet::procs::wait_until("the load to pause", Duration::from_secs(70), || {
+                !self.busy.load(Ordering::SeqCst)
+            });
+    }
+
+    /// Send again.
+    pub(crate) fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
     }
 
     /// Requests answered so far.
@@ -163,11 +204,20 @@ impl Load {
     }
 }
 
-fn run(stop: &AtomicBool, answered: &AtomicU64) -> Report {
+fn run(stop: &AtomicBool, paused: &AtomicBool, busy: &AtomicBool, answered: &AtomicU64) -> Report {
     let mut r = Report::default();
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        match post(i) {
+        busy.store(true, Ordering::SeqCst);
+        if paused.load(Ordering::SeqCst) {
+            busy.store(false, Ordering::SeqCst);
+            // Paused by the test: look again shortly.
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let outcome = post(i);
+        busy.store(false, Ordering::SeqCst);
+        match outcome {
             Outcome::Answered { source, ms } => {
                 r.answered += 1;
                 r.latencies_ms.push(ms);
