@@ -5,9 +5,10 @@
 #
 #   scripts/deps.sh            packages for building dpow
 #   scripts/deps.sh --opencl   also OpenCL headers and PoCL (a CPU OpenCL driver) for GPU tests
+#   scripts/deps.sh --netns    also iproute2 and nftables (the testnet on network namespaces)
 #   scripts/deps.sh --test     everything the test suite needs: OpenCL/PoCL, Chromium,
-#                              Node.js (the WebAssembly kernel's tests), and sccache (caches
-#                              RocksDB's C++ build between runs)
+#                              Node.js (the WebAssembly kernel's tests), sccache (caches
+#                              RocksDB's C++ build between runs), iproute2 and nftables
 set -euo pipefail
 
 # libclang-dev: bindgen for RocksDB's C API (librocksdb-sys).
@@ -18,7 +19,8 @@ want=(pkg-config libclang-dev rustc libstd-rust-dev-wasm32 lld)
 for arg in "$@"; do
   case "$arg" in
     --opencl) want+=(ocl-icd-opencl-dev pocl-opencl-icd) ;;
-    --test) want+=(ocl-icd-opencl-dev pocl-opencl-icd chromium nodejs sccache) ;;
+    --netns) want+=(iproute2 nftables) ;;
+    --test) want+=(ocl-icd-opencl-dev pocl-opencl-icd chromium nodejs sccache iproute2 nftables) ;;
     *) echo "deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done

@@ -6,11 +6,17 @@
 #   testnet/run.sh                    4 workers, 50 requests, low-difficulty test profile
 #   testnet/run.sh --keep             leave the network running until Ctrl-C
 #   testnet/run.sh --profile nano     Nano's real thresholds (slow on a CPU)
+#   testnet/run.sh --netns            every node on its own host in a network namespace (root):
+#                                     a public segment and two homes behind NAT
 #   testnet/run.sh --help             every option
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh
+if [[ " $* " == *" --netns "* ]]; then
+  scripts/deps.sh --netns
+else
+  scripts/deps.sh
+fi
 if command -v sccache >/dev/null && [[ -z "${RUSTC_WRAPPER:-}" ]]; then
   export RUSTC_WRAPPER=sccache
 fi

@@ -127,6 +127,24 @@ pub struct Gateway {
     accounts: Mutex<std::collections::HashSet<PublicKey>>,
     /// Tells the websocket follower about newly seen accounts.
     new_accounts: tokio::sync::watch::Sender<usize>,
+    /// Calls being served (a stopping node waits until none is left).
+    calls: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts a call while it is served.
+struct CallGuard(Arc<Gateway>);
+
+impl CallGuard {
+    fn new(gw: &Arc<Gateway>) -> CallGuard {
+        gw.calls.send_modify(|n| *n += 1);
+        CallGuard(gw.clone())
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.calls.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Most accounts tracked for precaching.
@@ -185,9 +203,17 @@ impl Gateway {
             cache: Mutex::new(Precache::with_cap(MAX_PRECACHED)),
             accounts: Mutex::new(std::collections::HashSet::new()),
             new_accounts: tokio::sync::watch::channel(0).0,
+            calls: tokio::sync::watch::channel(0).0,
         };
         gw.load_cache();
         Arc::new(gw)
+    }
+
+    /// Resolves when no call is being served: a node stopping after its HTTP server has
+    /// stopped accepting waits for this, so the calls it took are answered.
+    pub async fn idle(&self) {
+        let mut calls = self.calls.subscribe();
+        let _ = calls.wait_for(|n| *n == 0).await;
     }
 
     /// The routes: `POST /` for the work-server actions.
@@ -614,6 +640,7 @@ fn authorised(gw: &Gateway, headers: &HeaderMap) -> bool {
 }
 
 async fn rpc(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    let _call = CallGuard::new(&gw);
     match handle(gw, headers, body).await {
         Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
         Err(e) => e.into_response(),

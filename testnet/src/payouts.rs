@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use dpow_keys::NanoAccount;
 use serde_json::Value;
 
-use crate::procs::{dpow_json, dpow_text};
+use crate::procs::{Dpow, dpow_json, dpow_text};
 
 /// The wallet seed of the testnet's payout accounts: the blake2b-256 of a public phrase, so
 /// anyone can open the same accounts in a Nano wallet. Test accounts only: never fund them.
@@ -41,7 +41,7 @@ const FINAL_AFTER_MS: u64 = 15_000 + 2_000;
 /// Close the run's books and show them paid. `dial` is a node to go through; `epochs` the
 /// epochs the run's receipts fell in; `accounts` the workers' payout accounts.
 pub fn summary(
-    dpow: &Path,
+    dpow: &Dpow,
     dir: &Path,
     genesis: &str,
     dial: &str,
@@ -176,7 +176,7 @@ pub fn summary(
 }
 
 /// Wait until the node at `dial` holds the registrar's checkpoint of `epoch`.
-fn wait_for_checkpoint(dpow: &Path, genesis: &str, dial: &str, epoch: u64) -> anyhow::Result<()> {
+fn wait_for_checkpoint(dpow: &Dpow, genesis: &str, dial: &str, epoch: u64) -> anyhow::Result<()> {
     let t0 = Instant::now();
     loop {
         let v: Value = dpow_json(

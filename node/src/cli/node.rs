@@ -36,6 +36,10 @@ pub enum NodeAction {
     Backup(super::backup::BackupArgs),
 }
 
+/// The longest a stopping service node waits for the work API calls it took (a call lives a
+/// minute at most).
+const WORK_API_DRAIN: Duration = Duration::from_secs(65);
+
 /// Wait for Ctrl-C or SIGTERM.
 async fn wait_for_stop() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -269,6 +273,7 @@ async fn serve(
     let node = std::sync::Arc::new(net::spawn(config).await?);
     let addrs = node.listen_addrs(Duration::from_secs(10)).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut work_api = None;
     let http_url = match http {
         Some((addr, stats_token)) => {
             let mut app = crate::http::router(node.stats_reader());
@@ -277,6 +282,7 @@ async fn serve(
             }
             if let Some(g) = gateway {
                 let gw = Gateway::new(node.clone(), g);
+                work_api = Some(gw.clone());
                 if let Some(url) = websocket.clone() {
                     tokio::spawn(gw.clone().follow_confirmations(url));
                 }
@@ -364,6 +370,15 @@ async fn serve(
     out.progress_done();
     tracing::info!("stopping");
     let _ = stop_http.send(());
+    // New connections are refused now; the work API's calls already taken (a work_generate
+    // waiting for the network) are answered before the node goes: a restart loses none.
+    if let Some(gw) = work_api
+        && tokio::time::timeout(WORK_API_DRAIN, gw.idle())
+            .await
+            .is_err()
+    {
+        tracing::warn!("work API calls still open after {WORK_API_DRAIN:?}: stopping anyway");
+    }
     // The HTTP server holds a handle until it has stopped; dropping the last one stops the node.
     drop(node);
     tokio::time::sleep(Duration::from_millis(100)).await;
