@@ -280,15 +280,25 @@ fn nat_worker_is_paid() {
             other => panic!("request {i}: {other:?}"),
         }
     }
-    let winners: Vec<(String, String)> = ["worker1", "worker2"]
-        .iter()
-        .filter_map(|w| {
-            let s = net.node(w).unwrap().stats().unwrap();
-            let won = s["worker"]["won"].as_u64().unwrap_or(0);
-            let payout = s["worker"]["payout"].as_str().unwrap_or("").to_string();
-            (won > 0).then(|| (w.to_string(), payout))
-        })
-        .collect();
+    // A worker counts a win once the service's receipt for it arrives, a moment after the
+    // answer: wait for it (bounded) rather than read once.
+    let winners_now = || -> Vec<(String, String)> {
+        ["worker1", "worker2"]
+            .iter()
+            .filter_map(|w| {
+                let s = net.node(w).unwrap().stats().unwrap();
+                let won = s["worker"]["won"].as_u64().unwrap_or(0);
+                let payout = s["worker"]["payout"].as_str().unwrap_or("").to_string();
+                (won > 0).then(|| (w.to_string(), payout))
+            })
+            .collect()
+    };
+    let t_won = Instant::now();
+    let mut winners = winners_now();
+    while winners.is_empty() && t_won.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+        winners = winners_now();
+    }
     assert!(!winners.is_empty(), "no worker behind NAT won a request");
     let relay = net.node("relay").unwrap().listen.clone();
     let g = net.genesis.to_string_lossy().into_owned();
