@@ -237,36 +237,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     let g = genesis.to_string_lossy().into_owned();
     let rk = d.join("registrar.key").to_string_lossy().into_owned();
-    dpow_json(
-        &cli,
-        &[
-            "registry",
-            "--genesis",
-            &g,
-            "register-service",
-            "--key",
-            &rk,
-            "--service",
-            &service_acct,
-            "--name",
-            "testnet service",
-        ],
-    )?;
-    dpow_json(
-        &cli,
-        &[
-            "registry",
-            "--genesis",
-            &g,
-            "grant",
-            "--key",
-            &rk,
-            "--service",
-            &service_acct,
-            "--credits",
-            "1000000",
-        ],
-    )?;
+    crate::procs::register_service(&cli, &g, &rk, &service_acct, "testnet service")?;
     println!("\nregistered service {service_acct}");
 
     // Every node holds the registry and every worker knows every other before requests flow.

@@ -140,36 +140,7 @@ impl HostNet {
         let cli = net.cli()?;
         let g = genesis.to_string_lossy().into_owned();
         let rk = d.join("registrar.key").to_string_lossy().into_owned();
-        dpow_json(
-            &cli,
-            &[
-                "registry",
-                "--genesis",
-                &g,
-                "register-service",
-                "--key",
-                &rk,
-                "--service",
-                &service,
-                "--name",
-                "netns service",
-            ],
-        )?;
-        dpow_json(
-            &cli,
-            &[
-                "registry",
-                "--genesis",
-                &g,
-                "grant",
-                "--key",
-                &rk,
-                "--service",
-                &service,
-                "--credits",
-                "1000000",
-            ],
-        )?;
+        crate::procs::register_service(&cli, &g, &rk, &service, "netns service")?;
         let n = workers.len() as u64;
         net.wait_all(
             "the registry and worker announcements to spread",

@@ -230,6 +230,35 @@ pub fn dpow_text(dpow: &Dpow, args: &[&str]) -> anyhow::Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("output of dpow {}", args[0]))
 }
 
+/// Register `service` under `name` with the registrar key at `registrar_key` and grant it a
+/// million credits, through `dpow registry` (the demo and the namespace networks both do).
+pub fn register_service(
+    dpow: &Dpow,
+    genesis: &str,
+    registrar_key: &str,
+    service: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let base = ["registry", "--genesis", genesis];
+    let register = [
+        "register-service",
+        "--key",
+        registrar_key,
+        "--service",
+        service,
+    ];
+    dpow_json(
+        dpow,
+        &[&base[..], &register[..], &["--name", name]].concat(),
+    )?;
+    let grant = ["grant", "--key", registrar_key, "--service", service];
+    dpow_json(
+        dpow,
+        &[&base[..], &grant[..], &["--credits", "1000000"]].concat(),
+    )?;
+    Ok(())
+}
+
 /// Run `dpow --json ARGS` and parse its output.
 pub fn dpow_json(dpow: &Dpow, args: &[&str]) -> anyhow::Result<Value> {
     let out = dpow
