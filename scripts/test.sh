@@ -11,6 +11,17 @@ if command -v sccache >/dev/null && [[ -z "${RUSTC_WRAPPER:-}" ]]; then
   export RUSTC_WRAPPER=sccache
 fi
 
+# CI builds once from clean: incremental state would only cost disk (and sccache cannot cache
+# incrementally built crates).
+if [[ -n "${CI:-}" ]]; then
+  export CARGO_INCREMENTAL=0
+fi
+# The build is tens of GB; when a machine's disk runs out the linker dies with a bus error, so
+# say how much there was.
+disk() { echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free; target $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)"; }
+disk
+trap disk EXIT
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
