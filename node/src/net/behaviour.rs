@@ -408,11 +408,16 @@ impl Behaviour {
                 ..autonat::Config::default()
             },
         );
-        let relay = Toggle::from(
-            tuning
-                .relay_server
-                .then(|| relay::Behaviour::new(peer_id, relay_limits())),
-        );
+        // The relay's status is fixed here, not left to follow external addresses: on every
+        // change libp2p-relay 0.22 notifies each connection's handler, relayed ones included,
+        // whose handler is a dummy, and that connection's task panics (seen on the namespace
+        // testnet when a private node that had dialed a peer through a relay confirmed its
+        // own relayed address). Offered from the start, within `relay_limits`.
+        let relay = Toggle::from(tuning.relay_server.then(|| {
+            let mut r = relay::Behaviour::new(peer_id, relay_limits());
+            r.set_status(Some(relay::Status::Enable));
+            r
+        }));
         let dcutr = dcutr::Behaviour::new(peer_id);
 
         // Messages are our own signed envelopes, so gossipsub's own signatures would only cost
