@@ -226,6 +226,29 @@ impl HostNet {
         })
     }
 
+    /// Sign and publish the registrar's checkpoint of (final) `epoch`, through the node on
+    /// host `via`: what `dpow registry checkpoint --json` printed.
+    pub fn checkpoint(&self, via: &str, epoch: u64) -> anyhow::Result<Value> {
+        let g = self.genesis.to_string_lossy().into_owned();
+        let key = self.dir().join("registrar.key");
+        let dial = self.node(via)?.listen.clone();
+        dpow_json(
+            &self.cli()?,
+            &[
+                "registry",
+                "--genesis",
+                &g,
+                "--dial",
+                &dial,
+                "checkpoint",
+                "--key",
+                &key.to_string_lossy(),
+                "--epoch",
+                &epoch.to_string(),
+            ],
+        )
+    }
+
     /// Wait until `ok` holds for every running node's statistics.
     pub fn wait_all(
         &self,

@@ -38,6 +38,17 @@ pub const REQUEST_LIFETIME_S: &str = "15";
 const EPOCH_MS: u64 = 10_000;
 const FINAL_AFTER_MS: u64 = 15_000 + 2_000;
 
+/// The epoch (of [`GENESIS_TIMES`]) that unix time `ms` falls in.
+pub fn epoch_of(ms: u64) -> u64 {
+    ms / EPOCH_MS
+}
+
+/// When (unix ms) `epoch` of [`GENESIS_TIMES`] becomes final: its end, plus the request
+/// lifetime and the grace.
+pub fn final_at(epoch: u64) -> u64 {
+    (epoch + 1) * EPOCH_MS + FINAL_AFTER_MS
+}
+
 /// Close the run's books and show them paid. `dial` is a node to go through; `epochs` the
 /// epochs the run's receipts fell in; `accounts` the workers' payout accounts.
 pub fn summary(
@@ -56,15 +67,15 @@ pub fn summary(
         "\n== payouts (workers paid at accounts of the test wallet seed {}: open it in any Nano wallet to see them; never fund them)",
         hex::encode_upper(test_wallet_seed())
     );
-    let final_at = (last + 1) * EPOCH_MS + FINAL_AFTER_MS;
+    let due = final_at(last);
     let now = dpow_node::net::now_ms();
-    if final_at > now {
+    if due > now {
         println!(
             "waiting {:.1} s for epoch {last} to be final (epoch end + request lifetime + grace), when no receipt can enter it any more",
-            (final_at - now) as f64 / 1000.0
+            (due - now) as f64 / 1000.0
         );
         // A point on the clock, not an event.
-        std::thread::sleep(Duration::from_millis(final_at - now + 100));
+        std::thread::sleep(Duration::from_millis(due - now + 100));
     }
     let key = dir.join("registrar.key").to_string_lossy().into_owned();
     let mut paid: BTreeSet<String> = BTreeSet::new();

@@ -197,7 +197,8 @@ impl Dpow {
         }
     }
 
-    /// A command running it (in its namespace), logging at `info`.
+    /// A command running it (in its namespace), logging at `info`, or at what
+    /// `DPOW_TEST_LOG` says (a `DPOW_LOG` filter, to debug a test's nodes).
     pub fn cmd(&self) -> Command {
         let mut c = match &self.netns {
             Some(ns) => {
@@ -207,7 +208,8 @@ impl Dpow {
             }
             None => Command::new(&self.bin),
         };
-        c.env("DPOW_LOG", "info");
+        let level = std::env::var("DPOW_TEST_LOG").unwrap_or_else(|_| "info".into());
+        c.env("DPOW_LOG", level);
         c
     }
 }
