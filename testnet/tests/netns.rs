@@ -12,8 +12,10 @@ mod load;
 
 use std::time::{Duration, Instant};
 
+use dpow_node::net::now_ms;
 use dpow_testnet::hostnet::{HostNet, HostOptions, num};
 use dpow_testnet::netns::{self, Layout, Link};
+use dpow_testnet::payouts::{epoch_of, final_at};
 use dpow_testnet::procs::dpow_json;
 use load::{Load, Outcome, work_generate, work_generate_at};
 
@@ -23,6 +25,10 @@ const SLOW: &str = "ffffffc000000000";
 
 /// How long `partition_heals` holds its partition: well inside an epoch's finality.
 const PARTITION: Duration = Duration::from_secs(8);
+
+/// How long `long_partition_heals` holds its partition: longer than an epoch's finality
+/// (10 s epoch + 15 s request lifetime + 2 s grace), so epochs close while the homes are dark.
+const LONG_PARTITION: Duration = Duration::from_secs(35);
 
 /// Build a network, or say why this test is skipped (and fail where it must run).
 fn network(test: &str, options: HostOptions) -> Option<HostNet> {
@@ -113,6 +119,83 @@ fn partition_heals() {
         report.answered - cut_at,
         service_receipts,
         healed.elapsed().as_secs_f64()
+    );
+    assert!(report.lost.is_empty(), "lost requests: {:?}", report.lost);
+}
+
+/// A partition longer than finality: epochs close while the homes are cut off, so after
+/// healing the receipts the homes missed in them pass the finality rule only when vouched for
+/// by a registrar's checkpoint. The registrar checkpoints the epochs already final while the
+/// homes are still dark (a checkpoint they cannot hear of when it is published), heal, then
+/// the rest once final; the ledgers converge on every node.
+#[test]
+fn long_partition_heals() {
+    let Some(net) = network(
+        "long_partition_heals",
+        options(1, 2, &["--fallback-after", "1"]),
+    ) else {
+        return;
+    };
+    let load = Load::start(&net).unwrap();
+    load.wait_answered(5, Duration::from_secs(60)).unwrap();
+
+    net.topo.link_down(Link::Home(1)).unwrap();
+    net.topo.link_down(Link::Home(2)).unwrap();
+    let first = epoch_of(now_ms());
+    let cut_at = load.answered();
+    // The fault's length (not a wait for an event).
+    std::thread::sleep(LONG_PARTITION);
+    let report = load.stop();
+    let last = epoch_of(now_ms());
+    let receipts = |name: &str| num(&net.node(name).unwrap().stats().unwrap(), "ledger_receipts");
+    assert!(
+        receipts("service") > receipts("worker1"),
+        "the homes missed no receipt: the cut was not real"
+    );
+    let checkpoint = |epoch: u64| {
+        let c = net.checkpoint("service", epoch).unwrap();
+        eprintln!(
+            "long_partition_heals: checkpoint of epoch {epoch}: {} receipts",
+            c["receipts"]
+        );
+    };
+    let mut next = first;
+    while final_at(next) < now_ms() {
+        checkpoint(next);
+        next += 1;
+    }
+    assert!(next > first, "no epoch closed during the cut");
+    net.topo.link_up(Link::Home(1)).unwrap();
+    net.topo.link_up(Link::Home(2)).unwrap();
+    let healed = Instant::now();
+
+    // A point on the clock, not an event: the registrar may sign only final epochs.
+    std::thread::sleep(Duration::from_millis(
+        final_at(last).saturating_sub(now_ms()) + 200,
+    ));
+    let checkpointed = Instant::now();
+    for epoch in next..=last {
+        checkpoint(epoch);
+    }
+    let service_receipts = receipts("service");
+    net.wait_all(
+        "the ledgers to converge after the checkpoints",
+        Duration::from_secs(90),
+        |_, s| num(s, "ledger_receipts") >= service_receipts,
+    )
+    .unwrap();
+    dpow_testnet::procs::wait_until("every ledger to agree", Duration::from_secs(30), || {
+        net.ledgers_agree(&[])
+    })
+    .unwrap();
+    eprintln!(
+        "long_partition_heals: {}; partition held {:.0} s, {} answered in it; epochs {first}..{next} checkpointed during the cut, {next}..={last} {:.1} s after healing; {} receipts on every node {:.1} s after the last checkpoint",
+        report.line(),
+        LONG_PARTITION.as_secs_f64(),
+        report.answered - cut_at,
+        (checkpointed - healed).as_secs_f64(),
+        service_receipts,
+        checkpointed.elapsed().as_secs_f64()
     );
     assert!(report.lost.is_empty(), "lost requests: {:?}", report.lost);
 }

@@ -21,13 +21,13 @@ pub(crate) const MAX_GOSSIP_BYTES: usize = 2048;
 const MAX_FRAME_BYTES: usize = 256 * 1024;
 /// Most registry entries and worker statuses a node offers in `Hello` pages (each list).
 pub(crate) const MAX_SYNC_ITEMS: usize = 20_000;
-/// The sync protocol's name under the network (`/dpow/<network id>/sync/3`): version 3 pages
-/// `Hello` and may answer `Busy`.
-pub(crate) const SYNC_PROTOCOL: &str = "sync/3";
+/// The sync protocol's name under the network (`/dpow/<network id>/sync/4`): version 3 paged
+/// `Hello` and may answer `Busy`; version 4 adds `Checkpoints`.
+pub(crate) const SYNC_PROTOCOL: &str = "sync/4";
 /// The most bytes of envelopes in one `Hello` page, by default.
 pub const DEFAULT_HELLO_PAGE_BYTES: usize = 256 * 1024;
 
-/// The sync protocol (`/dpow/<network id>/sync/3`): what a node asks a peer for.
+/// The sync protocol (`/dpow/<network id>/sync/4`): what a node asks a peer for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SyncRequest {
     /// On connecting: the registry entries, the latest worker statuses and the newest
@@ -51,6 +51,14 @@ pub enum SyncRequest {
     Fetch {
         /// The ids wanted.
         ids: serde_bytes_vec::Bytes,
+    },
+    /// The registrars' checkpoints the peer holds of these epochs (at most
+    /// [`MAX_SYNC_CHECKPOINTS`] epochs): asked when a final epoch's digest differs and no
+    /// checkpoint held vouches for the peer's, since one published while this node was cut
+    /// off never reaches it by gossip.
+    Checkpoints {
+        /// The epochs.
+        epochs: Vec<u64>,
     },
 }
 
@@ -97,6 +105,9 @@ pub enum SyncResponse {
     },
     /// Receipt envelopes, for the ids the peer holds.
     Receipts(Vec<serde_bytes_vec::Bytes>),
+    /// Signed checkpoints of the epochs asked, at most [`MAX_SYNC_CHECKPOINTS`] and the
+    /// answering node's page size in bytes.
+    Checkpoints(Vec<serde_bytes_vec::Bytes>),
     /// Any request: the asker is over its sync budget; ask again after `retry_ms`.
     Busy {
         /// Milliseconds until the asker's budget allows an answer again.
@@ -110,6 +121,8 @@ pub(crate) const MAX_SYNC_EPOCHS: usize = 4096;
 pub(crate) const MAX_SYNC_IDS: usize = 4096;
 /// Most receipts fetched in one request (~256 KiB).
 pub(crate) const MAX_SYNC_FETCH: usize = 512;
+/// Most epochs in one checkpoint request, and most checkpoints in its answer.
+pub(crate) const MAX_SYNC_CHECKPOINTS: usize = 16;
 
 /// Byte strings that serialise as CBOR byte strings, not arrays of numbers.
 pub(crate) mod serde_bytes_vec {

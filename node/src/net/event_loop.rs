@@ -1641,8 +1641,8 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                self.sync_answered(&request_id);
-                self.on_sync_failure(peer, &error);
+                let sent = self.sync_answered(&request_id);
+                self.on_sync_failure(peer, sent, &error);
             }
             _ => {}
         }

@@ -86,13 +86,13 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "sync_request",
-        covers: "/dpow/sync/3 requests (Hello pages, Digests, Ids, Fetch) through the node's CBOR codec",
+        covers: "/dpow/sync/4 requests (Hello pages, Digests, Ids, Fetch, Checkpoints) through the node's CBOR codec",
         run: sync_request,
         seeds: sync::request_seeds,
     },
     Target {
         name: "sync_response",
-        covers: "/dpow/sync/3 answers (Busy included) through the codec, every envelope in them validated",
+        covers: "/dpow/sync/4 answers (Busy included) through the codec, every envelope in them validated",
         run: sync_response,
         seeds: sync::response_seeds,
     },

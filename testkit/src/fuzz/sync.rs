@@ -1,5 +1,5 @@
 //! Harnesses for what peers send over request-response and Kademlia: the sync protocol
-//! (`/dpow/sync/3`), result delivery (`/dpow/result/1`), both through the node's own CBOR codec
+//! (`/dpow/sync/4`), result delivery (`/dpow/result/1`), both through the node's own CBOR codec
 //! ([`SyncCodec`], [`ResultCodec`]), and DHT record values.
 //!
 //! Properties: a decoded message re-encodes to bytes that decode to a message that re-encodes
@@ -28,7 +28,7 @@ use crate::builders::NOW;
 /// (the node's own caps are in the thousands).
 const ITEMS: usize = 32;
 
-const SYNC: StreamProtocol = StreamProtocol::new("/dpow/sync/3");
+const SYNC: StreamProtocol = StreamProtocol::new("/dpow/sync/4");
 const RESULT: StreamProtocol = StreamProtocol::new("/dpow/result/1");
 
 fn read_sync_request(bytes: &[u8]) -> std::io::Result<SyncRequest> {
@@ -82,7 +82,7 @@ pub fn sync_request(bytes: &[u8]) {
         return;
     };
     match &req {
-        SyncRequest::Hello { .. } | SyncRequest::Digests => {}
+        SyncRequest::Hello { .. } | SyncRequest::Digests | SyncRequest::Checkpoints { .. } => {}
         SyncRequest::Ids { after, .. } => {
             let _ = after.as_ref().map(ids);
         }
@@ -142,6 +142,11 @@ pub fn sync_response(bytes: &[u8]) {
         SyncResponse::Receipts(list) => each(list, |b| {
             if let Ok(s) = v.check_receipt(b, &f.net.registry, NOW) {
                 accepted::<Receipt>(&s, b);
+            }
+        }),
+        SyncResponse::Checkpoints(list) => each(list, |b| {
+            if let Ok(s) = v.check_checkpoint(b, &f.net.registry, NOW) {
+                accepted::<Checkpoint>(&s, b);
             }
         }),
         SyncResponse::Busy { .. } => {}
@@ -244,6 +249,9 @@ pub(super) fn request_seeds() -> Vec<Vec<u8>> {
         write_sync_request(SyncRequest::Fetch {
             ids: Bytes([id.clone(), id].concat()),
         }),
+        write_sync_request(SyncRequest::Checkpoints {
+            epochs: vec![19_674, 19_675],
+        }),
     ]
 }
 
@@ -271,6 +279,7 @@ pub(super) fn response_seeds() -> Vec<Vec<u8>> {
             more: true,
         }),
         write_sync_response(SyncResponse::Receipts(vec![env(f.receipt.bytes())])),
+        write_sync_response(SyncResponse::Checkpoints(vec![env(f.checkpoint.bytes())])),
     ]
 }
 

@@ -94,7 +94,7 @@ async fn victim_on(
 
 /// A bare libp2p peer that speaks only the sync protocol (under `net`'s id): the attacker.
 fn attacker(net: &LocalNet) -> Swarm<SyncBehaviour> {
-    let sync = StreamProtocol::try_from_owned(net.genesis.protocol("sync/3")).expect("name");
+    let sync = StreamProtocol::try_from_owned(net.genesis.protocol("sync/4")).expect("name");
     bare_swarm(|_| {
         request_response::cbor::Behaviour::new(
             [(sync.clone(), ProtocolSupport::Outbound)],
@@ -107,8 +107,12 @@ fn attacker(net: &LocalNet) -> Swarm<SyncBehaviour> {
 
 /// The abuse: every kind of request, for nothing the victim holds or for everything at once.
 fn abusive(i: u64) -> SyncRequest {
-    match i % 4 {
+    match i % 5 {
         0 => SyncRequest::Hello { from: 0 },
+        // Checkpoints of epochs nobody holds, the most a request may name.
+        3 => SyncRequest::Checkpoints {
+            epochs: (0..16).map(|k| 1_000_000 + i * 16 + k).collect(),
+        },
         // Epochs nobody holds: the victim must not cache a list for each.
         1 => SyncRequest::Ids {
             epoch: 1_000_000 + i,
@@ -153,7 +157,7 @@ fn payload_bytes(r: &SyncResponse) -> u64 {
         } => list(registry) + list(statuses) + list(checkpoints),
         SyncResponse::Digests { epochs, .. } => epochs.len() as u64 * 48,
         SyncResponse::Ids { ids, .. } => ids.0.len() as u64,
-        SyncResponse::Receipts(l) => list(l),
+        SyncResponse::Receipts(l) | SyncResponse::Checkpoints(l) => list(l),
         SyncResponse::Busy { .. } => 0,
     }
 }

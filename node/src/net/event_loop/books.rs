@@ -25,11 +25,12 @@ use libp2p::request_response;
 use libp2p::{PeerId, gossipsub, kad};
 
 use super::super::behaviour::{
-    EpochDigest, MAX_SYNC_EPOCHS, MAX_SYNC_FETCH, MAX_SYNC_IDS, SyncRequest, SyncResponse,
-    serde_bytes_vec::Bytes,
+    EpochDigest, MAX_SYNC_CHECKPOINTS, MAX_SYNC_EPOCHS, MAX_SYNC_FETCH, MAX_SYNC_IDS, SyncRequest,
+    SyncResponse, serde_bytes_vec::Bytes,
 };
 use super::super::{Topic, now_ms};
 use super::EventLoop;
+use super::guard::Sent;
 use crate::store::StoredReceipt;
 
 /// Flush the receipt queue once it holds this many.
@@ -398,6 +399,7 @@ impl EventLoop {
                 ..CatchUp::default()
             },
         );
+        tracing::debug!(%peer, first, "catch-up: asking the peer's digests");
         self.send_sync(peer, SyncRequest::Digests);
     }
 
@@ -497,6 +499,20 @@ impl EventLoop {
                     more: end < all.len(),
                 }
             }
+            SyncRequest::Checkpoints { epochs } => {
+                let mut epochs: Vec<u64> = epochs.into_iter().take(MAX_SYNC_CHECKPOINTS).collect();
+                epochs.sort_unstable();
+                epochs.dedup();
+                let mut list: Vec<Bytes> = epochs
+                    .iter()
+                    .flat_map(|e| self.checkpoints.of_epoch(*e))
+                    .map(|c| Bytes(c.bytes().to_vec()))
+                    .take(MAX_SYNC_CHECKPOINTS)
+                    .collect();
+                let lens: Vec<usize> = list.iter().map(|b| b.0.len()).collect();
+                list.truncate(super::guard::page(&lens, 0, self.guard.hello_page_bytes).end);
+                SyncResponse::Checkpoints(list)
+            }
             SyncRequest::Fetch { ids } => SyncResponse::Receipts(
                 ids_of(&ids.0)
                     .unwrap_or_default()
@@ -511,11 +527,23 @@ impl EventLoop {
 
     /// A peer's answer during catch-up.
     pub(super) fn on_ledger_response(&mut self, peer: PeerId, response: SyncResponse) {
+        if let SyncResponse::Checkpoints(list) = &response {
+            // Asked outside the catch-up's steps, answered whether or not it goes on.
+            for b in list.iter().take(MAX_SYNC_CHECKPOINTS) {
+                match self.on_checkpoint(&b.0, peer) {
+                    Err(r) if r.reason.penalise() => self.on_rejected(peer, &r),
+                    _ => {}
+                }
+            }
+            return;
+        }
         if !self.catch_ups.contains_key(&peer) {
             return;
         }
         match response {
-            SyncResponse::Hello { .. } | SyncResponse::Busy { .. } => return,
+            SyncResponse::Hello { .. }
+            | SyncResponse::Busy { .. }
+            | SyncResponse::Checkpoints(_) => return,
             SyncResponse::Digests { epoch_ms, epochs } => {
                 if epoch_ms != self.ledger.epoch_ms() {
                     tracing::warn!(%peer, epoch_ms, "peer uses another epoch length: no catch-up");
@@ -529,6 +557,7 @@ impl EventLoop {
                     .collect();
                 let mut vouching = HashMap::new();
                 let mut differ = VecDeque::new();
+                let mut unmatched = Vec::new();
                 for d in epochs.iter().take(MAX_SYNC_EPOCHS) {
                     if mine
                         .get(&d.epoch)
@@ -542,15 +571,27 @@ impl EventLoop {
                             continue;
                         };
                         if self.checkpoints.matching(d.epoch, &digest).is_none() {
+                            unmatched.push((d.epoch, digest));
                             continue;
                         }
                         vouching.insert(d.epoch, digest);
                     }
                     differ.push_back(d.epoch);
                 }
+                tracing::debug!(%peer, epochs = epochs.len(), differ = differ.len(), unmatched = unmatched.len(), "catch-up: digests compared");
                 if let Some(c) = self.catch_ups.get_mut(&peer) {
                     c.epochs = differ;
                     c.vouching = vouching;
+                }
+                // A checkpoint this node missed (published while it was cut off) may vouch
+                // for the peer's books: ask for them. An answer that does starts a catch-up
+                // of its own (`take_checkpoint`).
+                let ask =
+                    self.checkpoints
+                        .ask_about(unmatched, MAX_SYNC_CHECKPOINTS, Instant::now());
+                if !ask.is_empty() {
+                    tracing::debug!(%peer, epochs = ?ask, "final epochs differ with no checkpoint held to match: asking the peer's");
+                    self.send_sync(peer, SyncRequest::Checkpoints { epochs: ask });
                 }
             }
             SyncResponse::Ids { ids, more } => {
@@ -651,10 +692,14 @@ impl EventLoop {
     pub(super) fn on_sync_failure(
         &mut self,
         peer: PeerId,
+        sent: Option<Sent>,
         error: &request_response::OutboundFailure,
     ) {
         tracing::debug!(%peer, "sync failed: {error}");
-        self.end_catch_up(peer);
+        match sent.map(|s| s.request) {
+            Some(SyncRequest::Checkpoints { epochs }) => self.checkpoints_unanswered(&epochs),
+            _ => self.end_catch_up(peer),
+        }
     }
 
     /// Look a receipt up in the DHT (or only in this node's record store).

@@ -8,8 +8,14 @@
 //!   registrar's signature, this network's epoch length, an epoch that is final) and kept on
 //!   disk, the newest per registrar and epoch. A node whose digest for the epoch differs
 //!   starts a catch-up to fetch the difference.
+//! - Gossip does not repeat itself: a checkpoint published while a node was cut off never
+//!   reaches it that way, and the connections that outlive a cut send no new `Hello`. So
+//!   when a peer's digest of a final epoch differs from this node's and no checkpoint held
+//!   matches it, the node asks that peer for its checkpoints of the epoch (`Checkpoints`),
+//!   at most once per epoch and digest every [`REASK`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use dpow_keys::PublicKey;
 use dpow_protocol::validate::{RejectReason, Rejected};
@@ -25,12 +31,19 @@ const MAX_EPOCHS: usize = 1024;
 pub(super) const MAX_VOUCHED: usize = 1 << 20;
 /// Checkpoints offered in a `Hello` answer, newest first.
 pub(super) const HELLO_CHECKPOINTS: usize = 16;
+/// How long before a peer's digest of a final epoch that no checkpoint matches makes this
+/// node ask for the epoch's checkpoints again.
+pub(super) const REASK: Duration = Duration::from_secs(600);
+/// (Epoch, digest) pairs remembered as asked, at most.
+const MAX_ASKED: usize = 4096;
 
 /// The checkpoints held and the ids they vouch for.
 #[derive(Default)]
 pub(super) struct Checkpoints {
     by_epoch: BTreeMap<u64, BTreeMap<PublicKey, Signed<Checkpoint>>>,
     vouched: HashSet<MessageId>,
+    /// When this node last asked for checkpoints of an epoch because of a digest of it.
+    asked: HashMap<(u64, [u8; 32]), Instant>,
 }
 
 impl Checkpoints {
@@ -65,6 +78,48 @@ impl Checkpoints {
             .get(&epoch)?
             .values()
             .find(|c| &c.payload().digest == digest)
+    }
+
+    /// The checkpoints held of `epoch`, one per registrar.
+    pub(super) fn of_epoch(&self, epoch: u64) -> impl Iterator<Item = &Signed<Checkpoint>> {
+        self.by_epoch
+            .get(&epoch)
+            .into_iter()
+            .flat_map(|m| m.values())
+    }
+
+    /// Of final epochs whose peer digest (`unmatched`: epoch, digest) no checkpoint held
+    /// matches, the ones to ask the peer about now: not asked about within [`REASK`], at
+    /// most `max`; they count as asked from `now`. Asks nothing once [`MAX_ASKED`] recent
+    /// pairs are remembered.
+    pub(super) fn ask_about(
+        &mut self,
+        unmatched: impl IntoIterator<Item = (u64, [u8; 32])>,
+        max: usize,
+        now: Instant,
+    ) -> Vec<u64> {
+        self.asked
+            .retain(|_, at| now.saturating_duration_since(*at) < REASK);
+        let mut epochs = Vec::new();
+        for pair in unmatched {
+            if epochs.len() >= max || self.asked.len() >= MAX_ASKED {
+                break;
+            }
+            if self.asked.contains_key(&pair) {
+                continue;
+            }
+            self.asked.insert(pair, now);
+            if !epochs.contains(&pair.0) {
+                epochs.push(pair.0);
+            }
+        }
+        epochs
+    }
+
+    /// A question about `epochs` went unanswered (the peer failed or stayed busy): forget it,
+    /// so that the next digests that differ ask again.
+    fn forget_asked(&mut self, epochs: &[u64]) {
+        self.asked.retain(|(e, _), _| !epochs.contains(e));
     }
 
     /// Every checkpoint held, oldest epoch first.
@@ -146,6 +201,12 @@ impl EventLoop {
         Ok(c)
     }
 
+    /// A request for the checkpoints of `epochs` failed: ask again when digests next differ.
+    pub(super) fn checkpoints_unanswered(&mut self, epochs: &[u64]) {
+        tracing::debug!(?epochs, "checkpoints asked for and not answered");
+        self.checkpoints.forget_asked(epochs);
+    }
+
     /// A verified checkpoint from the network; `Ok` means forward it.
     pub(super) fn take_checkpoint(
         &mut self,
@@ -225,5 +286,56 @@ impl EventLoop {
             }
             Err(e) => Err(anyhow::anyhow!("publishing the checkpoint: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(epoch: u64, d: u8) -> (u64, [u8; 32]) {
+        (epoch, [d; 32])
+    }
+
+    #[test]
+    fn an_unmatched_digest_is_asked_about_once_per_reask() {
+        let mut c = Checkpoints::default();
+        let t0 = Instant::now();
+        assert_eq!(c.ask_about([pair(7, 1), pair(8, 1)], 16, t0), vec![7, 8]);
+        // The same digests again, from this peer or another: nothing to ask.
+        assert!(c.ask_about([pair(7, 1), pair(8, 1)], 16, t0).is_empty());
+        assert!(
+            c.ask_about([pair(7, 1)], 16, t0 + REASK - Duration::from_millis(1))
+                .is_empty()
+        );
+        // Another digest of epoch 7 (another peer's books) is a new question.
+        assert_eq!(c.ask_about([pair(7, 2), pair(7, 3)], 16, t0), vec![7]);
+        // Once REASK has passed, the first is asked again.
+        assert_eq!(c.ask_about([pair(7, 1)], 16, t0 + REASK), vec![7]);
+        // An unanswered question is forgotten: the same digest is asked about at once.
+        assert!(c.ask_about([pair(8, 1)], 16, t0).is_empty());
+        c.forget_asked(&[8]);
+        assert_eq!(c.ask_about([pair(8, 1)], 16, t0), vec![8]);
+    }
+
+    #[test]
+    fn asks_at_most_max_epochs_and_remembers_a_bounded_number() {
+        let mut c = Checkpoints::default();
+        let t0 = Instant::now();
+        let ask = c.ask_about((0..100).map(|e| pair(e, 1)), 16, t0);
+        assert_eq!(ask, (0..16).collect::<Vec<_>>());
+        // The ones left out were not marked: the next answer asks about them.
+        assert_eq!(c.ask_about((0..100).map(|e| pair(e, 1)), 16, t0)[0], 16);
+        // A peer that makes up digests fills the memory, then gets no more questions.
+        for e in 0..(MAX_ASKED as u64) {
+            c.ask_about([pair(1000 + e, 9)], 16, t0);
+        }
+        assert_eq!(c.asked.len(), MAX_ASKED);
+        assert!(c.ask_about([pair(5_000_000, 1)], 16, t0).is_empty());
+        // They age out.
+        assert_eq!(
+            c.ask_about([pair(5_000_000, 1)], 16, t0 + REASK),
+            vec![5_000_000]
+        );
     }
 }

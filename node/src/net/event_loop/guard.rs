@@ -49,7 +49,7 @@ pub(super) struct Guard {
     blocks: Blocks<PeerId>,
     /// Strikes one penalised rejection costs.
     penalty_cost: f64,
-    hello_page_bytes: usize,
+    pub(super) hello_page_bytes: usize,
     sent: HashMap<OutboundRequestId, Sent>,
     retries: VecDeque<(Instant, Sent)>,
 }
@@ -112,7 +112,7 @@ fn answer_bytes(r: &SyncResponse) -> usize {
         } => list(registry) + list(statuses) + list(checkpoints),
         SyncResponse::Digests { epochs, .. } => epochs.len() * (48 + OVERHEAD_PER_ITEM),
         SyncResponse::Ids { ids, .. } => ids.0.len(),
-        SyncResponse::Receipts(l) => list(l),
+        SyncResponse::Receipts(l) | SyncResponse::Checkpoints(l) => list(l),
         SyncResponse::Busy { .. } => 0,
     }
 }
@@ -274,6 +274,8 @@ impl EventLoop {
         match sent.request {
             // The first sync counts as done (registry and statuses also come by gossip).
             SyncRequest::Hello { .. } => self.hello_done(sent.peer),
+            // Asked beside a catch-up, not as one of its steps.
+            SyncRequest::Checkpoints { epochs } => self.checkpoints_unanswered(&epochs),
             _ => self.end_catch_up(sent.peer),
         }
     }
