@@ -144,7 +144,9 @@ impl Drop for NodeProc {
 
 /// The `dpow` binary beside the running test or program (`target/debug/dpow` for the test
 /// suite), built with the suite's own selection when it is missing, so that RocksDB is not
-/// compiled again for another feature set.
+/// compiled again for another feature set. A test refuses a `dpow` older than the `dpow-node`
+/// library it was linked with: `cargo test --test X` builds only the tested package's
+/// binaries, and a stale `dpow` would run an old node.
 pub fn dpow_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("the running binary's path")?;
     let dir = exe
@@ -161,7 +163,30 @@ pub fn dpow_binary() -> anyhow::Result<PathBuf> {
             bail!("building dpow failed");
         }
     }
+    if let Some(lib) = newest_node_lib(&dir.join("deps"))
+        && let Ok(built) = std::fs::metadata(&bin).and_then(|m| m.modified())
+        && built < lib
+    {
+        bail!(
+            "{} is older than the dpow-node library this test links: build it with `cargo test --workspace --all-features --no-run` (or run the whole suite)",
+            bin.display()
+        );
+    }
     Ok(bin)
+}
+
+/// When the newest `libdpow_node-*.rlib` in `deps` was written.
+fn newest_node_lib(deps: &Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(deps)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("libdpow_node-") && n.ends_with(".rlib")
+        })
+        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .max()
 }
 
 /// Every child process, stopped when dropped (also on errors and panics).
