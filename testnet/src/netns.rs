@@ -115,7 +115,11 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The nftables rules of a home router: masquerade out of `wan`, refuse new connections in.
+/// The nftables rules of a home router: masquerade out of `wan`; new connections from
+/// outside, to the LAN or to the router itself, are dropped without an answer, as home
+/// routers do. (Answering them with a reset, Linux's default for a closed port on the router,
+/// kills a hole punch: a peer's SYN that reaches the router a moment before this side's own
+/// SYN has opened the mapping is refused, and the simultaneous open fails at once.)
 const NAT_RULES: &str = "table ip nat {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
@@ -125,6 +129,10 @@ const NAT_RULES: &str = "table ip nat {
 table ip filter {
   chain forward {
     type filter hook forward priority filter; policy accept;
+    iifname \"wan\" ct state new drop
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
     iifname \"wan\" ct state new drop
   }
 }
@@ -566,6 +574,19 @@ mod tests {
         );
         let back = in_ns(&boot.ns, || std::net::TcpStream::connect((w1.ip, 9))).unwrap();
         assert!(back.is_err(), "nothing outside reaches a home host");
+        // The router drops a connection to itself unanswered (no reset), as home routers do.
+        let router = in_ns(&boot.ns, || {
+            std::net::TcpStream::connect_timeout(
+                &(Ipv4Addr::new(10, 0, 0, 101), 4001).into(),
+                std::time::Duration::from_millis(300),
+            )
+        })
+        .unwrap();
+        assert_eq!(
+            router.map(|_| ()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut),
+            "the router answered an unsolicited connection"
+        );
         t.link_down(Link::Home(1)).unwrap();
         let cut = in_ns(&w1.ns, || {
             std::net::TcpStream::connect_timeout(
