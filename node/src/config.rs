@@ -173,6 +173,11 @@ pub struct Config {
     /// reachability: for a network on a LAN. Off on the internet.
     #[arg(long, env = "DPOW_LAN")]
     pub lan: bool,
+    /// Check the signatures of every stored receipt again at start-up and delete those that
+    /// fail (about 100 s per million receipts on two cores). Off by default: only verified
+    /// receipts are written, and the store's checksums catch corruption.
+    #[arg(long, env = "DPOW_VERIFY_STORE")]
+    pub verify_store: bool,
     /// Worker role: what to do with requests of services whose credits are spent
     /// (default: deprioritise).
     #[arg(long, env = "DPOW_EXHAUSTED", value_enum, value_name = "POLICY")]
@@ -490,6 +495,7 @@ mod tests {
             "reachability",
             "no_relay",
             "lan",
+            "verify_store",
             "exhausted",
             "replication",
             "ledger_sync",

@@ -89,6 +89,7 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
             .given_listen(&config.listen);
     config.tuning.relay_server = !a.no_relay;
     config.tuning.autonat.private_ips = a.lan;
+    config.tuning.verify_store = a.verify_store;
     if let Some(k) = a.replication {
         config.tuning.replication = std::num::NonZeroUsize::new(k)
             .filter(|k| k.get() <= 20)

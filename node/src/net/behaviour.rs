@@ -270,6 +270,10 @@ pub struct NetTuning {
     /// AutoNAT settings: how soon and how often this node asks peers to dial it back, and
     /// whether private addresses count (a LAN or a test network).
     pub autonat: AutoNatTuning,
+    /// Check every stored receipt's signatures again at start-up (`--verify-store`), and
+    /// delete those that fail. Off by default: the store holds only receipts verified before
+    /// they were written.
+    pub verify_store: bool,
 }
 
 /// Whether peers can dial this node ([`NetTuning::reachability`]).
@@ -367,6 +371,7 @@ impl Default for NetTuning {
             hello_page_bytes: DEFAULT_HELLO_PAGE_BYTES,
             reachability: Reachability::Auto,
             relay_server: true,
+            verify_store: false,
             autonat: AutoNatTuning::default(),
         }
     }

@@ -194,7 +194,11 @@ impl EventLoop {
         let tuning = config.tuning.clone();
         let store = config.store.clone();
         let ledger = match &store {
-            Some(s) => s.load_ledger(config.genesis.epoch_ms, &config.genesis.id)?,
+            Some(s) => s.load_ledger(
+                config.genesis.epoch_ms,
+                &config.genesis.id,
+                config.tuning.verify_store,
+            )?,
             None => dpow_protocol::ledger::Ledger::new(config.genesis.epoch_ms),
         };
         let (writer, store_done) = match &store {

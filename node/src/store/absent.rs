@@ -48,6 +48,7 @@ impl Store {
         &self,
         _epoch_ms: u64,
         _net: &dpow_protocol::NetworkId,
+        _verify: bool,
     ) -> Result<Ledger, StoreError> {
         match *self {}
     }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use dpow_protocol::ledger::{Ingested, Ledger};
-use dpow_protocol::{MessageId, NetworkId, Receipt, Signed};
+use dpow_protocol::{MessageId, NetworkId, Receipt};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
     WriteOptions,
@@ -253,16 +253,33 @@ impl Store {
         self.receipts_between(0, u64::MAX)
     }
 
-    /// Load every stored receipt into a ledger, verifying each again (in parallel: the disk is
-    /// trusted no more than the network). Receipts that no longer verify, and the loser of an
-    /// equivocation pair, are reported and deleted.
-    pub fn load_ledger(&self, epoch_ms: u64, net: &NetworkId) -> Result<Ledger, StoreError> {
+    /// Load every stored receipt into a ledger (in parallel). Each is decoded and checked in
+    /// every way that needs no signature (structure, network, its id against the key it is
+    /// stored under); its signatures are checked again only with `verify` (`--verify-store`),
+    /// since only verified receipts are ever written and RocksDB's block checksums catch
+    /// corruption on read. Receipts that fail, and the loser of an equivocation pair, are
+    /// reported and deleted.
+    pub fn load_ledger(
+        &self,
+        epoch_ms: u64,
+        net: &NetworkId,
+        verify: bool,
+    ) -> Result<Ledger, StoreError> {
         use rayon::prelude::*;
         let t0 = std::time::Instant::now();
         let stored: Vec<StoredReceipt> = self.receipts().collect::<Result<_, _>>()?;
         let decoded: Vec<_> = stored
             .par_iter()
-            .map(|s| (s, Signed::<Receipt>::decode(&s.bytes, net)))
+            .map(|s| {
+                let r = dpow_protocol::Unverified::<Receipt>::decode(&s.bytes, net).and_then(|u| {
+                    if verify {
+                        u.verify()
+                    } else {
+                        Ok(u.trust_stored())
+                    }
+                });
+                (s, r)
+            })
             .collect();
         let mut ledger = Ledger::new(epoch_ms);
         let mut stale = Vec::new();
@@ -288,6 +305,7 @@ impl Store {
         tracing::info!(
             receipts = ledger.len(),
             skipped = stale.len(),
+            signatures_checked = verify,
             ms = t0.elapsed().as_millis() as u64,
             "ledger loaded from the store"
         );
@@ -440,6 +458,65 @@ mod tests {
             id: MessageId([n; 32]),
             bytes: vec![n; 10],
         }
+    }
+
+    /// A signed receipt of the test network for request nonce `nonce`, as stored.
+    fn signed(nonce: u64) -> StoredReceipt {
+        use dpow_testkit::builders::{self, NOW, TestNet};
+        let t = TestNet::fixed();
+        let mut req = builders::request(&t.service);
+        req.nonce = nonce;
+        let req = builders::sign(req, &t.service);
+        let res = builders::solved(&req, &t.worker);
+        let r = builders::receipt(&t.service, &req, res, NOW);
+        StoredReceipt {
+            accepted_ms: NOW,
+            id: r.id(),
+            bytes: r.bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn start_up_trusts_stored_signatures_and_verify_store_checks_them() {
+        let net = dpow_testkit::builders::NET;
+        let good = signed(1);
+        // A bit flipped in the last byte, the service's signature: the id (a hash of what is
+        // signed) and the structure still hold, only the signature check can tell.
+        let mut bad_signature = signed(2);
+        *bad_signature.bytes.last_mut().unwrap() ^= 1;
+        // A bit flipped in the payload: its id no longer matches the key it is stored under.
+        let mut bad_payload = signed(3);
+        let mid = bad_payload.bytes.len() / 2;
+        bad_payload.bytes[mid] ^= 1;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.write_receipts(&[good.clone(), bad_signature.clone(), bad_payload], &[])
+                .unwrap();
+            let ledger = s.load_ledger(10_000, &net, false).unwrap();
+            assert_eq!(
+                ledger.len(),
+                2,
+                "the payload fault is caught without signatures"
+            );
+            assert!(ledger.get(&good.id).is_some());
+            assert!(ledger.get(&bad_signature.id).is_some());
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.receipts().count(),
+            2,
+            "the receipt that failed was deleted"
+        );
+        let ledger = s.load_ledger(10_000, &net, true).unwrap();
+        assert_eq!(ledger.len(), 1);
+        assert!(ledger.get(&good.id).is_some());
+        let left: Vec<_> = s.receipts().map(Result::unwrap).collect();
+        assert_eq!(
+            left,
+            vec![good],
+            "--verify-store deleted the forged signature"
+        );
     }
 
     #[test]
