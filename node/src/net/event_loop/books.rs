@@ -88,6 +88,9 @@ pub(super) struct CatchUp {
     vouching: HashMap<u64, [u8; 32]>,
     /// The list so far of the final epoch being listed.
     listed: Vec<MessageId>,
+    /// The peer's digests of final epochs that no checkpoint held matched: listed too if a
+    /// checkpoint asked for meanwhile matches one.
+    unmatched: HashMap<u64, [u8; 32]>,
 }
 
 /// A DHT lookup for one receipt.
@@ -535,6 +538,7 @@ impl EventLoop {
                     _ => {}
                 }
             }
+            self.list_newly_vouched(peer);
             return;
         }
         if !self.catch_ups.contains_key(&peer) {
@@ -582,6 +586,7 @@ impl EventLoop {
                 if let Some(c) = self.catch_ups.get_mut(&peer) {
                     c.epochs = differ;
                     c.vouching = vouching;
+                    c.unmatched = unmatched.iter().copied().collect();
                 }
                 // A checkpoint this node missed (published while it was cut off) may vouch
                 // for the peer's books: ask for them. An answer that does starts a catch-up
@@ -667,6 +672,32 @@ impl EventLoop {
             }
         }
         self.advance(peer);
+    }
+
+    /// Checkpoints asked of `peer` came while a catch-up with it goes on (so the one they
+    /// would start is not): the final epochs whose digest from the peer now matches one are
+    /// listed in this catch-up, vouched for like the others.
+    fn list_newly_vouched(&mut self, peer: PeerId) {
+        let Some(c) = self.catch_ups.get(&peer) else {
+            return;
+        };
+        let now: Vec<(u64, [u8; 32])> = c
+            .unmatched
+            .iter()
+            .filter(|(e, d)| self.checkpoints.matching(**e, d).is_some())
+            .map(|(e, d)| (*e, *d))
+            .collect();
+        let Some(c) = self.catch_ups.get_mut(&peer) else {
+            return;
+        };
+        for (epoch, digest) in now {
+            c.unmatched.remove(&epoch);
+            let listing = c.listing.is_some_and(|(e, _)| e == epoch);
+            if !listing && !c.epochs.contains(&epoch) {
+                c.vouching.insert(epoch, digest);
+                c.epochs.push_back(epoch);
+            }
+        }
     }
 
     /// `jobs` jobs of a catch-up answer from `peer` went to the verification pool.
