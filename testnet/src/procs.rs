@@ -144,9 +144,9 @@ impl Drop for NodeProc {
 
 /// The `dpow` binary beside the running test or program (`target/debug/dpow` for the test
 /// suite), built with the suite's own selection when it is missing, so that RocksDB is not
-/// compiled again for another feature set. A test refuses a `dpow` older than the `dpow-node`
-/// library it was linked with: `cargo test --test X` builds only the tested package's
-/// binaries, and a stale `dpow` would run an old node.
+/// compiled again for another feature set. It is refused when a source file of the crates it
+/// is built from is newer: `cargo test --test X` builds only the tested package's binaries,
+/// and a stale `dpow` would run an old node.
 pub fn dpow_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("the running binary's path")?;
     let dir = exe
@@ -163,30 +163,50 @@ pub fn dpow_binary() -> anyhow::Result<PathBuf> {
             bail!("building dpow failed");
         }
     }
-    if let Some(lib) = newest_node_lib(&dir.join("deps"))
-        && let Ok(built) = std::fs::metadata(&bin).and_then(|m| m.modified())
-        && built < lib
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
+    if let (Ok(built), Some(workspace)) = (built, workspace)
+        && let Some(edited) = newest_source(workspace, &DPOW_CRATES)
+        && edited > built
     {
         bail!(
-            "{} is older than the dpow-node library this test links: build it with `cargo test --workspace --all-features --no-run` (or run the whole suite)",
+            "{} is older than the sources it is built from: build it with `cargo test --workspace --all-features --no-run` (or run the whole suite)",
             bin.display()
         );
     }
     Ok(bin)
 }
 
-/// When the newest `libdpow_node-*.rlib` in `deps` was written.
-fn newest_node_lib(deps: &Path) -> Option<std::time::SystemTime> {
-    std::fs::read_dir(deps)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with("libdpow_node-") && n.ends_with(".rlib")
-        })
-        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .max()
+/// The crates the `dpow` binary is built from.
+const DPOW_CRATES: [&str; 5] = ["node", "protocol", "keys", "solver", "gpu"];
+
+/// When the newest `.rs` file or `Cargo.toml` of `crates` (under `workspace`) was written.
+fn newest_source(workspace: &Path, crates: &[&str]) -> Option<std::time::SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                walk(&path, newest);
+            } else if path.extension().is_some_and(|x| x == "rs")
+                && let Ok(m) = meta.modified()
+            {
+                *newest = (*newest).max(Some(m));
+            }
+        }
+    }
+    let mut newest = None;
+    for c in crates {
+        let root = workspace.join(c);
+        walk(&root.join("src"), &mut newest);
+        if let Ok(m) = std::fs::metadata(root.join("Cargo.toml")).and_then(|m| m.modified()) {
+            newest = newest.max(Some(m));
+        }
+    }
+    newest
 }
 
 /// Every child process, stopped when dropped (also on errors and panics).
