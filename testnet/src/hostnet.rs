@@ -229,23 +229,12 @@ impl HostNet {
     /// Sign and publish the registrar's checkpoint of (final) `epoch`, through the node on
     /// host `via`: what `dpow registry checkpoint --json` printed.
     pub fn checkpoint(&self, via: &str, epoch: u64) -> anyhow::Result<Value> {
-        let g = self.genesis.to_string_lossy().into_owned();
-        let key = self.dir().join("registrar.key");
-        let dial = self.node(via)?.listen.clone();
-        dpow_json(
+        crate::payouts::checkpoint(
             &self.cli()?,
-            &[
-                "registry",
-                "--genesis",
-                &g,
-                "--dial",
-                &dial,
-                "checkpoint",
-                "--key",
-                &key.to_string_lossy(),
-                "--epoch",
-                &epoch.to_string(),
-            ],
+            &self.genesis.to_string_lossy(),
+            &self.node(via)?.listen,
+            &self.dir().join("registrar.key").to_string_lossy(),
+            epoch,
         )
     }
 

@@ -38,6 +38,32 @@ pub const REQUEST_LIFETIME_S: &str = "15";
 const EPOCH_MS: u64 = 10_000;
 const FINAL_AFTER_MS: u64 = 15_000 + 2_000;
 
+/// Sign and publish the registrar's checkpoint of (final) `epoch` with key file `key`,
+/// through the node at `dial`: what `dpow registry checkpoint --json` printed.
+pub fn checkpoint(
+    dpow: &Dpow,
+    genesis: &str,
+    dial: &str,
+    key: &str,
+    epoch: u64,
+) -> anyhow::Result<Value> {
+    dpow_json(
+        dpow,
+        &[
+            "registry",
+            "--genesis",
+            genesis,
+            "--dial",
+            dial,
+            "checkpoint",
+            "--key",
+            key,
+            "--epoch",
+            &epoch.to_string(),
+        ],
+    )
+}
+
 /// The epoch (of [`GENESIS_TIMES`]) that unix time `ms` falls in.
 pub fn epoch_of(ms: u64) -> u64 {
     ms / EPOCH_MS
@@ -81,21 +107,7 @@ pub fn summary(
     let mut paid: BTreeSet<String> = BTreeSet::new();
     for &epoch in epochs {
         let e = epoch.to_string();
-        let c = dpow_json(
-            dpow,
-            &[
-                "registry",
-                "--genesis",
-                genesis,
-                "--dial",
-                dial,
-                "checkpoint",
-                "--key",
-                &key,
-                "--epoch",
-                &e,
-            ],
-        )?;
+        let c = checkpoint(dpow, genesis, dial, &key, epoch)?;
         println!(
             "checkpoint of epoch {epoch}: {} receipts, digest {}, {} accounts, {} credits, {} unclaimed, signed by the registrar",
             c["receipts"],

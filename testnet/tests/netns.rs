@@ -17,7 +17,7 @@ use dpow_testnet::hostnet::{HostNet, HostOptions, num};
 use dpow_testnet::netns::{self, Layout, Link};
 use dpow_testnet::payouts::{epoch_of, final_at};
 use dpow_testnet::procs::dpow_json;
-use load::{Load, Outcome, work_generate, work_generate_at};
+use load::{Load, Outcome, all_from_network, work_generate, work_generate_at};
 
 /// The hardest the test profile accepts (64 times its hardest threshold): about 2^26
 /// expected hashes, a call that stays open a second or two.
@@ -219,12 +219,7 @@ fn bootstrap_loss() {
     let boot = net.node_mut("bootstrap").unwrap();
     boot.child.kill().unwrap();
     boot.child.wait().unwrap();
-    for i in 0..5 {
-        match work_generate(&svc_ns, 2000 + i) {
-            Outcome::Answered { source, .. } => assert_eq!(source, "network"),
-            other => panic!("request {i} after losing the bootstrap: {other:?}"),
-        }
-    }
+    all_from_network(&svc_ns, 2000, 5, "after losing the bootstrap");
 
     net.topo.add_home_host(2, "newcomer").unwrap();
     let relay = net.node("relay").unwrap().listen.clone();
@@ -248,12 +243,7 @@ fn bootstrap_loss() {
             .unwrap();
     }
     let t0 = Instant::now();
-    for i in 0..3 {
-        match work_generate(&svc_ns, 3000 + i) {
-            Outcome::Answered { source, .. } => assert_eq!(source, "network"),
-            other => panic!("request {i} with only the newcomer: {other:?}"),
-        }
-    }
+    all_from_network(&svc_ns, 3000, 3, "with only the newcomer");
     let s = net.node("newcomer").unwrap().stats().unwrap();
     assert!(num(&s, "solved") >= 1, "the newcomer solved nothing: {s}");
     eprintln!(
@@ -359,12 +349,7 @@ fn nat_worker_is_paid() {
         return;
     };
     let svc_ns = net.topo.host("service").unwrap().ns.clone();
-    for i in 0..10 {
-        match work_generate(&svc_ns, 4000 + i) {
-            Outcome::Answered { source, .. } => assert_eq!(source, "network"),
-            other => panic!("request {i}: {other:?}"),
-        }
-    }
+    all_from_network(&svc_ns, 4000, 10, "nat_worker_is_paid");
     // A worker counts a win once the service's receipt for it arrives, a moment after the
     // answer: wait for it (bounded) rather than read once.
     let winners_now = || -> Vec<(String, String)> {
@@ -493,12 +478,7 @@ fn home_to_home() {
     })
     .unwrap();
     let ns = net.topo.host("homesvc").unwrap().ns.clone();
-    for i in 0..3 {
-        match work_generate(&ns, 5000 + i) {
-            Outcome::Answered { source, .. } => assert_eq!(source, "network"),
-            other => panic!("request {i} at the home service: {other:?}"),
-        }
-    }
+    all_from_network(&ns, 5000, 3, "at the home service");
     let w = net.node("worker1").unwrap().stats().unwrap();
     assert!(num(&w, "solved") >= 1, "worker1 solved nothing: {w}");
     // Its only way to worker1 is the relay (nothing can dial into either home); then DCUtR

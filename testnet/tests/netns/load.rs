@@ -90,6 +90,19 @@ pub(crate) fn work_generate(ns: &str, i: u64) -> Outcome {
     netns::in_ns(ns, || post(i)).unwrap_or_else(|e| Outcome::Lost(format!("{e:#}")))
 }
 
+/// `n` requests in turn (roots `first`, `first + 1`, ...) from inside namespace `ns`: each must
+/// be answered from the network, else the test fails naming `what` and the request.
+pub(crate) fn all_from_network(ns: &str, first: u64, n: u64, what: &str) {
+    for i in 0..n {
+        match work_generate(ns, first + i) {
+            Outcome::Answered { source, .. } => {
+                assert_eq!(source, "network", "{what}: request {i}")
+            }
+            other => panic!("{what}: request {i}: {other:?}"),
+        }
+    }
+}
+
 /// [`work_generate`] at a `difficulty` of its own (hex).
 pub(crate) fn work_generate_at(ns: &str, i: u64, difficulty: &str) -> Outcome {
     netns::in_ns(ns, || post_at(i, Some(difficulty)))
