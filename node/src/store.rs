@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 #[cfg(not(feature = "ledger"))]
 mod absent;
 #[cfg(feature = "ledger")]
+pub mod books;
+#[cfg(feature = "ledger")]
 mod rocks;
 pub mod writer;
 

@@ -66,6 +66,48 @@ pub fn digest_of_ids(epoch_ms: u64, epoch: u64, ids: &[MessageId]) -> [u8; 32] {
     out
 }
 
+/// What taking in receipt `id` for a request does to the receipts held for that request
+/// ([`admit`]): the rule of "one request, one receipt" (module docs), shared by every ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The receipt that counts afterwards: the lowest id held.
+    pub counted: MessageId,
+    /// The other receipt held afterwards, when the request has two (an equivocation).
+    pub evidence: Option<MessageId>,
+    /// A receipt held before that no longer counts (the new one has a lower id).
+    pub uncounted: Option<MessageId>,
+    /// A receipt held before that is let go of (with two held, the new one has a lower id than
+    /// the higher of them).
+    pub dropped: Option<MessageId>,
+}
+
+/// Apply the rule of "one request, one receipt" to a new receipt `id`, given the ids `held`
+/// for its request (ascending, at most two, not containing `id`). `None`: two are held and
+/// `id` is higher than both, so it adds nothing ([`LedgerError::AlreadyProven`]).
+pub fn admit(held: &[MessageId], id: MessageId) -> Option<Admission> {
+    let Some(&before) = held.first() else {
+        return Some(Admission {
+            counted: id,
+            evidence: None,
+            uncounted: None,
+            dropped: None,
+        });
+    };
+    let dropped = match held.get(1..).and_then(|rest| rest.last()) {
+        Some(&highest) if id > highest => return None,
+        Some(&highest) => Some(highest),
+        None => None,
+    };
+    // Whatever was held, the request now has exactly `before` and the new receipt.
+    let (counted, evidence) = (before.min(id), before.max(id));
+    Some(Admission {
+        counted,
+        evidence: Some(evidence),
+        uncounted: (counted != before).then_some(before),
+        dropped,
+    })
+}
+
 /// Why the ledger refused a receipt, or why a payout or an amount could not be computed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LedgerError {
@@ -302,31 +344,22 @@ impl Ledger {
         let request = receipt.payload().request.id();
         let service = receipt.signer();
         let held = self.by_request.entry(request).or_default();
-        let Some(&before) = held.first() else {
-            held.insert(id);
-            self.insert(id, receipt);
+        let ids: Vec<MessageId> = held.iter().copied().collect();
+        let admission = admit(&ids, id).ok_or(LedgerError::AlreadyProven {
+            service,
+            request,
+            receipt: id,
+        })?;
+        if let Some(gone) = admission.dropped {
+            held.remove(&gone);
+        }
+        held.insert(id);
+        self.insert(id, receipt);
+        let Some(evidence) = admission.evidence else {
             self.count(&id, true);
             return Ok(Ingested::Counted { request });
         };
-        let mut dropped = None;
-        if let Some(&highest) = held.last()
-            && held.len() >= 2
-        {
-            if id > highest {
-                return Err(LedgerError::AlreadyProven {
-                    service,
-                    request,
-                    receipt: id,
-                });
-            }
-            held.remove(&highest);
-            dropped = Some(highest);
-        }
-        // Whatever was held, the request now has exactly `before` and the new receipt.
-        held.insert(id);
-        let (counted, evidence) = (before.min(id), before.max(id));
-        self.insert(id, receipt);
-        let dropped = dropped.and_then(|gone| {
+        let dropped = admission.dropped.and_then(|gone| {
             let accepted_ms = self.receipts.remove(&gone)?.payload().accepted_ms;
             self.by_time.remove(&(accepted_ms, gone));
             Some(Dropped {
@@ -334,16 +367,16 @@ impl Ledger {
                 accepted_ms,
             })
         });
-        if counted != before {
+        if let Some(before) = admission.uncounted {
             self.count(&before, false);
-            self.count(&counted, true);
+            self.count(&admission.counted, true);
         }
         self.equivocating.insert((service, request));
         Ok(Ingested::Equivocation {
             proof: Equivocation {
                 service,
                 request,
-                counted,
+                counted: admission.counted,
                 evidence,
             },
             dropped,

@@ -27,14 +27,36 @@ const CF_CHECKPOINTS: &str = "checkpoints-v1";
 /// their service node; 3: envelopes are signed for one network, protocol version 2).
 pub const SCHEMA: &str = "dpow-store-3";
 
-const FAMILIES: [&str; 6] = [
+/// The ledger's indexes and running tallies (see [`super::books`]): receipt id → time.
+pub(super) const CF_RECEIPT_IDS: &str = "receipt-ids-v1";
+/// Epoch ‖ receipt id → time: an epoch's receipts in id order, for digests and id lists.
+pub(super) const CF_EPOCH_IDS: &str = "epoch-ids-v1";
+/// Request id → the ids of the one or two receipts held for it, ascending.
+pub(super) const CF_REQUESTS: &str = "requests-v1";
+/// Running tallies (credits and receipts) per epoch and per key, kept by a merge operator.
+pub(super) const CF_TALLIES: &str = "tallies-v1";
+/// Service ‖ request of every proven equivocation.
+pub(super) const CF_EQUIVOCATIONS: &str = "equivocations-v1";
+
+const FAMILIES: [&str; 11] = [
     CF_RECEIPTS,
     CF_KAD,
     CF_PRECACHE,
     CF_REGISTRY,
     CF_META,
     CF_CHECKPOINTS,
+    CF_RECEIPT_IDS,
+    CF_EPOCH_IDS,
+    CF_REQUESTS,
+    CF_TALLIES,
+    CF_EQUIVOCATIONS,
 ];
+
+/// The block cache all families share: index and filter blocks live in it too, so the
+/// database's memory does not grow with the number of receipts stored.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// Each family's memtable (two at most per family).
+const WRITE_BUFFER_BYTES: usize = 8 << 20;
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +110,24 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn family_options() -> Options {
+fn family_options(name: &str, cache: &rocksdb::Cache) -> Options {
     let mut o = Options::default();
     // Receipts are signatures and hashes: they do not compress, and no compression library
     // is linked in.
     o.set_compression_type(DBCompressionType::None);
+    o.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    o.set_max_write_buffer_number(2);
+    let mut t = rocksdb::BlockBasedOptions::default();
+    t.set_block_cache(cache);
+    t.set_cache_index_and_filter_blocks(true);
+    t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    // Point look-ups by id (is this receipt held? which receipts has this request?) mostly
+    // miss: a Bloom filter answers those without reading a block.
+    t.set_bloom_filter(10.0, false);
+    o.set_block_based_table_factory(&t);
+    if name == CF_TALLIES {
+        o.set_merge_operator_associative("dpow-tally-sum", super::books::merge_tallies);
+    }
     o
 }
 
@@ -103,14 +138,15 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut opts = family_options();
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut opts = family_options("", &cache);
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
         opts.set_max_total_wal_size(64 << 20);
         let families = FAMILIES
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, family_options()));
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name, &cache)));
         let db =
             DB::open_cf_descriptors(&opts, path, families).map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
@@ -146,7 +182,12 @@ impl Store {
         &self.path
     }
 
-    fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
+    /// The database, for the ledger's own module.
+    pub(super) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(super) fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
         // Every family in FAMILIES is opened (and created if missing) by `open`.
         #[allow(clippy::expect_used)]
         self.db
@@ -180,15 +221,15 @@ impl Store {
             .collect()
     }
 
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_META), key)?)
     }
 
-    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    pub(super) fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.put_synced(CF_META, key, value)
     }
 
-    fn receipt_key(accepted_ms: u64, id: &MessageId) -> [u8; 40] {
+    pub(super) fn receipt_key(accepted_ms: u64, id: &MessageId) -> [u8; 40] {
         let mut k = [0u8; 40];
         k[..8].copy_from_slice(&accepted_ms.to_be_bytes());
         k[8..].copy_from_slice(&id.0);

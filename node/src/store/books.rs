@@ -1,0 +1,1091 @@
+//! The ledger on disk: receipts, their indexes and running tallies in RocksDB, so a node's
+//! memory does not grow with its books and a restart reads nothing back.
+//!
+//! [`Books`] applies the same rules as [`dpow_protocol::ledger::Ledger`] (the pure,
+//! in-memory ledger that tests and `dpow ledger` recompute with): one request, one receipt,
+//! through the shared [`admit`], and answers the same questions (balances, an epoch's claims
+//! and digest, equivocations) from indexes and tallies instead of a scan of every receipt.
+//!
+//! | family | key | value |
+//! |---|---|---|
+//! | `receipts-v1` | `accepted_ms` ‖ id | the receipt envelope (the one copy) |
+//! | `receipt-ids-v1` | id | `accepted_ms` |
+//! | `epoch-ids-v1` | epoch ‖ id | `accepted_ms` |
+//! | `requests-v1` | request id | the one or two receipt ids held for it, ascending |
+//! | `tallies-v1` | kind ‖ (epoch) ‖ (key) | credits (i128) ‖ receipts (i64), little-endian, summed by a merge operator |
+//! | `equivocations-v1` | service ‖ request | empty |
+//!
+//! Every receipt taken in is one atomic write batch (receipt, indexes, tallies), so the
+//! tallies always equal a recomputation from the receipts, across crashes too. The batch is
+//! written without waiting for the disk: the caller makes it durable with [`Books::sync`]
+//! (the node's store task does, before anything is acknowledged), so the event loop never waits
+//! on a synced write. [`Books::check`] recomputes everything from the receipts, re-verifying
+//! signatures if asked (`dpow ledger verify --full`), and [`Books::rebuild`] repairs indexes
+//! and tallies from the receipts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use dpow_keys::{NanoAccount, PublicKey};
+use dpow_protocol::ledger::{
+    Balances, Claims, Dropped, Equivocation, Ingested, LedgerError, ServiceBalance, admit,
+    digest_of_ids, epoch_of,
+};
+use dpow_protocol::registry::Registry;
+use dpow_protocol::{Credits, Message, MessageId, NetworkId, Receipt, Signed, Unverified};
+use rocksdb::{Direction, IteratorMode, MergeOperands, WriteBatch, WriteOptions};
+
+use super::rocks::{
+    CF_EPOCH_IDS, CF_EQUIVOCATIONS, CF_RECEIPT_IDS, CF_RECEIPTS, CF_REQUESTS, CF_TALLIES,
+};
+use super::{Store, StoreError};
+
+/// The meta key naming the epoch length the indexes were built for.
+const INDEXED: &str = "ledger-indexed-epoch-ms";
+
+/// Tally kinds: the first byte of a `tallies-v1` key.
+mod kind {
+    /// `‖ epoch`: receipts held in the epoch (evidence included).
+    pub(super) const EPOCH_HELD: u8 = 0;
+    /// `‖ epoch ‖ account`: credits claimed by a payout account.
+    pub(super) const ACCOUNT: u8 = 1;
+    /// `‖ epoch`: credits of results that named no account.
+    pub(super) const UNCLAIMED: u8 = 2;
+    /// `‖ epoch ‖ worker`: credits a worker earned in the epoch.
+    pub(super) const WORKER_EPOCH: u8 = 3;
+    /// `‖ epoch ‖ service`: credits a service spent in the epoch.
+    pub(super) const SERVICE_EPOCH: u8 = 4;
+    /// `‖ worker`: credits a worker earned in all.
+    pub(super) const WORKER: u8 = 5;
+    /// `‖ service`: credits a service spent in all.
+    pub(super) const SERVICE: u8 = 6;
+    /// (nothing): receipts held in all.
+    pub(super) const HELD: u8 = 7;
+}
+
+/// A tally: credits and receipts, as stored (24 bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Credits (may be negative inside a merge; never once every operand is in).
+    pub credits: i128,
+    /// Receipts.
+    pub receipts: i64,
+}
+
+impl Tally {
+    const LEN: usize = 24;
+
+    fn encode(self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..16].copy_from_slice(&self.credits.to_le_bytes());
+        out[16..].copy_from_slice(&self.receipts.to_le_bytes());
+        out
+    }
+
+    fn decode(v: &[u8]) -> Option<Tally> {
+        if v.len() != Self::LEN {
+            return None;
+        }
+        let mut c = [0u8; 16];
+        c.copy_from_slice(&v[..16]);
+        let mut r = [0u8; 8];
+        r.copy_from_slice(&v[16..]);
+        Some(Tally {
+            credits: i128::from_le_bytes(c),
+            receipts: i64::from_le_bytes(r),
+        })
+    }
+
+    fn add(self, other: Tally) -> Tally {
+        Tally {
+            credits: self.credits.wrapping_add(other.credits),
+            receipts: self.receipts.wrapping_add(other.receipts),
+        }
+    }
+
+    /// Credits as an unsigned sum (a negative tally is corruption; read as 0).
+    fn credits(self) -> u128 {
+        u128::try_from(self.credits).unwrap_or(0)
+    }
+
+    fn receipts(self) -> u64 {
+        u64::try_from(self.receipts).unwrap_or(0)
+    }
+}
+
+/// The merge operator of `tallies-v1`: the sum of the stored value and every operand.
+/// `None` (a value of the wrong length) makes RocksDB report the key as corrupt.
+pub fn merge_tallies(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &MergeOperands,
+) -> Option<Vec<u8>> {
+    let mut sum = match existing {
+        Some(v) => Tally::decode(v)?,
+        None => Tally::default(),
+    };
+    for op in operands {
+        sum = sum.add(Tally::decode(op)?);
+    }
+    Some(sum.encode().to_vec())
+}
+
+fn tally_key(kind: u8, epoch: Option<u64>, key: Option<&[u8; 32]>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(41);
+    k.push(kind);
+    if let Some(e) = epoch {
+        k.extend_from_slice(&e.to_be_bytes());
+    }
+    if let Some(key) = key {
+        k.extend_from_slice(key);
+    }
+    k
+}
+
+fn epoch_id_key(epoch: u64, id: &MessageId) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&epoch.to_be_bytes());
+    k[8..].copy_from_slice(&id.0);
+    k
+}
+
+fn u64_of(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+fn id_of(v: &[u8]) -> Option<MessageId> {
+    Some(MessageId(v.try_into().ok()?))
+}
+
+fn corrupt(family: &'static str, why: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        family,
+        why: why.into(),
+    }
+}
+
+/// The tallies a counted receipt adds to (`sign` = 1) or takes from (`sign` = -1).
+fn counted_tallies(epoch_ms: u64, r: &Receipt, sign: i8) -> [(Vec<u8>, Tally); 5] {
+    let e = epoch_of(r.accepted_ms, epoch_ms);
+    let t = Tally {
+        credits: i128::from(r.price.0) * i128::from(sign),
+        receipts: i64::from(sign),
+    };
+    let worker = r.result.payload().worker.0;
+    let service = r.request.payload().service.0;
+    let claim = match r.result.payload().payout {
+        Some(a) => tally_key(kind::ACCOUNT, Some(e), Some(a.as_bytes())),
+        None => tally_key(kind::UNCLAIMED, Some(e), None),
+    };
+    [
+        (claim, t),
+        (tally_key(kind::WORKER_EPOCH, Some(e), Some(&worker)), t),
+        (tally_key(kind::SERVICE_EPOCH, Some(e), Some(&service)), t),
+        (tally_key(kind::WORKER, None, Some(&worker)), t),
+        (tally_key(kind::SERVICE, None, Some(&service)), t),
+    ]
+}
+
+/// The tallies one held receipt of epoch `e` (counted or not) adds to or takes from.
+fn held_tallies(e: u64, sign: i8) -> [(Vec<u8>, Tally); 2] {
+    let t = Tally {
+        credits: 0,
+        receipts: i64::from(sign),
+    };
+    [
+        (tally_key(kind::EPOCH_HELD, Some(e), None), t),
+        (tally_key(kind::HELD, None, None), t),
+    ]
+}
+
+/// A stored receipt decoded, its signatures checked again if `signatures`, and its id checked
+/// against the one it is stored under.
+fn decode_stored(
+    s: &super::StoredReceipt,
+    net: &NetworkId,
+    signatures: bool,
+) -> Result<Signed<Receipt>, String> {
+    let u = Unverified::<Receipt>::decode(&s.bytes, net).map_err(|e| e.to_string())?;
+    let r = if signatures {
+        u.verify().map_err(|e| e.to_string())?
+    } else {
+        u.trust_stored()
+    };
+    if r.id() != s.id {
+        return Err(format!("stored under {} but its id is {}", s.id, r.id()));
+    }
+    Ok(r)
+}
+
+/// Why [`Books::ingest`] did not take a receipt.
+#[derive(Debug, thiserror::Error)]
+pub enum BooksError {
+    /// The ledger's rules refused it (a duplicate, a third receipt for a request, ...).
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The store failed (disk full, I/O error, corruption): nothing of it was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What [`Books::check`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Receipts read.
+    pub receipts: u64,
+    /// Receipts that do not decode, fail their signatures (when checked), or are stored under
+    /// another id: `(accepted_ms, id, why)`.
+    pub bad_receipts: Vec<(u64, MessageId, String)>,
+    /// Index entries that disagree with the receipts (missing, extra or wrong).
+    pub index_errors: u64,
+    /// Tallies that differ from a recomputation: `(key, stored, recomputed)`.
+    pub tally_errors: Vec<(Vec<u8>, Tally, Tally)>,
+}
+
+impl CheckReport {
+    /// Whether everything agreed.
+    pub fn is_clean(&self) -> bool {
+        self.bad_receipts.is_empty() && self.index_errors == 0 && self.tally_errors.is_empty()
+    }
+}
+
+/// The ledger on disk. Reads take `&self`; only [`Books::ingest`] and the repairs change it.
+#[derive(Clone, Debug)]
+pub struct Books {
+    store: Arc<Store>,
+    epoch_ms: u64,
+    net: NetworkId,
+}
+
+impl Books {
+    /// The books in `store`, for epochs of `epoch_ms` on network `net`. A store whose indexes
+    /// were never built (one written by an older dpow) or were built for another epoch length
+    /// has them built now from its receipts (logged, with progress); otherwise nothing is read
+    /// but a few tallies ([`Books::quick_check`]).
+    pub fn open(store: Arc<Store>, epoch_ms: u64, net: NetworkId) -> Result<Books, StoreError> {
+        let books = Books {
+            store,
+            epoch_ms: epoch_ms.max(1),
+            net,
+        };
+        let indexed = books.store.meta(INDEXED)?.and_then(|v| u64_of(&v));
+        if indexed != Some(books.epoch_ms) {
+            if books.store.receipts().next().is_some() {
+                tracing::info!(
+                    "the ledger's indexes are missing or were built for other epochs: building them from the stored receipts"
+                );
+            }
+            books.rebuild(false, &|_, _| {})?;
+        }
+        Ok(books)
+    }
+
+    /// The length of an epoch, in milliseconds.
+    pub fn epoch_ms(&self) -> u64 {
+        self.epoch_ms
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Make every write so far durable (sync the write-ahead log).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        Ok(self.store.db().flush_wal(true)?)
+    }
+
+    fn unsynced() -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(false);
+        w
+    }
+
+    fn tally(&self, key: &[u8]) -> Result<Tally, StoreError> {
+        let db = self.store.db();
+        match db.get_pinned_cf(self.store.cf(CF_TALLIES), key)? {
+            None => Ok(Tally::default()),
+            Some(v) => {
+                Tally::decode(&v).ok_or_else(|| corrupt(CF_TALLIES, "a tally of the wrong length"))
+            }
+        }
+    }
+
+    /// Every tally whose key starts with `prefix`, the prefix cut off, zero tallies skipped.
+    fn tallies(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Tally)>, StoreError> {
+        let db = self.store.db();
+        let mut out = Vec::new();
+        let it = db.iterator_cf(
+            self.store.cf(CF_TALLIES),
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let t = Tally::decode(&v)
+                .ok_or_else(|| corrupt(CF_TALLIES, "a tally of the wrong length"))?;
+            if t != Tally::default() {
+                out.push((k[prefix.len()..].to_vec(), t));
+            }
+        }
+        Ok(out)
+    }
+
+    /// When receipt `id` was accepted, if it is held.
+    fn accepted_ms(&self, id: &MessageId) -> Result<Option<u64>, StoreError> {
+        match self
+            .store
+            .db()
+            .get_pinned_cf(self.store.cf(CF_RECEIPT_IDS), id.0)?
+        {
+            None => Ok(None),
+            Some(v) => u64_of(&v)
+                .map(Some)
+                .ok_or_else(|| corrupt(CF_RECEIPT_IDS, "a time of the wrong length")),
+        }
+    }
+
+    /// Whether receipt `id` is held.
+    pub fn contains(&self, id: &MessageId) -> Result<bool, StoreError> {
+        Ok(self.accepted_ms(id)?.is_some())
+    }
+
+    /// The envelope bytes of a held receipt.
+    pub fn get_bytes(&self, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(ms) = self.accepted_ms(id)? else {
+            return Ok(None);
+        };
+        let bytes = self
+            .store
+            .db()
+            .get_cf(self.store.cf(CF_RECEIPTS), Store::receipt_key(ms, id))?
+            .ok_or_else(|| {
+                corrupt(
+                    CF_RECEIPT_IDS,
+                    format!("receipt {id} is indexed but not stored"),
+                )
+            })?;
+        Ok(Some(bytes))
+    }
+
+    /// A held receipt, decoded (its signatures were checked before it was written).
+    pub fn get(&self, id: &MessageId) -> Result<Option<Signed<Receipt>>, StoreError> {
+        let Some(bytes) = self.get_bytes(id)? else {
+            return Ok(None);
+        };
+        let r = Unverified::<Receipt>::decode(&bytes, &self.net)
+            .map_err(|e| corrupt(CF_RECEIPTS, format!("receipt {id}: {e}")))?
+            .trust_stored();
+        if r.id() != *id {
+            return Err(corrupt(
+                CF_RECEIPTS,
+                format!("stored under {id} but its id is {}", r.id()),
+            ));
+        }
+        Ok(Some(r))
+    }
+
+    /// The ids held for `request`, ascending (none, one, or two for an equivocation).
+    fn held_for(&self, request: &MessageId) -> Result<Vec<MessageId>, StoreError> {
+        let Some(v) = self
+            .store
+            .db()
+            .get_pinned_cf(self.store.cf(CF_REQUESTS), request.0)?
+        else {
+            return Ok(Vec::new());
+        };
+        if v.is_empty() || v.len() % 32 != 0 || v.len() > 64 {
+            return Err(corrupt(CF_REQUESTS, format!("{} bytes of ids", v.len())));
+        }
+        Ok(v.chunks(32).filter_map(id_of).collect())
+    }
+
+    /// The receipt that counts for `request`, if any is held.
+    pub fn counted_for(&self, request: &MessageId) -> Result<Option<MessageId>, StoreError> {
+        Ok(self.held_for(request)?.first().copied())
+    }
+
+    /// Add (`sign` = 1) or take away (`sign` = -1) a counted receipt's price to or from every
+    /// tally it belongs to.
+    fn count(&self, b: &mut WriteBatch, r: &Receipt, sign: i8) {
+        let cf = self.store.cf(CF_TALLIES);
+        for (k, t) in counted_tallies(self.epoch_ms, r, sign) {
+            b.merge_cf(cf, k, t.encode());
+        }
+    }
+
+    /// Add or take away one held receipt (counted or not) of epoch `e`.
+    fn hold(&self, b: &mut WriteBatch, e: u64, sign: i8) {
+        let cf = self.store.cf(CF_TALLIES);
+        for (k, t) in held_tallies(e, sign) {
+            b.merge_cf(cf, k, t.encode());
+        }
+    }
+
+    /// Take in a verified receipt, as [`dpow_protocol::ledger::Ledger::ingest`] does, in one
+    /// atomic write (not yet synced: see [`Books::sync`]). A receipt dropped from an
+    /// equivocation pair is deleted in the same write.
+    pub fn ingest(&mut self, receipt: &Signed<Receipt>) -> Result<Ingested, BooksError> {
+        let id = receipt.id();
+        if self.contains(&id)? {
+            return Err(LedgerError::Duplicate { receipt: id }.into());
+        }
+        self.take(receipt, true)
+    }
+
+    /// [`Books::ingest`] without the duplicate check, writing the receipt itself only if
+    /// `store_receipt` (a rebuild reads it from where it already is).
+    fn take(&self, receipt: &Signed<Receipt>, store_receipt: bool) -> Result<Ingested, BooksError> {
+        let id = receipt.id();
+        let r = receipt.payload();
+        r.check().map_err(LedgerError::Invalid)?;
+        let request = r.request.id();
+        let service = receipt.signer();
+        let held = self.held_for(&request)?;
+        let admission = admit(&held, id).ok_or(LedgerError::AlreadyProven {
+            service,
+            request,
+            receipt: id,
+        })?;
+        let db = self.store.db();
+        let mut b = WriteBatch::default();
+        let e = epoch_of(r.accepted_ms, self.epoch_ms);
+        let ms = r.accepted_ms.to_be_bytes();
+        if store_receipt {
+            b.put_cf(
+                self.store.cf(CF_RECEIPTS),
+                Store::receipt_key(r.accepted_ms, &id),
+                receipt.bytes(),
+            );
+        }
+        b.put_cf(self.store.cf(CF_RECEIPT_IDS), id.0, ms);
+        b.put_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(e, &id), ms);
+        self.hold(&mut b, e, 1);
+        let mut now_held: Vec<MessageId> = held
+            .iter()
+            .copied()
+            .filter(|h| Some(*h) != admission.dropped)
+            .chain([id])
+            .collect();
+        now_held.sort_unstable();
+        let ids: Vec<u8> = now_held.iter().flat_map(|i| i.0).collect();
+        b.put_cf(self.store.cf(CF_REQUESTS), request.0, ids);
+        let mut dropped = None;
+        if let Some(gone) = admission.dropped {
+            // The higher of two held: evidence only, never counted.
+            let gone_ms = self
+                .accepted_ms(&gone)?
+                .ok_or_else(|| corrupt(CF_REQUESTS, format!("names {gone}, which is not held")))?;
+            b.delete_cf(
+                self.store.cf(CF_RECEIPTS),
+                Store::receipt_key(gone_ms, &gone),
+            );
+            b.delete_cf(self.store.cf(CF_RECEIPT_IDS), gone.0);
+            let gone_e = epoch_of(gone_ms, self.epoch_ms);
+            b.delete_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(gone_e, &gone));
+            self.hold(&mut b, gone_e, -1);
+            dropped = Some(Dropped {
+                id: gone,
+                accepted_ms: gone_ms,
+            });
+        }
+        let outcome = match admission.evidence {
+            None => {
+                self.count(&mut b, r, 1);
+                Ingested::Counted { request }
+            }
+            Some(evidence) => {
+                if let Some(before) = admission.uncounted {
+                    let old = self.get(&before)?.ok_or_else(|| {
+                        corrupt(CF_REQUESTS, format!("names {before}, which is not held"))
+                    })?;
+                    self.count(&mut b, old.payload(), -1);
+                    self.count(&mut b, r, 1);
+                }
+                let mut k = [0u8; 64];
+                k[..32].copy_from_slice(&service.0);
+                k[32..].copy_from_slice(&request.0);
+                b.put_cf(self.store.cf(CF_EQUIVOCATIONS), k, []);
+                Ingested::Equivocation {
+                    proof: Equivocation {
+                        service,
+                        request,
+                        counted: admission.counted,
+                        evidence,
+                    },
+                    dropped,
+                }
+            }
+        };
+        db.write_opt(b, &Self::unsynced())
+            .map_err(StoreError::from)?;
+        Ok(outcome)
+    }
+
+    /// How many receipts are held, evidence included.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        Ok(self.tally(&tally_key(kind::HELD, None, None))?.receipts())
+    }
+
+    /// Whether no receipt is held.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The epochs holding receipts, ascending, with how many each (evidence included).
+    pub fn epochs(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        Ok(self
+            .tallies(&[kind::EPOCH_HELD])?
+            .into_iter()
+            .filter_map(|(k, t)| Some((u64_of(&k)?, t.receipts())))
+            .filter(|(_, n)| *n > 0)
+            .collect())
+    }
+
+    /// The ids of every receipt held in `epoch`, ascending.
+    pub fn receipt_ids_in_epoch(&self, epoch: u64) -> Result<Vec<MessageId>, StoreError> {
+        let prefix = epoch.to_be_bytes();
+        let mut out = Vec::new();
+        let it = self.store.db().iterator_cf(
+            self.store.cf(CF_EPOCH_IDS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in it {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(
+                id_of(&k[8..]).ok_or_else(|| corrupt(CF_EPOCH_IDS, "a key of the wrong length"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The digest of `epoch` ([`digest_of_ids`] of its receipt ids).
+    pub fn epoch_digest(&self, epoch: u64) -> Result<[u8; 32], StoreError> {
+        Ok(digest_of_ids(
+            self.epoch_ms,
+            epoch,
+            &self.receipt_ids_in_epoch(epoch)?,
+        ))
+    }
+
+    /// Credits earned in `epoch` per payout account (the input to a payout).
+    pub fn claims_in_epoch(&self, epoch: u64) -> Result<Claims, StoreError> {
+        let mut out = Claims::default();
+        for (k, t) in self.tallies(&tally_key(kind::ACCOUNT, Some(epoch), None))? {
+            let a = id_of(&k)
+                .and_then(|a| NanoAccount::from_bytes(a.0).ok())
+                .ok_or_else(|| corrupt(CF_TALLIES, "an account key that is no account"))?;
+            out.accounts.insert(a, t.credits());
+        }
+        out.unclaimed = self
+            .tally(&tally_key(kind::UNCLAIMED, Some(epoch), None))?
+            .credits();
+        Ok(out)
+    }
+
+    fn per_key(&self, prefix: &[u8]) -> Result<BTreeMap<PublicKey, Tally>, StoreError> {
+        self.tallies(prefix)?
+            .into_iter()
+            .map(|(k, t)| {
+                let k =
+                    id_of(&k).ok_or_else(|| corrupt(CF_TALLIES, "a key of the wrong length"))?;
+                Ok((PublicKey(k.0), t))
+            })
+            .collect()
+    }
+
+    /// Credits earned by each worker key in `epoch`.
+    pub fn earned_in_epoch(&self, epoch: u64) -> Result<BTreeMap<PublicKey, u128>, StoreError> {
+        Ok(self
+            .per_key(&tally_key(kind::WORKER_EPOCH, Some(epoch), None))?
+            .into_iter()
+            .map(|(k, t)| (k, t.credits()))
+            .collect())
+    }
+
+    /// Credits spent by each service in `epoch`.
+    pub fn spent_in_epoch(&self, epoch: u64) -> Result<BTreeMap<PublicKey, u128>, StoreError> {
+        Ok(self
+            .per_key(&tally_key(kind::SERVICE_EPOCH, Some(epoch), None))?
+            .into_iter()
+            .map(|(k, t)| (k, t.credits()))
+            .collect())
+    }
+
+    /// Credits `service` has spent in all.
+    pub fn spent(&self, service: &PublicKey) -> Result<u128, StoreError> {
+        Ok(self
+            .tally(&tally_key(kind::SERVICE, None, Some(&service.0)))?
+            .credits())
+    }
+
+    /// Credits `worker` has earned in all.
+    pub fn earned(&self, worker: &PublicKey) -> Result<u128, StoreError> {
+        Ok(self
+            .tally(&tally_key(kind::WORKER, None, Some(&worker.0)))?
+            .credits())
+    }
+
+    /// Every proven equivocation, by service then request.
+    pub fn equivocations(&self) -> Result<Vec<Equivocation>, StoreError> {
+        self.equivocations_from(&[])
+    }
+
+    fn equivocations_from(&self, prefix: &[u8]) -> Result<Vec<Equivocation>, StoreError> {
+        let mut out = Vec::new();
+        let it = self.store.db().iterator_cf(
+            self.store.cf(CF_EQUIVOCATIONS),
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        for item in it {
+            let (k, _) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let (Some(s), Some(request)) =
+                (k.get(..32).and_then(id_of), k.get(32..).and_then(id_of))
+            else {
+                return Err(corrupt(CF_EQUIVOCATIONS, "a key of the wrong length"));
+            };
+            let held = self.held_for(&request)?;
+            if let [counted, evidence] = held[..] {
+                out.push(Equivocation {
+                    service: PublicKey(s.0),
+                    request,
+                    counted,
+                    evidence,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The services proven to have signed two receipts for one request.
+    pub fn flagged_services(&self) -> Result<BTreeSet<PublicKey>, StoreError> {
+        Ok(self
+            .equivocations()?
+            .into_iter()
+            .map(|e| e.service)
+            .collect())
+    }
+
+    /// One service's account.
+    pub fn service_balance(
+        &self,
+        registry: &Registry,
+        service: &PublicKey,
+    ) -> Result<ServiceBalance, StoreError> {
+        let t = self.tally(&tally_key(kind::SERVICE, None, Some(&service.0)))?;
+        Ok(ServiceBalance {
+            granted: registry.service(service).map_or(Credits(0), |s| s.granted),
+            spent: t.credits(),
+            receipts: t.receipts(),
+            equivocations: self.equivocations_from(&service.0)?.len() as u64,
+        })
+    }
+
+    /// Every account, from the tallies and the registry's grants.
+    pub fn balances(&self, registry: &Registry) -> Result<Balances, StoreError> {
+        let mut out = Balances::default();
+        for (key, info) in registry.services() {
+            out.services.entry(*key).or_default().granted = info.granted;
+        }
+        for (k, t) in self.per_key(&[kind::SERVICE])? {
+            let s = out.services.entry(k).or_default();
+            s.spent = t.credits();
+            s.receipts = t.receipts();
+        }
+        for (k, t) in self.per_key(&[kind::WORKER])? {
+            let w = out.workers.entry(k).or_default();
+            w.earned = t.credits();
+            w.receipts = t.receipts();
+        }
+        for (k, t) in self.tallies(&[kind::WORKER_EPOCH])? {
+            let (Some(e), Some(w)) = (k.get(..8).and_then(u64_of), k.get(8..).and_then(id_of))
+            else {
+                return Err(corrupt(CF_TALLIES, "a key of the wrong length"));
+            };
+            out.workers
+                .entry(PublicKey(w.0))
+                .or_default()
+                .by_epoch
+                .insert(e, t.credits());
+        }
+        for e in self.equivocations()? {
+            out.services.entry(e.service).or_default().equivocations += 1;
+        }
+        Ok(out)
+    }
+
+    /// Delete every index and tally and build them again from the stored receipts, in time
+    /// order; receipts that do not decode (or, with `signatures`, do not verify: checked in
+    /// parallel), or lose to other receipts of their request, are deleted and logged.
+    /// `progress(done, total)` is called every 65,536 receipts. Returns the receipts read.
+    pub fn rebuild(
+        &self,
+        signatures: bool,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<u64, StoreError> {
+        use rayon::prelude::*;
+        let db = self.store.db();
+        for cf in [
+            CF_RECEIPT_IDS,
+            CF_EPOCH_IDS,
+            CF_REQUESTS,
+            CF_TALLIES,
+            CF_EQUIVOCATIONS,
+        ] {
+            let cf = self.store.cf(cf);
+            db.delete_range_cf(cf, &[0u8; 0][..], &[0xffu8; 80][..])?;
+        }
+        let total = db
+            .property_int_value_cf(self.store.cf(CF_RECEIPTS), "rocksdb.estimate-num-keys")?
+            .unwrap_or(0);
+        let mut done = 0u64;
+        let mut stale = Vec::new();
+        let mut stored = self.store.receipts().peekable();
+        while stored.peek().is_some() {
+            let chunk: Vec<super::StoredReceipt> =
+                stored.by_ref().take(4096).collect::<Result<_, _>>()?;
+            let decoded: Vec<_> = chunk
+                .par_iter()
+                .map(|s| decode_stored(s, &self.net, signatures))
+                .collect();
+            for (s, r) in chunk.iter().zip(decoded) {
+                let taken = r.and_then(|r| self.take(&r, false).map_err(|e| e.to_string()));
+                if let Err(e) = taken {
+                    tracing::error!(receipt = %s.id, "stored receipt deleted: {e}");
+                    stale.push((s.accepted_ms, s.id));
+                }
+                done += 1;
+                if done % 65_536 == 0 {
+                    progress(done, total.max(done));
+                }
+            }
+        }
+        self.store.write_receipts(&[], &stale)?;
+        self.store.set_meta(INDEXED, &self.epoch_ms.to_be_bytes())?;
+        self.sync()?;
+        Ok(done)
+    }
+
+    /// Recompute everything from the stored receipts and compare: every receipt decodes (and,
+    /// with `signatures`, verifies: in parallel on every core) and is stored under its id, the
+    /// indexes match the receipts, and every tally equals its recomputation. Reads the whole
+    /// store; changes nothing. `progress(done, total)` is called every 65,536 receipts.
+    pub fn check(
+        &self,
+        signatures: bool,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<CheckReport, StoreError> {
+        use rayon::prelude::*;
+        let db = self.store.db();
+        let total = db
+            .property_int_value_cf(self.store.cf(CF_RECEIPTS), "rocksdb.estimate-num-keys")?
+            .unwrap_or(0);
+        let mut report = CheckReport::default();
+        let mut expected: BTreeMap<Vec<u8>, Tally> = BTreeMap::new();
+        let mut add = |k: Vec<u8>, t: Tally| {
+            let e = expected.entry(k).or_default();
+            *e = e.add(t);
+        };
+        let mut equivocating = BTreeSet::new();
+        let mut stored = self.store.receipts().peekable();
+        while stored.peek().is_some() {
+            let chunk: Vec<super::StoredReceipt> =
+                stored.by_ref().take(4096).collect::<Result<_, _>>()?;
+            let decoded: Vec<_> = chunk
+                .par_iter()
+                .map(|s| {
+                    Unverified::<Receipt>::decode(&s.bytes, &self.net).and_then(|u| {
+                        if signatures {
+                            u.verify()
+                        } else {
+                            Ok(u.trust_stored())
+                        }
+                    })
+                })
+                .collect();
+            for (s, r) in chunk.iter().zip(decoded) {
+                report.receipts += 1;
+                if report.receipts % 65_536 == 0 {
+                    progress(report.receipts, total.max(report.receipts));
+                }
+                let r = match r {
+                    Ok(r) if r.id() == s.id => r,
+                    Ok(r) => {
+                        let why = format!("stored under {} but its id is {}", s.id, r.id());
+                        report.bad_receipts.push((s.accepted_ms, s.id, why));
+                        continue;
+                    }
+                    Err(e) => {
+                        report
+                            .bad_receipts
+                            .push((s.accepted_ms, s.id, e.to_string()));
+                        continue;
+                    }
+                };
+                let p = r.payload();
+                let e = epoch_of(p.accepted_ms, self.epoch_ms);
+                if self.accepted_ms(&s.id)? != Some(s.accepted_ms) {
+                    report.index_errors += 1;
+                }
+                if db
+                    .get_pinned_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(e, &s.id))?
+                    .is_none()
+                {
+                    report.index_errors += 1;
+                }
+                let request = p.request.id();
+                let held = self.held_for(&request)?;
+                if !held.contains(&s.id) {
+                    report.index_errors += 1;
+                }
+                if held.len() == 2 {
+                    equivocating.insert((r.signer(), request));
+                }
+                for (k, t) in held_tallies(e, 1) {
+                    add(k, t);
+                }
+                if held.first() == Some(&s.id) {
+                    for (k, t) in counted_tallies(self.epoch_ms, p, 1) {
+                        add(k, t);
+                    }
+                }
+            }
+        }
+        // Index entries that name no stored receipt.
+        let indexed = db
+            .iterator_cf(self.store.cf(CF_RECEIPT_IDS), IteratorMode::Start)
+            .count() as u64;
+        let good = report.receipts - report.bad_receipts.len() as u64;
+        report.index_errors += indexed.saturating_sub(good);
+        let found: BTreeSet<_> = self
+            .equivocations()?
+            .into_iter()
+            .map(|e| (e.service, e.request))
+            .collect();
+        report.index_errors += found.symmetric_difference(&equivocating).count() as u64;
+        let mut stored_tallies: BTreeMap<Vec<u8>, Tally> = self.tallies(&[])?.into_iter().collect();
+        for (k, want) in expected.into_iter().filter(|(_, t)| *t != Tally::default()) {
+            let have = stored_tallies.remove(&k).unwrap_or_default();
+            if have != want {
+                report.tally_errors.push((k, have, want));
+            }
+        }
+        for (k, have) in stored_tallies {
+            report.tally_errors.push((k, have, Tally::default()));
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use dpow_protocol::ledger::Ledger;
+    use dpow_protocol::{WorkRequest, WorkResult};
+    use dpow_testkit::builders::{self, NET, NOW, account, key, sign};
+    use dpow_testkit::rng::Rng;
+
+    use super::*;
+
+    const EPOCH_MS: u64 = 1_000;
+
+    /// A stream of receipts from 2 services and 4 workers over 6 epochs, for 120 requests,
+    /// so that some requests get two, three or four receipts (equivocations, refusals).
+    fn receipts(seed: u64, n: usize) -> Vec<Signed<Receipt>> {
+        let mut rng = Rng::new(seed);
+        let services = [key(10), key(11)];
+        let workers = [key(20), key(21), key(22), key(23)];
+        (0..n)
+            .map(|_| {
+                let nonce = rng.below(120) as u64;
+                let service = &services[(nonce % 2) as usize];
+                let req = sign(
+                    WorkRequest {
+                        nonce,
+                        ..builders::request(service)
+                    },
+                    service,
+                );
+                let worker = &workers[rng.below(4)];
+                let work = builders::solved(&req, worker).payload().work;
+                let payout = match rng.below(3) {
+                    0 => None,
+                    n => Some(account(n as u8)),
+                };
+                let res = sign(
+                    WorkResult {
+                        payout,
+                        ..builders::result(&req, worker, work)
+                    },
+                    worker,
+                );
+                let at = NOW + rng.below(6 * EPOCH_MS as usize) as u64;
+                builders::receipt(service, &req, res, at)
+            })
+            .collect()
+    }
+
+    /// Every question both ledgers answer, asked of both.
+    fn assert_same(books: &Books, ledger: &Ledger) {
+        let registry = Registry::new([]);
+        assert_eq!(books.len().unwrap(), ledger.len() as u64);
+        let epochs: Vec<(u64, u64)> = ledger
+            .epochs()
+            .into_iter()
+            .map(|(e, n)| (e, n as u64))
+            .collect();
+        assert_eq!(books.epochs().unwrap(), epochs);
+        for (e, _) in &epochs {
+            assert_eq!(
+                books.receipt_ids_in_epoch(*e).unwrap(),
+                ledger.receipt_ids_in_epoch(*e)
+            );
+            assert_eq!(books.epoch_digest(*e).unwrap(), ledger.epoch_digest(*e));
+            assert_eq!(
+                books.claims_in_epoch(*e).unwrap(),
+                ledger.claims_in_epoch(*e)
+            );
+            assert_eq!(
+                books.earned_in_epoch(*e).unwrap(),
+                ledger.earned_in_epoch(*e)
+            );
+        }
+        assert_eq!(
+            books.balances(&registry).unwrap(),
+            ledger.balances(&registry)
+        );
+        assert_eq!(books.equivocations().unwrap(), ledger.equivocations());
+        assert_eq!(books.flagged_services().unwrap(), ledger.flagged_services());
+        for s in [key(10), key(11)] {
+            assert_eq!(
+                books.service_balance(&registry, &s.public()).unwrap(),
+                ledger.service_balance(&registry, &s.public())
+            );
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> Books {
+        let store = Arc::new(Store::open(dir).unwrap());
+        Books::open(store, EPOCH_MS, NET).unwrap()
+    }
+
+    #[test]
+    fn books_on_disk_answer_as_the_ledger_in_memory_does() {
+        let dir = tempfile::tempdir().unwrap();
+        for seed in [1, 2, 3] {
+            let sub = dir.path().join(seed.to_string());
+            let mut books = open(&sub);
+            let mut ledger = Ledger::new(EPOCH_MS);
+            let stream = receipts(seed, 400);
+            let mut equivocations = 0;
+            for r in stream.iter().chain(stream.iter().take(20)) {
+                let want = ledger.ingest(r.clone());
+                let got = books.ingest(r);
+                match (&want, &got) {
+                    (Ok(w), Ok(g)) => assert_eq!(w, g),
+                    (Err(w), Err(BooksError::Ledger(g))) => assert_eq!(w, g),
+                    _ => panic!("in memory {want:?}, on disk {got:?}"),
+                }
+                if let Ok(Ingested::Equivocation { .. }) = want {
+                    equivocations += 1;
+                }
+                if let Some(id) = books.epochs().unwrap().first() {
+                    assert!(id.1 > 0);
+                }
+            }
+            assert!(equivocations > 10, "the stream holds equivocations");
+            assert!(ledger.equivocations().len() > 5);
+            assert_same(&books, &ledger);
+            for r in &stream {
+                let held = ledger.get(&r.id()).is_some();
+                assert_eq!(books.contains(&r.id()).unwrap(), held);
+                if held {
+                    assert_eq!(books.get(&r.id()).unwrap().unwrap().bytes(), r.bytes());
+                }
+            }
+            assert!(books.check(true, &|_, _| {}).unwrap().is_clean());
+            books.sync().unwrap();
+            drop(books);
+            // Reopened: the same answers, read from disk, nothing rebuilt.
+            let books = open(&sub);
+            assert_same(&books, &ledger);
+        }
+    }
+
+    #[test]
+    fn check_finds_a_corrupt_tally_and_a_corrupt_receipt_and_rebuild_repairs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut books = open(dir.path());
+        let mut ledger = Ledger::new(EPOCH_MS);
+        for r in receipts(7, 200) {
+            let _ = ledger.ingest(r.clone());
+            let _ = books.ingest(&r);
+        }
+        assert!(books.check(true, &|_, _| {}).unwrap().is_clean());
+
+        // A tally off by one credit.
+        let worker = key(20).public();
+        let bump = Tally {
+            credits: 1,
+            receipts: 0,
+        }
+        .encode();
+        let db = books.store.db();
+        db.merge_cf(
+            books.store.cf(CF_TALLIES),
+            tally_key(kind::WORKER, None, Some(&worker.0)),
+            bump,
+        )
+        .unwrap();
+        assert_eq!(books.earned(&worker).unwrap(), ledger.earned(&worker) + 1);
+        let report = books.check(false, &|_, _| {}).unwrap();
+        assert_eq!(report.tally_errors.len(), 1, "{report:?}");
+        assert!(report.bad_receipts.is_empty());
+
+        // A counted receipt whose signature no longer verifies (one byte of it flipped).
+        let victim = ledger.counted().next().unwrap().clone();
+        let ms = victim.payload().accepted_ms;
+        let mut bytes = victim.bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        db.put_cf(
+            books.store.cf(CF_RECEIPTS),
+            Store::receipt_key(ms, &victim.id()),
+            &bytes,
+        )
+        .unwrap();
+        let quick = books.check(false, &|_, _| {}).unwrap();
+        assert!(
+            quick.bad_receipts.is_empty(),
+            "only a signature check sees it"
+        );
+        let full = books.check(true, &|_, _| {}).unwrap();
+        assert_eq!(full.bad_receipts.len(), 1, "{full:?}");
+        assert_eq!(full.bad_receipts[0].1, victim.id());
+
+        // Repair: the bad receipt goes, the tallies are recomputed.
+        books.rebuild(true, &|_, _| {}).unwrap();
+        assert!(books.check(true, &|_, _| {}).unwrap().is_clean());
+        assert!(!books.contains(&victim.id()).unwrap());
+        // What remains is what was held less the victim, and the books say so.
+        let mut expect = Ledger::new(EPOCH_MS);
+        for r in receipts(7, 200) {
+            if r.id() != victim.id() && ledger.get(&r.id()).is_some() {
+                expect.ingest(r).unwrap();
+            }
+        }
+        assert_same(&books, &expect);
+        assert_ne!(
+            books.balances(&Registry::new([])).unwrap(),
+            ledger.balances(&Registry::new([]))
+        );
+    }
+}
