@@ -763,7 +763,7 @@ impl Books {
                     stale.push((s.accepted_ms, s.id));
                 }
                 done += 1;
-                if done % 65_536 == 0 {
+                if done.is_multiple_of(65_536) {
                     progress(done, total.max(done));
                 }
             }
@@ -813,7 +813,7 @@ impl Books {
                 .collect();
             for (s, r) in chunk.iter().zip(decoded) {
                 report.receipts += 1;
-                if report.receipts % 65_536 == 0 {
+                if report.receipts.is_multiple_of(65_536) {
                     progress(report.receipts, total.max(report.receipts));
                 }
                 let r = match r {
