@@ -30,12 +30,16 @@ use serde::{Deserialize, Serialize};
 mod absent;
 #[cfg(feature = "ledger")]
 pub mod books;
+mod ledger;
 #[cfg(feature = "ledger")]
 mod rocks;
 pub mod writer;
 
 #[cfg(not(feature = "ledger"))]
-pub use absent::{Store, StoreError};
+pub use absent::{Books, BooksError, Store, StoreError};
+#[cfg(feature = "ledger")]
+pub use books::{Books, BooksError};
+pub use ledger::{IngestError, NodeLedger};
 #[cfg(feature = "ledger")]
 pub use rocks::{
     CF_KAD, CF_META, CF_PRECACHE, CF_RECEIPTS, CF_REGISTRY, SCHEMA, Store, StoreError,

@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// directory). It is deleted afterwards.
     #[arg(long, value_name = "DIR", requires = "ledger")]
     pub dir: Option<std::path::PathBuf>,
+    /// The second half of `--ledger`, in a fresh process so its memory is the books' alone:
+    /// open the filled database, answer balances and a payout, take live receipts.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub ledger_reopen: Option<std::path::PathBuf>,
 }
 
 /// One configuration to measure.
@@ -107,6 +111,10 @@ pub(super) fn run(a: BenchArgs, out: Output) -> anyhow::Result<ExitCode> {
     #[cfg(not(feature = "ledger"))]
     if a.ledger.is_some() {
         bail!("--ledger measures the RocksDB ledger, which this light build leaves out");
+    }
+    #[cfg(feature = "ledger")]
+    if let Some(dir) = &a.ledger_reopen {
+        return super::bench_ledger::reopen(dir, &out).map(|()| ExitCode::SUCCESS);
     }
     #[cfg(feature = "ledger")]
     if let Some(n) = a.ledger {

@@ -2,18 +2,20 @@
 //!
 //! 1. ingest per core: what a node does with each receipt from the network, on one thread —
 //!    verify (`Validator::check_receipt`: three signatures, one hash, price, registration,
-//!    times), take into the `Ledger`, and write to RocksDB in synced batches of 256 (the
-//!    node's group commit);
-//! 2. recompute over N receipts: a node's start-up (read every receipt from RocksDB and
-//!    verify it again, in parallel), then balances and an epoch's payout over all of them;
-//! 3. RocksDB bytes per receipt, after compaction.
+//!    times), take into the books on disk (`Books::ingest`: what the event loop does), and sync
+//!    the write-ahead log every 256 receipts (the store task's group commit);
+//! 2. fill: the other receipts, spread over a year of daily epochs, generated and taken in
+//!    chunks so the benchmark's own memory stays flat; then RocksDB bytes per receipt;
+//! 3. in a fresh process (`--ledger-reopen`), as a restarting node: open the books, answer
+//!    balances and the busiest epoch's payout, take 100,000 live receipts; its resident memory
+//!    idle and its peak while ingesting, and the p99 of one `Books::ingest` call;
+//! 4. `dpow ledger verify --full`'s pass: every receipt re-verified, every tally recomputed.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::bail;
 use dpow_keys::SecretKey;
-use dpow_protocol::ledger::Ledger;
 use dpow_protocol::registry::Registry;
 use dpow_protocol::validate::{Validator, ValidatorConfig};
 use dpow_protocol::{
@@ -23,7 +25,7 @@ use dpow_protocol::{
 use serde_json::json;
 
 use crate::output::Output;
-use crate::store::{Store, StoredReceipt};
+use crate::store::{Books, Store};
 
 fn say(out: &Output, line: String) {
     if let Err(e) = out.emit(&line, &json!({ "line": line })) {
@@ -38,12 +40,14 @@ fn bench_net() -> NetworkId {
     NetworkId::of_canonical_genesis(b"dpow bench --ledger")
 }
 
-/// Receipt `i`: its own root, one of 64 workers, accepted now-ish.
+/// Receipt `i`: its own root, one of 64 workers, accepted at `accepted_ms`, requested at
+/// `now`.
 fn receipt(
     service: &SecretKey,
     workers: &[SecretKey],
     i: u64,
     now: u64,
+    accepted_ms: u64,
 ) -> Result<Signed<Receipt>, dpow_protocol::ProtocolError> {
     let net = bench_net();
     let mut r = [0u8; 32];
@@ -91,11 +95,71 @@ fn receipt(
             request: req,
             result: res,
             price: Credits::price(d),
-            accepted_ms: now + 1,
+            accepted_ms,
         },
         service,
         &net,
     )
+}
+
+/// A year of daily epochs.
+const SPAN_MS: u64 = 365 * EPOCH_MS;
+
+/// Receipts generated and taken per chunk while filling.
+const CHUNK: u64 = 65_536;
+
+/// Keys the benchmark signs with: a service and 64 workers.
+struct Keys {
+    service: SecretKey,
+    workers: Vec<SecretKey>,
+}
+
+impl Keys {
+    fn new() -> anyhow::Result<Keys> {
+        Ok(Keys {
+            service: SecretKey::generate()?,
+            workers: (0..64)
+                .map(|_| SecretKey::generate())
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Receipts `range`, the i-th accepted at `start + i * step`, made in parallel.
+    fn receipts(
+        &self,
+        range: std::ops::Range<u64>,
+        now: u64,
+        start: u64,
+        step: u64,
+    ) -> anyhow::Result<Vec<Signed<Receipt>>> {
+        use rayon::prelude::*;
+        Ok(range
+            .into_par_iter()
+            .map(|i| receipt(&self.service, &self.workers, i, now, start + i * step))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+/// This process's resident memory now and at its peak, in MiB (Linux `/proc`).
+fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Run the ledger benchmark over `n` receipts, in a fresh database under `dir`.
@@ -105,10 +169,8 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     }
     let net = bench_net();
     let registrar = SecretKey::generate()?;
-    let service = SecretKey::generate()?;
-    let workers: Vec<SecretKey> = (0..64)
-        .map(|_| SecretKey::generate())
-        .collect::<Result<_, _>>()?;
+    let keys = Keys::new()?;
+    let service = &keys.service;
     let mut registry = Registry::new([registrar.public()]);
     for (seq, action) in [
         RegistryAction::RegisterService {
@@ -136,145 +198,190 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     let now = crate::net::now_ms();
     let validator = Validator::new(ValidatorConfig::new(Profile::test(), net));
 
-    // Generate (in parallel; not measured).
-    let t0 = Instant::now();
-    let receipts: Vec<(dpow_protocol::MessageId, Vec<u8>)> = {
-        use rayon::prelude::*;
-        (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let r = receipt(&service, &workers, i, now)?;
-                Ok((r.id(), r.bytes().to_vec()))
-            })
-            .collect::<Result<_, dpow_protocol::ProtocolError>>()?
-    };
-    say(
-        out,
-        format!(
-            "generated {n} receipts in {:.1} s ({} bytes each on the wire, first one)",
-            t0.elapsed().as_secs_f64(),
-            receipts[0].1.len()
-        ),
-    );
-
-    // 1. Ingest on one thread: verify, ledger, synced batches of 256. Cold: nothing about the
+    // 1. Ingest on one thread: verify, books, a WAL sync every 256. Cold: nothing about the
     // receipt seen before (catch-up). Warm: its request and result were verified when they
     // came by on gossip (a live receipt), so only the receipt's own signature is checked.
-    let store = Store::open(&dir.join("db"))?;
-    let sample = (receipts.len() / 4).min(10_000);
-    let mut ledger = Ledger::new(EPOCH_MS);
+    let store = std::sync::Arc::new(Store::open(&dir.join("db"))?);
+    let mut books = Books::open(store.clone(), EPOCH_MS, net)?;
+    let sample = (n / 4).min(10_000);
+    let live = keys.receipts(0..2 * sample, now, now + 1, 0)?;
     for (name, range) in [("cold", 0..sample), ("warm", sample..2 * sample)] {
+        let part = &live[range.start as usize..range.end as usize];
         if name == "warm" {
-            for (_, bytes) in &receipts[range.clone()] {
-                let r = Signed::<Receipt>::decode(bytes, &net)?;
+            for r in part {
                 r.payload().request.remember_verified();
                 r.payload().result.remember_verified();
             }
         }
-        let mut batch = Vec::with_capacity(256);
-        let (mut t_verify, mut t_ledger, mut t_store) = (0f64, 0f64, 0f64);
+        let (mut t_verify, mut t_books, mut t_sync) = (0f64, 0f64, 0f64);
         let t0 = Instant::now();
-        for (_, bytes) in &receipts[range] {
+        for (i, r) in part.iter().enumerate() {
             let a = Instant::now();
             let r = validator
-                .check_receipt(bytes, &registry, now + 10)
+                .check_receipt(r.bytes(), &registry, now + 10)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let b = Instant::now();
-            let stored = StoredReceipt {
-                accepted_ms: r.payload().accepted_ms,
-                id: r.id(),
-                bytes: bytes.clone(),
-            };
-            ledger.ingest(r)?;
+            books.ingest(&r)?;
             let c = Instant::now();
-            batch.push(stored);
-            if batch.len() == 256 {
-                store.write_receipts(&batch, &[])?;
-                batch.clear();
+            if i % 256 == 255 {
+                books.sync()?;
             }
             t_verify += (b - a).as_secs_f64();
-            t_ledger += (c - b).as_secs_f64();
-            t_store += c.elapsed().as_secs_f64();
+            t_books += (c - b).as_secs_f64();
+            t_sync += c.elapsed().as_secs_f64();
         }
-        store.write_receipts(&batch, &[])?;
+        books.sync()?;
         let total = t0.elapsed().as_secs_f64();
         say(
             out,
             format!(
-                "ingest ({name}), one thread, {sample} receipts: {:.0}/s (verify {:.1} us, ledger {:.1} us, store {:.1} us per receipt)",
+                "ingest ({name}), one thread, {sample} receipts: {:.0}/s (verify {:.1} us, books {:.1} us, WAL sync {:.1} us per receipt)",
                 sample as f64 / total,
                 t_verify * 1e6 / sample as f64,
-                t_ledger * 1e6 / sample as f64,
-                t_store * 1e6 / sample as f64
+                t_books * 1e6 / sample as f64,
+                t_sync * 1e6 / sample as f64
             ),
         );
     }
-    drop(ledger);
-    let sample = 2 * sample;
+    drop(live);
 
-    // 2. Store all n (batches of 4096, synced), then recompute from disk as a node starts.
-    let t0 = Instant::now();
-    for chunk in receipts[sample..].chunks(4096) {
-        let rows: Vec<StoredReceipt> = chunk
-            .iter()
-            .map(|(id, bytes)| StoredReceipt {
-                accepted_ms: now + 1,
-                id: *id,
-                bytes: bytes.clone(),
-            })
-            .collect();
-        store.write_receipts(&rows, &[])?;
+    // 2. Fill: the rest over a year of epochs, in chunks (generated in parallel, not measured
+    // apart from the books' time).
+    let start = now.saturating_sub(SPAN_MS);
+    let step = SPAN_MS / n;
+    let (mut t_books, t0) = (0f64, Instant::now());
+    let mut done = 2 * sample;
+    while done < n {
+        let end = (done + CHUNK).min(n);
+        let chunk = keys.receipts(done..end, now, start, step)?;
+        let t = Instant::now();
+        for r in &chunk {
+            books.ingest(r)?;
+        }
+        books.sync()?;
+        t_books += t.elapsed().as_secs_f64();
+        done = end;
+        if done % (16 * CHUNK) < CHUNK || done == n {
+            say(
+                out,
+                format!(
+                    "filled {done} of {n} ({:.0} s; books {:.0}/s)",
+                    t0.elapsed().as_secs_f64(),
+                    (done - 2 * sample) as f64 / t_books.max(1e-9)
+                ),
+            );
+        }
     }
-    say(
-        out,
-        format!(
-            "stored the other {} receipts in {:.1} s",
-            n as usize - sample,
-            t0.elapsed().as_secs_f64()
-        ),
-    );
-    drop(receipts);
     store.compact()?;
     let bytes = store.disk_bytes();
     say(
         out,
         format!(
-            "RocksDB after compaction: {bytes} bytes for {n} receipts = {:.0} bytes/receipt",
+            "RocksDB after compaction: {bytes} bytes for {n} receipts = {:.0} bytes/receipt (receipt, indexes and tallies; each receipt stored once in the ledger)",
             bytes as f64 / n as f64
         ),
     );
+    drop(books);
+    drop(store);
 
-    // A node's start-up: every receipt decoded and checked, its signatures trusted.
+    // 3. A fresh process opens it as a restarting node would.
+    let exe = std::env::current_exe()?;
+    let status = std::process::Command::new(exe)
+        .args(["bench", "--ledger-reopen"])
+        .arg(dir.join("db"))
+        .status()?;
+    if !status.success() {
+        bail!("the reopening process failed: {status}");
+    }
+
+    // 4. `dpow ledger verify --full`'s pass.
+    let store = std::sync::Arc::new(Store::open(&dir.join("db"))?);
+    let books = Books::open(store, EPOCH_MS, net)?;
     let t0 = Instant::now();
-    let ledger = store.load_ledger(EPOCH_MS, &net, false)?;
-    let load = t0.elapsed().as_secs_f64();
-    drop(ledger);
-    // `--verify-store`: the same with every signature checked again.
-    let t0 = Instant::now();
-    let ledger = store.load_ledger(EPOCH_MS, &net, true)?;
-    let load_verified = t0.elapsed().as_secs_f64();
-    let t0 = Instant::now();
-    let balances = ledger.balances(&registry);
-    let bal = t0.elapsed().as_secs_f64();
-    let t0 = Instant::now();
-    let epoch = dpow_protocol::ledger::epoch_of(now + 1, EPOCH_MS);
-    let earned = ledger.claims_in_epoch(epoch).accounts;
-    let report = dpow_protocol::ledger::PayoutReport::new(epoch, &earned, 10u128.pow(30))?;
-    let pay = t0.elapsed().as_secs_f64();
+    let report = books.check(true, &|_, _| {})?;
+    let t = t0.elapsed().as_secs_f64();
+    if !report.is_clean() {
+        bail!("the books do not check: {report:?}");
+    }
     say(
         out,
         format!(
-            "recompute over {} receipts: start-up load from RocksDB {:.1} s ({:.0}/s), with --verify-store {:.1} s ({:.0}/s), on {} threads; balances {:.3} s, epoch payout {:.3} s ({} lines; {} workers in balances)",
-            ledger.len(),
-            load,
-            ledger.len() as f64 / load,
-            load_verified,
-            ledger.len() as f64 / load_verified,
-            rayon::current_num_threads(),
-            bal,
-            pay,
+            "verify --full: {} receipts re-verified and every tally recomputed in {t:.1} s ({:.0}/s on {} threads): clean",
+            report.receipts,
+            report.receipts as f64 / t,
+            rayon::current_num_threads()
+        ),
+    );
+    Ok(())
+}
+
+/// The benchmark's third step, in its own process: see the module docs.
+pub(super) fn reopen(db: &Path, out: &Output) -> anyhow::Result<()> {
+    let net = bench_net();
+    let (rss_before, _) = rss_mib();
+    let t0 = Instant::now();
+    let store = std::sync::Arc::new(Store::open(db)?);
+    let mut books = Books::open_for_node(store, EPOCH_MS, net, false)?;
+    let open = t0.elapsed().as_secs_f64();
+    let held = books.len()?;
+    let registry = Registry::new([]);
+    let t0 = Instant::now();
+    let balances = books.balances(&registry)?;
+    let bal = t0.elapsed().as_secs_f64();
+    let busiest = books
+        .epochs()?
+        .into_iter()
+        .max_by_key(|(_, count)| *count)
+        .map_or(0, |(e, _)| e);
+    let t0 = Instant::now();
+    let claims = books.claims_in_epoch(busiest)?;
+    let report = dpow_protocol::ledger::PayoutReport::new(busiest, &claims.accounts, 10u128.pow(30))?;
+    let pay = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let digest = books.epoch_digest(busiest)?;
+    let dig = t0.elapsed().as_secs_f64();
+    let (rss_idle, _) = rss_mib();
+    say(
+        out,
+        format!(
+            "reopened {held} receipts in {:.3} s (no receipt read, no signature checked); balances {:.1} ms ({} workers), payout of epoch {busiest} {:.1} ms ({} lines), its digest {:.1} ms ({}…); resident memory {rss_idle:.0} MiB (process alone {rss_before:.0} MiB)",
+            open,
+            bal * 1e3,
+            balances.workers.len(),
+            pay * 1e3,
             report.lines().len(),
-            balances.workers.len()
+            dig * 1e3,
+            &hex::encode(digest)[..8]
+        ),
+    );
+    // Live receipts, as the event loop takes them, with the store task's sync every 256.
+    let keys = Keys::new()?;
+    let now = crate::net::now_ms();
+    let mut turns = Vec::with_capacity(100_000);
+    let t0 = Instant::now();
+    for part in 0..4u64 {
+        let chunk = keys.receipts(part * 25_000..(part + 1) * 25_000, now, now, 0)?;
+        for (i, r) in chunk.iter().enumerate() {
+            let t = Instant::now();
+            books.ingest(r)?;
+            turns.push(t.elapsed().as_secs_f64() * 1e6);
+            if i % 256 == 255 {
+                books.sync()?;
+            }
+        }
+    }
+    books.sync()?;
+    let total = t0.elapsed().as_secs_f64();
+    turns.sort_by(f64::total_cmp);
+    let (rss_after, peak) = rss_mib();
+    say(
+        out,
+        format!(
+            "took 100000 live receipts into {held}: Books::ingest p50 {:.0} us, p99 {:.0} us, max {:.0} us; resident memory {rss_after:.0} MiB, peak {peak:.0} MiB ({:.1} s with generating them)",
+            percentile(&turns, 0.5),
+            percentile(&turns, 0.99),
+            percentile(&turns, 1.0),
+            total
         ),
     );
     Ok(())

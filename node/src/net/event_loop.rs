@@ -39,7 +39,7 @@ use super::behaviour::{
 use super::stats::{OwnReject, OwnTally, Percentiles, ServiceStat, WorkerStat};
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig, now_ms};
 use crate::genesis::Genesis;
-use crate::store::Store;
+use crate::store::{NodeLedger, Store};
 use crate::store::writer::{Done, Job, Writer};
 
 /// Requests remembered for validating results and cancels.
@@ -125,7 +125,7 @@ pub(super) struct EventLoop {
     /// Requests seen per service.
     per_service: HashMap<dpow_keys::PublicKey, u64>,
     /// Receipts this node has verified: balances and payouts are computed from them.
-    ledger: dpow_protocol::ledger::Ledger,
+    ledger: NodeLedger,
     /// Where receipts (and Kademlia records) are kept; `None` for short-lived clients.
     store: Option<Arc<Store>>,
     /// Receipts in the ledger not yet handed to the store task.
@@ -194,12 +194,13 @@ impl EventLoop {
         let tuning = config.tuning.clone();
         let store = config.store.clone();
         let ledger = match &store {
-            Some(s) => s.load_ledger(
+            Some(s) => NodeLedger::Disk(crate::store::Books::open_for_node(
+                s.clone(),
                 config.genesis.epoch_ms,
-                &config.genesis.id,
+                config.genesis.id,
                 config.tuning.verify_store,
-            )?,
-            None => dpow_protocol::ledger::Ledger::new(config.genesis.epoch_ms),
+            )?),
+            None => NodeLedger::Memory(dpow_protocol::ledger::Ledger::new(config.genesis.epoch_ms)),
         };
         let (writer, store_done) = match &store {
             Some(s) => {
@@ -1022,7 +1023,11 @@ impl EventLoop {
         let Some(w) = &mut self.worker else {
             return;
         };
-        for r in self.ledger.counted() {
+        // Standings keep a worker's newest samples: the last two epochs' receipts give them.
+        let since = dpow_protocol::ledger::epoch_of(now_ms(), self.ledger.epoch_ms())
+            .saturating_sub(1)
+            .saturating_mul(self.ledger.epoch_ms());
+        for r in self.ledger.counted_since(since) {
             w.flow.on_counted(r.payload());
         }
     }
@@ -1478,7 +1483,7 @@ impl EventLoop {
             }
             Command::Ledger { reply } => {
                 self.flush_receipts();
-                let _ = reply.send((self.ledger.clone(), self.registry.clone()));
+                let _ = reply.send((self.ledger.snapshot(), self.registry.clone()));
             }
             Command::PublishRaw {
                 topic,

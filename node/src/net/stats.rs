@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use dpow_keys::PublicKey;
 use dpow_protocol::RequestId;
-use dpow_protocol::ledger::{Ledger, epoch_of};
+use dpow_protocol::ledger::epoch_of;
+
+use crate::store::NodeLedger;
 use dpow_solver::Solver;
 use serde::{Deserialize, Serialize};
 
@@ -160,6 +162,9 @@ pub struct NodeStats {
     pub worker_list: Vec<WorkerStat>,
     /// Receipts held in this node's ledger.
     pub ledger_receipts: usize,
+    /// Receipts refused because the store failed to write them (disk full, I/O errors).
+    #[serde(default)]
+    pub store_refusals: u64,
     /// The current epoch and the digest of this node's receipts in it (hex): equal on nodes
     /// that hold the same receipts.
     pub ledger_epoch: u64,
@@ -516,7 +521,7 @@ impl OwnTally {
     /// Credits of `me` in all and per epoch, from `ledger` at time `now_ms`. Cheap when
     /// nothing changed: the epochs are walked again only when `me`'s total or the current
     /// epoch moved (and on a big ledger at most every few seconds).
-    pub(crate) fn refresh_credits(&mut self, ledger: &Ledger, me: &PublicKey, now_ms: u64) {
+    pub(crate) fn refresh_credits(&mut self, ledger: &NodeLedger, me: &PublicKey, now_ms: u64) {
         let total = ledger.earned(me);
         let epoch = epoch_of(now_ms, ledger.epoch_ms());
         if self
@@ -664,7 +669,7 @@ mod tests {
     #[test]
     fn credits_per_epoch_of_an_empty_ledger_are_seven_zeros() {
         let mut t = OwnTally::new(None, &One, 1);
-        let ledger = Ledger::new(1000);
+        let ledger = NodeLedger::Memory(dpow_protocol::ledger::Ledger::new(1000));
         t.refresh_credits(&ledger, &key(1), 10_500);
         let s = t.snapshot();
         let epochs: Vec<u64> = s.credits_by_epoch.iter().map(|e| e.epoch).collect();

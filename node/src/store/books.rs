@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use dpow_keys::{NanoAccount, PublicKey};
 use dpow_protocol::ledger::{
-    Balances, Claims, Dropped, Equivocation, Ingested, LedgerError, ServiceBalance, admit,
+    Balances, Claims, Dropped, Equivocation, Ingested, Ledger, LedgerError, ServiceBalance, admit,
     digest_of_ids, epoch_of,
 };
 use dpow_protocol::registry::Registry;
@@ -277,6 +277,31 @@ impl Books {
             }
             books.rebuild(false, &|_, _| {})?;
         }
+        Ok(books)
+    }
+
+    /// [`Books::open`] for a starting node: with `verify` (`dpow node --verify-store`) every
+    /// stored receipt's signatures are checked again, in parallel, and the indexes rebuilt
+    /// without the receipts that fail.
+    pub fn open_for_node(
+        store: Arc<Store>,
+        epoch_ms: u64,
+        net: NetworkId,
+        verify: bool,
+    ) -> Result<Books, StoreError> {
+        let t0 = std::time::Instant::now();
+        let books = Books::open(store, epoch_ms, net)?;
+        if verify {
+            books.rebuild(true, &|done, total| {
+                tracing::info!(done, total, "verifying the stored receipts");
+            })?;
+        }
+        tracing::info!(
+            receipts = books.len()?,
+            signatures_checked = verify,
+            ms = t0.elapsed().as_millis() as u64,
+            "ledger opened"
+        );
         Ok(books)
     }
 
@@ -722,6 +747,31 @@ impl Books {
         Ok(out)
     }
 
+    /// Counted receipts accepted at or after `since_ms`, in time order.
+    pub fn counted_since(&self, since_ms: u64) -> Result<Vec<Signed<Receipt>>, StoreError> {
+        let mut out = Vec::new();
+        for s in self.store.receipts_between(since_ms, u64::MAX) {
+            let r = decode_stored(&s?, &self.net, false).map_err(|why| corrupt(CF_RECEIPTS, why))?;
+            if self.counted_for(&r.payload().request.id())? == Some(r.id()) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every held receipt in an in-memory [`Ledger`] (reads them all).
+    pub fn to_memory(&self) -> Result<Ledger, StoreError> {
+        let mut l = Ledger::new(self.epoch_ms);
+        for s in self.store.receipts() {
+            let r = decode_stored(&s?, &self.net, false).map_err(|why| corrupt(CF_RECEIPTS, why))?;
+            // The stored set passed these rules once; held in time order, it passes again.
+            if let Err(e) = l.ingest(r) {
+                tracing::error!("stored receipt not taken into the snapshot: {e}");
+            }
+        }
+        Ok(l)
+    }
+
     /// Delete every index and tally and build them again from the stored receipts, in time
     /// order; receipts that do not decode (or, with `signatures`, do not verify: checked in
     /// parallel), or lose to other receipts of their request, are deleted and logged.
@@ -888,7 +938,6 @@ impl Books {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use dpow_protocol::ledger::Ledger;
     use dpow_protocol::{WorkRequest, WorkResult};
     use dpow_testkit::builders::{self, NET, NOW, account, key, sign};
     use dpow_testkit::rng::Rng;

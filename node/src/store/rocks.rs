@@ -256,6 +256,11 @@ impl Store {
         Ok(self.db.write_opt(b, &Self::synced())?)
     }
 
+    /// Make every write so far durable: sync the write-ahead log.
+    pub fn sync_wal(&self) -> Result<(), StoreError> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
     /// Every stored receipt accepted in `[from_ms, to_ms)`, in (time, id) order.
     pub fn receipts_between(
         &self,

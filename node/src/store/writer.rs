@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use dpow_protocol::MessageId;
 use tokio::sync::mpsc;
 
 use super::{Store, StoreError, StoredReceipt, StoredRecord};
@@ -37,12 +36,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// One write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
-    /// Store receipts and delete others, atomically, synced.
+    /// Receipts the books already hold, written without a sync on the event loop
+    /// ([`super::Books::ingest`]): make them durable (sync the write-ahead log, which holds
+    /// every write before this one too).
     Receipts {
-        /// Receipts to store.
+        /// The receipts, handed back for their acknowledgements.
         put: Vec<StoredReceipt>,
-        /// `(accepted_ms, id)` of receipts to delete.
-        delete: Vec<(u64, MessageId)>,
     },
     /// A registry entry, synced.
     Registry {
@@ -121,7 +120,7 @@ pub trait Sink: Send + 'static {
 impl Sink for Arc<Store> {
     fn write(&mut self, write: &Write) -> Result<(), StoreError> {
         match write {
-            Write::Receipts { put, delete } => self.write_receipts(put, delete),
+            Write::Receipts { .. } => self.sync_wal(),
             Write::Registry {
                 registrar,
                 seq,

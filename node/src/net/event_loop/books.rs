@@ -31,7 +31,7 @@ use super::super::behaviour::{
 use super::super::{Topic, now_ms};
 use super::EventLoop;
 use super::guard::Sent;
-use crate::store::StoredReceipt;
+use crate::store::{IngestError, NodeLedger, StoredReceipt};
 
 /// Flush the receipt queue once it holds this many.
 const FLUSH_AT: usize = 256;
@@ -57,7 +57,6 @@ pub(super) enum Ack {
 #[derive(Default)]
 pub(super) struct Queue {
     put: Vec<(StoredReceipt, Ack)>,
-    delete: Vec<(u64, MessageId)>,
     since: Option<Instant>,
 }
 
@@ -241,14 +240,25 @@ impl EventLoop {
                     "service signed two receipts for one request: flagged"
                 );
                 if let Some(d) = dropped {
+                    // The books deleted it in the same write.
                     self.books_changed(d.accepted_ms);
-                    self.receipts_queue.delete.push((d.accepted_ms, d.id));
                 }
             }
-            Err(LedgerError::Duplicate { .. } | LedgerError::AlreadyProven { .. }) => {
+            Err(IngestError::Ledger(
+                LedgerError::Duplicate { .. } | LedgerError::AlreadyProven { .. },
+            )) => {
                 return Err(Rejected::new(RejectReason::Replay, "receipt already held"));
             }
-            Err(e) => return Err(Rejected::new(RejectReason::Undecodable, e.to_string())),
+            Err(IngestError::Ledger(e)) => {
+                return Err(Rejected::new(RejectReason::Undecodable, e.to_string()));
+            }
+            Err(IngestError::Store(e)) => {
+                // Disk full or failing: refuse what is new, keep serving what is held; the
+                // receipt comes back by gossip, the DHT or catch-up once the disk takes it.
+                tracing::error!(receipt = %stored.id, "receipt refused: the store failed: {e}");
+                self.stats().store_refusals += 1;
+                return Err(Rejected::new(RejectReason::Busy, "the disk refused the receipt"));
+            }
         }
         if self.store.is_none() {
             // No disk (a short-lived client): nothing to wait for.
@@ -277,18 +287,16 @@ impl EventLoop {
                 .is_some_and(|k| k.public() == p.request.payload().service)
     }
 
-    /// Hand queued receipts to the store task as one synced batch (group commit); they are
+    /// Ask the store task to make the receipts taken since the last call durable (one sync of
+    /// the write-ahead log for them all: group commit); they are
     /// acknowledged when it reports them durable ([`Self::on_store_done`]).
     pub(super) fn flush_receipts(&mut self) {
         let q = std::mem::take(&mut self.receipts_queue);
-        if q.put.is_empty() && q.delete.is_empty() {
+        if q.put.is_empty() {
             return;
         }
         let (put, acks): (Vec<_>, Vec<_>) = q.put.into_iter().unzip();
-        let write = crate::store::writer::Write::Receipts {
-            put,
-            delete: q.delete,
-        };
+        let write = crate::store::writer::Write::Receipts { put };
         self.store_write(write, acks);
     }
 
@@ -345,8 +353,7 @@ impl EventLoop {
             .get(&MessageId(
                 record.key.as_ref().try_into().unwrap_or([0; 32]),
             ))
-            .filter(|r| r.bytes() == record.value.as_slice())
-            .cloned();
+            .filter(|r| r.bytes() == record.value.as_slice());
         if let Some(r) = held {
             return self.take_record(from, record, r);
         }
@@ -521,8 +528,8 @@ impl EventLoop {
                     .unwrap_or_default()
                     .iter()
                     .take(MAX_SYNC_FETCH)
-                    .filter_map(|id| self.ledger.get(id))
-                    .map(|r| Bytes(r.bytes().to_vec()))
+                    .filter_map(|id| self.ledger.get_bytes(id))
+                    .map(Bytes)
                     .collect(),
             ),
         }
@@ -609,7 +616,7 @@ impl EventLoop {
                     return;
                 };
                 let epoch_ms = self.ledger.epoch_ms();
-                let held = |l: &dpow_protocol::ledger::Ledger, id: &MessageId| l.get(id).is_some();
+                let held = |l: &NodeLedger, id: &MessageId| l.contains(id);
                 let Some(c) = self.catch_ups.get_mut(&peer) else {
                     return;
                 };
