@@ -9,7 +9,8 @@
 //! 3. in a fresh process (`--ledger-reopen`), as a restarting node: open the books, answer
 //!    balances and the busiest epoch's payout, take 100,000 live receipts; its resident memory
 //!    idle and its peak while ingesting, and the p99 of one `Books::ingest` call;
-//! 4. `dpow ledger verify --full`'s pass: every receipt re-verified, every tally recomputed.
+//! 4. `dpow ledger verify --full`'s pass: every receipt re-verified, every tally recomputed
+//!    (up to N = 1,000,000).
 
 use std::path::Path;
 use std::time::Instant;
@@ -294,7 +295,10 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
         bail!("the reopening process failed: {status}");
     }
 
-    // 4. `dpow ledger verify --full`'s pass.
+    // 4. `dpow ledger verify --full`'s pass (up to a million: beyond, it is that rate for longer).
+    if n > 1_000_000 {
+        return Ok(());
+    }
     let store = std::sync::Arc::new(Store::open(&dir.join("db"))?);
     let books = Books::open(store, EPOCH_MS, net)?;
     let t0 = Instant::now();
@@ -335,7 +339,8 @@ pub(super) fn reopen(db: &Path, out: &Output) -> anyhow::Result<()> {
         .map_or(0, |(e, _)| e);
     let t0 = Instant::now();
     let claims = books.claims_in_epoch(busiest)?;
-    let report = dpow_protocol::ledger::PayoutReport::new(busiest, &claims.accounts, 10u128.pow(30))?;
+    let report =
+        dpow_protocol::ledger::PayoutReport::new(busiest, &claims.accounts, 10u128.pow(30))?;
     let pay = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let digest = books.epoch_digest(busiest)?;
@@ -359,8 +364,8 @@ pub(super) fn reopen(db: &Path, out: &Output) -> anyhow::Result<()> {
     let now = crate::net::now_ms();
     let mut turns = Vec::with_capacity(100_000);
     let t0 = Instant::now();
-    for part in 0..4u64 {
-        let chunk = keys.receipts(part * 25_000..(part + 1) * 25_000, now, now, 0)?;
+    for part in 0..20u64 {
+        let chunk = keys.receipts(part * 5_000..(part + 1) * 5_000, now, now, 0)?;
         for (i, r) in chunk.iter().enumerate() {
             let t = Instant::now();
             books.ingest(r)?;

@@ -88,11 +88,30 @@ pub enum LedgerCommand {
     /// Credits granted, spent and left per service; earned per worker key and per payout
     /// account (with the unclaimed credits of results that named none).
     Balances,
-    /// The receipts held and the digest of each epoch, to compare with other nodes.
+    /// The receipts held and the digest of each epoch, to compare with other nodes. With
+    /// `--full`: check a stopped node's own database instead, offline.
     Verify {
         /// Epochs to show (default: the current and the previous one).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', conflicts_with = "full")]
         epoch: Vec<u64>,
+        /// Check the database of the node whose data directory is `--data-dir` (stop that
+        /// node first): every stored receipt's signatures again, on every core, and every
+        /// index and tally against a recomputation from the receipts. Exits 1 if anything is
+        /// wrong, saying what.
+        #[arg(long)]
+        full: bool,
+        /// With `--full`: mend what is wrong — delete receipts that fail, rebuild the indexes
+        /// and tallies from the rest (the node fetches lost receipts from peers again).
+        #[arg(long, requires = "full")]
+        repair: bool,
+        /// With `--full`: the node's data directory (its database is `DIR/db`).
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "dpow-data",
+            requires = "full"
+        )]
+        data_dir: PathBuf,
     },
     /// The registrars' checkpoints of final epochs that the network's peers hold.
     Checkpoints,
@@ -115,6 +134,15 @@ pub(super) fn run(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
     }
     if let LedgerCommand::Pay(p) = a.command {
         return pay::run(&a.client.genesis, *p, out);
+    }
+    if let LedgerCommand::Verify {
+        full: true,
+        repair,
+        data_dir,
+        ..
+    } = &a.command
+    {
+        return verify_full(&a.client.genesis, data_dir, *repair, out);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -325,7 +353,7 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
                 }),
             )?;
         }
-        LedgerCommand::Verify { epoch } => {
+        LedgerCommand::Verify { epoch, .. } => {
             let epochs = if epoch.is_empty() {
                 vec![current.saturating_sub(1), current]
             } else {
@@ -524,4 +552,94 @@ fn check_report(
         }),
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dpow ledger verify --full [--repair]`: check (and mend) a stopped node's database.
+#[cfg(feature = "ledger")]
+fn verify_full(
+    genesis: &std::path::Path,
+    data_dir: &std::path::Path,
+    repair: bool,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    use crate::store::{Books, Store};
+    let genesis = Genesis::load(genesis)?;
+    let db = data_dir.join("db");
+    if !db.is_dir() {
+        bail!(
+            "no database at {}: give the node's data directory with --data-dir",
+            db.display()
+        );
+    }
+    let store = std::sync::Arc::new(Store::open(&db).with_context(|| {
+        format!(
+            "opening {} (is the node still running? stop it first)",
+            db.display()
+        )
+    })?);
+    let books = Books::open(store, genesis.epoch_ms, genesis.id)?;
+    let t0 = std::time::Instant::now();
+    let progress = |done: u64, total: u64| {
+        eprintln!(
+            "  {done} of ~{total} receipts ({:.0}%, {:.0} s)",
+            done as f64 * 100.0 / total.max(1) as f64,
+            t0.elapsed().as_secs_f64()
+        );
+    };
+    eprintln!("checking every stored receipt's signatures and every tally...");
+    let mut report = books.check(true, &progress)?;
+    let mut repaired = false;
+    if !report.is_clean() && repair {
+        eprintln!("repairing: deleting the receipts that fail, rebuilding indexes and tallies...");
+        books.rebuild(true, &progress)?;
+        report = books.check(true, &progress)?;
+        repaired = true;
+    }
+    let mut human = format!(
+        "{} receipts checked in {:.1} s: {} bad, {} index errors, {} tallies wrong\n",
+        report.receipts,
+        t0.elapsed().as_secs_f64(),
+        report.bad_receipts.len(),
+        report.index_errors,
+        report.tally_errors.len()
+    );
+    for (ms, id, why) in report.bad_receipts.iter().take(20) {
+        human.push_str(&format!("bad receipt {id} (accepted_ms {ms}): {why}\n"));
+    }
+    if report.is_clean() {
+        human.push_str(if repaired {
+            "repaired: the books are clean; start the node and it fetches any receipt it lost from its peers\n"
+        } else {
+            "clean\n"
+        });
+    } else {
+        human.push_str("the books are not clean: run again with --repair (the node stopped)\n");
+    }
+    out.emit(
+        &human,
+        &json!({
+            "receipts": report.receipts,
+            "bad_receipts": report.bad_receipts.iter().map(|(ms, id, why)| json!({ "id": id.to_string(), "accepted_ms": ms, "why": why })).collect::<Vec<_>>(),
+            "index_errors": report.index_errors,
+            "tally_errors": report.tally_errors.len(),
+            "repaired": repaired,
+            "clean": report.is_clean(),
+        }),
+    )?;
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A light build has no database to check.
+#[cfg(not(feature = "ledger"))]
+fn verify_full(
+    _genesis: &std::path::Path,
+    _data_dir: &std::path::Path,
+    _repair: bool,
+    _out: Output,
+) -> anyhow::Result<ExitCode> {
+    bail!("--full checks a RocksDB ledger, which this light build leaves out")
 }

@@ -39,8 +39,8 @@ use super::behaviour::{
 use super::stats::{OwnReject, OwnTally, Percentiles, ServiceStat, WorkerStat};
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig, now_ms};
 use crate::genesis::Genesis;
-use crate::store::{NodeLedger, Store};
 use crate::store::writer::{Done, Job, Writer};
+use crate::store::{NodeLedger, Store};
 
 /// Requests remembered for validating results and cancels.
 const MAX_KNOWN_REQUESTS: usize = 100_000;

@@ -751,7 +751,8 @@ impl Books {
     pub fn counted_since(&self, since_ms: u64) -> Result<Vec<Signed<Receipt>>, StoreError> {
         let mut out = Vec::new();
         for s in self.store.receipts_between(since_ms, u64::MAX) {
-            let r = decode_stored(&s?, &self.net, false).map_err(|why| corrupt(CF_RECEIPTS, why))?;
+            let r =
+                decode_stored(&s?, &self.net, false).map_err(|why| corrupt(CF_RECEIPTS, why))?;
             if self.counted_for(&r.payload().request.id())? == Some(r.id()) {
                 out.push(r);
             }
@@ -763,7 +764,8 @@ impl Books {
     pub fn to_memory(&self) -> Result<Ledger, StoreError> {
         let mut l = Ledger::new(self.epoch_ms);
         for s in self.store.receipts() {
-            let r = decode_stored(&s?, &self.net, false).map_err(|why| corrupt(CF_RECEIPTS, why))?;
+            let r =
+                decode_stored(&s?, &self.net, false).map_err(|why| corrupt(CF_RECEIPTS, why))?;
             // The stored set passed these rules once; held in time order, it passes again.
             if let Err(e) = l.ingest(r) {
                 tracing::error!("stored receipt not taken into the snapshot: {e}");

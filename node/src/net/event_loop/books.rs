@@ -257,7 +257,10 @@ impl EventLoop {
                 // receipt comes back by gossip, the DHT or catch-up once the disk takes it.
                 tracing::error!(receipt = %stored.id, "receipt refused: the store failed: {e}");
                 self.stats().store_refusals += 1;
-                return Err(Rejected::new(RejectReason::Busy, "the disk refused the receipt"));
+                return Err(Rejected::new(
+                    RejectReason::Busy,
+                    "the disk refused the receipt",
+                ));
             }
         }
         if self.store.is_none() {
