@@ -30,8 +30,8 @@ echo "== cargo clippy (the light build: no ledger feature, in its own target dir
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/light" \
   cargo clippy -p dpow-node --no-default-features --all-targets --locked -- -D warnings
 echo "== cargo test"
-# The GPU, browser and network-namespace tests skip themselves when no OpenCL platform,
-# Chromium, Node.js or namespaces (root, iproute2, nftables) are found, except here: CI must
-# run them (DPOW_REQUIRE_WASM, above, covers Node.js).
-DPOW_REQUIRE_OPENCL=1 DPOW_REQUIRE_CHROMIUM=1 DPOW_REQUIRE_NETNS=1 \
+# The GPU, browser, network-namespace and full-disk tests skip themselves when no OpenCL
+# platform, Chromium, Node.js, namespaces (root, iproute2, nftables) or tmpfs mounts (root)
+# are found, except here: CI must run them (DPOW_REQUIRE_WASM, above, covers Node.js).
+DPOW_REQUIRE_OPENCL=1 DPOW_REQUIRE_CHROMIUM=1 DPOW_REQUIRE_NETNS=1 DPOW_REQUIRE_TMPFS=1 \
   cargo test --workspace --all-features --locked

@@ -6,17 +6,21 @@
 //! | family | key | value |
 //! |---|---|---|
 //! | `receipts-v1` | `accepted_ms` (u64 big-endian) ‖ receipt id (32 bytes) | the receipt envelope |
+//! | `receipt-ids-v1`, `epoch-ids-v1`, `requests-v1`, `tallies-v1`, `equivocations-v1` | see [`books`] | the ledger's indexes and tallies |
 //! | `kad-records-v1` | the Kademlia record key | [`StoredRecord`] (postcard) |
 //! | `precache-v1` | the root (32 bytes) | the gateway's cache line (JSON) |
 //! | `registry-v1` | registrar (32 bytes) ‖ sequence number (u64 big-endian) | the registry entry envelope |
+//! | `checkpoints-v1` | epoch ‖ registrar | the checkpoint envelope |
 //! | `meta-v1` | a name | a value (`schema` = [`SCHEMA`]) |
 //!
 //! Receipts are keyed by time first, so an epoch (a time range) is one range scan whatever the
-//! network's epoch length. Every write that the node acknowledges goes through a write-ahead
-//! log synced to disk before the call returns ([`Store::write_receipts`] and friends use
-//! `sync = true`), so an acknowledged receipt survives `kill -9` and power loss alike.
+//! network's epoch length. The books ([`books::Books`]) are the ledger itself: a node keeps no
+//! copy in memory. Every write that the node acknowledges is durable first: registry
+//! entries, checkpoints and records are written with `sync = true`; receipts are written by
+//! the books without a sync and made durable by a sync of the write-ahead log before they are
+//! acknowledged, so an acknowledged receipt survives `kill -9` and power loss alike.
 //!
-//! A running node never calls those on its event loop: the store task ([`writer`]) owns the
+//! A running node never syncs on its event loop: the store task ([`writer`]) owns the synced
 //! writes, in order, retries a failing one until it succeeds, and reports each one durable
 //! before the event loop acknowledges what it carried.
 //!

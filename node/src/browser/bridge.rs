@@ -292,17 +292,8 @@ impl Conn {
     async fn credits(&self, account: &NanoAccount) -> (u128, u64) {
         let mut books = self.st.books.lock().await;
         if books.at.is_none_or(|t| t.elapsed() > BOOKS_TTL) {
-            if let Ok((ledger, _)) = self.st.node.ledger().await {
-                let mut by: HashMap<NanoAccount, (u128, u64)> = HashMap::new();
-                for r in ledger.counted() {
-                    let r = r.payload();
-                    if let Some(a) = r.result.payload().payout {
-                        let e = by.entry(a).or_default();
-                        e.0 = e.0.saturating_add(u128::from(r.price.0));
-                        e.1 += 1;
-                    }
-                }
-                books.by_account = by;
+            if let Ok(by) = self.st.node.account_credits().await {
+                books.by_account = by.into_iter().collect();
             }
             books.at = Some(Instant::now());
         }

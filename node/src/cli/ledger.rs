@@ -580,17 +580,19 @@ fn verify_full(
     let books = Books::open(store, genesis.epoch_ms, genesis.id)?;
     let t0 = std::time::Instant::now();
     let progress = |done: u64, total: u64| {
-        eprintln!(
-            "  {done} of ~{total} receipts ({:.0}%, {:.0} s)",
+        tracing::info!(
+            "{done} of ~{total} receipts ({:.0}%, {:.0} s)",
             done as f64 * 100.0 / total.max(1) as f64,
             t0.elapsed().as_secs_f64()
         );
     };
-    eprintln!("checking every stored receipt's signatures and every tally...");
+    tracing::info!("checking every stored receipt's signatures and every tally...");
     let mut report = books.check(true, &progress)?;
     let mut repaired = false;
     if !report.is_clean() && repair {
-        eprintln!("repairing: deleting the receipts that fail, rebuilding indexes and tallies...");
+        tracing::info!(
+            "repairing: deleting the receipts that fail, rebuilding indexes and tallies..."
+        );
         books.rebuild(true, &progress)?;
         report = books.check(true, &progress)?;
         repaired = true;

@@ -1485,6 +1485,9 @@ impl EventLoop {
                 self.flush_receipts();
                 let _ = reply.send((self.ledger.snapshot(), self.registry.clone()));
             }
+            Command::AccountCredits { reply } => {
+                let _ = reply.send(self.ledger.account_credits());
+            }
             Command::PublishRaw {
                 topic,
                 bytes,

@@ -232,7 +232,7 @@ enum Command {
     },
     Registry {
         action: RegistryAction,
-        key: SecretKey,
+        key: Box<SecretKey>,
         /// The sequence number to sign (`None`: the next this node expects).
         seq: Option<u64>,
         reply: oneshot::Sender<anyhow::Result<u64>>,
@@ -242,6 +242,9 @@ enum Command {
             dpow_protocol::ledger::Ledger,
             dpow_protocol::registry::Registry,
         )>,
+    },
+    AccountCredits {
+        reply: oneshot::Sender<std::collections::BTreeMap<dpow_keys::NanoAccount, (u128, u64)>>,
     },
     Checkpoints {
         reply: oneshot::Sender<Vec<dpow_protocol::Signed<dpow_protocol::Checkpoint>>>,
@@ -439,7 +442,7 @@ impl NodeHandle {
         self.commands
             .send(Command::Registry {
                 action,
-                key,
+                key: Box::new(key),
                 seq,
                 reply,
             })
@@ -492,6 +495,19 @@ impl NodeHandle {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Ledger { reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+    }
+
+    /// Credits and counted results per payout account, in all (from the books' tallies: no
+    /// receipt is read on a node with a store).
+    pub async fn account_credits(
+        &self,
+    ) -> anyhow::Result<std::collections::BTreeMap<dpow_keys::NanoAccount, (u128, u64)>> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::AccountCredits { reply })
             .await
             .map_err(|_| anyhow::anyhow!("the node stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))

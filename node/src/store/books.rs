@@ -624,6 +624,22 @@ impl Books {
             .collect()
     }
 
+    /// Credits and counted results per payout account over every epoch.
+    pub fn account_credits(&self) -> Result<BTreeMap<NanoAccount, (u128, u64)>, StoreError> {
+        let mut out: BTreeMap<NanoAccount, (u128, u64)> = BTreeMap::new();
+        for (k, t) in self.tallies(&[kind::ACCOUNT])? {
+            let a = k
+                .get(8..)
+                .and_then(id_of)
+                .and_then(|a| NanoAccount::from_bytes(a.0).ok())
+                .ok_or_else(|| corrupt(CF_TALLIES, "an account key that is no account"))?;
+            let e = out.entry(a).or_default();
+            e.0 = e.0.saturating_add(t.credits());
+            e.1 = e.1.saturating_add(t.receipts());
+        }
+        Ok(out)
+    }
+
     /// Credits earned by each worker key in `epoch`.
     pub fn earned_in_epoch(&self, epoch: u64) -> Result<BTreeMap<PublicKey, u128>, StoreError> {
         Ok(self
@@ -1138,5 +1154,242 @@ mod tests {
             books.balances(&Registry::new([])).unwrap(),
             ledger.balances(&Registry::new([]))
         );
+    }
+}
+
+/// `kill -9` while receipts are being written: the test runs itself again as a child that
+/// takes receipts and says which are durable, kills it mid-stream, and checks the store.
+#[cfg(test)]
+mod crash {
+    #![allow(clippy::unwrap_used)]
+    use std::io::{BufRead, BufReader, Write as _};
+    use std::process::{Command, Stdio};
+
+    use dpow_protocol::WorkRequest;
+    use dpow_testkit::builders::{self, NET, NOW, key, sign};
+
+    use super::*;
+
+    const CHILD: &str = "DPOW_BOOKS_CRASH_CHILD";
+    const EPOCH_MS: u64 = 1_000;
+    const BATCH: u64 = 64;
+
+    /// Receipt `i` of the stream: the same bytes in both processes (fixed keys, deterministic
+    /// signatures); every fifth one a second receipt for the request before it (evidence).
+    fn receipt(i: u64) -> Signed<Receipt> {
+        let (service, worker) = (key(10), key(20));
+        let nonce = if i % 5 == 4 { i - 1 } else { i };
+        let req = sign(
+            WorkRequest {
+                nonce,
+                ..builders::request(&service)
+            },
+            &service,
+        );
+        let res = builders::solved(&req, &worker);
+        builders::receipt(&service, &req, res, NOW + i * 7)
+    }
+
+    /// The child: take receipts forever, syncing every BATCH and then printing how many are
+    /// durable (what the node acknowledges).
+    fn child(dir: &str) {
+        let store = Arc::new(Store::open(std::path::Path::new(dir)).unwrap());
+        let mut books = Books::open(store, EPOCH_MS, NET).unwrap();
+        let mut out = std::io::stdout();
+        for i in 0.. {
+            // Those a killed child made durable come again as duplicates.
+            match books.ingest(&receipt(i)) {
+                Ok(_) | Err(BooksError::Ledger(LedgerError::Duplicate { .. })) => {}
+                Err(e) => panic!("receipt {i}: {e}"),
+            }
+            if i % BATCH == BATCH - 1 {
+                books.sync().unwrap();
+                writeln!(out, "durable {}", i + 1).unwrap();
+                out.flush().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn kill_9_while_writing_loses_nothing_acknowledged_and_tallies_stay_exact() {
+        if let Ok(dir) = std::env::var(CHILD) {
+            child(&dir);
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..3u64 {
+            let mut c = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "store::books::crash::kill_9_while_writing_loses_nothing_acknowledged_and_tallies_stay_exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD, dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            // Kill it at a different point each round, after some batches are durable.
+            let mut acked = 0u64;
+            let want = 4 + round * 3;
+            let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+            let mut seen = 0;
+            while seen < want {
+                let line = lines.next().unwrap().unwrap();
+                if let Some(n) = line.strip_prefix("durable ") {
+                    acked = n.parse().unwrap();
+                    seen += 1;
+                }
+            }
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let books = Books::open(store, EPOCH_MS, NET).unwrap();
+            // Each round's child starts again from receipt 0 (those held are duplicates).
+            for i in 0..acked {
+                let r = receipt(i);
+                assert!(
+                    books.contains(&r.id()).unwrap(),
+                    "round {round}: receipt {i} of {acked} acknowledged was lost"
+                );
+            }
+            let report = books.check(false, &|_, _| {}).unwrap();
+            assert!(report.is_clean(), "round {round}: {report:?}");
+            assert!(books.len().unwrap() >= acked);
+        }
+    }
+}
+
+/// A full disk: the books live on a small tmpfs mounted for the test (root with
+/// `CAP_SYS_ADMIN`, as the namespace tests need; skipped elsewhere unless
+/// `DPOW_REQUIRE_TMPFS` is set).
+#[cfg(test)]
+mod full_disk {
+    #![allow(clippy::unwrap_used, clippy::print_stderr)]
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use dpow_protocol::WorkRequest;
+    use dpow_testkit::builders::{self, NET, NOW, key, sign};
+
+    use super::*;
+
+    struct Tmpfs(PathBuf, #[allow(dead_code)] tempfile::TempDir);
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    fn tmpfs(bytes: u64) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "dpow-test"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(Tmpfs(path, dir));
+        }
+        assert!(
+            std::env::var_os("DPOW_REQUIRE_TMPFS").is_none(),
+            "DPOW_REQUIRE_TMPFS is set but mounting a tmpfs failed (needs root with CAP_SYS_ADMIN)"
+        );
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (set DPOW_REQUIRE_TMPFS=1 to make this an error)"
+        );
+        None
+    }
+
+    fn receipt(i: u64) -> Signed<Receipt> {
+        let (service, worker) = (key(10), key(21));
+        let req = sign(
+            WorkRequest {
+                nonce: i,
+                ..builders::request(&service)
+            },
+            &service,
+        );
+        let res = builders::solved(&req, &worker);
+        builders::receipt(&service, &req, res, NOW + i)
+    }
+
+    fn filler(dir: &Path, bytes: usize) -> PathBuf {
+        let p = dir.join("filler");
+        std::fs::write(&p, vec![0x5a; bytes]).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_full_disk_refuses_receipts_keeps_serving_and_takes_them_after_a_restart() {
+        let Some(fs) = tmpfs(24 << 20) else {
+            return;
+        };
+        let fill = filler(&fs.0, 12 << 20);
+        let store = Arc::new(Store::open(&fs.0.join("db")).unwrap());
+        let mut books = Books::open(store, 1_000, NET).unwrap();
+        let mut durable = 0u64;
+        let mut i = 0u64;
+        let refused = loop {
+            match books.ingest(&receipt(i)) {
+                Ok(_) => {}
+                Err(BooksError::Store(e)) => break e,
+                Err(e) => panic!("receipt {i}: {e}"),
+            }
+            i += 1;
+            if i.is_multiple_of(32) {
+                match books.sync() {
+                    Ok(()) => durable = i,
+                    Err(e) => break e,
+                }
+            }
+            assert!(i < 200_000, "the disk never filled");
+        };
+        eprintln!("refused after {i} receipts ({durable} durable): {refused}");
+        let said = refused.to_string();
+        assert!(
+            said.to_lowercase().contains("space"),
+            "a clear error: {said}"
+        );
+        // Still serving what it holds.
+        assert!(books.len().unwrap() >= durable);
+        for n in (0..durable).step_by(97) {
+            assert_eq!(
+                books.get(&receipt(n).id()).unwrap().unwrap().id(),
+                receipt(n).id()
+            );
+        }
+        assert!(!books.epochs().unwrap().is_empty());
+        // Writes stay refused until the database is opened again (RocksDB keeps a failed
+        // log write as a hard error), even with space back.
+        std::fs::remove_file(fill).unwrap();
+        assert!(matches!(
+            books.ingest(&receipt(i)),
+            Err(BooksError::Store(_))
+        ));
+        // Space back and the node restarted: nothing acknowledged is lost, the books check,
+        // and the refused receipt and new ones are taken.
+        drop(books);
+        let store = Arc::new(Store::open(&fs.0.join("db")).unwrap());
+        let mut books = Books::open(store, 1_000, NET).unwrap();
+        for n in 0..durable {
+            assert!(
+                books.contains(&receipt(n).id()).unwrap(),
+                "receipt {n} lost"
+            );
+        }
+        assert!(books.check(false, &|_, _| {}).unwrap().is_clean());
+        for n in i..i + 100 {
+            match books.ingest(&receipt(n)) {
+                Ok(_) | Err(BooksError::Ledger(LedgerError::Duplicate { .. })) => {}
+                Err(e) => panic!("receipt {n} after the restart: {e}"),
+            }
+        }
+        books.sync().unwrap();
+        assert!(books.check(false, &|_, _| {}).unwrap().is_clean());
     }
 }

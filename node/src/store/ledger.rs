@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dpow_keys::PublicKey;
+use dpow_keys::{NanoAccount, PublicKey};
 use dpow_protocol::ledger::{Ingested, Ledger, LedgerError, ServiceBalance};
 use dpow_protocol::registry::Registry;
 use dpow_protocol::{MessageId, Receipt, Signed};
@@ -173,6 +173,25 @@ impl NodeLedger {
         match self {
             NodeLedger::Memory(l) => l.flagged_services(),
             NodeLedger::Disk(b) => logged("flagged", b.flagged_services()),
+        }
+    }
+
+    /// Credits and counted results per payout account, in all.
+    pub fn account_credits(&self) -> BTreeMap<NanoAccount, (u128, u64)> {
+        match self {
+            NodeLedger::Memory(l) => {
+                let mut by: BTreeMap<NanoAccount, (u128, u64)> = BTreeMap::new();
+                for r in l.counted() {
+                    let r = r.payload();
+                    if let Some(a) = r.result.payload().payout {
+                        let e = by.entry(a).or_default();
+                        e.0 = e.0.saturating_add(u128::from(r.price.0));
+                        e.1 += 1;
+                    }
+                }
+                by
+            }
+            NodeLedger::Disk(b) => logged("account credits", b.account_credits()),
         }
     }
 

@@ -2,8 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dpow_protocol::ledger::{Ingested, Ledger};
-use dpow_protocol::{MessageId, NetworkId, Receipt};
+use dpow_protocol::MessageId;
 use rocksdb::{
     ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
     WriteOptions,
@@ -52,9 +51,9 @@ const FAMILIES: [&str; 11] = [
     CF_EQUIVOCATIONS,
 ];
 
-/// The block cache all families share: index and filter blocks live in it too, so the
+/// The block cache all families share (64 MiB): index and filter blocks live in it too, so the
 /// database's memory does not grow with the number of receipts stored.
-const BLOCK_CACHE_BYTES: usize = 32 << 20;
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// Each family's memtable (two at most per family).
 const WRITE_BUFFER_BYTES: usize = 8 << 20;
 
@@ -119,11 +118,23 @@ fn family_options(name: &str, cache: &rocksdb::Cache) -> Options {
     o.set_max_write_buffer_number(2);
     let mut t = rocksdb::BlockBasedOptions::default();
     t.set_block_cache(cache);
+    // Index and filter blocks live in the shared cache, so they do not grow memory with the
+    // data; partitioned, so a look-up loads one small partition (not a whole file's filter,
+    // which a small cache would evict and re-read on every look-up), with the top levels
+    // pinned and the partitions ahead of data blocks in the cache.
     t.set_cache_index_and_filter_blocks(true);
+    t.set_cache_index_and_filter_blocks_with_high_priority(true);
     t.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    // Point look-ups by id (is this receipt held? which receipts has this request?) mostly
-    // miss: a Bloom filter answers those without reading a block.
-    t.set_bloom_filter(10.0, false);
+    t.set_pin_top_level_index_and_filter(true);
+    t.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+    t.set_partition_filters(true);
+    t.set_metadata_block_size(4096);
+    // Look-ups by id that mostly miss (is this receipt held? which receipts has this
+    // request?): a Bloom filter answers those without reading a data block. Families read by
+    // range or by keys that exist go without.
+    if [CF_RECEIPT_IDS, CF_REQUESTS, CF_KAD, CF_TALLIES].contains(&name) {
+        t.set_bloom_filter(10.0, false);
+    }
     o.set_block_based_table_factory(&t);
     if name == CF_TALLIES {
         o.set_merge_operator_associative("dpow-tally-sum", super::books::merge_tallies);
@@ -299,65 +310,6 @@ impl Store {
         self.receipts_between(0, u64::MAX)
     }
 
-    /// Load every stored receipt into a ledger (in parallel). Each is decoded and checked in
-    /// every way that needs no signature (structure, network, its id against the key it is
-    /// stored under); its signatures are checked again only with `verify` (`--verify-store`),
-    /// since only verified receipts are ever written and RocksDB's block checksums catch
-    /// corruption on read. Receipts that fail, and the loser of an equivocation pair, are
-    /// reported and deleted.
-    pub fn load_ledger(
-        &self,
-        epoch_ms: u64,
-        net: &NetworkId,
-        verify: bool,
-    ) -> Result<Ledger, StoreError> {
-        use rayon::prelude::*;
-        let t0 = std::time::Instant::now();
-        let stored: Vec<StoredReceipt> = self.receipts().collect::<Result<_, _>>()?;
-        let decoded: Vec<_> = stored
-            .par_iter()
-            .map(|s| {
-                let r = dpow_protocol::Unverified::<Receipt>::decode(&s.bytes, net).and_then(|u| {
-                    if verify {
-                        u.verify()
-                    } else {
-                        Ok(u.trust_stored())
-                    }
-                });
-                (s, r)
-            })
-            .collect();
-        let mut ledger = Ledger::new(epoch_ms);
-        let mut stale = Vec::new();
-        for (s, r) in decoded {
-            let taken = r.map_err(|e| e.to_string()).and_then(|r| {
-                if r.id() != s.id {
-                    return Err(format!("stored under {} but its id is {}", s.id, r.id()));
-                }
-                ledger.ingest(r).map_err(|e| e.to_string())
-            });
-            match taken {
-                Ok(Ingested::Equivocation {
-                    dropped: Some(d), ..
-                }) => stale.push((d.accepted_ms, d.id)),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(receipt = %s.id, "stored receipt skipped: {e}");
-                    stale.push((s.accepted_ms, s.id));
-                }
-            }
-        }
-        self.write_receipts(&[], &stale)?;
-        tracing::info!(
-            receipts = ledger.len(),
-            skipped = stale.len(),
-            signatures_checked = verify,
-            ms = t0.elapsed().as_millis() as u64,
-            "ledger loaded from the store"
-        );
-        Ok(ledger)
-    }
-
     /// A Kademlia record.
     pub fn kad_get(&self, key: &[u8]) -> Result<Option<StoredRecord>, StoreError> {
         match self.db.get_pinned_cf(self.cf(CF_KAD), key)? {
@@ -522,8 +474,12 @@ mod tests {
         }
     }
 
+    /// A store written without the books' indexes (by an older dpow) has them built from its
+    /// receipts at first open, trusting their signatures; `--verify-store` checks them.
     #[test]
-    fn start_up_trusts_stored_signatures_and_verify_store_checks_them() {
+    fn old_stores_are_indexed_at_start_trusting_signatures_and_verify_store_checks_them() {
+        use super::super::Books;
+        use std::sync::Arc;
         let net = dpow_testkit::builders::NET;
         let good = signed(1);
         // A bit flipped in the last byte, the service's signature: the id (a hash of what is
@@ -536,27 +492,27 @@ mod tests {
         bad_payload.bytes[mid] ^= 1;
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Arc::new(Store::open(dir.path()).unwrap());
             s.write_receipts(&[good.clone(), bad_signature.clone(), bad_payload], &[])
                 .unwrap();
-            let ledger = s.load_ledger(10_000, &net, false).unwrap();
+            let books = Books::open_for_node(s, 10_000, net, false).unwrap();
             assert_eq!(
-                ledger.len(),
+                books.len().unwrap(),
                 2,
                 "the payload fault is caught without signatures"
             );
-            assert!(ledger.get(&good.id).is_some());
-            assert!(ledger.get(&bad_signature.id).is_some());
+            assert!(books.contains(&good.id).unwrap());
+            assert!(books.contains(&bad_signature.id).unwrap());
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = Arc::new(Store::open(dir.path()).unwrap());
         assert_eq!(
             s.receipts().count(),
             2,
             "the receipt that failed was deleted"
         );
-        let ledger = s.load_ledger(10_000, &net, true).unwrap();
-        assert_eq!(ledger.len(), 1);
-        assert!(ledger.get(&good.id).is_some());
+        let books = Books::open_for_node(s.clone(), 10_000, net, true).unwrap();
+        assert_eq!(books.len().unwrap(), 1);
+        assert!(books.contains(&good.id).unwrap());
         let left: Vec<_> = s.receipts().map(Result::unwrap).collect();
         assert_eq!(
             left,

@@ -255,7 +255,11 @@ impl EventLoop {
             Err(IngestError::Store(e)) => {
                 // Disk full or failing: refuse what is new, keep serving what is held; the
                 // receipt comes back by gossip, the DHT or catch-up once the disk takes it.
-                tracing::error!(receipt = %stored.id, "receipt refused: the store failed: {e}");
+                // RocksDB keeps a failed log write as a hard error until it is opened again.
+                tracing::error!(
+                    receipt = %stored.id,
+                    "receipt refused, the store cannot write: {e}; the node keeps serving what it holds: free space (or mend the disk) and restart it"
+                );
                 self.stats().store_refusals += 1;
                 return Err(Rejected::new(
                     RejectReason::Busy,

@@ -208,7 +208,7 @@ impl EventLoop {
     ) -> Result<Unverified<Receipt>, Rejected> {
         let now = now_ms();
         let u = self.validator.screen_receipt(bytes, &self.registry, now)?;
-        if self.ledger.get(&u.id()).is_some() {
+        if self.ledger.contains(&u.id()) {
             return Err(Rejected::new(RejectReason::Replay, "receipt already held"));
         }
         // A short-lived auditor (`dpow ledger`, `dpow registry checkpoint`) keeps nothing and
