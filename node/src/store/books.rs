@@ -790,6 +790,44 @@ impl Books {
         Ok(l)
     }
 
+    /// Walk every stored receipt in time order with its decoding ([`decode_stored`], done in
+    /// parallel chunks of 4,096), calling `progress(done, total)` every 65,536. Returns how
+    /// many were read.
+    fn each_stored(
+        &self,
+        signatures: bool,
+        progress: &dyn Fn(u64, u64),
+        mut f: impl FnMut(
+            &super::StoredReceipt,
+            Result<Signed<Receipt>, String>,
+        ) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        use rayon::prelude::*;
+        let total = self
+            .store
+            .db()
+            .property_int_value_cf(self.store.cf(CF_RECEIPTS), "rocksdb.estimate-num-keys")?
+            .unwrap_or(0);
+        let mut done = 0u64;
+        let mut stored = self.store.receipts().peekable();
+        while stored.peek().is_some() {
+            let chunk: Vec<super::StoredReceipt> =
+                stored.by_ref().take(4096).collect::<Result<_, _>>()?;
+            let decoded: Vec<_> = chunk
+                .par_iter()
+                .map(|s| decode_stored(s, &self.net, signatures))
+                .collect();
+            for (s, r) in chunk.iter().zip(decoded) {
+                f(s, r)?;
+                done += 1;
+                if done.is_multiple_of(65_536) {
+                    progress(done, total.max(done));
+                }
+            }
+        }
+        Ok(done)
+    }
+
     /// Delete every index and tally and build them again from the stored receipts, in time
     /// order; receipts that do not decode (or, with `signatures`, do not verify: checked in
     /// parallel), or lose to other receipts of their request, are deleted and logged.
@@ -799,7 +837,6 @@ impl Books {
         signatures: bool,
         progress: &dyn Fn(u64, u64),
     ) -> Result<u64, StoreError> {
-        use rayon::prelude::*;
         let db = self.store.db();
         for cf in [
             CF_RECEIPT_IDS,
@@ -811,31 +848,15 @@ impl Books {
             let cf = self.store.cf(cf);
             db.delete_range_cf(cf, &[0u8; 0][..], &[0xffu8; 80][..])?;
         }
-        let total = db
-            .property_int_value_cf(self.store.cf(CF_RECEIPTS), "rocksdb.estimate-num-keys")?
-            .unwrap_or(0);
-        let mut done = 0u64;
         let mut stale = Vec::new();
-        let mut stored = self.store.receipts().peekable();
-        while stored.peek().is_some() {
-            let chunk: Vec<super::StoredReceipt> =
-                stored.by_ref().take(4096).collect::<Result<_, _>>()?;
-            let decoded: Vec<_> = chunk
-                .par_iter()
-                .map(|s| decode_stored(s, &self.net, signatures))
-                .collect();
-            for (s, r) in chunk.iter().zip(decoded) {
-                let taken = r.and_then(|r| self.take(&r, false).map_err(|e| e.to_string()));
-                if let Err(e) = taken {
-                    tracing::error!(receipt = %s.id, "stored receipt deleted: {e}");
-                    stale.push((s.accepted_ms, s.id));
-                }
-                done += 1;
-                if done.is_multiple_of(65_536) {
-                    progress(done, total.max(done));
-                }
+        let done = self.each_stored(signatures, progress, |s, r| {
+            let taken = r.and_then(|r| self.take(&r, false).map_err(|e| e.to_string()));
+            if let Err(e) = taken {
+                tracing::error!(receipt = %s.id, "stored receipt deleted: {e}");
+                stale.push((s.accepted_ms, s.id));
             }
-        }
+            Ok(())
+        })?;
         self.store.write_receipts(&[], &stale)?;
         self.store.set_meta(INDEXED, &self.epoch_ms.to_be_bytes())?;
         self.sync()?;
@@ -851,11 +872,7 @@ impl Books {
         signatures: bool,
         progress: &dyn Fn(u64, u64),
     ) -> Result<CheckReport, StoreError> {
-        use rayon::prelude::*;
         let db = self.store.db();
-        let total = db
-            .property_int_value_cf(self.store.cf(CF_RECEIPTS), "rocksdb.estimate-num-keys")?
-            .unwrap_or(0);
         let mut report = CheckReport::default();
         let mut expected: BTreeMap<Vec<u8>, Tally> = BTreeMap::new();
         let mut add = |k: Vec<u8>, t: Tally| {
@@ -863,70 +880,44 @@ impl Books {
             *e = e.add(t);
         };
         let mut equivocating = BTreeSet::new();
-        let mut stored = self.store.receipts().peekable();
-        while stored.peek().is_some() {
-            let chunk: Vec<super::StoredReceipt> =
-                stored.by_ref().take(4096).collect::<Result<_, _>>()?;
-            let decoded: Vec<_> = chunk
-                .par_iter()
-                .map(|s| {
-                    Unverified::<Receipt>::decode(&s.bytes, &self.net).and_then(|u| {
-                        if signatures {
-                            u.verify()
-                        } else {
-                            Ok(u.trust_stored())
-                        }
-                    })
-                })
-                .collect();
-            for (s, r) in chunk.iter().zip(decoded) {
-                report.receipts += 1;
-                if report.receipts.is_multiple_of(65_536) {
-                    progress(report.receipts, total.max(report.receipts));
+        let receipts = self.each_stored(signatures, progress, |s, r| {
+            let r = match r {
+                Ok(r) => r,
+                Err(why) => {
+                    report.bad_receipts.push((s.accepted_ms, s.id, why));
+                    return Ok(());
                 }
-                let r = match r {
-                    Ok(r) if r.id() == s.id => r,
-                    Ok(r) => {
-                        let why = format!("stored under {} but its id is {}", s.id, r.id());
-                        report.bad_receipts.push((s.accepted_ms, s.id, why));
-                        continue;
-                    }
-                    Err(e) => {
-                        report
-                            .bad_receipts
-                            .push((s.accepted_ms, s.id, e.to_string()));
-                        continue;
-                    }
-                };
-                let p = r.payload();
-                let e = epoch_of(p.accepted_ms, self.epoch_ms);
-                if self.accepted_ms(&s.id)? != Some(s.accepted_ms) {
-                    report.index_errors += 1;
-                }
-                if db
-                    .get_pinned_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(e, &s.id))?
-                    .is_none()
-                {
-                    report.index_errors += 1;
-                }
-                let request = p.request.id();
-                let held = self.held_for(&request)?;
-                if !held.contains(&s.id) {
-                    report.index_errors += 1;
-                }
-                if held.len() == 2 {
-                    equivocating.insert((r.signer(), request));
-                }
-                for (k, t) in held_tallies(e, 1) {
+            };
+            let p = r.payload();
+            let e = epoch_of(p.accepted_ms, self.epoch_ms);
+            if self.accepted_ms(&s.id)? != Some(s.accepted_ms) {
+                report.index_errors += 1;
+            }
+            if db
+                .get_pinned_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(e, &s.id))?
+                .is_none()
+            {
+                report.index_errors += 1;
+            }
+            let request = p.request.id();
+            let held = self.held_for(&request)?;
+            if !held.contains(&s.id) {
+                report.index_errors += 1;
+            }
+            if held.len() == 2 {
+                equivocating.insert((r.signer(), request));
+            }
+            for (k, t) in held_tallies(e, 1) {
+                add(k, t);
+            }
+            if held.first() == Some(&s.id) {
+                for (k, t) in counted_tallies(self.epoch_ms, p, 1) {
                     add(k, t);
                 }
-                if held.first() == Some(&s.id) {
-                    for (k, t) in counted_tallies(self.epoch_ms, p, 1) {
-                        add(k, t);
-                    }
-                }
             }
-        }
+            Ok(())
+        })?;
+        report.receipts = receipts;
         // Index entries that name no stored receipt.
         let indexed = db
             .iterator_cf(self.store.cf(CF_RECEIPT_IDS), IteratorMode::Start)
