@@ -10,6 +10,7 @@
 //! - [`store`]: the node's RocksDB database (receipts, DHT records, precache).
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod browser;
 pub mod browser_assets;
 pub mod cli;

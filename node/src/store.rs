@@ -7,7 +7,6 @@
 //! |---|---|---|
 //! | `receipts-v1` | `accepted_ms` (u64 big-endian) ‖ receipt id (32 bytes) | the receipt envelope |
 //! | `receipt-ids-v1`, `epoch-ids-v1`, `requests-v1`, `tallies-v1`, `equivocations-v1` | see [`books`] | the ledger's indexes and tallies |
-//! | `kad-records-v1` | the Kademlia record key | [`StoredRecord`] (postcard) |
 //! | `precache-v1` | the root (32 bytes) | the gateway's cache line (JSON) |
 //! | `registry-v1` | registrar (32 bytes) ‖ sequence number (u64 big-endian) | the registry entry envelope |
 //! | `checkpoints-v1` | epoch ‖ registrar | the checkpoint envelope |
@@ -15,8 +14,9 @@
 //!
 //! Receipts are keyed by time first, so an epoch (a time range) is one range scan whatever the
 //! network's epoch length. The books ([`books::Books`]) are the ledger itself: a node keeps no
-//! copy in memory. Every write that the node acknowledges is durable first: registry
-//! entries, checkpoints and records are written with `sync = true`; receipts are written by
+//! copy in memory, and Kademlia serves receipts from them (a receipt's record is its id and
+//! envelope), so each receipt is on disk once. Every write that the node acknowledges is durable first: registry
+//! entries and checkpoints are written with `sync = true`; receipts are written by
 //! the books without a sync and made durable by a sync of the write-ahead log before they are
 //! acknowledged, so an acknowledged receipt survives `kill -9` and power loss alike.
 //!
@@ -28,7 +28,6 @@
 //! with no values, so a light node always runs with `store: None`.
 
 use dpow_protocol::MessageId;
-use serde::{Deserialize, Serialize};
 
 #[cfg(not(feature = "ledger"))]
 mod absent;
@@ -45,9 +44,7 @@ pub use absent::{Books, BooksError, Store, StoreError};
 pub use books::{Books, BooksError};
 pub use ledger::{IngestError, NodeLedger};
 #[cfg(feature = "ledger")]
-pub use rocks::{
-    CF_KAD, CF_META, CF_PRECACHE, CF_RECEIPTS, CF_REGISTRY, SCHEMA, Store, StoreError,
-};
+pub use rocks::{CF_META, CF_PRECACHE, CF_RECEIPTS, CF_REGISTRY, SCHEMA, Store, StoreError};
 
 /// One receipt as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,16 +55,4 @@ pub struct StoredReceipt {
     pub id: MessageId,
     /// The receipt envelope, to be decoded (and so verified) again when loaded.
     pub bytes: Vec<u8>,
-}
-
-/// A Kademlia record as stored: `Instant`s do not survive a restart, so the expiry is kept as
-/// unix milliseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredRecord {
-    /// The record's value.
-    pub value: Vec<u8>,
-    /// The publisher's peer id (bytes), if known.
-    pub publisher: Option<Vec<u8>>,
-    /// When the record expires (unix ms), if ever.
-    pub expires_ms: Option<u64>,
 }

@@ -7,6 +7,7 @@
 
 mod pay;
 mod report;
+pub(crate) mod retention;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,29 @@ pub enum LedgerCommand {
         )]
         data_dir: PathBuf,
     },
+    /// Write one epoch's receipts and the checkpoints held for it to an archive file, from a
+    /// stopped node's database (`verify-archive` checks it anywhere, offline).
+    Export {
+        /// The epoch.
+        #[arg(long)]
+        epoch: u64,
+        /// The archive to write (default: `epoch-E.dpowarc` here).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The node's database.
+        #[command(flatten)]
+        data: retention::DataDir,
+    },
+    /// Archive, then delete from a stopped node's database, the receipts of old epochs that
+    /// are final and that a registrar's checkpoint held there vouches for. Balances, payouts
+    /// and digests stay exact; the node then takes no more receipts of those epochs.
+    Prune(retention::PruneArgs),
+    /// Check an epoch archive offline: every receipt's signatures, the digest, and which
+    /// registrar checkpoints in it agree with the receipts. Exits 1 unless one does.
+    VerifyArchive {
+        /// The archive file.
+        file: PathBuf,
+    },
     /// The registrars' checkpoints of final epochs that the network's peers hold.
     Checkpoints,
     /// One receipt, by id (64 hex digits).
@@ -134,6 +158,20 @@ pub(super) fn run(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
     }
     if let LedgerCommand::Pay(p) = a.command {
         return pay::run(&a.client.genesis, *p, out);
+    }
+    match a.command {
+        LedgerCommand::Export {
+            epoch,
+            out: file,
+            data,
+        } => {
+            return retention::export(&a.client.genesis, epoch, file, &data.data_dir, out);
+        }
+        LedgerCommand::Prune(p) => return retention::prune(&a.client.genesis, p, out),
+        LedgerCommand::VerifyArchive { file } => {
+            return retention::verify_archive(&a.client.genesis, &file, out);
+        }
+        _ => {}
     }
     if let LedgerCommand::Verify {
         full: true,
@@ -278,6 +316,9 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
         // Handled by `run` before any network is joined.
         LedgerCommand::CheckReport { .. } => bail!("check-report runs offline, not here"),
         LedgerCommand::Pay(_) => bail!("pay runs offline, not here"),
+        LedgerCommand::Export { .. }
+        | LedgerCommand::Prune(_)
+        | LedgerCommand::VerifyArchive { .. } => bail!("retention runs offline, not here"),
         LedgerCommand::Balances => {
             let b = books.balances(&registry);
             let mut human = format!(

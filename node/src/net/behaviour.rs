@@ -393,9 +393,14 @@ impl Behaviour {
         );
         let mut kad_config = kad::Config::new(kad_protocol(genesis)?);
         kad_config.set_query_timeout(Duration::from_secs(30));
-        // Receipts are kept for good: no expiry, and each node re-replicates what it holds.
+        // Receipts are kept for good: no expiry. Kademlia neither republishes nor replicates:
+        // both walk every record each hour (millions of receipts on a year's ledger), and
+        // catch-up by epoch digests already brings every node every receipt. A receipt is put
+        // to the closest peers once, by the node that made it, and found by id from any node
+        // that holds it.
         kad_config.set_record_ttl(None);
         kad_config.set_publication_interval(None);
+        kad_config.set_replication_interval(None);
         kad_config.set_replication_factor(tuning.replication);
         // Every inbound record is verified (as a receipt) by the node before it is stored.
         kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);

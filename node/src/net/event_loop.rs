@@ -209,7 +209,7 @@ impl EventLoop {
             }
             None => (None, None),
         };
-        let records_store = store.clone().zip(writer.clone());
+        let records_store = store.clone();
         let reachability = tuning.reachability;
         // TCP and QUIC, and circuits through relays for a private node; a peer's addresses of
         // every kind are dialed together and the first to connect wins.

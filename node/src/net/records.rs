@@ -1,90 +1,60 @@
-//! The Kademlia record store: records in RocksDB (`kad-records-v1`) when the node has a data
-//! directory, in memory otherwise (short-lived command-line clients). Provider records are
-//! not used by dpow and stay in memory.
+//! The Kademlia record store. A dpow record is a receipt: its key the receipt id, its value
+//! the envelope. A node with a data directory serves records from its books on disk (the
+//! ledger's own copy: each receipt is stored once) and keeps no other; a node without one
+//! (a short-lived command-line client) keeps records in memory. Provider records are not used
+//! by dpow and stay in memory.
 //!
 //! Nothing reaches this store unchecked: the node runs Kademlia with
-//! [`kad::StoreInserts::FilterBoth`], verifies every inbound record as a receipt and only then
-//! calls [`kad::store::RecordStore::put`].
+//! [`kad::StoreInserts::FilterBoth`], verifies every inbound record as a receipt, takes it
+//! into its books and only then calls [`kad::store::RecordStore::put`], which on disk only
+//! confirms that the books hold it. Kademlia's own republishing and replication are off
+//! (behaviour.rs): they would read every record back each hour, and catch-up by epoch digests
+//! already brings every node every receipt.
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use dpow_protocol::MessageId;
 use libp2p::PeerId;
 use libp2p::kad::store::{Error, MemoryStore, MemoryStoreConfig, RecordStore, Result};
 use libp2p::kad::{self, ProviderRecord, Record, RecordKey};
 
-use super::now_ms;
-use crate::store::writer::{Job, RECORD_TICKET, Write, Writer};
-use crate::store::{Store, StoredRecord};
+use crate::store::Store;
 
 /// Records held in memory when there is no store (a client's few).
 const MEMORY_RECORDS: usize = 100_000;
 /// The largest record value: a receipt envelope is under 1 KiB.
 pub(crate) const MAX_RECORD_BYTES: usize = 2048;
 
-/// Kademlia's record store for a dpow node: reads from disk (or the store task's overlay of
-/// writes not yet there), writes through the store task, so the swarm never waits on disk.
+/// Kademlia's record store for a dpow node: the books on disk, or memory.
 pub(crate) struct Records {
-    disk: Option<(Arc<Store>, Writer)>,
+    books: Option<Arc<Store>>,
     memory: MemoryStore,
 }
 
 impl Records {
-    pub(crate) fn new(peer: PeerId, disk: Option<(Arc<Store>, Writer)>) -> Records {
+    pub(crate) fn new(peer: PeerId, books: Option<Arc<Store>>) -> Records {
         let config = MemoryStoreConfig {
             max_records: MEMORY_RECORDS,
             max_value_bytes: MAX_RECORD_BYTES,
             ..MemoryStoreConfig::default()
         };
         Records {
-            disk,
+            books,
             memory: MemoryStore::with_config(peer, config),
         }
     }
 }
 
-/// Note a write in the overlay and queue it for the store task; false if either is full.
-fn write_through(writer: &Writer, key: &[u8], record: Option<StoredRecord>) -> bool {
-    let Some(version) = writer.overlay().note(key, record.clone()) else {
-        return false;
-    };
-    let job = Job {
-        ticket: RECORD_TICKET,
-        write: Write::Record {
-            key: key.to_vec(),
-            record,
-            version,
-        },
-    };
-    if writer.try_submit(job).is_err() {
-        writer.overlay().forget(key, version);
-        return false;
-    }
-    true
-}
-
-fn to_stored(r: &Record) -> StoredRecord {
-    let now = Instant::now();
-    StoredRecord {
-        value: r.value.clone(),
-        publisher: r.publisher.map(|p| p.to_bytes()),
-        expires_ms: r.expires.map(|at| {
-            now_ms().saturating_add(at.saturating_duration_since(now).as_millis() as u64)
-        }),
-    }
-}
-
-fn from_stored(key: Vec<u8>, s: StoredRecord) -> Record {
-    let now_unix = now_ms();
-    Record {
-        key: RecordKey::from(key),
-        value: s.value,
-        publisher: s.publisher.and_then(|b| PeerId::from_bytes(&b).ok()),
-        // An expiry in the past becomes "now": kad drops it as expired.
-        expires: s
-            .expires_ms
-            .map(|ms| Instant::now() + Duration::from_millis(ms.saturating_sub(now_unix))),
+/// The receipt held under `key` in the books, as its envelope bytes.
+fn held(books: &Store, key: &RecordKey) -> Option<Vec<u8>> {
+    let id = MessageId(key.as_ref().try_into().ok()?);
+    match books.receipt_bytes(&id) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(receipt = %id, "reading a receipt for Kademlia: {e}");
+            None
+        }
     }
 }
 
@@ -93,64 +63,38 @@ impl RecordStore for Records {
     type ProvidedIter<'a> = <MemoryStore as RecordStore>::ProvidedIter<'a>;
 
     fn get(&self, k: &kad::RecordKey) -> Option<Cow<'_, Record>> {
-        let Some((disk, writer)) = &self.disk else {
+        let Some(books) = &self.books else {
             return self.memory.get(k);
         };
-        if let Some(pending) = writer.overlay().get(k.as_ref()) {
-            return pending.map(|s| Cow::Owned(from_stored(k.to_vec(), s)));
-        }
-        match disk.kad_get(k.as_ref()) {
-            Ok(Some(s)) => Some(Cow::Owned(from_stored(k.to_vec(), s))),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!("reading a kad record: {e}");
-                None
-            }
-        }
+        held(books, k).map(|value| Cow::Owned(Record::new(k.clone(), value)))
     }
 
     fn put(&mut self, r: Record) -> Result<()> {
         if r.value.len() > MAX_RECORD_BYTES {
             return Err(Error::ValueTooLarge);
         }
-        let Some((_, writer)) = &self.disk else {
+        let Some(books) = &self.books else {
             return self.memory.put(r);
         };
-        // Kademlia's error type has no "storage busy"; the record is refused either way, and
-        // its publisher puts it again at the next replication.
-        write_through(writer, r.key.as_ref(), Some(to_stored(&r)))
-            .then_some(())
-            .ok_or(Error::MaxRecords)
+        // The record is the receipt the node has just taken into its books: nothing to write.
+        // Anything else is refused (Kademlia's error type has no better word for it).
+        match held(books, &r.key) {
+            Some(value) if value == r.value => Ok(()),
+            _ => Err(Error::MaxRecords),
+        }
     }
 
     fn remove(&mut self, k: &kad::RecordKey) {
-        match &self.disk {
-            Some((_, writer)) => {
-                if !write_through(writer, k.as_ref(), None) {
-                    tracing::warn!("a kad record removal was not queued: the store is behind");
-                }
-            }
-            None => self.memory.remove(k),
+        // Receipts leave the books only by repair, never on Kademlia's word.
+        if self.books.is_none() {
+            self.memory.remove(k);
         }
     }
 
     fn records(&self) -> Self::RecordsIter<'_> {
-        match &self.disk {
-            Some((disk, writer)) => {
-                let pending: std::collections::HashMap<Vec<u8>, Option<StoredRecord>> =
-                    writer.overlay().entries().into_iter().collect();
-                let mut v: Vec<Cow<'_, Record>> = disk
-                    .kad_records()
-                    .filter(|(k, _)| !pending.contains_key(k))
-                    .map(|(k, s)| Cow::Owned(from_stored(k, s)))
-                    .collect();
-                v.extend(
-                    pending
-                        .into_iter()
-                        .filter_map(|(k, s)| s.map(|s| Cow::Owned(from_stored(k, s)))),
-                );
-                v.into_iter()
-            }
+        match &self.books {
+            // Only Kademlia's replication jobs walk every record, and they are off.
+            Some(_) => Vec::new().into_iter(),
             None => self.memory.records().collect::<Vec<_>>().into_iter(),
         }
     }
@@ -177,59 +121,52 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// On disk, a record is the books' receipt: served from them, written nowhere else, and
+    /// a put of anything the books do not hold is refused.
     #[test]
     #[cfg(feature = "ledger")]
-    fn records_on_disk_survive_a_new_store_handle() {
+    fn records_on_disk_are_the_receipts_in_the_books() {
+        use crate::store::Books;
+        use dpow_testkit::builders::{self, NOW, TestNet};
         let dir = tempfile::tempdir().unwrap();
-        let peer = PeerId::random();
-        let rec = Record {
-            key: RecordKey::new(&b"receipt-id"),
-            value: vec![1, 2, 3],
-            publisher: Some(peer),
-            expires: None,
-        };
-        {
-            let store = Arc::new(Store::open(dir.path()).unwrap());
-            let (writer, mut done) = Writer::start(store.clone()).unwrap();
-            let mut r = Records::new(peer, Some((store, writer)));
-            r.put(rec.clone()).unwrap();
-            // Visible at once, from the overlay, before the store task wrote it.
-            assert_eq!(r.get(&rec.key).unwrap().into_owned(), rec);
-            let big = Record::new(RecordKey::new(&b"big"), vec![0; MAX_RECORD_BYTES + 1]);
-            assert!(matches!(r.put(big), Err(Error::ValueTooLarge)));
-            match done.blocking_recv() {
-                Some(crate::store::writer::Done::Written(j)) => {
-                    assert_eq!(j.ticket, RECORD_TICKET)
-                }
-                other => panic!("{other:?}"),
-            }
-            drop(r);
-            // The thread ends (and lets go of the database) once every handle is gone.
-            while done.blocking_recv().is_some() {}
-        }
+        let t = TestNet::fixed();
+        let req = builders::sign(builders::request(&t.service), &t.service);
+        let res = builders::solved(&req, &t.worker);
+        let r = builders::receipt(&t.service, &req, res, NOW);
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let (writer, _done) = Writer::start(store.clone()).unwrap();
-        let r = Records::new(peer, Some((store, writer)));
-        let got = r.get(&rec.key).unwrap().into_owned();
-        assert_eq!(got, rec);
-        assert_eq!(r.records().count(), 1);
+        let mut books = Books::open(store.clone(), 86_400_000, builders::NET).unwrap();
+        let peer = PeerId::random();
+        let mut records = Records::new(peer, Some(store.clone()));
+        let key = RecordKey::new(&r.id().0);
+        let record = Record::new(key.clone(), r.bytes().to_vec());
+        assert!(records.get(&key).is_none());
+        assert!(records.put(record.clone()).is_err(), "not in the books yet");
+
+        books.ingest(&r).unwrap();
+        records.put(record.clone()).unwrap();
+        assert_eq!(records.get(&key).unwrap().into_owned(), record);
+        let mut other = record.clone();
+        other.value[0] ^= 1;
+        assert!(records.put(other).is_err(), "not the receipt held");
+        let big = Record::new(key.clone(), vec![0; MAX_RECORD_BYTES + 1]);
+        assert!(matches!(records.put(big), Err(Error::ValueTooLarge)));
+        assert!(records.get(&RecordKey::new(&b"short")).is_none());
+        records.remove(&key);
+        assert!(
+            records.get(&key).is_some(),
+            "Kademlia removes nothing from the books"
+        );
+        assert_eq!(records.records().count(), 0, "no walk over every receipt");
     }
 
     #[test]
-    fn an_expiry_is_kept_across_the_restart_clock() {
-        let soon = Instant::now() + Duration::from_secs(3600);
-        let rec = Record {
-            key: RecordKey::new(&b"k"),
-            value: vec![],
-            publisher: None,
-            expires: Some(soon),
-        };
-        let back = from_stored(b"k".to_vec(), to_stored(&rec));
-        let diff = back
-            .expires
-            .unwrap()
-            .saturating_duration_since(soon)
-            .max(soon.saturating_duration_since(back.expires.unwrap()));
-        assert!(diff < Duration::from_secs(2), "{diff:?}");
+    fn without_a_store_records_live_in_memory() {
+        let mut records = Records::new(PeerId::random(), None);
+        let rec = Record::new(RecordKey::new(&b"k"), vec![1, 2, 3]);
+        records.put(rec.clone()).unwrap();
+        assert_eq!(records.get(&rec.key).unwrap().into_owned(), rec);
+        assert_eq!(records.records().count(), 1);
+        records.remove(&rec.key);
+        assert!(records.get(&rec.key).is_none());
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use dpow_protocol::MessageId;
 use dpow_protocol::ledger::Ledger;
 
-use super::{StoredReceipt, StoredRecord};
+use super::StoredReceipt;
 
 /// What can go wrong with the store: in a light build, only that there is none.
 #[derive(Debug, thiserror::Error)]
@@ -49,22 +49,7 @@ impl Store {
     }
 
     /// Never called: there is no store.
-    pub fn kad_get(&self, _key: &[u8]) -> Result<Option<StoredRecord>, StoreError> {
-        match *self {}
-    }
-
-    /// Never called: there is no store.
-    pub fn kad_put(&self, _key: &[u8], _record: &StoredRecord) -> Result<(), StoreError> {
-        match *self {}
-    }
-
-    /// Never called: there is no store.
-    pub fn kad_remove(&self, _key: &[u8]) -> Result<(), StoreError> {
-        match *self {}
-    }
-
-    /// Never called: there is no store.
-    pub fn kad_records(&self) -> std::iter::Empty<(Vec<u8>, StoredRecord)> {
+    pub fn receipt_bytes(&self, _id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
         match *self {}
     }
 
@@ -123,6 +108,14 @@ pub enum BooksError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Of a pruned epoch.
+    #[error("receipt {receipt} {why}")]
+    Pruned {
+        /// The receipt refused.
+        receipt: MessageId,
+        /// Which.
+        why: String,
+    },
 }
 
 /// No books on disk: this type has no values.
@@ -167,6 +160,12 @@ impl Books {
         match *self {}
     }
     pub fn receipt_ids_in_epoch(&self, _epoch: u64) -> Result<Vec<MessageId>, StoreError> {
+        match *self {}
+    }
+    pub fn epoch_digest(&self, _epoch: u64) -> Result<[u8; 32], StoreError> {
+        match *self {}
+    }
+    pub fn pruned_epoch(&self, _epoch: u64) -> Result<Option<()>, StoreError> {
         match *self {}
     }
     pub fn earned(&self, _k: &dpow_keys::PublicKey) -> Result<u128, StoreError> {

@@ -36,12 +36,16 @@ use dpow_protocol::{Credits, Message, MessageId, NetworkId, Receipt, Signed, Unv
 use rocksdb::{Direction, IteratorMode, MergeOperands, WriteBatch, WriteOptions};
 
 use super::rocks::{
-    CF_EPOCH_IDS, CF_EQUIVOCATIONS, CF_RECEIPT_IDS, CF_RECEIPTS, CF_REQUESTS, CF_TALLIES,
+    CF_EPOCH_IDS, CF_EQUIVOCATIONS, CF_META, CF_RECEIPT_IDS, CF_RECEIPTS, CF_REQUESTS, CF_TALLIES,
 };
 use super::{Store, StoreError};
 
 /// The meta key naming the epoch length the indexes were built for.
 const INDEXED: &str = "ledger-indexed-epoch-ms";
+/// Receipts deleted per atomic batch when pruning.
+pub const PRUNE_CHUNK: usize = 4096;
+/// The meta key prefix of a pruned epoch (‖ epoch, big-endian): see [`PrunedEpoch`].
+const PRUNED: &[u8] = b"pruned-epoch-";
 
 /// Tally kinds: the first byte of a `tallies-v1` key.
 mod kind {
@@ -223,6 +227,15 @@ pub enum BooksError {
     /// The ledger's rules refused it (a duplicate, a third receipt for a request, ...).
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// It belongs to an epoch these books archived and pruned, or answers a request whose
+    /// receipt was pruned: those books are closed for good.
+    #[error("receipt {receipt} {why}")]
+    Pruned {
+        /// The receipt refused.
+        receipt: MessageId,
+        /// Which: its epoch, or its request.
+        why: String,
+    },
     /// The store failed (disk full, I/O error, corruption): nothing of it was written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -247,6 +260,57 @@ impl CheckReport {
     pub fn is_clean(&self) -> bool {
         self.bad_receipts.is_empty() && self.index_errors == 0 && self.tally_errors.is_empty()
     }
+}
+
+/// An epoch whose receipts were archived (`dpow ledger prune`) and deleted from the books.
+/// Its tallies stay, so balances and its payout stay exact; its digest and receipt count
+/// stay, so peers see the same books; the ids of its requests stay (64 bytes each), so no
+/// request is ever paid twice; and receipts that prove an equivocation stay as evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrunedEpoch {
+    /// The epoch.
+    pub epoch: u64,
+    /// Its digest when it was pruned.
+    pub digest: [u8; 32],
+    /// Receipts it held then (evidence included).
+    pub receipts: u64,
+    /// False while its receipts are being deleted (a prune interrupted by a crash, which
+    /// [`Books::open`] finishes).
+    pub done: bool,
+}
+
+impl PrunedEpoch {
+    fn key(epoch: u64) -> Vec<u8> {
+        [PRUNED, &epoch.to_be_bytes()[..]].concat()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.digest.to_vec();
+        v.extend_from_slice(&self.receipts.to_be_bytes());
+        v.push(u8::from(self.done));
+        v
+    }
+
+    fn decode(epoch: u64, v: &[u8]) -> Option<PrunedEpoch> {
+        if v.len() != 41 {
+            return None;
+        }
+        Some(PrunedEpoch {
+            epoch,
+            digest: v[..32].try_into().ok()?,
+            receipts: u64_of(&v[32..40])?,
+            done: v[40] == 1,
+        })
+    }
+}
+
+/// What [`Books::prune`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Receipts deleted.
+    pub deleted: u64,
+    /// Receipts kept as evidence of an equivocation.
+    pub kept: u64,
 }
 
 /// The ledger on disk. Reads take `&self`; only [`Books::ingest`] and the repairs change it.
@@ -276,6 +340,15 @@ impl Books {
                 );
             }
             books.rebuild(false, &|_, _| {})?;
+        }
+        for p in books.pruned_epochs()? {
+            if !p.done {
+                tracing::info!(
+                    epoch = p.epoch,
+                    "finishing the prune of an epoch that a stop interrupted"
+                );
+                books.prune(p.epoch, PRUNE_CHUNK, &|_| {})?;
+            }
         }
         Ok(books)
     }
@@ -379,20 +452,7 @@ impl Books {
 
     /// The envelope bytes of a held receipt.
     pub fn get_bytes(&self, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(ms) = self.accepted_ms(id)? else {
-            return Ok(None);
-        };
-        let bytes = self
-            .store
-            .db()
-            .get_cf(self.store.cf(CF_RECEIPTS), Store::receipt_key(ms, id))?
-            .ok_or_else(|| {
-                corrupt(
-                    CF_RECEIPT_IDS,
-                    format!("receipt {id} is indexed but not stored"),
-                )
-            })?;
-        Ok(Some(bytes))
+        self.store.receipt_bytes(id)
     }
 
     /// A held receipt, decoded (its signatures were checked before it was written).
@@ -457,18 +517,41 @@ impl Books {
         if self.contains(&id)? {
             return Err(LedgerError::Duplicate { receipt: id }.into());
         }
-        self.take(receipt, true)
+        let e = epoch_of(receipt.payload().accepted_ms, self.epoch_ms);
+        if self.pruned_epoch(e)?.is_some() {
+            return Err(BooksError::Pruned {
+                receipt: id,
+                why: format!("is of epoch {e}, archived and pruned here"),
+            });
+        }
+        self.take(receipt, true, true)
     }
 
     /// [`Books::ingest`] without the duplicate check, writing the receipt itself only if
-    /// `store_receipt` (a rebuild reads it from where it already is).
-    fn take(&self, receipt: &Signed<Receipt>, store_receipt: bool) -> Result<Ingested, BooksError> {
+    /// `store_receipt` (a rebuild reads it from where it already is) and adding to the
+    /// tallies only if `tally` (a pruned epoch's tallies are kept as they were).
+    fn take(
+        &self,
+        receipt: &Signed<Receipt>,
+        store_receipt: bool,
+        tally: bool,
+    ) -> Result<Ingested, BooksError> {
         let id = receipt.id();
         let r = receipt.payload();
         r.check().map_err(LedgerError::Invalid)?;
         let request = r.request.id();
         let service = receipt.signer();
         let held = self.held_for(&request)?;
+        for h in &held {
+            if self.accepted_ms(h)?.is_none() {
+                return Err(BooksError::Pruned {
+                    receipt: id,
+                    why: format!(
+                        "answers request {request}, whose receipt {h} was archived and pruned here"
+                    ),
+                });
+            }
+        }
         let admission = admit(&held, id).ok_or(LedgerError::AlreadyProven {
             service,
             request,
@@ -487,7 +570,9 @@ impl Books {
         }
         b.put_cf(self.store.cf(CF_RECEIPT_IDS), id.0, ms);
         b.put_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(e, &id), ms);
-        self.hold(&mut b, e, 1);
+        if tally {
+            self.hold(&mut b, e, 1);
+        }
         let mut now_held: Vec<MessageId> = held
             .iter()
             .copied()
@@ -510,7 +595,9 @@ impl Books {
             b.delete_cf(self.store.cf(CF_RECEIPT_IDS), gone.0);
             let gone_e = epoch_of(gone_ms, self.epoch_ms);
             b.delete_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(gone_e, &gone));
-            self.hold(&mut b, gone_e, -1);
+            if tally {
+                self.hold(&mut b, gone_e, -1);
+            }
             dropped = Some(Dropped {
                 id: gone,
                 accepted_ms: gone_ms,
@@ -518,11 +605,15 @@ impl Books {
         }
         let outcome = match admission.evidence {
             None => {
-                self.count(&mut b, r, 1);
+                if tally {
+                    self.count(&mut b, r, 1);
+                }
                 Ingested::Counted { request }
             }
             Some(evidence) => {
-                if let Some(before) = admission.uncounted {
+                if let Some(before) = admission.uncounted
+                    && tally
+                {
                     let old = self.get(&before)?.ok_or_else(|| {
                         corrupt(CF_REQUESTS, format!("names {before}, which is not held"))
                     })?;
@@ -569,8 +660,17 @@ impl Books {
             .collect())
     }
 
-    /// The ids of every receipt held in `epoch`, ascending.
+    /// The ids of every receipt held in `epoch`, ascending; none for a pruned epoch (its
+    /// digest stays: [`Books::epoch_digest`]).
     pub fn receipt_ids_in_epoch(&self, epoch: u64) -> Result<Vec<MessageId>, StoreError> {
+        if self.pruned_epoch(epoch)?.is_some() {
+            return Ok(Vec::new());
+        }
+        self.ids_in_epoch(epoch)
+    }
+
+    /// Every id indexed in `epoch`, pruned or not.
+    fn ids_in_epoch(&self, epoch: u64) -> Result<Vec<MessageId>, StoreError> {
         let prefix = epoch.to_be_bytes();
         let mut out = Vec::new();
         let it = self.store.db().iterator_cf(
@@ -589,8 +689,12 @@ impl Books {
         Ok(out)
     }
 
-    /// The digest of `epoch` ([`digest_of_ids`] of its receipt ids).
+    /// The digest of `epoch` ([`digest_of_ids`] of its receipt ids; a pruned epoch's as it
+    /// was when pruned).
     pub fn epoch_digest(&self, epoch: u64) -> Result<[u8; 32], StoreError> {
+        if let Some(p) = self.pruned_epoch(epoch)? {
+            return Ok(p.digest);
+        }
         Ok(digest_of_ids(
             self.epoch_ms,
             epoch,
@@ -828,6 +932,155 @@ impl Books {
         Ok(done)
     }
 
+    /// Every pruned epoch, ascending.
+    pub fn pruned_epochs(&self) -> Result<Vec<PrunedEpoch>, StoreError> {
+        let db = self.store.db();
+        let mut out = Vec::new();
+        let it = db.iterator_cf(
+            self.store.cf(CF_META),
+            IteratorMode::From(PRUNED, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(PRUNED) {
+                break;
+            }
+            let p = u64_of(&k[PRUNED.len()..])
+                .and_then(|e| PrunedEpoch::decode(e, &v))
+                .ok_or_else(|| corrupt(CF_META, "a pruned epoch of the wrong length"))?;
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// `epoch`, if pruned (or being pruned).
+    pub fn pruned_epoch(&self, epoch: u64) -> Result<Option<PrunedEpoch>, StoreError> {
+        match self
+            .store
+            .db()
+            .get_pinned_cf(self.store.cf(CF_META), PrunedEpoch::key(epoch))?
+        {
+            None => Ok(None),
+            Some(v) => PrunedEpoch::decode(epoch, &v)
+                .map(Some)
+                .ok_or_else(|| corrupt(CF_META, "a pruned epoch of the wrong length")),
+        }
+    }
+
+    fn set_pruned(&self, p: &PrunedEpoch) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(
+            self.store.cf(CF_META),
+            PrunedEpoch::key(p.epoch),
+            p.encode(),
+        );
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        Ok(self.store.db().write_opt(b, &synced)?)
+    }
+
+    /// Delete `epoch`'s receipts from the books, keeping its tallies, its digest and count, the
+    /// ids its requests were answered by, and receipts that prove an equivocation (see
+    /// [`PrunedEpoch`]). The caller has archived them first and made sure the epoch is final
+    /// and checkpointed (`dpow ledger prune`). From the first write on the epoch counts as
+    /// pruned: nothing more is taken into it. Receipts go in atomic batches of `chunk`; a
+    /// prune that a crash interrupts is finished by [`Books::open`] (or by calling this again).
+    /// `progress(deleted)` is called after each batch.
+    pub fn prune(
+        &self,
+        epoch: u64,
+        chunk: usize,
+        progress: &dyn Fn(u64),
+    ) -> Result<PruneReport, StoreError> {
+        let p = match self.pruned_epoch(epoch)? {
+            Some(p) if p.done => return Ok(PruneReport::default()),
+            Some(p) => p,
+            None => {
+                let p = PrunedEpoch {
+                    epoch,
+                    digest: self.epoch_digest(epoch)?,
+                    receipts: self
+                        .tally(&tally_key(kind::EPOCH_HELD, Some(epoch), None))?
+                        .receipts(),
+                    done: false,
+                };
+                self.set_pruned(&p)?;
+                p
+            }
+        };
+        let db = self.store.db();
+        let mut report = PruneReport::default();
+        let ids = self.ids_in_epoch(epoch)?;
+        for page in ids.chunks(chunk.max(1)) {
+            let mut b = WriteBatch::default();
+            for id in page {
+                let Some(ms) = self.accepted_ms(id)? else {
+                    // An epoch index entry without its receipt: nothing to keep.
+                    b.delete_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(epoch, id));
+                    continue;
+                };
+                let key = Store::receipt_key(ms, id);
+                if let Some(bytes) = db.get_cf(self.store.cf(CF_RECEIPTS), key)? {
+                    let stored = super::StoredReceipt {
+                        accepted_ms: ms,
+                        id: *id,
+                        bytes,
+                    };
+                    let r = decode_stored(&stored, &self.net, false)
+                        .map_err(|why| corrupt(CF_RECEIPTS, why))?;
+                    if self.held_for(&r.payload().request.id())?.len() > 1 {
+                        report.kept += 1;
+                        continue;
+                    }
+                }
+                b.delete_cf(self.store.cf(CF_RECEIPTS), key);
+                b.delete_cf(self.store.cf(CF_RECEIPT_IDS), id.0);
+                b.delete_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(epoch, id));
+                report.deleted += 1;
+            }
+            db.write_opt(b, &Self::unsynced())?;
+            progress(report.deleted);
+        }
+        self.sync()?;
+        self.set_pruned(&PrunedEpoch { done: true, ..p })?;
+        Ok(report)
+    }
+
+    /// The stored tallies of every pruned epoch, and what they add to the all-time tallies
+    /// (per worker, per service, held): what a rebuild keeps and a check takes as given, since
+    /// the receipts behind them are gone.
+    fn pruned_tallies(&self) -> Result<Vec<(Vec<u8>, Tally)>, StoreError> {
+        let mut out = Vec::new();
+        for p in self.pruned_epochs()? {
+            for k in [
+                kind::EPOCH_HELD,
+                kind::ACCOUNT,
+                kind::UNCLAIMED,
+                kind::WORKER_EPOCH,
+                kind::SERVICE_EPOCH,
+            ] {
+                let prefix = tally_key(k, Some(p.epoch), None);
+                for (rest, t) in self.tallies(&prefix)? {
+                    let total = match (k, id_of(&rest)) {
+                        (kind::EPOCH_HELD, _) => Some(tally_key(kind::HELD, None, None)),
+                        (kind::WORKER_EPOCH, Some(w)) => {
+                            Some(tally_key(kind::WORKER, None, Some(&w.0)))
+                        }
+                        (kind::SERVICE_EPOCH, Some(s)) => {
+                            Some(tally_key(kind::SERVICE, None, Some(&s.0)))
+                        }
+                        _ => None,
+                    };
+                    out.push(([prefix.as_slice(), &rest].concat(), t));
+                    if let Some(total) = total {
+                        out.push((total, t));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Delete every index and tally and build them again from the stored receipts, in time
     /// order; receipts that do not decode (or, with `signatures`, do not verify: checked in
     /// parallel), or lose to other receipts of their request, are deleted and logged.
@@ -838,19 +1091,38 @@ impl Books {
         progress: &dyn Fn(u64, u64),
     ) -> Result<u64, StoreError> {
         let db = self.store.db();
-        for cf in [
-            CF_RECEIPT_IDS,
-            CF_EPOCH_IDS,
-            CF_REQUESTS,
-            CF_TALLIES,
-            CF_EQUIVOCATIONS,
-        ] {
+        // What pruned epochs leave behind has no receipt to be rebuilt from: their tallies,
+        // and the requests their receipts answered (entries naming no held receipt).
+        let pruned: BTreeSet<u64> = self.pruned_epochs()?.iter().map(|p| p.epoch).collect();
+        let kept_tallies = self.pruned_tallies()?;
+        let mut b = WriteBatch::default();
+        for item in db.iterator_cf(self.store.cf(CF_REQUESTS), IteratorMode::Start) {
+            let (k, v) = item?;
+            let mut any_held = false;
+            for id in v.chunks(32).filter_map(id_of) {
+                any_held |= self.accepted_ms(&id)?.is_some();
+            }
+            if pruned.is_empty() || any_held {
+                b.delete_cf(self.store.cf(CF_REQUESTS), k);
+            }
+        }
+        db.write_opt(b, &Self::unsynced())?;
+        for cf in [CF_RECEIPT_IDS, CF_EPOCH_IDS, CF_TALLIES, CF_EQUIVOCATIONS] {
             let cf = self.store.cf(cf);
             db.delete_range_cf(cf, &[0u8; 0][..], &[0xffu8; 80][..])?;
         }
+        let mut b = WriteBatch::default();
+        for (k, t) in kept_tallies {
+            b.merge_cf(self.store.cf(CF_TALLIES), k, t.encode());
+        }
+        db.write_opt(b, &Self::unsynced())?;
         let mut stale = Vec::new();
         let done = self.each_stored(signatures, progress, |s, r| {
-            let taken = r.and_then(|r| self.take(&r, false).map_err(|e| e.to_string()));
+            let taken = r.and_then(|r| {
+                let e = epoch_of(r.payload().accepted_ms, self.epoch_ms);
+                self.take(&r, false, !pruned.contains(&e))
+                    .map_err(|e| e.to_string())
+            });
             if let Err(e) = taken {
                 tracing::error!(receipt = %s.id, "stored receipt deleted: {e}");
                 stale.push((s.accepted_ms, s.id));
@@ -880,6 +1152,10 @@ impl Books {
             *e = e.add(t);
         };
         let mut equivocating = BTreeSet::new();
+        let pruned: BTreeSet<u64> = self.pruned_epochs()?.iter().map(|p| p.epoch).collect();
+        for (k, t) in self.pruned_tallies()? {
+            add(k, t);
+        }
         let receipts = self.each_stored(signatures, progress, |s, r| {
             let r = match r {
                 Ok(r) => r,
@@ -906,6 +1182,10 @@ impl Books {
             }
             if held.len() == 2 {
                 equivocating.insert((r.signer(), request));
+            }
+            if pruned.contains(&e) {
+                // Its tallies are the pruned epoch's, taken as they are above.
+                return Ok(());
             }
             for (k, t) in held_tallies(e, 1) {
                 add(k, t);
@@ -1249,6 +1529,214 @@ mod crash {
             let report = books.check(false, &|_, _| {}).unwrap();
             assert!(report.is_clean(), "round {round}: {report:?}");
             assert!(books.len().unwrap() >= acked);
+        }
+    }
+}
+
+/// Pruning an epoch: what stays exact, what is refused after, and a prune killed half-way.
+#[cfg(test)]
+mod prune {
+    #![allow(clippy::unwrap_used)]
+    use std::io::{BufRead, BufReader, Write as _};
+    use std::process::{Command, Stdio};
+
+    use dpow_protocol::WorkRequest;
+    use dpow_testkit::builders::{self, NET, NOW, account, key, sign};
+
+    use super::*;
+
+    const CHILD: &str = "DPOW_BOOKS_PRUNE_CHILD";
+    const EPOCH_MS: u64 = 1_000;
+    const RECEIPTS: u64 = 600;
+
+    /// Receipt `i`: 143 per epoch, over about four epochs; every fifth a second receipt for
+    /// the request before it (evidence); payouts to two accounts and none.
+    fn receipt(i: u64, at: u64) -> Signed<Receipt> {
+        let (service, worker) = (key(10), key(20 + (i % 3) as u8));
+        let nonce = if i % 5 == 4 { i - 1 } else { i };
+        let req = sign(
+            WorkRequest {
+                nonce,
+                ..builders::request(&service)
+            },
+            &service,
+        );
+        let work = builders::solved(&req, &worker).payload().work;
+        let res = sign(
+            dpow_protocol::WorkResult {
+                payout: (!i.is_multiple_of(3)).then(|| account((i % 2) as u8 + 1)),
+                ..builders::result(&req, &worker, work)
+            },
+            &worker,
+        );
+        builders::receipt(&service, &req, res, at)
+    }
+
+    fn fill(dir: &std::path::Path) -> (Books, u64) {
+        let store = Arc::new(Store::open(dir).unwrap());
+        let mut books = Books::open(store, EPOCH_MS, NET).unwrap();
+        for i in 0..RECEIPTS {
+            books.ingest(&receipt(i, NOW + i * 7)).unwrap();
+        }
+        books.sync().unwrap();
+        // The first whole epoch.
+        (books, epoch_of(NOW, EPOCH_MS) + 1)
+    }
+
+    /// Everything a pruned epoch must keep answering.
+    #[derive(Debug, PartialEq)]
+    struct Answers {
+        balances: Balances,
+        epochs: Vec<(u64, u64)>,
+        digest: [u8; 32],
+        claims: Claims,
+        earned: BTreeMap<PublicKey, u128>,
+        spent: BTreeMap<PublicKey, u128>,
+        flagged: BTreeSet<PublicKey>,
+    }
+
+    fn answers(books: &Books, e: u64) -> Answers {
+        Answers {
+            balances: books.balances(&Registry::new([])).unwrap(),
+            epochs: books.epochs().unwrap(),
+            digest: books.epoch_digest(e).unwrap(),
+            claims: books.claims_in_epoch(e).unwrap(),
+            earned: books.earned_in_epoch(e).unwrap(),
+            spent: books.spent_in_epoch(e).unwrap(),
+            flagged: books.flagged_services().unwrap(),
+        }
+    }
+
+    /// After a prune of `e`: the same answers, only evidence left of its receipts, nothing
+    /// more taken into it, the books check clean, and a rebuild keeps all of it.
+    fn assert_pruned(books: &mut Books, e: u64, before: &Answers) {
+        let p = books.pruned_epoch(e).unwrap().unwrap();
+        assert!(p.done);
+        assert_eq!(p.digest, before.digest);
+        assert_eq!(&answers(books, e), before);
+        assert!(books.receipt_ids_in_epoch(e).unwrap().is_empty());
+        let mut kept = 0;
+        for i in 0..RECEIPTS {
+            let r = receipt(i, NOW + i * 7);
+            let in_e = epoch_of(r.payload().accepted_ms, EPOCH_MS) == e;
+            let held = books.contains(&r.id()).unwrap();
+            let evidence = books.held_for(&r.payload().request.id()).unwrap().len() == 2;
+            assert_eq!(held, !in_e || evidence, "receipt {i}");
+            kept += usize::from(in_e && held);
+        }
+        assert!(kept > 0, "an equivocation's receipts stay as evidence");
+        // Nothing more enters the pruned epoch, nor pays a request it answered.
+        let late = receipt(RECEIPTS + 1, e * EPOCH_MS + 1);
+        assert!(matches!(
+            books.ingest(&late),
+            Err(BooksError::Pruned { .. })
+        ));
+        let first = (0..RECEIPTS)
+            .find(|i| {
+                let r = receipt(*i, NOW + i * 7);
+                epoch_of(r.payload().accepted_ms, EPOCH_MS) == e
+                    && !books.contains(&r.id()).unwrap()
+            })
+            .unwrap();
+        let again = receipt(first, (e + 2) * EPOCH_MS + 5);
+        assert!(matches!(
+            books.ingest(&again),
+            Err(BooksError::Pruned { .. })
+        ));
+        assert_eq!(&answers(books, e), before, "refusals changed nothing");
+        let report = books.check(true, &|_, _| {}).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        books.rebuild(false, &|_, _| {}).unwrap();
+        assert_eq!(
+            &answers(books, e),
+            before,
+            "a rebuild keeps what pruning kept"
+        );
+        assert!(books.check(false, &|_, _| {}).unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_pruned_epoch_keeps_its_books_exact_and_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut books, e) = fill(dir.path());
+        let before = answers(&books, e);
+        assert!(before.epochs.len() >= 4);
+        let r = books.prune(e, 16, &|_| {}).unwrap();
+        assert!(r.deleted > 50 && r.kept > 0, "{r:?}");
+        assert_eq!(books.prune(e, 16, &|_| {}).unwrap(), PruneReport::default());
+        assert_pruned(&mut books, e, &before);
+        // And across a restart.
+        let store = books.store().clone();
+        drop(books);
+        let mut books = Books::open(store, EPOCH_MS, NET).unwrap();
+        assert_eq!(books.pruned_epochs().unwrap().len(), 1);
+        assert_pruned(&mut books, e, &before);
+    }
+
+    /// The child: prune the prepared books in batches of 4, saying after each and going on
+    /// only when told (so the parent kills it between two batches it chose).
+    fn child(dir: &str) {
+        // The test harness has begun a line ("test ... "): start a fresh one.
+        writeln!(std::io::stdout()).unwrap();
+        let store = Arc::new(Store::open(std::path::Path::new(dir)).unwrap());
+        let books = Books::open(store, EPOCH_MS, NET).unwrap();
+        let e = epoch_of(NOW, EPOCH_MS) + 1;
+        books
+            .prune(e, 4, &|n| {
+                let mut out = std::io::stdout();
+                writeln!(out, "deleted {n}").unwrap();
+                out.flush().unwrap();
+                let mut go = String::new();
+                std::io::stdin().read_line(&mut go).unwrap();
+            })
+            .unwrap();
+        writeln!(std::io::stdout(), "done").unwrap();
+    }
+
+    #[test]
+    fn kill_9_while_pruning_is_finished_at_the_next_open() {
+        if let Ok(dir) = std::env::var(CHILD) {
+            child(&dir);
+            return;
+        }
+        for (round, after) in [1usize, 6, 15].into_iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let (books, e) = fill(dir.path());
+            let before = answers(&books, e);
+            drop(books);
+            let mut c = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "store::books::prune::kill_9_while_pruning_is_finished_at_the_next_open",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD, dir.path())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut go = c.stdin.take().unwrap();
+            let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+            let mut batches = 0;
+            loop {
+                let line = lines.next().unwrap().unwrap();
+                assert_ne!(line, "done", "round {round}: finished before the kill");
+                if line.starts_with("deleted ") {
+                    batches += 1;
+                    if batches == after {
+                        break;
+                    }
+                    writeln!(go, "go").unwrap();
+                }
+            }
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            // Opening finishes the prune.
+            let mut books = Books::open(store, EPOCH_MS, NET).unwrap();
+            assert_pruned(&mut books, e, &before);
         }
     }
 }

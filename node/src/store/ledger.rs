@@ -25,6 +25,14 @@ pub enum IngestError {
     /// The disk refused it (full, failing): nothing of it was written.
     #[error("the store refused the receipt: {0}")]
     Store(StoreError),
+    /// It belongs to books this node archived and pruned.
+    #[error("receipt {receipt} {why}")]
+    Pruned {
+        /// The receipt refused.
+        receipt: MessageId,
+        /// Which epoch or request.
+        why: String,
+    },
 }
 
 /// The node's ledger. See the module docs.
@@ -65,6 +73,7 @@ impl NodeLedger {
             NodeLedger::Disk(b) => b.ingest(&r).map_err(|e| match e {
                 BooksError::Ledger(e) => IngestError::Ledger(e),
                 BooksError::Store(e) => IngestError::Store(e),
+                BooksError::Pruned { receipt, why } => IngestError::Pruned { receipt, why },
             }),
         }
     }
@@ -129,9 +138,16 @@ impl NodeLedger {
     pub fn epoch_digest(&self, epoch: u64) -> [u8; 32] {
         match self {
             NodeLedger::Memory(l) => l.epoch_digest(epoch),
+            NodeLedger::Disk(b) => logged("epoch digest", b.epoch_digest(epoch)),
+        }
+    }
+
+    /// Whether `epoch` was archived and pruned here (`dpow ledger prune`).
+    pub fn is_pruned(&self, epoch: u64) -> bool {
+        match self {
+            NodeLedger::Memory(_) => false,
             NodeLedger::Disk(b) => {
-                let ids = logged("epoch ids", b.receipt_ids_in_epoch(epoch));
-                dpow_protocol::ledger::digest_of_ids(b.epoch_ms(), epoch, &ids)
+                logged("pruned epochs", b.pruned_epoch(epoch).map(|p| p.is_some()))
             }
         }
     }

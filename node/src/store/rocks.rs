@@ -8,12 +8,13 @@ use rocksdb::{
     WriteOptions,
 };
 
-use super::{StoredReceipt, StoredRecord};
+use super::StoredReceipt;
 
 /// Receipts by time and id.
 pub const CF_RECEIPTS: &str = "receipts-v1";
-/// The Kademlia record store.
-pub const CF_KAD: &str = "kad-records-v1";
+/// Where Kademlia records were kept before they were served from the receipts themselves: a
+/// store that has it loses it (every record in it was a receipt, held in `receipts-v1` too).
+const OLD_CF_KAD: &str = "kad-records-v1";
 /// The gateway's precached work.
 pub const CF_PRECACHE: &str = "precache-v1";
 /// Registry entries, so a restarted node knows services and bans before it meets a peer.
@@ -37,9 +38,8 @@ pub(super) const CF_TALLIES: &str = "tallies-v1";
 /// Service ‖ request of every proven equivocation.
 pub(super) const CF_EQUIVOCATIONS: &str = "equivocations-v1";
 
-const FAMILIES: [&str; 11] = [
+const FAMILIES: [&str; 10] = [
     CF_RECEIPTS,
-    CF_KAD,
     CF_PRECACHE,
     CF_REGISTRY,
     CF_META,
@@ -132,7 +132,7 @@ fn family_options(name: &str, cache: &rocksdb::Cache) -> Options {
     // Look-ups by id that mostly miss (is this receipt held? which receipts has this
     // request?): a Bloom filter answers those without reading a data block. Families read by
     // range or by keys that exist go without.
-    if [CF_RECEIPT_IDS, CF_REQUESTS, CF_KAD, CF_TALLIES].contains(&name) {
+    if [CF_RECEIPT_IDS, CF_REQUESTS, CF_TALLIES].contains(&name) {
         t.set_bloom_filter(10.0, false);
     }
     o.set_block_based_table_factory(&t);
@@ -155,14 +155,26 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
         opts.set_max_total_wal_size(64 << 20);
+        // RocksDB opens a database only with every family it has: the old DHT copy too, to
+        // drop it.
+        let old_kad = DB::list_cf(&opts, path)
+            .map(|names| names.iter().any(|n| n == OLD_CF_KAD))
+            .unwrap_or(false);
         let families = FAMILIES
             .iter()
+            .chain(old_kad.then_some(&OLD_CF_KAD))
             .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name, &cache)));
-        let db =
+        let mut db =
             DB::open_cf_descriptors(&opts, path, families).map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
+        if old_kad {
+            db.drop_cf(OLD_CF_KAD)?;
+            tracing::info!(
+                "dropped {OLD_CF_KAD}, the DHT's second copy of every receipt: Kademlia now serves the ledger's own"
+            );
+        }
         let store = Store {
             db,
             path: path.to_path_buf(),
@@ -310,50 +322,23 @@ impl Store {
         self.receipts_between(0, u64::MAX)
     }
 
-    /// A Kademlia record.
-    pub fn kad_get(&self, key: &[u8]) -> Result<Option<StoredRecord>, StoreError> {
-        match self.db.get_pinned_cf(self.cf(CF_KAD), key)? {
-            None => Ok(None),
-            Some(v) => postcard::from_bytes(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    family: CF_KAD,
-                    why: e.to_string(),
-                }),
-        }
-    }
-
-    /// Store a Kademlia record (synced).
-    pub fn kad_put(&self, key: &[u8], record: &StoredRecord) -> Result<(), StoreError> {
-        let v = postcard::to_allocvec(record).map_err(|e| StoreError::Corrupt {
-            family: CF_KAD,
-            why: e.to_string(),
+    /// The envelope of held receipt `id`: the ledger's one copy, which Kademlia serves too.
+    pub fn receipt_bytes(&self, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(ms) = self.db.get_pinned_cf(self.cf(CF_RECEIPT_IDS), id.0)? else {
+            return Ok(None);
+        };
+        let ms: [u8; 8] = ms.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            family: CF_RECEIPT_IDS,
+            why: "a time of the wrong length".into(),
         })?;
-        self.put_synced(CF_KAD, key, v)
-    }
-
-    /// Delete a Kademlia record.
-    pub fn kad_remove(&self, key: &[u8]) -> Result<(), StoreError> {
-        Ok(self.db.delete_cf(self.cf(CF_KAD), key)?)
-    }
-
-    /// Every Kademlia record, key first; undecodable ones are skipped with a warning.
-    pub fn kad_records(&self) -> impl Iterator<Item = (Vec<u8>, StoredRecord)> + '_ {
-        self.db
-            .iterator_cf(self.cf(CF_KAD), IteratorMode::Start)
-            .filter_map(|item| match item {
-                Ok((k, v)) => match postcard::from_bytes::<StoredRecord>(&v) {
-                    Ok(r) => Some((k.into_vec(), r)),
-                    Err(e) => {
-                        tracing::warn!(key = %hex::encode(&k), "corrupt kad record skipped: {e}");
-                        None
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!("reading kad records: {e}");
-                    None
-                }
-            })
+        let key = Self::receipt_key(u64::from_be_bytes(ms), id);
+        match self.db.get_cf(self.cf(CF_RECEIPTS), key)? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => Err(StoreError::Corrupt {
+                family: CF_RECEIPT_IDS,
+                why: format!("receipt {id} is indexed but not stored"),
+            }),
+        }
     }
 
     /// Store a registry entry (synced).
@@ -474,6 +459,40 @@ mod tests {
         }
     }
 
+    /// A store of an older dpow kept every receipt twice, once as a Kademlia record: opening it
+    /// drops that copy, and the receipts are served from the ledger's own.
+    #[test]
+    fn the_old_dht_copy_is_dropped_and_receipts_are_served_from_the_ledger() {
+        use super::super::Books;
+        use dpow_testkit::builders::{self, NOW, TestNet};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut o = Options::default();
+            o.create_if_missing(true);
+            o.create_missing_column_families(true);
+            let names = FAMILIES.iter().chain([&OLD_CF_KAD]);
+            let db = DB::open_cf(&o, dir.path(), names).unwrap();
+            let kad = db.cf_handle(OLD_CF_KAD).unwrap();
+            db.put_cf(kad, [1; 32], b"a second copy").unwrap();
+        }
+        let t = TestNet::fixed();
+        let req = builders::sign(builders::request(&t.service), &t.service);
+        let res = builders::solved(&req, &t.worker);
+        let r = builders::receipt(&t.service, &req, res, NOW);
+        {
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            let mut books = Books::open(store.clone(), 86_400_000, builders::NET).unwrap();
+            books.ingest(&r).unwrap();
+            books.sync().unwrap();
+        }
+        let names = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        assert!(!names.iter().any(|n| n == OLD_CF_KAD), "{names:?}");
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.receipt_bytes(&r.id()).unwrap().unwrap(), r.bytes());
+        assert_eq!(s.receipt_bytes(&MessageId([9; 32])).unwrap(), None);
+    }
+
     /// A store written without the books' indexes (by an older dpow) has them built from its
     /// receipts at first open, trusting their signatures; `--verify-store` checks them.
     #[test]
@@ -539,18 +558,10 @@ mod tests {
     }
 
     #[test]
-    fn kad_records_and_precache_round_trip() {
+    fn precache_and_registry_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let rec = StoredRecord {
-            value: b"v".to_vec(),
-            publisher: Some(vec![1, 2]),
-            expires_ms: None,
-        };
         {
             let s = Store::open(dir.path()).unwrap();
-            s.kad_put(b"k1", &rec).unwrap();
-            s.kad_put(b"k2", &rec).unwrap();
-            s.kad_remove(b"k2").unwrap();
             s.precache_put(&[7; 32], b"line", &[]).unwrap();
             s.registry_put(&[1; 32], 2, b"second").unwrap();
             s.registry_put(&[1; 32], 1, b"first").unwrap();
@@ -558,12 +569,6 @@ mod tests {
             s.precache_put(&[9; 32], b"next", &[[8; 32]]).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.kad_get(b"k1").unwrap(), Some(rec.clone()));
-        assert_eq!(s.kad_get(b"k2").unwrap(), None);
-        assert_eq!(
-            s.kad_records().collect::<Vec<_>>(),
-            vec![(b"k1".to_vec(), rec)]
-        );
         assert_eq!(
             s.precache_lines().unwrap(),
             vec![b"line".to_vec(), b"next".to_vec()]

@@ -10,24 +10,18 @@
 //! to 5 s, until it succeeds or the node stops, and the jobs behind it wait, so writes stay in
 //! order. Only after `Written` does the event loop acknowledge what the job carried.
 //!
-//! Kademlia's record store is synchronous (libp2p calls it inside the swarm), so its writes
-//! go through an [`Overlay`]: the record is visible at once from memory and written by this
-//! thread, which drops it from the overlay once it is on disk.
+//! Kademlia writes nothing here: its records are the ledger's receipts
+//! ([`crate::net::records`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Store, StoreError, StoredReceipt, StoredRecord};
+use super::{Store, StoreError, StoredReceipt};
 
 /// Jobs queued for the thread at most.
 pub const QUEUE: usize = 64;
-/// The ticket of Kademlia record writes: nothing waits for them but the overlay.
-pub const RECORD_TICKET: u64 = u64::MAX;
-/// Records waiting in the overlay at most; a put beyond it is refused.
-pub const OVERLAY_RECORDS: usize = 16_384;
 /// The first retry's delay; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest delay between two tries of one write.
@@ -61,15 +55,6 @@ pub enum Write {
         /// The checkpoint's envelope.
         bytes: Vec<u8>,
     },
-    /// A Kademlia record written (`Some`) or removed (`None`), at overlay version `version`.
-    Record {
-        /// The record key.
-        key: Vec<u8>,
-        /// The record, or `None` to remove it.
-        record: Option<StoredRecord>,
-        /// The overlay version this write carries (see [`Overlay`]).
-        version: u64,
-    },
 }
 
 impl Write {
@@ -79,7 +64,6 @@ impl Write {
             Write::Receipts { .. } => "receipts",
             Write::Registry { .. } => "registry",
             Write::Checkpoint { .. } => "checkpoint",
-            Write::Record { .. } => "record",
         }
     }
 }
@@ -131,84 +115,14 @@ impl Sink for Arc<Store> {
                 registrar,
                 bytes,
             } => self.checkpoint_put(*epoch, registrar, bytes),
-            Write::Record {
-                key, record: None, ..
-            } => self.kad_remove(key),
-            Write::Record {
-                key,
-                record: Some(r),
-                ..
-            } => self.kad_put(key, r),
         }
     }
 }
 
-/// Kademlia records written but maybe not yet on disk: key → (version, record or removal).
-#[derive(Clone, Debug, Default)]
-pub struct Overlay(Arc<Mutex<OverlayInner>>);
-
-#[derive(Debug, Default)]
-struct OverlayInner {
-    next: u64,
-    entries: HashMap<Vec<u8>, (u64, Option<StoredRecord>)>,
-}
-
-impl Overlay {
-    /// Note a write of `key`; its version, or `None` when the overlay is full.
-    pub fn note(&self, key: &[u8], record: Option<StoredRecord>) -> Option<u64> {
-        let mut o = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if o.entries.len() >= OVERLAY_RECORDS && !o.entries.contains_key(key) {
-            return None;
-        }
-        o.next += 1;
-        let v = o.next;
-        o.entries.insert(key.to_vec(), (v, record));
-        Some(v)
-    }
-
-    /// Undo a note that could not be queued (only if nothing newer replaced it).
-    pub fn forget(&self, key: &[u8], version: u64) {
-        let mut o = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if o.entries.get(key).is_some_and(|(v, _)| *v == version) {
-            o.entries.remove(key);
-        }
-    }
-
-    /// `Some(record or removal)` if `key` has a write not yet on disk.
-    pub fn get(&self, key: &[u8]) -> Option<Option<StoredRecord>> {
-        let o = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        o.entries.get(key).map(|(_, r)| r.clone())
-    }
-
-    /// Every pending write.
-    pub fn entries(&self) -> Vec<(Vec<u8>, Option<StoredRecord>)> {
-        let o = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        o.entries
-            .iter()
-            .map(|(k, (_, r))| (k.clone(), r.clone()))
-            .collect()
-    }
-
-    /// Writes waiting.
-    pub fn len(&self) -> usize {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entries
-            .len()
-    }
-
-    /// Whether no write waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The handle the event loop (and Kademlia's record store) holds.
+/// The handle the event loop holds.
 #[derive(Clone, Debug)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
-    overlay: Overlay,
 }
 
 impl Writer {
@@ -218,12 +132,10 @@ impl Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
         // Room for every queued job's report and a failure report each.
         let (done_tx, done) = mpsc::channel(2 * QUEUE + 2);
-        let overlay = Overlay::default();
-        let o = overlay.clone();
         std::thread::Builder::new()
             .name("dpow-store".into())
-            .spawn(move || run(sink, rx, done_tx, o))?;
-        Ok((Writer { jobs, overlay }, done))
+            .spawn(move || run(sink, rx, done_tx))?;
+        Ok((Writer { jobs }, done))
     }
 
     /// Queue a job; a full queue (or a stopped thread) hands it back.
@@ -232,26 +144,16 @@ impl Writer {
             mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
         })
     }
-
-    /// The Kademlia overlay this writer clears.
-    pub fn overlay(&self) -> &Overlay {
-        &self.overlay
-    }
 }
 
-fn run(mut sink: impl Sink, jobs: mpsc::Receiver<Job>, done: mpsc::Sender<Done>, o: Overlay) {
-    write_all(&mut sink, jobs, &done, &o);
+fn run(mut sink: impl Sink, jobs: mpsc::Receiver<Job>, done: mpsc::Sender<Done>) {
+    write_all(&mut sink, jobs, &done);
     // The database goes first: a receiver that sees the reports end may open it again.
     drop(sink);
     drop(done);
 }
 
-fn write_all(
-    sink: &mut impl Sink,
-    mut jobs: mpsc::Receiver<Job>,
-    done: &mpsc::Sender<Done>,
-    o: &Overlay,
-) {
+fn write_all(sink: &mut impl Sink, mut jobs: mpsc::Receiver<Job>, done: &mpsc::Sender<Done>) {
     while let Some(job) = jobs.blocking_recv() {
         let mut attempts = 0u32;
         let mut backoff = FIRST_BACKOFF;
@@ -276,9 +178,6 @@ fn write_all(
                 }
             }
         }
-        if let Write::Record { key, version, .. } = &job.write {
-            o.forget(key, *version);
-        }
         if done.blocking_send(Done::Written(job)).is_err() {
             return;
         }
@@ -289,6 +188,7 @@ fn write_all(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::sync::Mutex;
 
     /// Fails its first `fail` writes, then records what it wrote.
     struct Flaky {
@@ -396,37 +296,5 @@ mod tests {
         }
         assert!(w.try_submit(refused).is_ok(), "room again once written");
         open.send(()).unwrap();
-    }
-
-    #[tokio::test]
-    async fn the_overlay_shows_a_record_until_it_is_on_disk() {
-        let wrote = Arc::new(Mutex::new(Vec::new()));
-        let (w, mut done) = Writer::start(Flaky {
-            fail: 0,
-            wrote: wrote.clone(),
-        })
-        .unwrap();
-        let rec = StoredRecord {
-            value: vec![1, 2, 3],
-            publisher: None,
-            expires_ms: None,
-        };
-        let v = w.overlay().note(b"k", Some(rec.clone())).unwrap();
-        assert_eq!(w.overlay().get(b"k"), Some(Some(rec.clone())));
-        w.try_submit(Job {
-            ticket: 7,
-            write: Write::Record {
-                key: b"k".to_vec(),
-                record: Some(rec),
-                version: v,
-            },
-        })
-        .unwrap();
-        match done.recv().await.unwrap() {
-            Done::Written(j) => assert_eq!(j.ticket, 7),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(w.overlay().get(b"k"), None, "on disk now: read from there");
-        assert_eq!(wrote.lock().unwrap().len(), 1);
     }
 }

@@ -13,7 +13,6 @@ use dpow_node::net::wire::{
     Bytes, EpochDigest, ResultAck, ResultCodec, ResultDelivery, SyncCodec, SyncRequest,
     SyncResponse,
 };
-use dpow_node::store::StoredRecord;
 use dpow_protocol::validate::RejectReason;
 use dpow_protocol::{Checkpoint, MessageId, Receipt, RegistryEntry, WorkResult, WorkerStatus};
 use futures::executor::block_on;
@@ -199,19 +198,9 @@ pub fn result_delivery(bytes: &[u8]) {
 }
 
 /// DHT records: the first 32 bytes are the record key, the rest its value, checked as the node
-/// checks an inbound `PutRecord` (a receipt whose id is the key); and the whole input as a
-/// record stored on disk (postcard), which must round-trip.
+/// checks an inbound `PutRecord` (a receipt whose id is the key). Records are not stored apart
+/// from the receipts they are, so there is no stored form to round-trip.
 pub fn dht_record(bytes: &[u8]) {
-    if let Ok(stored) = postcard::from_bytes::<StoredRecord>(bytes) {
-        let again = postcard::to_allocvec(&stored).unwrap();
-        assert_eq!(
-            postcard::from_bytes::<StoredRecord>(&again).unwrap(),
-            stored
-        );
-        if let Some(p) = &stored.publisher {
-            let _ = libp2p::PeerId::from_bytes(p);
-        }
-    }
     if bytes.len() < 32 {
         return;
     }
@@ -296,19 +285,5 @@ pub(super) fn delivery_seeds() -> Vec<Vec<u8>> {
 
 pub(super) fn record_seeds() -> Vec<Vec<u8>> {
     let f = fixture();
-    let stored = StoredRecord {
-        value: f.receipt.bytes().to_vec(),
-        publisher: Some(
-            libp2p::identity::Keypair::ed25519_from_bytes([1u8; 32])
-                .unwrap()
-                .public()
-                .to_peer_id()
-                .to_bytes(),
-        ),
-        expires_ms: None,
-    };
-    vec![
-        [f.receipt.id().0.as_slice(), f.receipt.bytes()].concat(),
-        postcard::to_allocvec(&stored).unwrap(),
-    ]
+    vec![[f.receipt.id().0.as_slice(), f.receipt.bytes()].concat()]
 }

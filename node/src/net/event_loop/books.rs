@@ -252,6 +252,13 @@ impl EventLoop {
             Err(IngestError::Ledger(e)) => {
                 return Err(Rejected::new(RejectReason::Undecodable, e.to_string()));
             }
+            Err(IngestError::Pruned { .. }) => {
+                // Books this node archived: a peer that has them still may offer them.
+                return Err(Rejected::new(
+                    RejectReason::Replay,
+                    "receipt of books archived here",
+                ));
+            }
             Err(IngestError::Store(e)) => {
                 // Disk full or failing: refuse what is new, keep serving what is held; the
                 // receipt comes back by gossip, the DHT or catch-up once the disk takes it.
@@ -337,8 +344,8 @@ impl EventLoop {
     }
 
     /// A record a peer asks this node to hold: it must be a valid receipt under its own id.
-    /// One already held byte for byte is dropped unread: every put is a synced write, and
-    /// peers re-replicate what they hold (so it costs them no strike either).
+    /// One already held byte for byte is dropped unread (and costs no strike: a peer that
+    /// published a receipt may well meet a node that already has it by gossip).
     pub(super) fn on_inbound_record(&mut self, from: PeerId, record: kad::Record) {
         {
             use kad::store::RecordStore;
@@ -387,19 +394,20 @@ impl EventLoop {
         }
     }
 
-    /// A verified receipt a peer put into the DHT: kept as a record and in the books.
+    /// A verified receipt a peer put into the DHT: taken into the books, then kept as a
+    /// record (on disk, the record store serves it from the books: nothing more is written).
     pub(super) fn take_record(&mut self, from: PeerId, record: kad::Record, r: Signed<Receipt>) {
         use kad::store::RecordStore;
-        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
-            tracing::warn!("kad record not stored: {e:?}");
-        }
         match self.take_receipt(r, Ack::Quiet) {
             Ok(())
             | Err(Rejected {
                 reason: RejectReason::Replay,
                 ..
             }) => {}
-            Err(r) => self.on_rejected(from, &r),
+            Err(r) => return self.on_rejected(from, &r),
+        }
+        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+            tracing::debug!("kad record not kept: {e:?}");
         }
     }
 
@@ -581,6 +589,10 @@ impl EventLoop {
                         .get(&d.epoch)
                         .is_some_and(|m| m.as_slice() == d.digest.0)
                     {
+                        continue;
+                    }
+                    if self.ledger.is_pruned(d.epoch) {
+                        // Archived here: these books take nothing more.
                         continue;
                     }
                     if self.is_final(d.epoch) && !self.is_auditor() {
