@@ -45,9 +45,13 @@ pub struct BenchArgs {
     /// over this many receipts (e.g. 1000000), RocksDB bytes per receipt.
     #[arg(long, value_name = "RECEIPTS")]
     pub ledger: Option<u64>,
-    /// With --ledger: where to create the scratch database (default: the system's temporary
-    /// directory). It is deleted afterwards.
-    #[arg(long, value_name = "DIR", requires = "ledger")]
+    /// Measure catch-up instead: how long a node starting empty takes to fetch and verify
+    /// this many receipts from a peer over loopback.
+    #[arg(long, value_name = "RECEIPTS", conflicts_with = "ledger")]
+    pub catch_up: Option<u64>,
+    /// With --ledger or --catch-up: where to create the scratch databases (default: the
+    /// system's temporary directory). They are deleted afterwards.
+    #[arg(long, value_name = "DIR")]
     pub dir: Option<std::path::PathBuf>,
     /// The second half of `--ledger`, in a fresh process so its memory is the books' alone:
     /// open the filled database, answer balances and a payout, take live receipts.
@@ -109,18 +113,31 @@ fn plain_loop_rate(threads: usize, duration: Duration) -> f64 {
 /// Run `dpow bench`.
 pub(super) fn run(a: BenchArgs, out: Output) -> anyhow::Result<ExitCode> {
     #[cfg(not(feature = "ledger"))]
-    if a.ledger.is_some() {
-        bail!("--ledger measures the RocksDB ledger, which this light build leaves out");
+    if a.ledger.is_some() || a.catch_up.is_some() {
+        bail!(
+            "--ledger and --catch-up measure the RocksDB ledger, which this light build leaves out"
+        );
     }
     #[cfg(feature = "ledger")]
     if let Some(dir) = &a.ledger_reopen {
         return super::bench_ledger::reopen(dir, &out).map(|()| ExitCode::SUCCESS);
     }
     #[cfg(feature = "ledger")]
-    if let Some(n) = a.ledger {
+    if let Some((n, catch_up)) = a
+        .ledger
+        .map(|n| (n, false))
+        .or(a.catch_up.map(|n| (n, true)))
+    {
+        if n < 1000 {
+            bail!("--ledger and --catch-up need at least 1000 receipts");
+        }
         let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("dpow-bench-ledger-{}", std::process::id()));
-        let r = super::bench_ledger::run(n, &dir, &out);
+        let r = if catch_up {
+            super::bench_catchup::run(n, &dir, &out)
+        } else {
+            super::bench_ledger::run(n, &dir, &out)
+        };
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {

@@ -46,13 +46,13 @@ fn bench_net() -> NetworkId {
 /// Receipt `i`: its own root, one of 64 workers, accepted at `accepted_ms`, requested at
 /// `now`.
 fn receipt(
+    net: &NetworkId,
     service: &SecretKey,
     workers: &[SecretKey],
     i: u64,
     now: u64,
     accepted_ms: u64,
 ) -> Result<Signed<Receipt>, dpow_protocol::ProtocolError> {
-    let net = bench_net();
     let mut r = [0u8; 32];
     r[..8].copy_from_slice(&i.to_le_bytes());
     let root = Root(r);
@@ -77,7 +77,7 @@ fn receipt(
             node: dpow_keys::PublicKey([7; 32]),
         },
         service,
-        &net,
+        net,
     )?;
     let worker = &workers[(i % workers.len() as u64) as usize];
     let res = Signed::sign(
@@ -91,7 +91,7 @@ fn receipt(
             payout: dpow_keys::NanoAccount::from_bytes(worker.public().0).ok(),
         },
         worker,
-        &net,
+        net,
     )?;
     Signed::sign(
         Receipt {
@@ -101,7 +101,7 @@ fn receipt(
             accepted_ms,
         },
         service,
-        &net,
+        net,
     )
 }
 
@@ -111,16 +111,23 @@ const SPAN_MS: u64 = 365 * EPOCH_MS;
 /// Receipts generated and taken per chunk while filling.
 const CHUNK: u64 = 65_536;
 
-/// Keys the benchmark signs with: a service and 64 workers.
-struct Keys {
+/// Keys the benchmark signs with: a service and 64 workers, of one network.
+pub(super) struct Keys {
+    net: NetworkId,
     service: SecretKey,
     workers: Vec<SecretKey>,
 }
 
 impl Keys {
     fn new() -> anyhow::Result<Keys> {
+        Keys::of(bench_net(), SecretKey::generate()?)
+    }
+
+    /// Receipts of `service` on network `net`.
+    pub(super) fn of(net: NetworkId, service: SecretKey) -> anyhow::Result<Keys> {
         Ok(Keys {
-            service: SecretKey::generate()?,
+            net,
+            service,
             workers: (0..64)
                 .map(|_| SecretKey::generate())
                 .collect::<Result<_, _>>()?,
@@ -128,7 +135,7 @@ impl Keys {
     }
 
     /// Receipts `range`, the i-th accepted at `start + i * step`, made in parallel.
-    fn receipts(
+    pub(super) fn receipts(
         &self,
         range: std::ops::Range<u64>,
         now: u64,
@@ -138,7 +145,16 @@ impl Keys {
         use rayon::prelude::*;
         Ok(range
             .into_par_iter()
-            .map(|i| receipt(&self.service, &self.workers, i, now, start + i * step))
+            .map(|i| {
+                receipt(
+                    &self.net,
+                    &self.service,
+                    &self.workers,
+                    i,
+                    now,
+                    start + i * step,
+                )
+            })
             .collect::<Result<_, _>>()?)
     }
 }

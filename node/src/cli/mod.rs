@@ -3,6 +3,8 @@
 mod backup;
 mod bench;
 #[cfg(feature = "ledger")]
+mod bench_catchup;
+#[cfg(feature = "ledger")]
 mod bench_ledger;
 mod client;
 mod gpu;

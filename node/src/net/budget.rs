@@ -57,7 +57,9 @@ pub struct BudgetConfig {
 impl Default for BudgetConfig {
     fn default() -> Self {
         BudgetConfig {
-            // Catch-up asks one page at a time and waits for it: far under these on any link.
+            // Catch-up keeps at most one page in flight beyond the one being verified: far
+            // under these on any link. The byte rate caps what one peer hands a joining node
+            // (about 6,000 receipts a second).
             sync_requests: Rate {
                 per_sec: 50.0,
                 burst: 200.0,

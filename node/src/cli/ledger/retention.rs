@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use serde_json::json;
 
@@ -39,11 +39,6 @@ pub struct PruneArgs {
     /// The node's database.
     #[command(flatten)]
     pub data: DataDir,
-}
-
-/// The archive file of `epoch` in `dir`.
-pub(crate) fn archive_path(dir: &Path, epoch: u64) -> PathBuf {
-    dir.join(format!("epoch-{epoch}.dpowarc"))
 }
 
 /// `dpow ledger verify-archive FILE`: offline.
@@ -102,8 +97,15 @@ mod disk {
     use dpow_protocol::ledger::epoch_of;
     use dpow_protocol::{Checkpoint, Signed};
 
+    use anyhow::Context;
+
     use super::*;
     use crate::store::books::PRUNE_CHUNK;
+
+    /// The archive file of `epoch` in `dir`.
+    fn archive_path(dir: &Path, epoch: u64) -> PathBuf {
+        dir.join(format!("epoch-{epoch}.dpowarc"))
+    }
     use crate::store::{Books, Store};
 
     /// Open a stopped node's books.

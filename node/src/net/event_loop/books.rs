@@ -78,8 +78,11 @@ pub(super) struct CatchUp {
     want: Vec<MessageId>,
     /// Receipts taken from this peer so far.
     got: usize,
-    /// Jobs of its last answer still in the verification pool.
+    /// Jobs of its answers still in the verification pool.
     verifying: usize,
+    /// `Fetch` requests sent and not yet answered (one runs ahead while an answer is
+    /// verified).
+    fetching: usize,
     /// Counted into `synced_tx` when done (the first catch-up after connecting).
     first: bool,
     /// Final epochs to list whole before fetching, with the checkpointed digest the list
@@ -450,6 +453,7 @@ impl EventLoop {
         let request = if !c.want.is_empty() {
             let n = c.want.len().min(MAX_SYNC_FETCH);
             let ids: Vec<MessageId> = c.want.drain(..n).collect();
+            c.fetching += 1;
             Some(SyncRequest::Fetch {
                 ids: id_bytes(&ids),
             })
@@ -690,14 +694,40 @@ impl EventLoop {
                 }
             }
             SyncResponse::Receipts(list) => {
-                let n = list.len().min(MAX_SYNC_FETCH);
-                if self.verify_fetched(peer, &list[..n]) > 0 {
-                    // Goes on in `catch_up_verified`, once the pool has checked them.
-                    return;
+                if let Some(c) = self.catch_ups.get_mut(&peer) {
+                    c.fetching = c.fetching.saturating_sub(1);
                 }
+                let n = list.len().min(MAX_SYNC_FETCH);
+                self.verify_fetched(peer, &list[..n]);
+                return self.step(peer);
             }
         }
         self.advance(peer);
+    }
+
+    /// Fetching goes on while an answer is verified: with receipts in the pool and none
+    /// being fetched, the next page is asked for at once (so the peer's answer and the
+    /// transfer overlap the signature checks); once nothing is fetched or verified, the next
+    /// step ([`EventLoop::advance`]).
+    fn step(&mut self, peer: PeerId) {
+        let Some(c) = self.catch_ups.get_mut(&peer) else {
+            return;
+        };
+        match (c.fetching, c.verifying) {
+            (0, 0) => self.advance(peer),
+            (0, _) if !c.want.is_empty() => {
+                let n = c.want.len().min(MAX_SYNC_FETCH);
+                let ids: Vec<MessageId> = c.want.drain(..n).collect();
+                c.fetching += 1;
+                self.send_sync(
+                    peer,
+                    SyncRequest::Fetch {
+                        ids: id_bytes(&ids),
+                    },
+                );
+            }
+            _ => {}
+        }
     }
 
     /// Checkpoints asked of `peer` came while a catch-up with it goes on (so the one they
@@ -740,9 +770,7 @@ impl EventLoop {
         };
         c.got += got;
         c.verifying = c.verifying.saturating_sub(1);
-        if c.verifying == 0 {
-            self.advance(peer);
-        }
+        self.step(peer);
     }
 
     /// A sync request to `peer` failed: stop catching up with it.
