@@ -603,22 +603,8 @@ fn verify_full(
     repair: bool,
     out: Output,
 ) -> anyhow::Result<ExitCode> {
-    use crate::store::{Books, Store};
     let genesis = Genesis::load(genesis)?;
-    let db = data_dir.join("db");
-    if !db.is_dir() {
-        bail!(
-            "no database at {}: give the node's data directory with --data-dir",
-            db.display()
-        );
-    }
-    let store = std::sync::Arc::new(Store::open(&db).with_context(|| {
-        format!(
-            "opening {} (is the node still running? stop it first)",
-            db.display()
-        )
-    })?);
-    let books = Books::open(store, genesis.epoch_ms, genesis.id)?;
+    let books = retention::open_stopped(&genesis, data_dir)?;
     let t0 = std::time::Instant::now();
     let progress = |done: u64, total: u64| {
         tracing::info!(

@@ -1428,13 +1428,28 @@ mod tests {
     }
 }
 
+/// Test `name` of this test binary run again as a child process, with `env` naming `dir`:
+/// its stdin and stdout piped to the caller, its stderr dropped. The `kill -9` tests' child.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+fn child_process(name: &str, env: &str, dir: &std::path::Path) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// `kill -9` while receipts are being written: the test runs itself again as a child that
 /// takes receipts and says which are durable, kills it mid-stream, and checks the store.
 #[cfg(test)]
 mod crash {
     #![allow(clippy::unwrap_used)]
     use std::io::{BufRead, BufReader, Write as _};
-    use std::process::{Command, Stdio};
 
     use dpow_protocol::WorkRequest;
     use dpow_testkit::builders::{self, NET, NOW, key, sign};
@@ -1489,18 +1504,11 @@ mod crash {
         }
         let dir = tempfile::tempdir().unwrap();
         for round in 0..3u64 {
-            let mut c = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "store::books::crash::kill_9_while_writing_loses_nothing_acknowledged_and_tallies_stay_exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD, dir.path())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut c = child_process(
+                "store::books::crash::kill_9_while_writing_loses_nothing_acknowledged_and_tallies_stay_exact",
+                CHILD,
+                dir.path(),
+            );
             // Kill it at a different point each round, after some batches are durable.
             let mut acked = 0u64;
             let want = 4 + round * 3;
@@ -1538,7 +1546,6 @@ mod crash {
 mod prune {
     #![allow(clippy::unwrap_used)]
     use std::io::{BufRead, BufReader, Write as _};
-    use std::process::{Command, Stdio};
 
     use dpow_protocol::WorkRequest;
     use dpow_testkit::builders::{self, NET, NOW, account, key, sign};
@@ -1704,19 +1711,11 @@ mod prune {
             let (books, e) = fill(dir.path());
             let before = answers(&books, e);
             drop(books);
-            let mut c = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "store::books::prune::kill_9_while_pruning_is_finished_at_the_next_open",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD, dir.path())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut c = child_process(
+                "store::books::prune::kill_9_while_pruning_is_finished_at_the_next_open",
+                CHILD,
+                dir.path(),
+            );
             let mut go = c.stdin.take().unwrap();
             let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
             let mut batches = 0;

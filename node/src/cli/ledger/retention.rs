@@ -108,8 +108,8 @@ mod disk {
     }
     use crate::store::{Books, Store};
 
-    /// Open a stopped node's books.
-    fn open(genesis: &Genesis, data_dir: &Path) -> anyhow::Result<Books> {
+    /// Open a stopped node's books (`verify --full`, `export`, `prune`).
+    pub(crate) fn open_stopped(genesis: &Genesis, data_dir: &Path) -> anyhow::Result<Books> {
         let db = data_dir.join("db");
         if !db.is_dir() {
             bail!(
@@ -198,7 +198,7 @@ mod disk {
         out: Output,
     ) -> anyhow::Result<ExitCode> {
         let genesis = Genesis::load(genesis)?;
-        let books = open(&genesis, data_dir)?;
+        let books = open_stopped(&genesis, data_dir)?;
         let path = file.unwrap_or_else(|| archive_path(Path::new("."), epoch));
         let h = export_epoch(&books, &genesis, epoch, &path)?;
         out.emit(
@@ -253,7 +253,7 @@ mod disk {
             ),
             _ => bail!("say which epochs: --older-than-days DAYS or --before-epoch EPOCH"),
         };
-        let books = open(&genesis, &a.data.data_dir)?;
+        let books = open_stopped(&genesis, &a.data.data_dir)?;
         if !a.dry_run {
             std::fs::create_dir_all(&a.archive_dir)
                 .with_context(|| format!("creating {}", a.archive_dir.display()))?;
@@ -313,7 +313,7 @@ mod disk {
 }
 
 #[cfg(feature = "ledger")]
-pub(crate) use disk::{export, export_books, prune};
+pub(crate) use disk::{export, export_books, open_stopped, prune};
 
 /// A light build has no database.
 #[cfg(not(feature = "ledger"))]
