@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use dpow_keys::SecretKey;
-use dpow_protocol::{Credits, Profile, RegistryAction, TimePolicy};
+use dpow_protocol::{Profile, TimePolicy};
 use serde_json::json;
 
 use super::bench_ledger::Keys;
@@ -98,16 +98,7 @@ async fn catch_up(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
         .into_iter()
         .next()
         .context("node A's address")?;
-    for action in [
-        RegistryAction::RegisterService {
-            service: service.public(),
-            name: "bench".into(),
-        },
-        RegistryAction::GrantCredits {
-            service: service.public(),
-            credits: Credits(u64::MAX / 2),
-        },
-    ] {
+    for action in super::bench_ledger::funded(&service) {
         a.registry(action, registrar.clone()).await?;
     }
 

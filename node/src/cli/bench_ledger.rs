@@ -105,6 +105,20 @@ fn receipt(
     )
 }
 
+/// The registrar's entries that register `service` and give it credits for any benchmark.
+pub(super) fn funded(service: &SecretKey) -> [RegistryAction; 2] {
+    [
+        RegistryAction::RegisterService {
+            service: service.public(),
+            name: "bench".into(),
+        },
+        RegistryAction::GrantCredits {
+            service: service.public(),
+            credits: Credits(u64::MAX / 2),
+        },
+    ]
+}
+
 /// A year of daily epochs.
 const SPAN_MS: u64 = 365 * EPOCH_MS;
 
@@ -191,19 +205,7 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     let keys = Keys::new()?;
     let service = &keys.service;
     let mut registry = Registry::new([registrar.public()]);
-    for (seq, action) in [
-        RegistryAction::RegisterService {
-            service: service.public(),
-            name: "bench".into(),
-        },
-        RegistryAction::GrantCredits {
-            service: service.public(),
-            credits: Credits(u64::MAX / 2),
-        },
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (seq, action) in funded(service).into_iter().enumerate() {
         let e = RegistryEntry {
             registrar: registrar.public(),
             seq: seq as u64 + 1,
