@@ -182,8 +182,8 @@ pub struct Config {
     /// (default: deprioritise).
     #[arg(long, env = "DPOW_EXHAUSTED", value_enum, value_name = "POLICY")]
     pub exhausted: Option<Exhausted>,
-    /// Peers that hold each receipt as a DHT record (the Kademlia replication factor, 1 to 20;
-    /// default 3).
+    /// Peers a node puts each receipt it made to as a DHT record (the Kademlia replication
+    /// factor, 1 to 20; default 3). Every full node also answers look-ups for what it holds.
     #[arg(long, env = "DPOW_REPLICATION", value_name = "K")]
     pub replication: Option<usize>,
     /// Seconds between comparing ledger digests with a random peer, besides on connecting
