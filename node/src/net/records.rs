@@ -129,10 +129,7 @@ mod tests {
         use crate::store::Books;
         use dpow_testkit::builders::{self, NOW, TestNet};
         let dir = tempfile::tempdir().unwrap();
-        let t = TestNet::fixed();
-        let req = builders::sign(builders::request(&t.service), &t.service);
-        let res = builders::solved(&req, &t.worker);
-        let r = builders::receipt(&t.service, &req, res, NOW);
+        let r = TestNet::fixed().receipt(0, NOW);
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let mut books = Books::open(store.clone(), 86_400_000, builders::NET).unwrap();
         let peer = PeerId::random();

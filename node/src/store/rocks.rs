@@ -476,10 +476,7 @@ mod tests {
             let kad = db.cf_handle(OLD_CF_KAD).unwrap();
             db.put_cf(kad, [1; 32], b"a second copy").unwrap();
         }
-        let t = TestNet::fixed();
-        let req = builders::sign(builders::request(&t.service), &t.service);
-        let res = builders::solved(&req, &t.worker);
-        let r = builders::receipt(&t.service, &req, res, NOW);
+        let r = TestNet::fixed().receipt(0, NOW);
         {
             let store = Arc::new(Store::open(dir.path()).unwrap());
             let mut books = Books::open(store.clone(), 86_400_000, builders::NET).unwrap();
