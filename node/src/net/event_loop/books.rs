@@ -698,36 +698,46 @@ impl EventLoop {
                     c.fetching = c.fetching.saturating_sub(1);
                 }
                 let n = list.len().min(MAX_SYNC_FETCH);
-                self.verify_fetched(peer, &list[..n]);
-                return self.step(peer);
+                if self.verify_fetched(peer, &list[..n]) == 0 {
+                    return self.step(peer);
+                }
+                // Jobs already checked (signatures seen before) came back through
+                // `catch_up_verified`, which took the next step: only fetch ahead here.
+                return self.fetch_ahead(peer);
             }
         }
         self.advance(peer);
     }
 
-    /// Fetching goes on while an answer is verified: with receipts in the pool and none
-    /// being fetched, the next page is asked for at once (so the peer's answer and the
-    /// transfer overlap the signature checks); once nothing is fetched or verified, the next
-    /// step ([`EventLoop::advance`]).
+    /// The next step once nothing is fetched or verified ([`EventLoop::advance`]); until then,
+    /// fetching ahead ([`EventLoop::fetch_ahead`]).
     fn step(&mut self, peer: PeerId) {
+        match self.catch_ups.get(&peer) {
+            Some(c) if c.fetching == 0 && c.verifying == 0 => self.advance(peer),
+            Some(_) => self.fetch_ahead(peer),
+            None => {}
+        }
+    }
+
+    /// Fetching goes on while an answer is verified: with receipts in the pool and none
+    /// being fetched, the next page is asked for at once, so the peer's answer and the
+    /// transfer overlap the signature checks.
+    fn fetch_ahead(&mut self, peer: PeerId) {
         let Some(c) = self.catch_ups.get_mut(&peer) else {
             return;
         };
-        match (c.fetching, c.verifying) {
-            (0, 0) => self.advance(peer),
-            (0, _) if !c.want.is_empty() => {
-                let n = c.want.len().min(MAX_SYNC_FETCH);
-                let ids: Vec<MessageId> = c.want.drain(..n).collect();
-                c.fetching += 1;
-                self.send_sync(
-                    peer,
-                    SyncRequest::Fetch {
-                        ids: id_bytes(&ids),
-                    },
-                );
-            }
-            _ => {}
+        if c.fetching > 0 || c.verifying == 0 || c.want.is_empty() {
+            return;
         }
+        let n = c.want.len().min(MAX_SYNC_FETCH);
+        let ids: Vec<MessageId> = c.want.drain(..n).collect();
+        c.fetching += 1;
+        self.send_sync(
+            peer,
+            SyncRequest::Fetch {
+                ids: id_bytes(&ids),
+            },
+        );
     }
 
     /// Checkpoints asked of `peer` came while a catch-up with it goes on (so the one they
