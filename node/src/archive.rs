@@ -246,9 +246,7 @@ pub fn verify(
             Some("of another epoch")
         } else if p.digest != digest || p.receipts != ids.len() as u64 {
             Some("states another digest or receipt count")
-        } else if p.credits.iter().copied().collect::<BTreeMap<_, _>>() != claims.accounts
-            || p.unclaimed != claims.unclaimed
-        {
+        } else if !p.states_claims(&claims) {
             Some("states other credits than the receipts give")
         } else {
             None

@@ -80,6 +80,17 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Whether it states exactly `claims`: the same credits per payout account and the same
+    /// unclaimed credits.
+    pub fn states_claims(&self, claims: &crate::ledger::Claims) -> bool {
+        self.unclaimed == claims.unclaimed
+            && self.credits.len() == claims.accounts.len()
+            && self
+                .credits
+                .iter()
+                .all(|(a, c)| claims.accounts.get(a) == Some(c))
+    }
+
     /// The credits of all payout accounts together.
     pub fn claimed(&self) -> u128 {
         self.credits
@@ -118,6 +129,39 @@ impl Message for Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_states_claims_only_when_every_credit_agrees() {
+        use crate::ledger::Claims;
+        let account = |n: u8| NanoAccount::from_bytes([n; 32]).unwrap_or_else(|_| unreachable!());
+        let c = Checkpoint {
+            registrar: PublicKey([1; 32]),
+            epoch: 5,
+            epoch_ms: 1000,
+            digest: [9; 32],
+            receipts: 2,
+            credits: vec![(account(1), 5), (account(2), 7)],
+            unclaimed: 3,
+            created_ms: 0,
+        };
+        let claims = Claims {
+            accounts: [(account(1), 5), (account(2), 7)].into_iter().collect(),
+            unclaimed: 3,
+        };
+        assert!(c.states_claims(&claims));
+        let mut other = claims.clone();
+        other.unclaimed = 4;
+        assert!(!c.states_claims(&other));
+        let mut other = claims.clone();
+        other.accounts.insert(account(2), 8);
+        assert!(!c.states_claims(&other));
+        let mut other = claims.clone();
+        other.accounts.insert(account(3), 1);
+        assert!(!c.states_claims(&other));
+        other.accounts.remove(&account(3));
+        other.accounts.remove(&account(1));
+        assert!(!c.states_claims(&other));
+    }
 
     #[test]
     fn an_epoch_closes_after_its_last_request_could_expire_and_the_grace() {

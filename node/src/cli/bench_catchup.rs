@@ -15,19 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use dpow_keys::SecretKey;
 use dpow_protocol::{Profile, TimePolicy};
-use serde_json::json;
 
-use super::bench_ledger::Keys;
+use super::bench_ledger::{Keys, rss_mib, say};
 use crate::genesis::Genesis;
 use crate::net::{self, NodeConfig, now_ms};
 use crate::output::Output;
 use crate::store::{Books, Store};
-
-fn say(out: &Output, line: String) {
-    if let Err(e) = out.emit(&line, &json!({ "line": line })) {
-        tracing::warn!("writing the report: {e}");
-    }
-}
 
 /// The longest the catch-up may take before the benchmark gives up.
 const LIMIT: Duration = Duration::from_secs(3600);
@@ -138,7 +131,7 @@ async fn catch_up(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
             "node B caught up {n} receipts from empty in {t:.1} s ({:.0} receipts/s, every one verified, on {} cores); resident memory of both nodes and the bench {:.0} MiB",
             n as f64 / t,
             std::thread::available_parallelism().map_or(1, |c| c.get()),
-            rss_mib()
+            rss_mib().0
         ),
     );
     let sa = a.stats();
@@ -155,15 +148,4 @@ async fn catch_up(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     b.shutdown().await?;
     a.shutdown().await?;
     Ok(())
-}
-
-/// This process's resident memory, in MiB (Linux `/proc`).
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }

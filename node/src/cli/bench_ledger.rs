@@ -30,7 +30,7 @@ use serde_json::json;
 use crate::output::Output;
 use crate::store::{Books, Store};
 
-fn say(out: &Output, line: String) {
+pub(super) fn say(out: &Output, line: String) {
     if let Err(e) = out.emit(&line, &json!({ "line": line })) {
         tracing::warn!("writing the report: {e}");
     }
@@ -174,7 +174,7 @@ impl Keys {
 }
 
 /// This process's resident memory now and at its peak, in MiB (Linux `/proc`).
-fn rss_mib() -> (f64, f64) {
+pub(super) fn rss_mib() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status

@@ -273,9 +273,7 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
                 match held.iter().find(|c| c.payload().digest == digest) {
                     Some(c) => {
                         let p = c.payload();
-                        let credits: std::collections::BTreeMap<_, _> =
-                            p.credits.iter().copied().collect();
-                        if credits != claims.accounts || p.unclaimed != claims.unclaimed {
+                        if !p.states_claims(&claims) {
                             bail!(
                                 "registrar {}'s checkpoint of epoch {epoch} states other credits than its own digest's receipts give: refusing to pay from it",
                                 p.registrar

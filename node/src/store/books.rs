@@ -968,15 +968,8 @@ impl Books {
     }
 
     fn set_pruned(&self, p: &PrunedEpoch) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
-        b.put_cf(
-            self.store.cf(CF_META),
-            PrunedEpoch::key(p.epoch),
-            p.encode(),
-        );
-        let mut synced = WriteOptions::default();
-        synced.set_sync(true);
-        Ok(self.store.db().write_opt(b, &synced)?)
+        self.store
+            .put_synced(CF_META, PrunedEpoch::key(p.epoch), p.encode())
     }
 
     /// Delete `epoch`'s receipts from the books, keeping its tallies, its digest and count, the
@@ -1081,6 +1074,27 @@ impl Books {
         Ok(out)
     }
 
+    /// Delete the request entries that name a held receipt (a rebuild makes them again), and
+    /// keep those of pruned receipts; in batches, before the receipt index goes.
+    fn forget_held_requests(&self) -> Result<(), StoreError> {
+        let db = self.store.db();
+        let mut b = WriteBatch::default();
+        for item in db.iterator_cf(self.store.cf(CF_REQUESTS), IteratorMode::Start) {
+            let (k, v) = item?;
+            let mut any_held = false;
+            for id in v.chunks(32).filter_map(id_of) {
+                any_held |= self.accepted_ms(&id)?.is_some();
+            }
+            if any_held {
+                b.delete_cf(self.store.cf(CF_REQUESTS), k);
+            }
+            if b.len() >= PRUNE_CHUNK {
+                db.write_opt(std::mem::take(&mut b), &Self::unsynced())?;
+            }
+        }
+        Ok(db.write_opt(b, &Self::unsynced())?)
+    }
+
     /// Delete every index and tally and build them again from the stored receipts, in time
     /// order; receipts that do not decode (or, with `signatures`, do not verify: checked in
     /// parallel), or lose to other receipts of their request, are deleted and logged.
@@ -1095,19 +1109,13 @@ impl Books {
         // and the requests their receipts answered (entries naming no held receipt).
         let pruned: BTreeSet<u64> = self.pruned_epochs()?.iter().map(|p| p.epoch).collect();
         let kept_tallies = self.pruned_tallies()?;
-        let mut b = WriteBatch::default();
-        for item in db.iterator_cf(self.store.cf(CF_REQUESTS), IteratorMode::Start) {
-            let (k, v) = item?;
-            let mut any_held = false;
-            for id in v.chunks(32).filter_map(id_of) {
-                any_held |= self.accepted_ms(&id)?.is_some();
-            }
-            if pruned.is_empty() || any_held {
-                b.delete_cf(self.store.cf(CF_REQUESTS), k);
-            }
+        let mut wipe = vec![CF_RECEIPT_IDS, CF_EPOCH_IDS, CF_TALLIES, CF_EQUIVOCATIONS];
+        if pruned.is_empty() {
+            wipe.push(CF_REQUESTS);
+        } else {
+            self.forget_held_requests()?;
         }
-        db.write_opt(b, &Self::unsynced())?;
-        for cf in [CF_RECEIPT_IDS, CF_EPOCH_IDS, CF_TALLIES, CF_EQUIVOCATIONS] {
+        for cf in wipe {
             let cf = self.store.cf(cf);
             db.delete_range_cf(cf, &[0u8; 0][..], &[0xffu8; 80][..])?;
         }

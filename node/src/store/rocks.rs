@@ -225,7 +225,7 @@ impl Store {
     }
 
     /// Write one key, synced to disk before returning.
-    fn put_synced(
+    pub(super) fn put_synced(
         &self,
         family: &'static str,
         key: impl AsRef<[u8]>,
