@@ -1,0 +1,984 @@
+//! The engine: peers on a seeded random mesh, one event queue, integer results.
+//!
+//! Each peer runs what a node runs for the request path: a worker's [`WorkerFlow`] or a
+//! service's [`ServiceFlow`], behind the same view the event loop keeps (requests known,
+//! requests answered, receipts held). Between them is gossip as gossipsub does it in the
+//! steady state: a peer that takes a message for the first time forwards it to every mesh
+//! neighbour but the one it came from; copies after the first are counted and dropped. A
+//! result goes straight to the request's service node, which signs a receipt and publishes it
+//! with a cancel. Catch-up is modelled as the node does it: every `sync_every_ms`, at its own
+//! phase, a peer picks a random neighbour and after three round trips (digests, ids, fetch)
+//! both hold the union of their receipts.
+//!
+//! Not modelled: gossipsub's lazy IHAVE/IWANT repair, signature and disk costs, the registry.
+
+use std::collections::{HashMap, VecDeque};
+
+use dpow_keys::{PublicKey, SecretKey};
+use dpow_protocol::flow::{
+    FlowConfig, ServiceAction, ServiceConfig, ServiceFlow, WorkerAction, WorkerFlow,
+};
+use dpow_protocol::{
+    Difficulty, NetworkId, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult,
+    WorkerStatus,
+};
+
+const NET: NetworkId = NetworkId([0x53; 32]);
+/// How long each request is valid.
+const LIFETIME_MS: u64 = 60_000;
+/// Work spent checking a message before it is forwarded (a signature, a lookup).
+const HOP_MS: u64 = 1;
+/// Catch-up: digests, ids, fetch, each a round trip.
+const SYNC_ROUND_TRIPS: u64 = 3;
+/// The simulation stops here whatever happens (simulated ms).
+const HORIZON_MS: u64 = 3_600_000;
+
+/// One run's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct Scenario {
+    pub(crate) seed: u64,
+    pub(crate) nodes: usize,
+    /// Workers among the nodes (two more are the services' nodes; the rest only relay).
+    pub(crate) workers: usize,
+    pub(crate) requests: usize,
+    /// Requests arrive uniformly over this long.
+    pub(crate) load_ms: u64,
+    /// Mesh neighbours each peer has at least, and at most.
+    pub(crate) degree: (usize, usize),
+    /// One-way latency of a link, uniform in this range (ms).
+    pub(crate) latency_ms: (u64, u64),
+    /// Chance a delivery over a link is lost.
+    pub(crate) loss: f64,
+    /// Share of workers that crash at a random time during the load.
+    pub(crate) crash: f64,
+    /// Share of workers that join at a random time during the load.
+    pub(crate) join: f64,
+    /// The network splits in two halves over this span (simulated ms).
+    pub(crate) partition: Option<(u64, u64)>,
+    pub(crate) status_every_ms: u64,
+    pub(crate) sync_every_ms: u64,
+    pub(crate) config: FlowConfig,
+}
+
+impl Scenario {
+    /// `nodes` peers, a tenth of them workers, 300 requests over a minute; 1% of deliveries
+    /// lost, 3% of workers crash and 3% join during the minute.
+    pub(crate) fn standard(seed: u64, nodes: usize) -> Self {
+        Scenario {
+            seed,
+            nodes,
+            workers: (nodes / 10).max(8),
+            requests: 300,
+            load_ms: 60_000,
+            degree: (6, 12),
+            latency_ms: (20, 150),
+            loss: 0.01,
+            crash: 0.03,
+            join: 0.03,
+            partition: None,
+            status_every_ms: 5_000,
+            sync_every_ms: 60_000,
+            config: FlowConfig::default(),
+        }
+    }
+
+    /// [`Self::standard`] with the network split in two halves from 20 s to 35 s; the
+    /// services' nodes are both in one half.
+    pub(crate) fn partitioned(seed: u64, nodes: usize) -> Self {
+        Scenario {
+            partition: Some((20_000, 35_000)),
+            ..Scenario::standard(seed, nodes)
+        }
+    }
+}
+
+/// What a run measured: integers only, so two runs compare exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Report {
+    pub(crate) requests: usize,
+    pub(crate) completed: usize,
+    pub(crate) expired: usize,
+    /// Request latency, submit to the service's first valid result (ms).
+    pub latency_p50_ms: u64,
+    pub latency_p99_ms: u64,
+    /// Hops to each peer's first copy of a message: sum, count, most.
+    pub(crate) hops_sum: u64,
+    pub(crate) hops_count: u64,
+    pub(crate) hops_max: u64,
+    /// Copies received after the first.
+    pub(crate) duplicates: u64,
+    pub(crate) lost: u64,
+    /// Hashes spent, and those spent on a request after its first solution.
+    pub(crate) hashes: u128,
+    pub(crate) hashes_wasted: u128,
+    /// From the partition healing until every live peer holds every receipt issued (ms).
+    pub(crate) convergence_ms: Option<u64>,
+    pub(crate) workers_crashed: usize,
+    pub(crate) workers_joined: usize,
+    pub(crate) events: u64,
+    pub(crate) trace: u64,
+}
+
+impl Report {
+    pub(crate) fn mean_hops(&self) -> f64 {
+        self.hops_sum as f64 / self.hops_count.max(1) as f64
+    }
+
+    /// Copies after the first, per peer and message.
+    pub(crate) fn duplicates_per_message(&self) -> f64 {
+        self.duplicates as f64 / self.hops_count.max(1) as f64
+    }
+
+    pub(crate) fn wasted(&self) -> f64 {
+        self.hashes_wasted as f64 / self.hashes.max(1) as f64
+    }
+}
+
+/// splitmix64: small, seeded, the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.0)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    /// Exponential with this mean, in whole ms, at least 1.
+    fn exp_ms(&mut self, mean_ms: f64) -> u64 {
+        ((-(1.0 - self.unit()).ln() * mean_ms).ceil() as u64).max(1)
+    }
+}
+
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A set of small integers.
+#[derive(Clone, Default)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn insert(&mut self, i: usize) -> bool {
+        let (w, b) = (i / 64, 1u64 << (i % 64));
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
+        }
+        let new = self.0[w] & b == 0;
+        self.0[w] |= b;
+        new
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        self.0
+            .get(i / 64)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+    }
+
+    fn union(&mut self, other: &Bits) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+
+    fn covers(&self, other: &Bits) -> bool {
+        other
+            .0
+            .iter()
+            .enumerate()
+            .all(|(i, b)| self.0.get(i).copied().unwrap_or(0) & b == *b)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Body {
+    /// A request (by index) published by its service's node.
+    Request(u32),
+    /// A worker's status (by index into `statuses`).
+    Status(u32),
+    /// The receipt for a request.
+    Receipt(u32),
+    /// The service's cancel for a request.
+    Cancel(u32),
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        to: u32,
+        from: u32,
+        msg: u32,
+        hops: u16,
+    },
+    /// A result reaches the request's service node.
+    Result {
+        req: u32,
+        worker: u32,
+        work: u64,
+    },
+    Solved {
+        node: u32,
+        token: u64,
+    },
+    Tick {
+        node: u32,
+    },
+    ServiceTick {
+        svc: u32,
+    },
+    Status {
+        node: u32,
+    },
+    Submit {
+        req: u32,
+    },
+    Crash {
+        node: u32,
+    },
+    Join {
+        node: u32,
+    },
+    Sync {
+        node: u32,
+    },
+    SyncDone {
+        a: u32,
+        b: u32,
+    },
+}
+
+/// The event queue: one bucket per simulated millisecond, first in first out within it, so
+/// events run by (time, order pushed) as a heap of (time, sequence) would run them.
+#[derive(Default)]
+struct Queue {
+    base: u64,
+    buckets: VecDeque<VecDeque<Event>>,
+    spare: Vec<VecDeque<Event>>,
+}
+
+impl Queue {
+    fn push(&mut self, at: u64, e: Event) {
+        let i = usize::try_from(at.saturating_sub(self.base)).expect("a span in memory");
+        while self.buckets.len() <= i {
+            let b = self.spare.pop().unwrap_or_default();
+            self.buckets.push_back(b);
+        }
+        self.buckets[i].push_back(e);
+    }
+
+    fn pop(&mut self) -> Option<(u64, Event)> {
+        loop {
+            let front = self.buckets.front_mut()?;
+            if let Some(e) = front.pop_front() {
+                return Some((self.base, e));
+            }
+            if let Some(b) = self.buckets.pop_front() {
+                self.spare.push(b);
+            }
+            self.base += 1;
+        }
+    }
+}
+
+struct Solving {
+    req: u32,
+    token: u64,
+    since: u64,
+}
+
+struct Worker {
+    key: SecretKey,
+    public: PublicKey,
+    rate: u64,
+    flow: WorkerFlow,
+    solving: Option<Solving>,
+    token: u64,
+    timer: Option<u64>,
+}
+
+struct Peer {
+    alive: bool,
+    /// Which half it is in when the network splits.
+    side: bool,
+    links: Vec<(u32, u16)>,
+    worker: Option<Worker>,
+    /// The requests this peer heard were answered or cancelled.
+    finished: Bits,
+    /// Receipts held.
+    receipts: Bits,
+}
+
+struct Service {
+    node: u32,
+    flow: ServiceFlow,
+    timer: Option<u64>,
+}
+
+struct Req {
+    signed: Signed<WorkRequest>,
+    svc: u32,
+    first_solution: Option<u64>,
+    latency: Option<u64>,
+}
+
+struct Sim {
+    sc: Scenario,
+    rng: Rng,
+    now: u64,
+    queue: Queue,
+    peers: Vec<Peer>,
+    services: Vec<Service>,
+    reqs: Vec<Req>,
+    index: HashMap<RequestId, u32>,
+    msgs: Vec<Body>,
+    /// Which peers hold each message.
+    seen: Vec<Bits>,
+    statuses: Vec<WorkerStatus>,
+    /// Receipts issued before the partition healed: what convergence waits for.
+    before_heal: Bits,
+    healed: bool,
+    converged: bool,
+    report: Report,
+}
+
+fn key(seed: u64, n: u64) -> SecretKey {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&mix64(seed ^ n.wrapping_mul(0x9e37_79b9)).to_le_bytes());
+    s[8..16].copy_from_slice(&n.to_le_bytes());
+    SecretKey::from_seed(s)
+}
+
+/// Expected hashes to meet `d`.
+fn expected(d: Difficulty) -> f64 {
+    d.expected_hashes()
+}
+
+pub(crate) fn simulate(sc: Scenario) -> Report {
+    Sim::new(sc).run()
+}
+
+impl Sim {
+    fn new(sc: Scenario) -> Self {
+        let mut rng = Rng(sc.seed);
+        let n = sc.nodes;
+        assert!(n >= sc.workers + 2 && n > sc.degree.1, "too few nodes");
+        let mut peers: Vec<Peer> = (0..n)
+            .map(|_| Peer {
+                alive: true,
+                side: rng.chance(0.5),
+                links: Vec::new(),
+                worker: None,
+                finished: Bits::default(),
+                receipts: Bits::default(),
+            })
+            .collect();
+        // The mesh: every peer gets at least `degree.0` neighbours, none more than `degree.1`.
+        for i in 0..n {
+            let mut tries = 0;
+            while peers[i].links.len() < sc.degree.0 && tries < 1000 {
+                tries += 1;
+                let j = rng.below(n);
+                if j == i
+                    || peers[j].links.len() >= sc.degree.1
+                    || peers[i].links.iter().any(|(k, _)| *k as usize == j)
+                {
+                    continue;
+                }
+                let lat = rng.range(sc.latency_ms.0, sc.latency_ms.1) as u16;
+                peers[i].links.push((j as u32, lat));
+                peers[j].links.push((i as u32, lat));
+            }
+        }
+        // Services' nodes are 0 and 1; workers follow, of mixed speeds.
+        for (w, p) in peers.iter_mut().skip(2).take(sc.workers).enumerate() {
+            let k = key(sc.seed, w as u64 + 10);
+            let public = k.public();
+            let rate = match rng.range(0, 99) {
+                // A browser tab.
+                0..=9 => rng.range(1_000_000, 3_000_000),
+                // A CPU.
+                10..=69 => rng.range(5_000_000, 20_000_000),
+                // A GPU.
+                _ => rng.range(500_000_000, 2_000_000_000),
+            };
+            p.worker = Some(Worker {
+                flow: WorkerFlow::new(public, rate, sc.config.clone()),
+                key: k,
+                public,
+                rate,
+                solving: None,
+                token: 0,
+                timer: None,
+            });
+        }
+        let services: Vec<Service> = (0..2)
+            .map(|s| Service {
+                node: s,
+                flow: ServiceFlow::new(ServiceConfig::default()),
+                timer: None,
+            })
+            .collect();
+        // Services' nodes stay on one side, so the other half is cut from every request.
+        peers[0].side = false;
+        peers[1].side = false;
+        let service_keys: Vec<SecretKey> = (0..2).map(|s| key(sc.seed, s)).collect();
+        let mut reqs = Vec::new();
+        for i in 0..sc.requests {
+            let svc = (i % 2) as u32;
+            let at = 1_000 + rng.range(0, sc.load_ms);
+            // Four in five receive-class (2^23 hashes), one in five send-class (2^29).
+            let difficulty = if rng.chance(0.2) {
+                Difficulty::EPOCH2_SEND
+            } else {
+                Difficulty::EPOCH2_RECEIVE
+            };
+            let mut root = [0u8; 32];
+            root[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            root[8..16].copy_from_slice(&sc.seed.to_le_bytes());
+            let k = &service_keys[svc as usize];
+            let signed = Signed::sign(
+                WorkRequest {
+                    service: k.public(),
+                    root: Root(root),
+                    difficulty,
+                    kind: None,
+                    account: None,
+                    nonce: i as u64,
+                    created_ms: at,
+                    expires_ms: at + LIFETIME_MS,
+                    priority: Priority::Normal,
+                    node: k.public(),
+                },
+                k,
+                &NET,
+            )
+            .expect("a request signs");
+            reqs.push(Req {
+                signed,
+                svc,
+                first_solution: None,
+                latency: None,
+            });
+        }
+        let index = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.signed.id(), i as u32))
+            .collect();
+        let mut sim = Sim {
+            report: Report {
+                requests: sc.requests,
+                trace: 0xcbf2_9ce4_8422_2325,
+                ..Report::default()
+            },
+            sc,
+            rng,
+            now: 0,
+            queue: Queue::default(),
+            peers,
+            services,
+            reqs,
+            index,
+            msgs: Vec::new(),
+            seen: Vec::new(),
+            statuses: Vec::new(),
+            before_heal: Bits::default(),
+            healed: false,
+            converged: false,
+        };
+        for i in 0..sim.reqs.len() {
+            let at = sim.reqs[i].signed.payload().created_ms;
+            sim.push(at, Event::Submit { req: i as u32 });
+        }
+        let load = sim.sc.load_ms;
+        for node in 0..n as u32 {
+            let phase = sim.rng.range(0, sim.sc.sync_every_ms);
+            sim.push(phase, Event::Sync { node });
+            if sim.peers[node as usize].worker.is_none() {
+                continue;
+            }
+            // The first worker always joins late and the second always crashes, so every run
+            // has both.
+            let first = node == 2;
+            if first || sim.rng.chance(sim.sc.join) {
+                sim.peers[node as usize].alive = false;
+                let at = sim.rng.range(1_000, load);
+                sim.push(at, Event::Join { node });
+            } else {
+                let phase = sim.rng.range(0, sim.sc.status_every_ms);
+                sim.push(phase, Event::Status { node });
+                if node == 3 || sim.rng.chance(sim.sc.crash) {
+                    let at = sim.rng.range(1_000, load);
+                    sim.push(at, Event::Crash { node });
+                }
+            }
+        }
+        sim
+    }
+
+    fn mix(&mut self, x: u64) {
+        self.report.trace ^= x;
+        self.report.trace = self.report.trace.wrapping_mul(0x0100_0000_01b3);
+    }
+
+    fn push(&mut self, at: u64, event: Event) {
+        self.queue.push(at, event);
+    }
+
+    fn run(mut self) -> Report {
+        while let Some((at, event)) = self.queue.pop() {
+            if at > HORIZON_MS || self.done() {
+                break;
+            }
+            debug_assert!(at >= self.now, "time runs forward");
+            self.now = at;
+            self.report.events += 1;
+            self.mix(at);
+            self.handle(event);
+        }
+        self.finish()
+    }
+
+    /// Every request settled and, when there was a partition, the books converged.
+    fn done(&self) -> bool {
+        let settled = self.report.completed + self.report.expired == self.reqs.len();
+        settled && (self.sc.partition.is_none() || self.converged)
+    }
+
+    fn cut(&self, a: u32, b: u32) -> bool {
+        self.sc.partition.is_some_and(|(from, to)| {
+            (from..to).contains(&self.now)
+                && self.peers[a as usize].side != self.peers[b as usize].side
+        })
+    }
+
+    /// One-way latency between two peers that are not neighbours (a direct connection).
+    fn direct_ms(&self, a: u32, b: u32) -> u64 {
+        let (lo, hi) = self.sc.latency_ms;
+        let h = mix64(self.sc.seed ^ (u64::from(a.min(b)) << 32 | u64::from(a.max(b))));
+        lo + h % (hi - lo + 1)
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.now;
+        if let Some((_, to)) = self.sc.partition
+            && now >= to
+            && !self.healed
+        {
+            self.healed = true;
+            self.check_converged();
+        }
+        match event {
+            Event::Deliver {
+                to,
+                from,
+                msg,
+                hops,
+            } => self.deliver(to, from, msg, hops),
+            Event::Result { req, worker, work } => self.on_result(req, worker, work),
+            Event::Solved { node, token } => self.solved(node, token),
+            Event::Tick { node } => {
+                let Some(w) = self.live_worker(node) else {
+                    return;
+                };
+                if w.timer != Some(now) {
+                    return;
+                }
+                w.timer = None;
+                let actions = w.flow.on_tick(now);
+                self.worker_actions(node, actions);
+            }
+            Event::ServiceTick { svc } => {
+                let s = &mut self.services[svc as usize];
+                if s.timer != Some(now) {
+                    return;
+                }
+                s.timer = None;
+                let actions = s.flow.on_tick(now);
+                self.service_actions(svc, actions);
+            }
+            Event::Status { node } => {
+                if now < self.sc.load_ms + LIFETIME_MS {
+                    let next = now + self.sc.status_every_ms;
+                    self.push(next, Event::Status { node });
+                }
+                let Some(w) = self.live_worker(node) else {
+                    return;
+                };
+                let st = WorkerStatus {
+                    worker: w.public,
+                    hash_rate: w.rate,
+                    queue: w.flow.queue_len() as u32,
+                    payout: None,
+                    created_ms: now,
+                };
+                w.flow.on_status(&st, now);
+                self.statuses.push(st);
+                let i = self.statuses.len() as u32 - 1;
+                self.publish(node, Body::Status(i));
+            }
+            Event::Submit { req } => {
+                let svc = self.reqs[req as usize].svc;
+                let signed = self.reqs[req as usize].signed.clone();
+                let actions = self.services[svc as usize]
+                    .flow
+                    .submit(signed, now)
+                    .expect("room for every request");
+                self.service_actions(svc, actions);
+            }
+            Event::Crash { node } => {
+                let p = &mut self.peers[node as usize];
+                if !p.alive {
+                    return;
+                }
+                p.alive = false;
+                self.report.workers_crashed += 1;
+                self.stop_solving(node);
+            }
+            Event::Join { node } => {
+                self.peers[node as usize].alive = true;
+                self.report.workers_joined += 1;
+                self.push(now, Event::Status { node });
+            }
+            Event::Sync { node } => {
+                if self.converged {
+                    return;
+                }
+                self.push(now + self.sc.sync_every_ms, Event::Sync { node });
+                if !self.peers[node as usize].alive {
+                    return;
+                }
+                // A random peer among those it is connected to.
+                let reachable: Vec<(u32, u16)> = self.peers[node as usize]
+                    .links
+                    .iter()
+                    .copied()
+                    .filter(|(b, _)| self.peers[*b as usize].alive && !self.cut(node, *b))
+                    .collect();
+                if reachable.is_empty() {
+                    return;
+                }
+                let (b, lat) = reachable[self.rng.below(reachable.len())];
+                let rtt = 2 * u64::from(lat);
+                self.push(now + SYNC_ROUND_TRIPS * rtt, Event::SyncDone { a: node, b });
+            }
+            Event::SyncDone { a, b } => {
+                if self.cut(a, b) || !self.peers[b as usize].alive {
+                    return;
+                }
+                let union = {
+                    let mut u = self.peers[a as usize].receipts.clone();
+                    u.union(&self.peers[b as usize].receipts);
+                    u
+                };
+                self.peers[a as usize].receipts = union.clone();
+                self.peers[b as usize].receipts = union;
+                self.check_converged();
+            }
+        }
+    }
+
+    fn live_worker(&mut self, node: u32) -> Option<&mut Worker> {
+        let p = &mut self.peers[node as usize];
+        if !p.alive {
+            return None;
+        }
+        p.worker.as_mut()
+    }
+
+    fn check_converged(&mut self) {
+        if !self.healed || self.converged {
+            return;
+        }
+        let all = self
+            .peers
+            .iter()
+            .filter(|p| p.alive)
+            .all(|p| p.receipts.covers(&self.before_heal));
+        if all {
+            self.converged = true;
+            let healed_at = self.sc.partition.map_or(0, |(_, to)| to);
+            self.report.convergence_ms = Some(self.now - healed_at);
+        }
+    }
+
+    /// A peer publishes a new message: it holds it and sends it to its neighbours.
+    fn publish(&mut self, from: u32, body: Body) {
+        self.msgs.push(body);
+        let msg = self.msgs.len() as u32 - 1;
+        let mut seen = Bits::default();
+        seen.insert(from as usize);
+        self.seen.push(seen);
+        self.forward(from, u32::MAX, msg, 0);
+    }
+
+    fn forward(&mut self, at: u32, except: u32, msg: u32, hops: u16) {
+        let now = self.now;
+        for i in 0..self.peers[at as usize].links.len() {
+            let (to, lat) = self.peers[at as usize].links[i];
+            if to == except {
+                continue;
+            }
+            if self.cut(at, to) || self.rng.chance(self.sc.loss) {
+                self.report.lost += 1;
+                continue;
+            }
+            self.push(
+                now + u64::from(lat) + HOP_MS,
+                Event::Deliver {
+                    to,
+                    from: at,
+                    msg,
+                    hops: hops + 1,
+                },
+            );
+        }
+    }
+
+    fn deliver(&mut self, to: u32, from: u32, msg: u32, hops: u16) {
+        if !self.peers[to as usize].alive {
+            return;
+        }
+        if !self.seen[msg as usize].insert(to as usize) {
+            self.report.duplicates += 1;
+            return;
+        }
+        self.report.hops_sum += u64::from(hops);
+        self.report.hops_count += 1;
+        self.report.hops_max = self.report.hops_max.max(u64::from(hops));
+        self.take(to, self.msgs[msg as usize]);
+        self.forward(to, from, msg, hops);
+    }
+
+    /// What the node does with a message it takes.
+    fn take(&mut self, node: u32, body: Body) {
+        let now = self.now;
+        match body {
+            Body::Request(r) => {
+                if self.peers[node as usize].finished.contains(r as usize) {
+                    return;
+                }
+                let signed = self.reqs[r as usize].signed.clone();
+                if let Some(w) = self.live_worker(node) {
+                    let actions = w.flow.on_request(&signed, now);
+                    self.worker_actions(node, actions);
+                }
+            }
+            Body::Status(i) => {
+                let st = self.statuses[i as usize].clone();
+                if let Some(w) = self.live_worker(node) {
+                    w.flow.on_status(&st, now);
+                }
+            }
+            Body::Receipt(r) => {
+                self.peers[node as usize].receipts.insert(r as usize);
+                self.finished(node, r);
+            }
+            Body::Cancel(r) => self.finished(node, r),
+        }
+    }
+
+    fn finished(&mut self, node: u32, r: u32) {
+        let now = self.now;
+        self.peers[node as usize].finished.insert(r as usize);
+        let id = self.reqs[r as usize].signed.id();
+        if let Some(w) = self.live_worker(node) {
+            let actions = w.flow.on_done(id, now);
+            self.worker_actions(node, actions);
+        }
+    }
+
+    fn worker_actions(&mut self, node: u32, actions: Vec<WorkerAction>) {
+        let now = self.now;
+        for a in actions {
+            match a {
+                WorkerAction::Solve {
+                    request,
+                    difficulty,
+                    ..
+                } => {
+                    self.stop_solving(node);
+                    let req = self.index[&request];
+                    let w = self.peers[node as usize].worker.as_mut().expect("a worker");
+                    w.token += 1;
+                    let mean_ms = expected(difficulty) * 1000.0 / w.rate as f64;
+                    let token = w.token;
+                    w.solving = Some(Solving {
+                        req,
+                        token,
+                        since: now,
+                    });
+                    let after = self.rng.exp_ms(mean_ms);
+                    self.push(now + after, Event::Solved { node, token });
+                }
+                WorkerAction::Stop { .. } => self.stop_solving(node),
+                WorkerAction::Publish { request, work, .. } => {
+                    let req = self.index[&request];
+                    let svc_node = self.services[self.reqs[req as usize].svc as usize].node;
+                    if self.cut(node, svc_node) {
+                        self.report.lost += 1;
+                        continue;
+                    }
+                    let at = now + self.direct_ms(node, svc_node) + HOP_MS;
+                    self.push(
+                        at,
+                        Event::Result {
+                            req,
+                            worker: node,
+                            work: work.0,
+                        },
+                    );
+                }
+                WorkerAction::Dropped { .. } => {}
+            }
+        }
+        if let Some(w) = self.live_worker(node)
+            && let Some(at) = w.flow.next_deadline()
+            && w.timer.is_none_or(|t| at < t)
+        {
+            w.timer = Some(at.max(now));
+            self.push(at.max(now), Event::Tick { node });
+        }
+    }
+
+    /// Count the hashing of the current solve, if any, and forget it.
+    fn stop_solving(&mut self, node: u32) {
+        let now = self.now;
+        let Some(w) = self.peers[node as usize].worker.as_mut() else {
+            return;
+        };
+        let Some(s) = w.solving.take() else { return };
+        let rate = u128::from(w.rate);
+        let spent = rate * u128::from(now - s.since) / 1000;
+        self.report.hashes += spent;
+        if let Some(first) = self.reqs[s.req as usize].first_solution
+            && first < now
+        {
+            let after = now - first.max(s.since);
+            self.report.hashes_wasted += rate * u128::from(after) / 1000;
+        }
+    }
+
+    fn solved(&mut self, node: u32, token: u64) {
+        let now = self.now;
+        let Some(w) = self.live_worker(node) else {
+            return;
+        };
+        let Some(req) = w
+            .solving
+            .as_ref()
+            .filter(|s| s.token == token)
+            .map(|s| s.req)
+        else {
+            return;
+        };
+        self.stop_solving(node);
+        let r = &mut self.reqs[req as usize];
+        r.first_solution.get_or_insert(now);
+        let id = r.signed.id();
+        self.mix(u64::from(req) << 32 | u64::from(node));
+        let w = self.peers[node as usize].worker.as_mut().expect("a worker");
+        let actions = w.flow.on_solved(id, Work(u64::from(node)), now);
+        self.worker_actions(node, actions);
+    }
+
+    /// A result reaches the service's node: the first completes the request.
+    fn on_result(&mut self, req: u32, worker: u32, work: u64) {
+        let now = self.now;
+        let r = &self.reqs[req as usize];
+        let svc = r.svc;
+        let w = self.peers[worker as usize]
+            .worker
+            .as_ref()
+            .expect("a worker");
+        let result = WorkResult {
+            request: r.signed.id(),
+            root: r.signed.payload().root,
+            work: Work(work),
+            worker: w.public,
+            payout: None,
+        };
+        let signed = Signed::sign(result, &w.key, &NET).expect("a result signs");
+        let actions = self.services[svc as usize].flow.on_result(&signed, now);
+        self.service_actions(svc, actions);
+    }
+
+    fn service_actions(&mut self, svc: u32, actions: Vec<ServiceAction>) {
+        let now = self.now;
+        let node = self.services[svc as usize].node;
+        for a in actions {
+            match a {
+                ServiceAction::Publish(req) => {
+                    let r = self.index[&req.id()];
+                    self.publish(node, Body::Request(r));
+                }
+                ServiceAction::Cancel { request } => {
+                    let r = self.index[&request];
+                    self.peers[node as usize].finished.insert(r as usize);
+                    self.publish(node, Body::Cancel(r));
+                }
+                ServiceAction::Completed {
+                    request,
+                    latency_ms,
+                    ..
+                } => {
+                    let r = self.index[&request];
+                    self.reqs[r as usize].latency = Some(latency_ms);
+                    self.report.completed += 1;
+                    if !self.healed {
+                        self.before_heal.insert(r as usize);
+                    }
+                    self.peers[node as usize].receipts.insert(r as usize);
+                    self.publish(node, Body::Receipt(r));
+                }
+                ServiceAction::Expired { .. } => self.report.expired += 1,
+            }
+        }
+        let s = &mut self.services[svc as usize];
+        if let Some(at) = s.flow.next_deadline()
+            && s.timer.is_none_or(|t| at < t)
+        {
+            s.timer = Some(at.max(now));
+            self.push(at.max(now), Event::ServiceTick { svc });
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        let mut lat: Vec<u64> = self.reqs.iter().filter_map(|r| r.latency).collect();
+        lat.sort_unstable();
+        let pct = |p: usize| -> u64 {
+            if lat.is_empty() {
+                0
+            } else {
+                lat[((lat.len() - 1) * p).div_ceil(100)]
+            }
+        };
+        self.report.latency_p50_ms = pct(50);
+        self.report.latency_p99_ms = pct(99);
+        // Solves still running at the end count as spent.
+        for node in 0..self.peers.len() as u32 {
+            self.stop_solving(node);
+        }
+        self.report
+    }
+}
