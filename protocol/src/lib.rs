@@ -5,6 +5,8 @@
 //! - [`messages`]: requests, results, receipts, registry entries, worker status;
 //! - [`flow`], [`standing`] and [`volume`]: who solves which request, what receipts show of
 //!   each worker, and the priority class a service's volume earns;
+//! - [`peer`]: a peer's request path as one state machine over those flows (requests heard
+//!   and answered, worker statuses, work paid);
 //! - [`checkpoint`]: when an epoch's books close, and registrars' checkpoints of them;
 //! - [`envelope`] and [`codec`]: signed envelopes and the canonical encoding they travel in.
 //!
@@ -21,6 +23,7 @@ pub mod flow;
 pub mod ledger;
 pub mod messages;
 pub mod network;
+pub mod peer;
 pub mod profile;
 pub mod registry;
 pub mod standing;

@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dpow_keys::SecretKey;
-use dpow_protocol::flow::{
-    MIN_STATUS_INTERVAL_MS, Role, ServiceAction, ServiceConfig, ServiceFlow, WorkerAction,
-    WorkerFlow,
-};
+use dpow_protocol::flow::{Role, ServiceAction, ServiceConfig, WorkerAction, WorkerFlow};
+use dpow_protocol::peer::Peer;
 use dpow_protocol::registry::{Registry, RegistryError};
 use dpow_protocol::validate::{RejectReason, Rejected, Validator, ValidatorConfig};
 use dpow_protocol::{
@@ -63,7 +61,6 @@ struct Solved {
 }
 
 struct Worker {
-    flow: WorkerFlow,
     solver: Arc<dyn Solver>,
     key: SecretKey,
     payout: Option<dpow_keys::NanoAccount>,
@@ -93,11 +90,9 @@ pub(super) struct EventLoop {
     synced_tx: watch::Sender<usize>,
     registry: Registry,
     validator: Validator,
-    /// Requests seen, for checking results and cancels; with arrival order for eviction.
-    requests: HashMap<RequestId, Signed<WorkRequest>>,
-    request_order: VecDeque<(u64, RequestId)>,
-    /// Requests that already have a valid result (as this node saw it), with the winner.
-    answered: HashMap<RequestId, dpow_keys::PublicKey>,
+    /// The request path's state: requests heard and answered, statuses, work paid, both
+    /// flows ([`dpow_protocol::peer`]). This loop feeds it and carries out what it says.
+    peer: Peer,
     worker: Option<Worker>,
     solved_tx: mpsc::Sender<Solved>,
     solved_rx: mpsc::Receiver<Solved>,
@@ -105,10 +100,8 @@ pub(super) struct EventLoop {
     verifier: super::verify::Verifier<inbound::Origin>,
     /// Results and cancels waiting for their request's signature check.
     waiting: inbound::Waiting,
-    service: ServiceFlow,
     service_key: Option<SecretKey>,
     pending: HashMap<RequestId, Pending>,
-    statuses: HashMap<dpow_keys::PublicKey, Signed<WorkerStatus>>,
     /// Per-peer budgets, timed blocks, and this node's own sync requests in flight.
     guard: guard::Guard,
     status_interval: Duration,
@@ -162,8 +155,6 @@ pub(super) struct EventLoop {
     deliveries: delivery::Deliveries,
     receipt_wait_ms: u64,
     unreceipted_limit: u64,
-    /// Work already paid by receipts: replays of it are refused.
-    paid_work: delivery::PaidWork,
     /// Registrars' checkpoints and the receipts of final epochs they vouch for.
     checkpoints: checkpoints::Checkpoints,
     /// When epochs close.
@@ -315,6 +306,19 @@ impl EventLoop {
             }
             None => None,
         };
+        let (worker, worker_flow) = match worker {
+            Some((w, f)) => (Some(w), Some(f)),
+            None => (None, None),
+        };
+        let peer = Peer::new(
+            worker_flow,
+            ServiceConfig::default(),
+            dpow_protocol::peer::Limits {
+                requests: MAX_KNOWN_REQUESTS,
+                statuses: MAX_SYNC_ITEMS,
+                ..dpow_protocol::peer::Limits::default()
+            },
+        );
         {
             let mut s = stats
                 .lock()
@@ -346,18 +350,14 @@ impl EventLoop {
             synced_tx,
             registry,
             validator,
-            requests: HashMap::new(),
-            request_order: VecDeque::new(),
-            answered: HashMap::new(),
+            peer,
             worker,
             solved_tx,
             solved_rx,
             verifier: super::verify::Verifier::new(),
             waiting: inbound::Waiting::default(),
-            service: ServiceFlow::new(ServiceConfig::default()),
             service_key: config.service_key,
             pending: HashMap::new(),
-            statuses: HashMap::new(),
             guard: guard::Guard::new(
                 config.tuning.budgets.clone(),
                 config.max_penalties,
@@ -395,7 +395,6 @@ impl EventLoop {
             deliveries: delivery::Deliveries::default(),
             receipt_wait_ms: config.tuning.receipt_wait.as_millis() as u64,
             unreceipted_limit: config.tuning.unreceipted_limit,
-            paid_work: delivery::PaidWork::default(),
             checkpoints: checkpoints::Checkpoints::default(),
             finality,
             auditor: config.tuning.auditor && config.store.is_none(),
@@ -469,9 +468,8 @@ impl EventLoop {
                 wake = wake.min(at);
             }
         };
-        consider(self.service.next_deadline());
+        consider(self.peer.next_deadline());
         if let Some(w) = &self.worker {
-            consider(w.flow.next_deadline());
             wake = wake.min(w.next_status);
         }
         if self.discovery {
@@ -565,7 +563,7 @@ impl EventLoop {
         self.full_stats(now);
         let (queue, solving) = match &self.worker {
             Some(w) => (
-                w.flow.queue_len(),
+                self.peer.worker().map_or(0, WorkerFlow::queue_len),
                 w.solving.as_ref().map(|s| s.request.to_string()),
             ),
             None => (0, None),
@@ -598,11 +596,11 @@ impl EventLoop {
 
     fn count_result(&mut self, res: &Signed<WorkResult>) {
         let kind = self
-            .requests
-            .get(&res.payload().request)
+            .peer
+            .request(&res.payload().request)
             .and_then(|r| r.payload().kind)
             .map_or("unspecified", |k| k.as_str());
-        if !self.answered.contains_key(&res.payload().request) {
+        if !self.peer.is_answered(&res.payload().request) {
             *self
                 .stats()
                 .work_by_kind
@@ -620,14 +618,14 @@ impl EventLoop {
         // What the statistics show of the books is on disk.
         self.flush_receipts();
         self.update_exhausted(now);
-        if let Some(w) = &mut self.worker {
-            let mine = w.flow.standings().receipts(&w.key.public());
+        if let (Some(w), Some(flow)) = (&mut self.worker, self.peer.worker()) {
+            let mine = flow.standings().receipts(&w.key.public());
             w.own.set_standing(mine);
         }
         let live = self.live_statuses(now);
         let network_rate = super::stats::summed_rate(live.iter().map(|s| s.payload().hash_rate));
-        let (live_workers, proven_workers) = match &self.worker {
-            Some(w) => (w.flow.live_workers(now), w.flow.proven_workers(now)),
+        let (live_workers, proven_workers) = match self.peer.worker() {
+            Some(f) => (f.live_workers(now), f.proven_workers(now)),
             None => (live.len(), 0),
         };
         let window = now.saturating_sub(self.recent_requests.front().copied().unwrap_or(now));
@@ -737,7 +735,7 @@ impl EventLoop {
     /// Tell the worker which services have spent their credits (it de-prioritises or refuses
     /// their requests, as configured), when that set changes.
     fn update_exhausted(&mut self, now: u64) {
-        let Some(w) = &self.worker else {
+        let Some(flow) = self.peer.worker() else {
             return;
         };
         let mut exhausted: HashSet<dpow_keys::PublicKey> = self
@@ -752,19 +750,19 @@ impl EventLoop {
             .collect();
         // Services that took this worker's work and signed no receipt are treated alike.
         exhausted.extend(self.unpaying());
-        if &exhausted == w.flow.exhausted() {
+        if &exhausted == flow.exhausted() {
             return;
         }
         tracing::info!(services = exhausted.len(), "services out of credits");
-        if let Some(w) = &mut self.worker {
-            let actions = w.flow.set_exhausted(exhausted);
+        if let Some(flow) = self.peer.worker_mut() {
+            let actions = flow.set_exhausted(exhausted);
             self.worker_actions(actions, now);
         }
     }
 
     fn live_statuses(&self, now: u64) -> Vec<&Signed<WorkerStatus>> {
-        self.statuses
-            .values()
+        self.peer
+            .statuses()
             .filter(|s| {
                 now.saturating_sub(s.payload().created_ms)
                     < dpow_protocol::validate::STATUS_MAX_AGE_MS
@@ -941,7 +939,7 @@ impl EventLoop {
 
     /// The service side's first valid result: sign its receipt, keep it, spread it.
     fn issue_receipt(&mut self, request: RequestId, result: Signed<WorkResult>, now: u64) {
-        let (Some(key), Some(req)) = (&self.service_key, self.requests.get(&request)) else {
+        let (Some(key), Some(req)) = (&self.service_key, self.peer.request(&request)) else {
             return;
         };
         if self.withhold_receipts {
@@ -966,61 +964,17 @@ impl EventLoop {
         }
     }
 
-    /// Refuse a status no newer than the one held for its worker, or too soon after it:
-    /// checked before its signature and again when it is taken.
-    fn refuse_old_status(&self, st: &WorkerStatus) -> Result<(), Rejected> {
-        if let Some(old) = self.statuses.get(&st.worker) {
-            let (before, at) = (old.payload().created_ms, st.created_ms);
-            if before >= at {
-                return Err(Rejected::new(
-                    RejectReason::Stale,
-                    "an older or equal status than one already held",
-                ));
-            }
-            if at < before.saturating_add(MIN_STATUS_INTERVAL_MS) {
-                return Err(Rejected::new(
-                    RejectReason::TooFrequent,
-                    format!(
-                        "{} ms after this worker's last status, under the {MIN_STATUS_INTERVAL_MS} ms allowed",
-                        at - before
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     fn on_status(&mut self, st: Signed<WorkerStatus>, now: u64) -> Result<(), Rejected> {
-        let key = st.payload().worker;
-        self.refuse_old_status(st.payload())?;
-        if let Some(w) = &mut self.worker {
-            w.flow.on_status(st.payload(), now);
-        }
-        if self.statuses.len() >= MAX_SYNC_ITEMS && !self.statuses.contains_key(&key) {
-            // Make room by forgetting the stalest worker with no receipt; a proven worker
-            // gives way only to another proven one (fresh keys cost nothing to make).
-            let victim = dpow_protocol::standing::evict_for(
-                self.statuses
-                    .iter()
-                    .map(|(k, s)| (k, s.payload().created_ms)),
-                &key,
-                |k| self.ledger.earned(k) > 0,
-            );
-            match victim {
-                Some(k) => {
-                    self.statuses.remove(&k);
-                }
-                None => return Ok(()),
-            }
-        }
-        self.statuses.insert(key, st);
-        Ok(())
+        // Make room by forgetting the stalest worker with no receipt; a proven worker gives
+        // way only to another proven one (fresh keys cost nothing to make).
+        let ledger = &self.ledger;
+        self.peer.on_status(st, now, |k| ledger.earned(k) > 0)
     }
 
     /// What the ledger loaded at start shows of each worker, for assignment
     /// ([`dpow_protocol::standing`]).
     fn seed_standings(&mut self) {
-        let Some(w) = &mut self.worker else {
+        let Some(flow) = self.peer.worker_mut() else {
             return;
         };
         // Standings keep a worker's newest samples: the last two epochs' receipts give them.
@@ -1028,7 +982,7 @@ impl EventLoop {
             .saturating_sub(1)
             .saturating_mul(self.ledger.epoch_ms());
         for r in self.ledger.counted_since(since) {
-            w.flow.on_counted(r.payload());
+            flow.on_counted(r.payload());
         }
     }
 
@@ -1079,60 +1033,34 @@ impl EventLoop {
         self.store_write(write, Vec::new());
     }
 
-    fn remember_request(&mut self, req: &Signed<WorkRequest>, now: u64) {
-        let id = req.id();
-        if self.requests.insert(id, req.clone()).is_none() {
-            self.request_order.push_back((req.payload().expires_ms, id));
-        }
-        while self.requests.len() > MAX_KNOWN_REQUESTS
-            || self
-                .request_order
-                .front()
-                .is_some_and(|(exp, _)| *exp + 60_000 < now)
-        {
-            let Some((_, old)) = self.request_order.pop_front() else {
-                break;
-            };
-            self.requests.remove(&old);
-            self.answered.remove(&old);
-        }
-    }
-
     fn on_request(&mut self, req: Signed<WorkRequest>, now: u64) {
-        self.remember_request(&req, now);
-        if self.answered.contains_key(&req.id()) {
+        let Some(actions) = self.peer.on_request(&req, now) else {
             return;
-        }
+        };
         self.browsers.request(&req);
         // A browser this node carries delivers through it, as its own worker does.
         if self.worker.is_some() || self.browsers.listening() {
             self.reach_service_node(&req.payload().node);
         }
-        if let Some(w) = &mut self.worker {
-            let actions = w.flow.on_request(&req, now);
-            tracing::trace!(request = %req.id(), role = ?w.flow.role(req.id()), ?actions, "request queued");
-            self.worker_actions(actions, now);
+        if let Some(flow) = self.peer.worker() {
+            tracing::trace!(request = %req.id(), role = ?flow.role(req.id()), ?actions, "request queued");
         }
+        self.worker_actions(actions, now);
     }
 
     fn on_result(&mut self, res: Signed<WorkResult>, now: u64) {
         let id = res.payload().request;
-        let first = !self.answered.contains_key(&id);
-        if first {
-            self.answered.insert(id, res.payload().worker);
-        }
-        let actions = self.service.on_result(&res, now);
-        self.service_actions(actions, now);
-        self.on_done(id, now);
+        let out = self.peer.on_result(&res, now);
+        self.service_actions(out.service, now);
+        self.browsers.done(id);
+        self.worker_actions(out.worker, now);
     }
 
     /// A request is finished (answered or cancelled): stop working on it.
     fn on_done(&mut self, id: RequestId, now: u64) {
         self.browsers.done(id);
-        if let Some(w) = &mut self.worker {
-            let actions = w.flow.on_done(id, now);
-            self.worker_actions(actions, now);
-        }
+        let actions = self.peer.on_done(id, now);
+        self.worker_actions(actions, now);
     }
 
     // ---- worker side ----
@@ -1175,8 +1103,11 @@ impl EventLoop {
     }
 
     fn start_solve(&mut self, request: RequestId, root: Root, difficulty: Difficulty) {
+        let primary = matches!(
+            self.peer.worker().and_then(|f| f.role(request)),
+            Some(Role::Primary)
+        );
         let Some(w) = &mut self.worker else { return };
-        let primary = matches!(w.flow.role(request), Some(Role::Primary));
         w.own.started(primary);
         if let Some(s) = &w.solving {
             // The flow solves one request at a time; a new Solve replaces the old one.
@@ -1215,11 +1146,11 @@ impl EventLoop {
     fn on_solved(&mut self, done: Solved) {
         let now = now_ms();
         // Why an answer found now would come too late, if it would.
-        let late = if self.answered.contains_key(&done.request) {
+        let late = if self.peer.is_answered(&done.request) {
             Some(OwnReject::AlreadyAnswered)
         } else if self
-            .requests
-            .get(&done.request)
+            .peer
+            .request(&done.request)
             .is_some_and(|r| now >= r.payload().expires_ms)
         {
             Some(OwnReject::Expired)
@@ -1260,7 +1191,8 @@ impl EventLoop {
         }
         let actions = match outcome {
             Ok(Some(work)) => {
-                let mut actions = w.flow.on_solved(done.request, work, now);
+                let flow = self.peer.worker_mut().expect("a worker has a flow");
+                let mut actions = flow.on_solved(done.request, work, now);
                 let publishes = |a: &WorkerAction| matches!(a, WorkerAction::Publish { request, .. } if *request == done.request);
                 if late == Some(OwnReject::Expired) {
                     // Still queued until the next tick, but every peer would refuse it now.
@@ -1276,13 +1208,14 @@ impl EventLoop {
             Err((reason, e)) => {
                 tracing::error!(request = %done.request, reason = reason.as_str(), "solver failed: {e}");
                 w.own.reject(reason);
-                w.flow.on_solve_failed(done.request, now)
+                let flow = self.peer.worker_mut().expect("a worker has a flow");
+                flow.on_solve_failed(done.request, now)
             }
         };
         self.worker_actions(actions, now);
         // The flow may have more queued work now that the solver is free.
-        if let Some(w) = &mut self.worker {
-            let more = w.flow.on_tick(now);
+        if let Some(flow) = self.peer.worker_mut() {
+            let more = flow.on_tick(now);
             self.worker_actions(more, now);
         }
     }
@@ -1313,7 +1246,7 @@ impl EventLoop {
         let status = WorkerStatus {
             worker: w.key.public(),
             hash_rate: w.rate,
-            queue: w.flow.queue_len() as u32,
+            queue: self.peer.worker().map_or(0, WorkerFlow::queue_len) as u32,
             payout: w.payout,
             created_ms: now,
         };
@@ -1324,9 +1257,7 @@ impl EventLoop {
                 return;
             }
         };
-        w.flow.on_status(signed.payload(), now);
-        let key = w.key.public();
-        self.statuses.insert(key, signed.clone());
+        self.peer.own_status(signed.clone(), now);
         let _ = self.publish(Topic::Status, signed.bytes().to_vec());
     }
 
@@ -1426,7 +1357,7 @@ impl EventLoop {
             }
         };
         let id = signed.id();
-        let actions = match self.service.submit(signed.clone(), now) {
+        let actions = match self.peer.submit(signed.clone(), now) {
             Ok(a) => a,
             Err(e) => {
                 let _ = reply.send(Err(SubmitError::Refused(e.to_string())));
@@ -1456,7 +1387,7 @@ impl EventLoop {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in &ids {
-                    let actions = self.service.cancel(*id, now);
+                    let actions = self.peer.cancel(*id, now);
                     self.service_actions(actions, now);
                     if let Some(p) = self.pending.remove(id) {
                         let _ = p.reply.send(Err(SubmitError::Cancelled));
@@ -1617,7 +1548,7 @@ impl EventLoop {
                     let st = self
                         .validator
                         .screen_status(&b.0, &self.registry, now)
-                        .and_then(|u| self.refuse_old_status(u.payload()).map(|()| u))
+                        .and_then(|u| self.peer.refuse_old_status(u.payload()).map(|()| u))
                         .and_then(|u| Ok(u.verify()?));
                     if let Ok(st) = st {
                         let _ = self.on_status(st, now);
@@ -1674,15 +1605,15 @@ impl EventLoop {
         let now = now_ms();
         self.guard_tick();
         self.check_unreceipted(now);
-        let actions = self.service.on_tick(now);
-        self.service_actions(actions, now);
-        if let Some(w) = &mut self.worker {
-            let actions = w.flow.on_tick(now);
-            let due = Instant::now() >= w.next_status;
-            self.worker_actions(actions, now);
-            if due {
-                self.publish_status(now);
-            }
+        let out = self.peer.on_tick(now);
+        self.service_actions(out.service, now);
+        self.worker_actions(out.worker, now);
+        if self
+            .worker
+            .as_ref()
+            .is_some_and(|w| Instant::now() >= w.next_status)
+        {
+            self.publish_status(now);
         }
         if self.catch_up_ledger {
             self.periodic_catch_up();
@@ -1710,7 +1641,7 @@ fn start_worker(
     w: WorkerConfig,
     key: SecretKey,
     flow: dpow_protocol::flow::FlowConfig,
-) -> anyhow::Result<Worker> {
+) -> anyhow::Result<(Worker, WorkerFlow)> {
     let solver: Arc<dyn Solver> = Arc::from(w.solver);
     let rate = match w.rate {
         Some(r) => r,
@@ -1724,8 +1655,8 @@ fn start_worker(
     .max(1);
     tracing::info!(rate, "worker ready");
     let own = OwnTally::new(w.payout.as_ref(), solver.as_ref(), rate);
-    Ok(Worker {
-        flow: WorkerFlow::new(key.public(), rate, flow),
+    let flow = WorkerFlow::new(key.public(), rate, flow);
+    let worker = Worker {
         solver,
         key,
         payout: w.payout,
@@ -1733,5 +1664,6 @@ fn start_worker(
         solving: None,
         next_status: Instant::now(),
         own,
-    })
+    };
+    Ok((worker, flow))
 }

@@ -1,8 +1,9 @@
 //! The engine: peers on a seeded random mesh, one event queue, integer results.
 //!
-//! Each peer runs what a node runs for the request path: a worker's [`WorkerFlow`] or a
-//! service's [`ServiceFlow`], behind the same view the event loop keeps (requests known,
-//! requests answered, receipts held). Between them is gossip as gossipsub does it in the
+//! Each worker and each service's node runs the node's own request path, a
+//! [`dpow_protocol::peer::Peer`] (requests heard and answered, statuses, work paid, the
+//! worker's or the service's flow), fed as the event loop feeds it; the other peers only
+//! relay. Receipts held are the simulator's own model of the ledger. Between them is gossip as gossipsub does it in the
 //! steady state: a peer that takes a message for the first time forwards it to every mesh
 //! neighbour but the one it came from; copies after the first are counted and dropped. A
 //! result goes straight to the request's service node, which signs a receipt and publishes it
@@ -15,9 +16,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use dpow_keys::{PublicKey, SecretKey};
-use dpow_protocol::flow::{
-    FlowConfig, ServiceAction, ServiceConfig, ServiceFlow, WorkerAction, WorkerFlow,
-};
+use dpow_protocol::flow::{FlowConfig, ServiceAction, ServiceConfig, WorkerAction, WorkerFlow};
+use dpow_protocol::peer::{Limits, Outputs, Peer};
 use dpow_protocol::{
     Difficulty, NetworkId, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult,
     WorkerStatus,
@@ -186,12 +186,6 @@ impl Bits {
         new
     }
 
-    fn contains(&self, i: usize) -> bool {
-        self.0
-            .get(i / 64)
-            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
-    }
-
     fn union(&mut self, other: &Bits) {
         if self.0.len() < other.0.len() {
             self.0.resize(other.0.len(), 0);
@@ -242,9 +236,6 @@ enum Event {
     },
     Tick {
         node: u32,
-    },
-    ServiceTick {
-        svc: u32,
     },
     Status {
         node: u32,
@@ -310,34 +301,30 @@ struct Worker {
     key: SecretKey,
     public: PublicKey,
     rate: u64,
-    flow: WorkerFlow,
     solving: Option<Solving>,
     token: u64,
-    timer: Option<u64>,
 }
 
-struct Peer {
+struct Node {
     alive: bool,
     /// Which half it is in when the network splits.
     side: bool,
     links: Vec<(u32, u16)>,
+    /// The request path, on workers and services' nodes.
+    core: Option<Peer>,
     worker: Option<Worker>,
-    /// The requests this peer heard were answered or cancelled.
-    finished: Bits,
+    timer: Option<u64>,
     /// Receipts held.
     receipts: Bits,
 }
 
-struct Service {
-    node: u32,
-    flow: ServiceFlow,
-    timer: Option<u64>,
-}
-
 struct Req {
     signed: Signed<WorkRequest>,
+    /// Its service's node (0 or 1).
     svc: u32,
     first_solution: Option<u64>,
+    /// The result its receipt pays.
+    paid: Option<WorkResult>,
     latency: Option<u64>,
 }
 
@@ -346,14 +333,13 @@ struct Sim {
     rng: Rng,
     now: u64,
     queue: Queue,
-    peers: Vec<Peer>,
-    services: Vec<Service>,
+    peers: Vec<Node>,
     reqs: Vec<Req>,
     index: HashMap<RequestId, u32>,
     msgs: Vec<Body>,
     /// Which peers hold each message.
     seen: Vec<Bits>,
-    statuses: Vec<WorkerStatus>,
+    statuses: Vec<Signed<WorkerStatus>>,
     /// Receipts issued before the partition healed: what convergence waits for.
     before_heal: Bits,
     healed: bool,
@@ -382,13 +368,14 @@ impl Sim {
         let mut rng = Rng(sc.seed);
         let n = sc.nodes;
         assert!(n >= sc.workers + 2 && n > sc.degree.1, "too few nodes");
-        let mut peers: Vec<Peer> = (0..n)
-            .map(|_| Peer {
+        let mut peers: Vec<Node> = (0..n)
+            .map(|_| Node {
                 alive: true,
                 side: rng.chance(0.5),
                 links: Vec::new(),
+                core: None,
                 worker: None,
-                finished: Bits::default(),
+                timer: None,
                 receipts: Bits::default(),
             })
             .collect();
@@ -421,23 +408,23 @@ impl Sim {
                 // A GPU.
                 _ => rng.range(500_000_000, 2_000_000_000),
             };
+            let flow = WorkerFlow::new(public, rate, sc.config.clone());
+            p.core = Some(Peer::new(
+                Some(flow),
+                ServiceConfig::default(),
+                Limits::default(),
+            ));
             p.worker = Some(Worker {
-                flow: WorkerFlow::new(public, rate, sc.config.clone()),
                 key: k,
                 public,
                 rate,
                 solving: None,
                 token: 0,
-                timer: None,
             });
         }
-        let services: Vec<Service> = (0..2)
-            .map(|s| Service {
-                node: s,
-                flow: ServiceFlow::new(ServiceConfig::default()),
-                timer: None,
-            })
-            .collect();
+        for p in &mut peers[..2] {
+            p.core = Some(Peer::new(None, ServiceConfig::default(), Limits::default()));
+        }
         // Services' nodes stay on one side, so the other half is cut from every request.
         peers[0].side = false;
         peers[1].side = false;
@@ -477,6 +464,7 @@ impl Sim {
                 signed,
                 svc,
                 first_solution: None,
+                paid: None,
                 latency: None,
             });
         }
@@ -496,7 +484,6 @@ impl Sim {
             now: 0,
             queue: Queue::default(),
             peers,
-            services,
             reqs,
             index,
             msgs: Vec::new(),
@@ -598,41 +585,33 @@ impl Sim {
             Event::Result { req, worker, work } => self.on_result(req, worker, work),
             Event::Solved { node, token } => self.solved(node, token),
             Event::Tick { node } => {
-                let Some(w) = self.live_worker(node) else {
-                    return;
-                };
-                if w.timer != Some(now) {
+                let p = &mut self.peers[node as usize];
+                if !p.alive || p.timer != Some(now) {
                     return;
                 }
-                w.timer = None;
-                let actions = w.flow.on_tick(now);
-                self.worker_actions(node, actions);
-            }
-            Event::ServiceTick { svc } => {
-                let s = &mut self.services[svc as usize];
-                if s.timer != Some(now) {
-                    return;
-                }
-                s.timer = None;
-                let actions = s.flow.on_tick(now);
-                self.service_actions(svc, actions);
+                p.timer = None;
+                let Some(core) = &mut p.core else { return };
+                let out = core.on_tick(now);
+                self.outputs(node, out);
             }
             Event::Status { node } => {
                 if now < self.sc.load_ms + LIFETIME_MS {
                     let next = now + self.sc.status_every_ms;
                     self.push(next, Event::Status { node });
                 }
-                let Some(w) = self.live_worker(node) else {
+                let p = &mut self.peers[node as usize];
+                let (Some(w), Some(core), true) = (&p.worker, &mut p.core, p.alive) else {
                     return;
                 };
                 let st = WorkerStatus {
                     worker: w.public,
                     hash_rate: w.rate,
-                    queue: w.flow.queue_len() as u32,
+                    queue: core.worker().map_or(0, WorkerFlow::queue_len) as u32,
                     payout: None,
                     created_ms: now,
                 };
-                w.flow.on_status(&st, now);
+                let st = Signed::sign(st, &w.key, &NET).expect("a status signs");
+                core.own_status(st.clone(), now);
                 self.statuses.push(st);
                 let i = self.statuses.len() as u32 - 1;
                 self.publish(node, Body::Status(i));
@@ -640,11 +619,12 @@ impl Sim {
             Event::Submit { req } => {
                 let svc = self.reqs[req as usize].svc;
                 let signed = self.reqs[req as usize].signed.clone();
-                let actions = self.services[svc as usize]
-                    .flow
-                    .submit(signed, now)
+                let core = self.peers[svc as usize].core.as_mut().expect("a service");
+                let service = core
+                    .submit(signed.clone(), now)
                     .expect("room for every request");
-                self.service_actions(svc, actions);
+                let worker = core.on_request(&signed, now).unwrap_or_default();
+                self.outputs(svc, Outputs { worker, service });
             }
             Event::Crash { node } => {
                 let p = &mut self.peers[node as usize];
@@ -698,12 +678,13 @@ impl Sim {
         }
     }
 
-    fn live_worker(&mut self, node: u32) -> Option<&mut Worker> {
+    /// The request path of a live node that runs one.
+    fn core(&mut self, node: u32) -> Option<&mut Peer> {
         let p = &mut self.peers[node as usize];
         if !p.alive {
             return None;
         }
-        p.worker.as_mut()
+        p.core.as_mut()
     }
 
     fn check_converged(&mut self) {
@@ -770,41 +751,63 @@ impl Sim {
         self.forward(to, from, msg, hops);
     }
 
-    /// What the node does with a message it takes.
+    /// What the node does with a message it takes: as the event loop, once the message is
+    /// checked.
     fn take(&mut self, node: u32, body: Body) {
         let now = self.now;
-        match body {
-            Body::Request(r) => {
-                if self.peers[node as usize].finished.contains(r as usize) {
-                    return;
-                }
-                let signed = self.reqs[r as usize].signed.clone();
-                if let Some(w) = self.live_worker(node) {
-                    let actions = w.flow.on_request(&signed, now);
-                    self.worker_actions(node, actions);
-                }
-            }
-            Body::Status(i) => {
-                let st = self.statuses[i as usize].clone();
-                if let Some(w) = self.live_worker(node) {
-                    w.flow.on_status(&st, now);
-                }
-            }
-            Body::Receipt(r) => {
-                self.peers[node as usize].receipts.insert(r as usize);
-                self.finished(node, r);
-            }
-            Body::Cancel(r) => self.finished(node, r),
+        if let Body::Receipt(r) = body {
+            self.peers[node as usize].receipts.insert(r as usize);
         }
+        if self.peers[node as usize].core.is_none() {
+            return;
+        }
+        let (signed, paid) = match body {
+            Body::Request(r) | Body::Receipt(r) | Body::Cancel(r) => {
+                let req = &self.reqs[r as usize];
+                (Some(req.signed.clone()), req.paid.clone())
+            }
+            Body::Status(_) => (None, None),
+        };
+        let st = match body {
+            Body::Status(i) => Some(self.statuses[i as usize].clone()),
+            _ => None,
+        };
+        let Some(core) = self.core(node) else {
+            return;
+        };
+        let worker = match (body, signed, st) {
+            (Body::Request(_), Some(req), _) => core.on_request(&req, now).unwrap_or_default(),
+            (Body::Status(_), _, Some(st)) => {
+                // Statuses too old or too soon are refused, as the node refuses them.
+                let _ = core.on_status(st, now, |_| false);
+                Vec::new()
+            }
+            (Body::Receipt(_), Some(req), _) => {
+                let paid = paid.expect("a receipt pays a result");
+                core.on_receipt(&req, &paid, now).unwrap_or_default()
+            }
+            (Body::Cancel(_), Some(req), _) => core.on_done(req.id(), now),
+            _ => unreachable!("every message carries what it names"),
+        };
+        self.outputs(
+            node,
+            Outputs {
+                worker,
+                service: Vec::new(),
+            },
+        );
     }
 
-    fn finished(&mut self, node: u32, r: u32) {
+    fn outputs(&mut self, node: u32, out: Outputs) {
+        self.service_actions(node, out.service);
+        self.worker_actions(node, out.worker);
         let now = self.now;
-        self.peers[node as usize].finished.insert(r as usize);
-        let id = self.reqs[r as usize].signed.id();
-        if let Some(w) = self.live_worker(node) {
-            let actions = w.flow.on_done(id, now);
-            self.worker_actions(node, actions);
+        let p = &mut self.peers[node as usize];
+        if let Some(at) = p.core.as_ref().and_then(Peer::next_deadline)
+            && p.timer.is_none_or(|t| at < t)
+        {
+            p.timer = Some(at.max(now));
+            self.push(at.max(now), Event::Tick { node });
         }
     }
 
@@ -834,7 +837,7 @@ impl Sim {
                 WorkerAction::Stop { .. } => self.stop_solving(node),
                 WorkerAction::Publish { request, work, .. } => {
                     let req = self.index[&request];
-                    let svc_node = self.services[self.reqs[req as usize].svc as usize].node;
+                    let svc_node = self.reqs[req as usize].svc;
                     if self.cut(node, svc_node) {
                         self.report.lost += 1;
                         continue;
@@ -851,13 +854,6 @@ impl Sim {
                 }
                 WorkerAction::Dropped { .. } => {}
             }
-        }
-        if let Some(w) = self.live_worker(node)
-            && let Some(at) = w.flow.next_deadline()
-            && w.timer.is_none_or(|t| at < t)
-        {
-            w.timer = Some(at.max(now));
-            self.push(at.max(now), Event::Tick { node });
         }
     }
 
@@ -881,13 +877,12 @@ impl Sim {
 
     fn solved(&mut self, node: u32, token: u64) {
         let now = self.now;
-        let Some(w) = self.live_worker(node) else {
-            return;
-        };
-        let Some(req) = w
-            .solving
+        let p = &self.peers[node as usize];
+        let Some(req) = p
+            .worker
             .as_ref()
-            .filter(|s| s.token == token)
+            .and_then(|w| w.solving.as_ref())
+            .filter(|s| p.alive && s.token == token)
             .map(|s| s.req)
         else {
             return;
@@ -897,9 +892,16 @@ impl Sim {
         r.first_solution.get_or_insert(now);
         let id = r.signed.id();
         self.mix(u64::from(req) << 32 | u64::from(node));
-        let w = self.peers[node as usize].worker.as_mut().expect("a worker");
-        let actions = w.flow.on_solved(id, Work(u64::from(node)), now);
-        self.worker_actions(node, actions);
+        let core = self.core(node).expect("a worker's path");
+        let flow = core.worker_mut().expect("a worker's flow");
+        let worker = flow.on_solved(id, Work(u64::from(node)), now);
+        self.outputs(
+            node,
+            Outputs {
+                worker,
+                service: Vec::new(),
+            },
+        );
     }
 
     /// A result reaches the service's node: the first completes the request.
@@ -919,13 +921,15 @@ impl Sim {
             payout: None,
         };
         let signed = Signed::sign(result, &w.key, &NET).expect("a result signs");
-        let actions = self.services[svc as usize].flow.on_result(&signed, now);
-        self.service_actions(svc, actions);
+        let Some(core) = self.core(svc) else { return };
+        let out = core.on_result(&signed, now);
+        if self.reqs[req as usize].paid.is_none() && !out.service.is_empty() {
+            self.reqs[req as usize].paid = Some(signed.payload().clone());
+        }
+        self.outputs(svc, out);
     }
 
-    fn service_actions(&mut self, svc: u32, actions: Vec<ServiceAction>) {
-        let now = self.now;
-        let node = self.services[svc as usize].node;
+    fn service_actions(&mut self, node: u32, actions: Vec<ServiceAction>) {
         for a in actions {
             match a {
                 ServiceAction::Publish(req) => {
@@ -934,7 +938,6 @@ impl Sim {
                 }
                 ServiceAction::Cancel { request } => {
                     let r = self.index[&request];
-                    self.peers[node as usize].finished.insert(r as usize);
                     self.publish(node, Body::Cancel(r));
                 }
                 ServiceAction::Completed {
@@ -953,13 +956,6 @@ impl Sim {
                 }
                 ServiceAction::Expired { .. } => self.report.expired += 1,
             }
-        }
-        let s = &mut self.services[svc as usize];
-        if let Some(at) = s.flow.next_deadline()
-            && s.timer.is_none_or(|t| at < t)
-        {
-            s.timer = Some(at.max(now));
-            self.push(at.max(now), Event::ServiceTick { svc });
         }
     }
 

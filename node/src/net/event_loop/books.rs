@@ -172,31 +172,23 @@ impl EventLoop {
     /// it, and the win it pays is no longer awaited.
     fn request_receipted(&mut self, r: &Signed<Receipt>) {
         let request = r.payload().request.id();
-        let res = r.payload().result.payload();
-        self.paid_work.insert(res.root, res.work);
         self.deliveries.receipted(&request);
-        if let std::collections::hash_map::Entry::Vacant(e) = self.answered.entry(request) {
-            let now = now_ms();
-            let expires_ms = r.payload().request.payload().expires_ms;
-            // Only a request still alive needs remembering as answered (so a late copy is not
-            // worked on), and it is forgotten with the other requests a minute after it
-            // expires: receipts of old requests (catch-up) would otherwise grow the map with
-            // the ledger.
-            if expires_ms.saturating_add(60_000) >= now {
-                e.insert(res.worker);
-                if !self.requests.contains_key(&request) {
-                    self.request_order.push_back((expires_ms, request));
-                }
-            }
-            self.on_done(request, now);
+        let now = now_ms();
+        let receipt = r.payload();
+        if let Some(actions) = self
+            .peer
+            .on_receipt(&receipt.request, receipt.result.payload(), now)
+        {
+            self.browsers.done(request);
+            self.worker_actions(actions, now);
         }
     }
 
     /// A receipt counts for its worker's standing in assignment
     /// ([`dpow_protocol::standing`]); called once per request, for the receipt that counts.
     fn stand(&mut self, r: &Signed<Receipt>) {
-        if let Some(w) = &mut self.worker {
-            w.flow.on_counted(r.payload());
+        if let Some(flow) = self.peer.worker_mut() {
+            flow.on_counted(r.payload());
         }
     }
 

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use dpow_keys::PublicKey;
 use dpow_protocol::validate::{RejectReason, Rejected, peek_request_id};
-use dpow_protocol::{RequestId, Root, Signed, Work, WorkResult};
+use dpow_protocol::{RequestId, Signed, WorkResult};
 use libp2p::{PeerId, kad, request_response};
 
 use super::EventLoop;
@@ -35,33 +35,6 @@ const MAX_AWAITED_WINS: usize = 4096;
 const MAX_OFFENDERS: usize = 4096;
 /// Service-node lookups in flight, at most.
 const MAX_LOOKUPS: usize = 256;
-/// Paid (root, work) pairs remembered, at most (the oldest are forgotten first).
-const MAX_PAID_WORK: usize = 200_000;
-
-/// Work already paid for by a receipt, by root: the same nonce offered again (for a later
-/// request on the same root) is a replay of someone else's work and is never credited.
-#[derive(Default)]
-pub(super) struct PaidWork {
-    set: HashSet<(Root, Work)>,
-    order: VecDeque<(Root, Work)>,
-}
-
-impl PaidWork {
-    pub(super) fn insert(&mut self, root: Root, work: Work) {
-        if self.set.insert((root, work)) {
-            self.order.push_back((root, work));
-            while self.order.len() > MAX_PAID_WORK {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn contains(&self, root: &Root, work: &Work) -> bool {
-        self.set.contains(&(*root, *work))
-    }
-}
 
 /// The worker side's deliveries and the service wins awaiting receipts.
 #[derive(Default)]
@@ -177,7 +150,7 @@ impl EventLoop {
     /// node cannot be asked.
     pub(super) fn deliver_result(&mut self, signed: Signed<WorkResult>, now: u64) {
         let request = signed.payload().request;
-        let node = self.requests.get(&request).map(|r| r.payload().node);
+        let node = self.peer.request(&request).map(|r| r.payload().node);
         let own = self.is_own_result(&signed);
         if node == Some(self.node_key) {
             // Our own service: it takes the result here.
@@ -258,7 +231,7 @@ impl EventLoop {
                     return;
                 };
                 let request = signed.payload().request;
-                let service = self.requests.get(&request).map(|r| r.payload().service);
+                let service = self.peer.request(&request).map(|r| r.payload().service);
                 if !self.is_own_result(&signed) {
                     // A carried browser's result: the browser learns its fate from receipts.
                     return;
@@ -289,7 +262,7 @@ impl EventLoop {
                     tracing::debug!(%request, %peer, "service node not reached ({error}): result goes by gossip");
                     self.gossip_result(signed);
                     if matches!(error, request_response::OutboundFailure::DialFailure)
-                        && let Some(node) = self.requests.get(&request).map(|r| r.payload().node)
+                        && let Some(node) = self.peer.request(&request).map(|r| r.payload().node)
                     {
                         // Look its addresses up for the next result.
                         self.reach_service_node(&node);
@@ -303,7 +276,7 @@ impl EventLoop {
     /// A result delivered to this node as a request's service node.
     fn take_delivered(&mut self, peer: PeerId, bytes: &[u8]) -> ResultAck {
         let now = now_ms();
-        let request = peek_request_id(bytes).and_then(|id| self.requests.get(&id));
+        let request = peek_request_id(bytes).and_then(|id| self.peer.request(&id));
         if request.is_some_and(|r| r.payload().node != self.node_key) {
             return ResultAck::Refused("this node is not the request's service node".into());
         }
@@ -322,7 +295,7 @@ impl EventLoop {
             return ResultAck::Refused(r.to_string());
         }
         let id = res.payload().request;
-        if self.answered.contains_key(&id) || !self.pending.contains_key(&id) {
+        if self.peer.is_answered(&id) || !self.pending.contains_key(&id) {
             self.stats().reject(RejectReason::Answered.as_str());
             return ResultAck::Answered;
         }
@@ -336,21 +309,13 @@ impl EventLoop {
 
     /// A gossiped result for a request already answered is dropped, never forwarded.
     pub(super) fn refuse_if_answered(&self, data: &[u8]) -> Result<(), Rejected> {
-        dpow_protocol::validate::Validator::refuse_answered(data, |id| {
-            self.answered.contains_key(id)
-        })
+        self.peer.refuse_answered(data)
     }
 
     /// A result whose nonce for its root was already paid by a receipt replays another
     /// worker's work: refused.
     pub(super) fn refuse_paid_work(&self, p: &WorkResult) -> Result<(), Rejected> {
-        if self.paid_work.contains(&p.root, &p.work) {
-            return Err(Rejected::new(
-                RejectReason::Replay,
-                format!("work {} for root {} was already paid", p.work, p.root),
-            ));
-        }
-        Ok(())
+        self.peer.refuse_paid_work(p)
     }
 
     /// Count wins whose receipt never came; services past the limit lose priority.

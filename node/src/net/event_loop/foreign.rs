@@ -121,9 +121,9 @@ impl EventLoop {
     ) -> (Vec<Signed<WorkRequest>>, broadcast::Receiver<BridgeEvent>) {
         let now = now_ms();
         let mut open: Vec<Signed<WorkRequest>> = self
-            .requests
-            .iter()
-            .filter(|(id, r)| !self.answered.contains_key(*id) && r.payload().expires_ms > now)
+            .peer
+            .requests()
+            .filter(|(id, r)| !self.peer.is_answered(id) && r.payload().expires_ms > now)
             .map(|(_, r)| r.clone())
             .collect();
         open.sort_by_key(|r| std::cmp::Reverse(r.payload().created_ms));

@@ -118,7 +118,7 @@ impl EventLoop {
     ) {
         if matches!(topic, Topic::Results | Topic::Cancels)
             && let Some(request) = peek_request_id(&data)
-            && !self.requests.contains_key(&request)
+            && self.peer.request(&request).is_none()
             && self.waiting.requests.contains(&request)
         {
             let parked = Parked {
@@ -165,12 +165,12 @@ impl EventLoop {
             }
             Topic::Results => Job::Result(self.screen_result(data, now)?),
             Topic::Cancels => {
-                let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
+                let request = peek_request_id(data).and_then(|id| self.peer.request(&id));
                 Job::Cancel(self.validator.screen_cancel(data, request)?)
             }
             Topic::Status => {
                 let st = self.validator.screen_status(data, &self.registry, now)?;
-                self.refuse_old_status(st.payload())?;
+                self.peer.refuse_old_status(st.payload())?;
                 Job::Status(st)
             }
             Topic::Registry => {
@@ -190,7 +190,7 @@ impl EventLoop {
         now: u64,
     ) -> Result<Unverified<dpow_protocol::WorkResult>, Rejected> {
         self.refuse_if_answered(data)?;
-        let request = peek_request_id(data).and_then(|id| self.requests.get(&id));
+        let request = peek_request_id(data).and_then(|id| self.peer.request(&id));
         let res = self
             .validator
             .screen_result(data, request, &self.registry, now)?;
