@@ -569,7 +569,7 @@ impl EventLoop {
             None => (0, None),
         };
         let pool = self.verifier.stats();
-        let queued = self.verifier.queued();
+        let queued = self.verifier.pending();
         let mut s = self.stats();
         s.queue = queue;
         s.solving = solving;

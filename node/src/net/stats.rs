@@ -118,7 +118,7 @@ pub struct NodeStats {
     pub signature_checks: u64,
     /// Jobs (a message, or up to 32 catch-up receipts) the pool checked or is checking.
     pub verify_jobs: u64,
-    /// Jobs waiting for the pool now.
+    /// Jobs waiting for the pool or being checked now.
     pub verify_queued: usize,
     /// Messages dropped because their sender's queue, or the pool's, was full.
     pub verify_refused: u64,

@@ -225,8 +225,14 @@ impl<C: Send + 'static> Verifier<C> {
     }
 
     /// Jobs waiting (not yet on a thread).
+    #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.queued
+    }
+
+    /// Jobs waiting or being checked: none means every job handed in was judged.
+    pub(crate) fn pending(&self) -> usize {
+        self.queued + self.in_flight
     }
 
     /// Counters since start.

@@ -56,6 +56,13 @@ pub(crate) struct Scenario {
     /// The network splits in two halves over this span (simulated ms).
     pub(crate) partition: Option<(u64, u64)>,
     pub(crate) status_every_ms: u64,
+    /// Closed loop: the services keep this many requests outstanding, submitting the next as
+    /// one ends, instead of arriving over `load_ms`.
+    pub(crate) in_flight: Option<usize>,
+    /// Every request at this threshold (else four in five receive-class, one in five send).
+    pub(crate) difficulty: Option<Difficulty>,
+    /// Every worker at this rate (else a mix of browsers, CPUs and GPUs).
+    pub(crate) rate: Option<u64>,
     pub(crate) sync_every_ms: u64,
     pub(crate) config: FlowConfig,
 }
@@ -78,7 +85,39 @@ impl Scenario {
             partition: None,
             status_every_ms: 5_000,
             sync_every_ms: 60_000,
+            in_flight: None,
+            difficulty: None,
+            rate: None,
             config: FlowConfig::default(),
+        }
+    }
+
+    /// The swarm benchmark's shape with every worker on a core of its own: `workers` of
+    /// `rate` hashes a second, `in_flight` requests of `difficulty` kept outstanding until
+    /// `requests` are answered; links of `latency_ms`, no loss, no churn.
+    pub(crate) fn closed_loop(
+        seed: u64,
+        workers: usize,
+        rate: u64,
+        difficulty: Difficulty,
+        in_flight: usize,
+        requests: usize,
+        latency_ms: (u64, u64),
+    ) -> Self {
+        Scenario {
+            nodes: 3 * workers + 2,
+            workers,
+            requests,
+            degree: (4, 8),
+            latency_ms,
+            loss: 0.0,
+            crash: 0.0,
+            join: 0.0,
+            status_every_ms: 500,
+            in_flight: Some(in_flight),
+            difficulty: Some(difficulty),
+            rate: Some(rate),
+            ..Scenario::standard(seed, 3 * workers + 2)
         }
     }
 
@@ -115,6 +154,8 @@ pub(crate) struct Report {
     pub(crate) convergence_ms: Option<u64>,
     pub(crate) workers_crashed: usize,
     pub(crate) workers_joined: usize,
+    /// When the last request was answered (ms).
+    pub(crate) last_completed_ms: u64,
     pub(crate) events: u64,
     pub(crate) trace: u64,
 }
@@ -342,6 +383,9 @@ struct Sim {
     statuses: Vec<Signed<WorkerStatus>>,
     /// Receipts issued before the partition healed: what convergence waits for.
     before_heal: Bits,
+    /// Closed loop: the next request to submit.
+    next_request: usize,
+    service_keys: Vec<SecretKey>,
     healed: bool,
     converged: bool,
     report: Report,
@@ -400,13 +444,16 @@ impl Sim {
         for (w, p) in peers.iter_mut().skip(2).take(sc.workers).enumerate() {
             let k = key(sc.seed, w as u64 + 10);
             let public = k.public();
-            let rate = match rng.range(0, 99) {
-                // A browser tab.
-                0..=9 => rng.range(1_000_000, 3_000_000),
-                // A CPU.
-                10..=69 => rng.range(5_000_000, 20_000_000),
-                // A GPU.
-                _ => rng.range(500_000_000, 2_000_000_000),
+            let rate = match sc.rate {
+                Some(r) => r,
+                None => match rng.range(0, 99) {
+                    // A browser tab.
+                    0..=9 => rng.range(1_000_000, 3_000_000),
+                    // A CPU.
+                    10..=69 => rng.range(5_000_000, 20_000_000),
+                    // A GPU.
+                    _ => rng.range(500_000_000, 2_000_000_000),
+                },
             };
             let flow = WorkerFlow::new(public, rate, sc.config.clone());
             p.core = Some(Peer::new(
@@ -430,7 +477,13 @@ impl Sim {
         peers[1].side = false;
         let service_keys: Vec<SecretKey> = (0..2).map(|s| key(sc.seed, s)).collect();
         let mut reqs = Vec::new();
-        for i in 0..sc.requests {
+        // Open loop: every request made now, each with its time of arrival.
+        let open = if sc.in_flight.is_some() {
+            0
+        } else {
+            sc.requests
+        };
+        for i in 0..open {
             let svc = (i % 2) as u32;
             let at = 1_000 + rng.range(0, sc.load_ms);
             // Four in five receive-class (2^23 hashes), one in five send-class (2^29).
@@ -490,12 +543,19 @@ impl Sim {
             seen: Vec::new(),
             statuses: Vec::new(),
             before_heal: Bits::default(),
+            next_request: 0,
+            service_keys,
             healed: false,
             converged: false,
         };
         for i in 0..sim.reqs.len() {
             let at = sim.reqs[i].signed.payload().created_ms;
             sim.push(at, Event::Submit { req: i as u32 });
+        }
+        if let Some(k) = sim.sc.in_flight {
+            for _ in 0..k.min(sim.sc.requests) {
+                sim.submit_next(1_000);
+            }
         }
         let load = sim.sc.load_ms;
         for node in 0..n as u32 {
@@ -506,7 +566,7 @@ impl Sim {
             }
             // The first worker always joins late and the second always crashes, so every run
             // has both.
-            let first = node == 2;
+            let first = node == 2 && sim.sc.join > 0.0;
             if first || sim.rng.chance(sim.sc.join) {
                 sim.peers[node as usize].alive = false;
                 let at = sim.rng.range(1_000, load);
@@ -514,7 +574,7 @@ impl Sim {
             } else {
                 let phase = sim.rng.range(0, sim.sc.status_every_ms);
                 sim.push(phase, Event::Status { node });
-                if node == 3 || sim.rng.chance(sim.sc.crash) {
+                if (node == 3 && sim.sc.crash > 0.0) || sim.rng.chance(sim.sc.crash) {
                     let at = sim.rng.range(1_000, load);
                     sim.push(at, Event::Crash { node });
                 }
@@ -548,7 +608,7 @@ impl Sim {
 
     /// Every request settled and, when there was a partition, the books converged.
     fn done(&self) -> bool {
-        let settled = self.report.completed + self.report.expired == self.reqs.len();
+        let settled = self.report.completed + self.report.expired == self.sc.requests;
         settled && (self.sc.partition.is_none() || self.converged)
     }
 
@@ -595,7 +655,7 @@ impl Sim {
                 self.outputs(node, out);
             }
             Event::Status { node } => {
-                if now < self.sc.load_ms + LIFETIME_MS {
+                if self.sc.in_flight.is_some() || now < self.sc.load_ms + LIFETIME_MS {
                     let next = now + self.sc.status_every_ms;
                     self.push(next, Event::Status { node });
                 }
@@ -617,6 +677,9 @@ impl Sim {
                 self.publish(node, Body::Status(i));
             }
             Event::Submit { req } => {
+                if req as usize == self.reqs.len() {
+                    self.make_request(req);
+                }
                 let svc = self.reqs[req as usize].svc;
                 let signed = self.reqs[req as usize].signed.clone();
                 let core = self.peers[svc as usize].core.as_mut().expect("a service");
@@ -676,6 +739,49 @@ impl Sim {
                 self.check_converged();
             }
         }
+    }
+
+    /// Closed loop: submit the next request at `at`, if any is left.
+    fn submit_next(&mut self, at: u64) {
+        if self.sc.in_flight.is_some() && self.next_request < self.sc.requests {
+            let req = self.next_request as u32;
+            self.next_request += 1;
+            self.push(at, Event::Submit { req });
+        }
+    }
+
+    /// Closed loop: request `i`, made now by service `i % 2`.
+    fn make_request(&mut self, i: u32) {
+        let svc = i % 2;
+        let mut root = [0u8; 32];
+        root[..8].copy_from_slice(&u64::from(i).to_le_bytes());
+        root[8..16].copy_from_slice(&self.sc.seed.to_le_bytes());
+        let k = &self.service_keys[svc as usize];
+        let signed = Signed::sign(
+            WorkRequest {
+                service: k.public(),
+                root: Root(root),
+                difficulty: self.sc.difficulty.unwrap_or(Difficulty::EPOCH2_RECEIVE),
+                kind: None,
+                account: None,
+                nonce: u64::from(i),
+                created_ms: self.now,
+                expires_ms: self.now + LIFETIME_MS,
+                priority: Priority::Normal,
+                node: k.public(),
+            },
+            k,
+            &NET,
+        )
+        .expect("a request signs");
+        self.index.insert(signed.id(), i);
+        self.reqs.push(Req {
+            signed,
+            svc,
+            first_solution: None,
+            paid: None,
+            latency: None,
+        });
     }
 
     /// The request path of a live node that runs one.
@@ -953,8 +1059,13 @@ impl Sim {
                     }
                     self.peers[node as usize].receipts.insert(r as usize);
                     self.publish(node, Body::Receipt(r));
+                    self.report.last_completed_ms = self.now;
+                    self.submit_next(self.now);
                 }
-                ServiceAction::Expired { .. } => self.report.expired += 1,
+                ServiceAction::Expired { .. } => {
+                    self.report.expired += 1;
+                    self.submit_next(self.now);
+                }
             }
         }
     }

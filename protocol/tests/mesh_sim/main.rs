@@ -8,6 +8,7 @@
 
 mod engine;
 
+use dpow_protocol::Difficulty;
 use engine::{Report, Scenario, simulate};
 
 fn sizes() -> Vec<usize> {
@@ -118,4 +119,39 @@ fn a_clean_network_loses_nothing() {
     assert_eq!(r.lost, 0);
     // Without loss a mesh hands each peer its first copy over the quickest path.
     assert!(r.hops_max < 16, "{} hops", r.hops_max);
+}
+
+/// Throughput against the ideal (every worker always hashing) and hashing against the
+/// memoryless expectation, for a closed loop.
+fn closed_loop_figures(sc: &Scenario, r: &Report) -> (f64, f64) {
+    let d = sc.difficulty.expect("a closed loop has one difficulty");
+    let rate = sc.rate.expect("and one rate") as f64;
+    let span_s = (r.last_completed_ms - 1_000) as f64 / 1e3;
+    let ideal = sc.workers as f64 * rate / d.expected_hashes();
+    let throughput = r.completed as f64 / span_s;
+    let expected = r.completed as f64 * d.expected_hashes();
+    (throughput / ideal, r.hashes as f64 / expected - 1.0)
+}
+
+/// The swarm benchmark's shape (8 workers, 2^20 hashes a request, 16 outstanding) with each
+/// worker on a core of its own, over a LAN and a WAN.
+#[test]
+fn a_closed_loop_keeps_the_workers_busy() {
+    let d = Difficulty(0xffff_f000_0000_0000);
+    for (name, latency) in [("lan", (1, 2)), ("wan", (20, 150))] {
+        let sc = Scenario::closed_loop(seed(), 8, 10_000_000, d, 16, 400, latency);
+        let r = simulate(sc.clone());
+        let (share, extra) = closed_loop_figures(&sc, &r);
+        eprintln!(
+            "closed loop, {name}: {}/{} answered, throughput {:.1}% of ideal, hashing {:+.1}% against the expectation, latency p50 / p99 {} / {} ms",
+            r.completed,
+            r.requests,
+            100.0 * share,
+            100.0 * extra,
+            r.latency_p50_ms,
+            r.latency_p99_ms,
+        );
+        assert_eq!(r.completed, r.requests, "{name}: {r:?}");
+        assert!(share > 0.5 && share <= 1.05, "{name}: {share}");
+    }
 }

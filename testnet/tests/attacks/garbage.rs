@@ -272,6 +272,10 @@ async fn run(
     } else {
         victim.stats()
     };
+    // What this flood left in the verification pool is judged now, not in the next flood.
+    let after = wait_for(victim, T, |s| s.verify_queued == 0)
+        .await
+        .unwrap_or(after);
     let judged = grew(&before.rejected, &after.rejected);
     figure(format_args!(
         "garbage/{name}: sent {} in {:.0} ms, cut off {}; the victim judged {} ({judged:?}), \
