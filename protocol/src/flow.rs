@@ -22,7 +22,8 @@
 //! A worker solves one request at a time (a job uses all its devices). Its queue is ordered by
 //! priority class — `Normal` before `Precache` — then by the service's anti-spam class (its
 //! cost-weighted volume over rolling windows, [`crate::volume`]: each order of magnitude over
-//! the base one step later, never refused), then age. A better-class
+//! the base one step later, never refused), then by its part (requests it is a primary for
+//! before those it backs up, backup tiers in order), then age. A better-class
 //! request that becomes runnable preempts a worse-class solve, which goes back to the queue.
 //! Every worker queues every request it hears of (most as backups), so the queue is bounded:
 //! when it is full, backups that have not started are dropped first, latest start first.
@@ -374,9 +375,18 @@ impl Entry {
         }
     }
 
-    /// Lower is served first: class (credits, priority, then volume), then age.
-    fn order(&self, id: &RequestId) -> (u8, u64, RequestId) {
-        (self.class(), self.received_ms, *id)
+    /// Lower is served first: class (credits, priority, then volume), then this worker's
+    /// part (requests it is a primary for, then backup tiers in order), then age. Serving
+    /// its own primaries first matters under load: a backup whose time has come only means
+    /// its primaries are late, often because they are busy; a worker that served due backups
+    /// by age would leave its own primaries waiting until their backups came due in turn,
+    /// and every request would end up hashed by several workers at once.
+    fn order(&self, id: &RequestId) -> (u8, u32, u64, RequestId) {
+        let tier = match self.role {
+            Role::Primary => 0,
+            Role::Backup { tier, .. } => tier,
+        };
+        (self.class(), tier, self.received_ms, *id)
     }
 
     /// Higher is dropped first when the queue is full: requests from exhausted services,

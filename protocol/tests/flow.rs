@@ -794,3 +794,48 @@ fn setting_and_clearing_the_set_reclasses_queued_requests() {
     assert_eq!(a[0], WorkerAction::Stop { request: pre.id() });
     assert_eq!(solves(&a), vec![poor1.id()]);
 }
+
+#[test]
+fn a_busy_worker_serves_its_own_primaries_before_backups_that_came_due() {
+    let me = key(130);
+    let svc = key(131);
+    let config = FlowConfig::default();
+    let mut w = WorkerFlow::new(me.public(), 1_000_000, config.clone());
+    // Five peers as fast as this worker: for an easy request one primary is enough, so this
+    // worker is the primary of about one request in six and a backup of the others.
+    let mut live = vec![(me.public(), 1_000_000)];
+    for n in 0..5 {
+        w.on_status(&status(&key(140 + n), 1_000_000, 0), 0);
+        live.push((key(140 + n).public(), 1_000_000));
+    }
+    let d = 0xffff_0000_0000_0000;
+    let (mut mine, mut backed) = (Vec::new(), Vec::new());
+    let mut first = None;
+    // Requests arrive at t = n: the earliest are backups, their time comes while this
+    // worker is still busy with its first solve.
+    for n in 0..40 {
+        let r = request(&svc, n, d, n, Priority::Normal);
+        let started = solves(&w.on_request(&r, n));
+        first = first.or(started.first().copied());
+        let p = plan(r.payload(), &r.id(), &live, &config);
+        if p.primaries.contains(&me.public()) {
+            mine.push(r.id());
+        } else if let Some(Role::Backup { tier: 1, .. }) = p.role_of(&me.public(), n) {
+            backed.push(r.id());
+        }
+    }
+    assert!(
+        mine.len() >= 3 && !backed.is_empty(),
+        "the scenario needs both"
+    );
+    let first = first.expect("the worker started something");
+    // Long after every backup came due (and before any request expires), the worker
+    // finishes its solve and picks the next:
+    // all its primaries go first, oldest first, then the backups.
+    let late = 30_000;
+    let _ = w.on_tick(late);
+    let order = drain(&mut w, first, late);
+    let queued_mine: Vec<RequestId> = mine.iter().copied().filter(|r| *r != first).collect();
+    assert_eq!(&order[..queued_mine.len()], queued_mine.as_slice());
+    assert!(order[queued_mine.len()..].iter().all(|r| !mine.contains(r)));
+}
