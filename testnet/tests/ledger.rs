@@ -510,7 +510,9 @@ async fn a_worker_refuses_a_service_whose_credits_are_spent_until_it_gets_more()
         .await
         .expect("the worker holds the receipt");
     // The worker learns the balance at its next statistics rebuild (twice a second).
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    wait_for(&net.workers[0], T, |s| s.exhausted_services == 1)
+        .await
+        .expect("the worker sees the service's credits spent");
     let refused = service
         .submit(WorkAsk {
             lifetime: Duration::from_secs(2),
@@ -528,7 +530,9 @@ async fn a_worker_refuses_a_service_whose_credits_are_spent_until_it_gets_more()
     wait_for(&net.workers[0], T, |s| s.registry_entries >= 3)
         .await
         .expect("the grant reaches the worker");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    wait_for(&net.workers[0], T, |s| s.exhausted_services == 0)
+        .await
+        .expect("the worker sees the new credits");
     service
         .submit(ask(3))
         .await

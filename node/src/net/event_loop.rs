@@ -754,6 +754,7 @@ impl EventLoop {
             return;
         }
         tracing::info!(services = exhausted.len(), "services out of credits");
+        self.stats().exhausted_services = exhausted.len();
         if let Some(flow) = self.peer.worker_mut() {
             let actions = flow.set_exhausted(exhausted);
             self.worker_actions(actions, now);

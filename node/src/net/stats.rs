@@ -78,6 +78,11 @@ pub struct NodeStats {
     pub proven_workers: usize,
     /// Their summed announced hash rate, hashes per second.
     pub network_hash_rate: u64,
+    /// Services this worker serves last (or refuses, as `--exhausted` says): credits spent,
+    /// or wins never receipted ([`dpow_protocol::flow::WorkerFlow::set_exhausted`]). Brought
+    /// up to date at each statistics rebuild (twice a second); 0 on a node that does not
+    /// work.
+    pub exhausted_services: usize,
     /// Registry entries applied.
     pub registry_entries: usize,
     /// Services registered.
