@@ -38,4 +38,25 @@ impl Rng {
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.next_u64() as u8).collect()
     }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `lo..=hi` (`lo` ≤ `hi`).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).saturating_add(1).max(1)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    /// Exponentially distributed with this mean, in whole milliseconds, at least 1 (how long
+    /// a memoryless search takes).
+    pub fn exp_ms(&mut self, mean_ms: f64) -> u64 {
+        ((-(1.0 - self.unit()).ln() * mean_ms).ceil() as u64).max(1)
+    }
 }

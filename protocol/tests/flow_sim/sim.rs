@@ -1,5 +1,6 @@
 //! The simulation engine: virtual workers and services, the gossip bus, the event queue.
 
+use dpow_testkit::rng::Rng;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
@@ -18,38 +19,6 @@ use crate::{Report, Scenario};
 const LIFETIME_MS: u64 = 60_000;
 /// Workers announce themselves this often.
 const STATUS_EVERY_MS: u64 = 5_000;
-
-/// splitmix64: small, seeded and the same on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    /// Exponentially distributed with this mean, in whole milliseconds, at least 1.
-    fn exp_ms(&mut self, mean_ms: f64) -> u64 {
-        ((-(1.0 - self.unit()).ln() * mean_ms).ceil() as u64).max(1)
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Msg {
@@ -164,7 +133,7 @@ fn key(n: u64) -> SecretKey {
 
 impl Sim {
     fn new(sc: Scenario) -> Self {
-        let mut rng = Rng(sc.seed);
+        let mut rng = Rng::new(sc.seed);
         let nodes: Vec<Node> = (0..sc.workers)
             .map(|i| {
                 let key = key(sc.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));

@@ -13,6 +13,7 @@
 //!
 //! Not modelled: gossipsub's lazy IHAVE/IWANT repair, signature and disk costs, the registry.
 
+use dpow_testkit::rng::Rng;
 use std::collections::{HashMap, VecDeque};
 
 use dpow_keys::{PublicKey, SecretKey};
@@ -172,37 +173,6 @@ impl Report {
 
     pub(crate) fn wasted(&self) -> f64 {
         self.hashes_wasted as f64 / self.hashes.max(1) as f64
-    }
-}
-
-/// splitmix64: small, seeded, the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    /// Exponential with this mean, in whole ms, at least 1.
-    fn exp_ms(&mut self, mean_ms: f64) -> u64 {
-        ((-(1.0 - self.unit()).ln() * mean_ms).ceil() as u64).max(1)
     }
 }
 
@@ -409,7 +379,7 @@ pub(crate) fn simulate(sc: Scenario) -> Report {
 
 impl Sim {
     fn new(sc: Scenario) -> Self {
-        let mut rng = Rng(sc.seed);
+        let mut rng = Rng::new(sc.seed);
         let n = sc.nodes;
         assert!(n >= sc.workers + 2 && n > sc.degree.1, "too few nodes");
         let mut peers: Vec<Node> = (0..n)
