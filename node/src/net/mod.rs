@@ -394,23 +394,31 @@ impl NodeHandle {
 
     /// Ask the network for work, signed with the node's service key; waits for valid work.
     pub async fn submit(&self, ask: WorkAsk) -> Result<WorkAnswer, SubmitError> {
+        self.ask(|reply| Command::Submit { ask, reply })
+            .await
+            .map_err(|NodeStopped| SubmitError::Stopped)?
+    }
+
+    /// The one way to ask the event loop something: `command` wraps the reply channel; the
+    /// answer comes back on it. Fails only when the node stopped, before or while answering.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeStopped> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Submit { ask, reply })
+            .send(command(reply))
             .await
-            .map_err(|_| SubmitError::Stopped)?;
-        rx.await.map_err(|_| SubmitError::Stopped)?
+            .map_err(|_| NodeStopped)?;
+        rx.await.map_err(|_| NodeStopped)
     }
 
     /// Withdraw every outstanding request this node submitted for `root`: a signed cancel goes
     /// to the network and the waiting callers get [`SubmitError::Cancelled`]. Returns how many.
     pub async fn cancel_root(&self, root: Root) -> anyhow::Result<usize> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::CancelRoot { root, reply })
+        self.ask(|reply| Command::CancelRoot { root, reply })
             .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+            .map_err(Into::into)
     }
 
     /// Sign a registry entry with a registrar key (next sequence number), apply and publish it.
@@ -438,51 +446,37 @@ impl NodeHandle {
         key: SecretKey,
         seq: Option<u64>,
     ) -> anyhow::Result<u64> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Registry {
-                action,
-                key: Box::new(key),
-                seq,
-                reply,
-            })
-            .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))?
+        self.ask(|reply| Command::Registry {
+            action,
+            key: Box::new(key),
+            seq,
+            reply,
+        })
+        .await?
     }
 
     /// The registry entries this node has applied.
     pub async fn registry_entries(
         &self,
     ) -> anyhow::Result<Vec<dpow_protocol::Signed<dpow_protocol::RegistryEntry>>> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::RegistryEntries { reply })
+        self.ask(|reply| Command::RegistryEntries { reply })
             .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+            .map_err(Into::into)
     }
 
     /// The registrars' checkpoints this node holds, oldest epoch first.
     pub async fn checkpoints(
         &self,
     ) -> anyhow::Result<Vec<dpow_protocol::Signed<dpow_protocol::Checkpoint>>> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Checkpoints { reply })
+        self.ask(|reply| Command::Checkpoints { reply })
             .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+            .map_err(Into::into)
     }
 
     /// Check a signed checkpoint as every peer will, keep it, and publish it.
     pub async fn publish_checkpoint(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::PublishCheckpoint { bytes, reply })
-            .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))?
+        self.ask(|reply| Command::PublishCheckpoint { bytes, reply })
+            .await?
     }
 
     /// A copy of the node's ledger and registry (to compute balances and payouts).
@@ -492,12 +486,9 @@ impl NodeHandle {
         dpow_protocol::ledger::Ledger,
         dpow_protocol::registry::Registry,
     )> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Ledger { reply })
+        self.ask(|reply| Command::Ledger { reply })
             .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+            .map_err(Into::into)
     }
 
     /// Credits and counted results per payout account, in all (from the books' tallies: no
@@ -505,12 +496,9 @@ impl NodeHandle {
     pub async fn account_credits(
         &self,
     ) -> anyhow::Result<std::collections::BTreeMap<dpow_keys::NanoAccount, (u128, u64)>> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::AccountCredits { reply })
+        self.ask(|reply| Command::AccountCredits { reply })
             .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+            .map_err(Into::into)
     }
 
     /// A receipt from the DHT by id: from this node's own record store (`network = false`)
@@ -520,27 +508,20 @@ impl NodeHandle {
         id: dpow_protocol::MessageId,
         network: bool,
     ) -> anyhow::Result<Option<dpow_protocol::Signed<dpow_protocol::Receipt>>> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Dht { id, network, reply })
+        self.ask(|reply| Command::Dht { id, network, reply })
             .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+            .map_err(Into::into)
     }
 
     /// Publish bytes on a topic without validating them: for fault-injection tests and
     /// diagnostics. Peers still validate what they receive.
     pub async fn publish_raw(&self, topic: Topic, bytes: Vec<u8>) -> anyhow::Result<()> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::PublishRaw {
-                topic,
-                bytes,
-                reply,
-            })
-            .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))?
+        self.ask(|reply| Command::PublishRaw {
+            topic,
+            bytes,
+            reply,
+        })
+        .await?
     }
 
     /// Carry a message signed by a worker that is not this node (a browser on the
@@ -552,12 +533,9 @@ impl NodeHandle {
         kind: ForeignKind,
         bytes: Vec<u8>,
     ) -> anyhow::Result<Result<(), dpow_protocol::validate::Rejected>> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Foreign { kind, bytes, reply })
+        self.ask(|reply| Command::Foreign { kind, bytes, reply })
             .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+            .map_err(Into::into)
     }
 
     /// The requests open now (valid, unanswered, not expired) and a feed of those that come
@@ -569,12 +547,9 @@ impl NodeHandle {
         Vec<dpow_protocol::Signed<dpow_protocol::WorkRequest>>,
         tokio::sync::broadcast::Receiver<BridgeEvent>,
     )> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Subscribe { reply })
+        self.ask(|reply| Command::Subscribe { reply })
             .await
-            .map_err(|_| anyhow::anyhow!("the node stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the node stopped"))
+            .map_err(Into::into)
     }
 
     /// Dial a peer.
@@ -614,6 +589,11 @@ impl Drop for NodeHandle {
         self.stop_now();
     }
 }
+
+/// The node's event loop is gone: it was shut down or failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the node stopped")]
+pub struct NodeStopped;
 
 /// Start a node on the current tokio runtime.
 pub async fn spawn(config: NodeConfig) -> anyhow::Result<NodeHandle> {
