@@ -64,6 +64,9 @@ pub(crate) struct Scenario {
     pub(crate) difficulty: Option<Difficulty>,
     /// Every worker at this rate (else a mix of browsers, CPUs and GPUs).
     pub(crate) rate: Option<u64>,
+    /// What-if: the service's node also tells every worker solving a request, straight, that
+    /// it is answered (an oracle: the node does not know who is solving).
+    pub(crate) direct_stop: bool,
     pub(crate) sync_every_ms: u64,
     pub(crate) config: FlowConfig,
 }
@@ -89,6 +92,7 @@ impl Scenario {
             in_flight: None,
             difficulty: None,
             rate: None,
+            direct_stop: false,
             config: FlowConfig::default(),
         }
     }
@@ -155,6 +159,8 @@ pub(crate) struct Report {
     pub(crate) convergence_ms: Option<u64>,
     pub(crate) workers_crashed: usize,
     pub(crate) workers_joined: usize,
+    /// What-if direct stops sent.
+    pub(crate) direct_stops: u64,
     /// When the last request was answered (ms).
     pub(crate) last_completed_ms: u64,
     pub(crate) events: u64,
@@ -240,6 +246,11 @@ enum Event {
         req: u32,
         worker: u32,
         work: u64,
+    },
+    /// The what-if direct stop reaches a worker.
+    Stop {
+        to: u32,
+        req: u32,
     },
     Solved {
         node: u32,
@@ -613,6 +624,19 @@ impl Sim {
                 hops,
             } => self.deliver(to, from, msg, hops),
             Event::Result { req, worker, work } => self.on_result(req, worker, work),
+            Event::Stop { to, req } => {
+                let id = self.reqs[req as usize].signed.id();
+                if let Some(core) = self.core(to) {
+                    let worker = core.on_done(id, now);
+                    self.outputs(
+                        to,
+                        Outputs {
+                            worker,
+                            service: Vec::new(),
+                        },
+                    );
+                }
+            }
             Event::Solved { node, token } => self.solved(node, token),
             Event::Tick { node } => {
                 let p = &mut self.peers[node as usize];
@@ -1029,6 +1053,22 @@ impl Sim {
                     }
                     self.peers[node as usize].receipts.insert(r as usize);
                     self.publish(node, Body::Receipt(r));
+                    if self.sc.direct_stop {
+                        let solvers: Vec<u32> = (0..self.peers.len() as u32)
+                            .filter(|&w| {
+                                self.peers[w as usize]
+                                    .worker
+                                    .as_ref()
+                                    .and_then(|w| w.solving.as_ref())
+                                    .is_some_and(|s| s.req == r)
+                            })
+                            .collect();
+                        for w in solvers {
+                            let at = self.now + self.direct_ms(node, w) + HOP_MS;
+                            self.push(at, Event::Stop { to: w, req: r });
+                            self.report.direct_stops += 1;
+                        }
+                    }
                     self.report.last_completed_ms = self.now;
                     self.submit_next(self.now);
                 }
