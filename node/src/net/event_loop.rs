@@ -1158,7 +1158,9 @@ impl EventLoop {
         } else {
             None
         };
-        let Some(w) = &mut self.worker else { return };
+        let (Some(w), Some(flow)) = (&mut self.worker, self.peer.worker_mut()) else {
+            return;
+        };
         if w.solving
             .as_ref()
             .is_some_and(|s| s.request == done.request)
@@ -1192,7 +1194,6 @@ impl EventLoop {
         }
         let actions = match outcome {
             Ok(Some(work)) => {
-                let flow = self.peer.worker_mut().expect("a worker has a flow");
                 let mut actions = flow.on_solved(done.request, work, now);
                 let publishes = |a: &WorkerAction| matches!(a, WorkerAction::Publish { request, .. } if *request == done.request);
                 if late == Some(OwnReject::Expired) {
@@ -1209,7 +1210,6 @@ impl EventLoop {
             Err((reason, e)) => {
                 tracing::error!(request = %done.request, reason = reason.as_str(), "solver failed: {e}");
                 w.own.reject(reason);
-                let flow = self.peer.worker_mut().expect("a worker has a flow");
                 flow.on_solve_failed(done.request, now)
             }
         };
