@@ -74,13 +74,13 @@ async fn busy_network() -> (LocalNet, Arc<NodeHandle>, String) {
         .await
         .expect("answered");
     }
-    // Let statistics settle (lists are rebuilt twice a second).
+    // Let statistics settle: lists are rebuilt twice a second, in one pass with the receipt
+    // count, so a count of 5 means the lists include every receipt's credits.
     wait_for(&svc, T, |s| {
-        s.work_by_kind.values().sum::<u64>() >= 5 && s.live_workers == 3
+        s.work_by_kind.values().sum::<u64>() >= 5 && s.live_workers == 3 && s.ledger_receipts >= 5
     })
     .await
     .expect("stats settle");
-    tokio::time::sleep(Duration::from_millis(600)).await;
     let base = serve(&svc).await;
     // A few samples of the settled network, so that charts have lines to draw.
     history_when(&base, |h| samples(h).len() >= 3).await;
