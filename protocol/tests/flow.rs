@@ -75,6 +75,24 @@ fn solves(actions: &[WorkerAction]) -> Vec<RequestId> {
         .collect()
 }
 
+/// A worker `me` that heard statuses from five peers (`key(first)` onwards) of `peer_rate`,
+/// and the live list every node plans with.
+fn with_five_peers(
+    me: &SecretKey,
+    rate: u64,
+    first: u64,
+    peer_rate: u64,
+    config: &FlowConfig,
+) -> (WorkerFlow, Vec<(PublicKey, u64)>) {
+    let mut w = WorkerFlow::new(me.public(), rate, config.clone());
+    let mut live = vec![(me.public(), rate)];
+    for n in first..first + 5 {
+        w.on_status(&status(&key(n), peer_rate, 0), 0);
+        live.push((key(n).public(), peer_rate));
+    }
+    (w, live)
+}
+
 /// Finish the current solve again and again; the requests started, in order.
 fn drain(w: &mut WorkerFlow, mut current: RequestId, from: u64) -> Vec<RequestId> {
     let mut order = Vec::new();
@@ -538,14 +556,9 @@ fn a_full_queue_drops_waiting_backups_before_primaries() {
         max_queue: 6,
         ..FlowConfig::default()
     };
-    let mut w = WorkerFlow::new(me.public(), 1_000_000, config.clone());
     // Five fast peers: for an easy request one worker is enough, so this one is a primary
     // about one time in six and a backup otherwise.
-    let mut live = vec![(me.public(), 1_000_000)];
-    for n in 0..5 {
-        w.on_status(&status(&key(120 + n), 1_000_000_000, 0), 0);
-        live.push((key(120 + n).public(), 1_000_000_000));
-    }
+    let (mut w, live) = with_five_peers(&me, 1_000_000, 120, 1_000_000_000, &config);
     let d = 0xffff_0000_0000_0000;
     let mut primaries = Vec::new();
     let mut dropped = Vec::new();
@@ -800,14 +813,9 @@ fn a_busy_worker_serves_its_own_primaries_before_backups_that_came_due() {
     let me = key(130);
     let svc = key(131);
     let config = FlowConfig::default();
-    let mut w = WorkerFlow::new(me.public(), 1_000_000, config.clone());
     // Five peers as fast as this worker: for an easy request one primary is enough, so this
     // worker is the primary of about one request in six and a backup of the others.
-    let mut live = vec![(me.public(), 1_000_000)];
-    for n in 0..5 {
-        w.on_status(&status(&key(140 + n), 1_000_000, 0), 0);
-        live.push((key(140 + n).public(), 1_000_000));
-    }
+    let (mut w, live) = with_five_peers(&me, 1_000_000, 140, 1_000_000, &config);
     let d = 0xffff_0000_0000_0000;
     let (mut mine, mut backed) = (Vec::new(), Vec::new());
     let mut first = None;

@@ -40,9 +40,6 @@ use crate::genesis::Genesis;
 use crate::store::writer::{Done, Job, Writer};
 use crate::store::{NodeLedger, Store};
 
-/// Requests remembered for validating results and cancels.
-const MAX_KNOWN_REQUESTS: usize = 100_000;
-
 /// A solve in progress on the solver thread.
 struct Solving {
     request: RequestId,
@@ -313,8 +310,8 @@ impl EventLoop {
         let peer = Peer::new(
             worker_flow,
             ServiceConfig::default(),
+            // Statuses are bounded as the sync answers that carry them are.
             dpow_protocol::peer::Limits {
-                requests: MAX_KNOWN_REQUESTS,
                 statuses: MAX_SYNC_ITEMS,
                 ..dpow_protocol::peer::Limits::default()
             },
