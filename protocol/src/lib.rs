@@ -7,6 +7,8 @@
 //!   each worker, and the priority class a service's volume earns;
 //! - [`peer`]: a peer's request path as one state machine over those flows (requests heard
 //!   and answered, worker statuses, work paid);
+//! - [`replication`]: catching up with peers' books (digests, ids, fetch) as one state
+//!   machine over the node's ledger;
 //! - [`checkpoint`]: when an epoch's books close, and registrars' checkpoints of them;
 //! - [`envelope`] and [`codec`]: signed envelopes and the canonical encoding they travel in.
 //!
@@ -26,6 +28,7 @@ pub mod network;
 pub mod peer;
 pub mod profile;
 pub mod registry;
+pub mod replication;
 pub mod standing;
 pub mod validate;
 pub mod volume;

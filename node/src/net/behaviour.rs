@@ -44,7 +44,8 @@ pub enum SyncRequest {
     Ids {
         /// The epoch.
         epoch: u64,
-        /// Continue after this id (32 bytes), for epochs over [`MAX_SYNC_IDS`] receipts.
+        /// Continue after this id (32 bytes), for epochs over
+        /// [`MAX_SYNC_IDS`](dpow_protocol::replication::MAX_SYNC_IDS) receipts.
         after: Option<serde_bytes_vec::Bytes>,
     },
     /// Receipts by id: `ids` is a concatenation of 32-byte ids, at most [`MAX_SYNC_FETCH`].
@@ -115,12 +116,7 @@ pub enum SyncResponse {
     },
 }
 
-/// Most epochs in one digest list.
-pub(crate) const MAX_SYNC_EPOCHS: usize = 4096;
-/// Most receipt ids in one answer (128 KiB).
-pub(crate) const MAX_SYNC_IDS: usize = 4096;
-/// Most receipts fetched in one request (~256 KiB).
-pub(crate) const MAX_SYNC_FETCH: usize = 512;
+pub(crate) use dpow_protocol::replication::{MAX_SYNC_EPOCHS, MAX_SYNC_FETCH};
 /// Most epochs in one checkpoint request, and most checkpoints in its answer.
 pub(crate) const MAX_SYNC_CHECKPOINTS: usize = 16;
 

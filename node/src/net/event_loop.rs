@@ -131,13 +131,10 @@ pub(super) struct EventLoop {
     next_ticket: u64,
     /// Receipts in the ledger not yet durable (queued, in the backlog or being written).
     unwritten_receipts: usize,
-    /// Ledger catch-ups in progress, per peer.
-    catch_ups: HashMap<PeerId, books::CatchUp>,
+    /// Ledger catch-ups in progress, per peer, and when to start the next.
+    replication: dpow_protocol::replication::Replication<PeerId>,
     /// DHT lookups for receipts in flight.
     dht_gets: HashMap<kad::QueryId, books::DhtGet>,
-    /// When to compare digests with a random peer next, and how often.
-    next_ledger_sync: Instant,
-    ledger_sync: Duration,
     catch_up_ledger: bool,
     /// Keep only this node's own receipts ([`super::NetTuning::light`]).
     light: bool,
@@ -378,10 +375,14 @@ impl EventLoop {
             backlog: VecDeque::new(),
             next_ticket: 0,
             unwritten_receipts: 0,
-            catch_ups: HashMap::new(),
+            replication: {
+                let ms = u64::try_from(config.tuning.ledger_sync.as_millis()).unwrap_or(u64::MAX);
+                let mut r = dpow_protocol::replication::Replication::new(ms);
+                // The first period counts from now.
+                r.on_tick(now_ms(), &[], 0);
+                r
+            },
             dht_gets: HashMap::new(),
-            next_ledger_sync: Instant::now() + config.tuning.ledger_sync,
-            ledger_sync: config.tuning.ledger_sync,
             catch_up_ledger: config.tuning.ledger,
             light: config.tuning.light,
             digests: HashMap::new(),
@@ -475,8 +476,11 @@ impl EventLoop {
         if let Some(t) = self.receipts_queue.due() {
             wake = wake.min(t);
         }
-        if self.catch_up_ledger {
-            wake = wake.min(self.next_ledger_sync);
+        if self.catch_up_ledger
+            && let Some(next) = self.replication.next_tick_ms()
+        {
+            let wait = Duration::from_millis(next.saturating_sub(now_ms));
+            wake = wake.min(Instant::now() + wait);
         }
         if let Some(t) = self.guard.next_due() {
             wake = wake.min(t);

@@ -13,9 +13,10 @@
 //!   before they are stored, and ingested like gossip.
 //! - **Catch-up.** On every new connection and every `ledger_sync` interval, a node asks a
 //!   peer for its epoch digests; for every epoch whose digest differs it lists the peer's ids
-//!   and fetches those it lacks, [`MAX_SYNC_FETCH`] at a time.
+//!   and fetches those it lacks, [`MAX_SYNC_FETCH`] at a time. The steps are the sans-IO
+//!   [`Replication`] machine's; this file feeds it the answers and the books
+//!   ([`replication::Books`]) and sends what it asks.
 
-use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use dpow_protocol::ledger::{Ingested, LedgerError};
@@ -24,14 +25,16 @@ use dpow_protocol::{MessageId, Receipt, Signed};
 use libp2p::request_response;
 use libp2p::{PeerId, gossipsub, kad};
 
+use dpow_protocol::replication::{self, Ask, Out, Replication, Rule};
+
 use super::super::behaviour::{
-    EpochDigest, MAX_SYNC_CHECKPOINTS, MAX_SYNC_EPOCHS, MAX_SYNC_FETCH, MAX_SYNC_IDS, SyncRequest,
-    SyncResponse, serde_bytes_vec::Bytes,
+    EpochDigest, MAX_SYNC_CHECKPOINTS, MAX_SYNC_EPOCHS, MAX_SYNC_FETCH, SyncRequest, SyncResponse,
+    serde_bytes_vec::Bytes,
 };
 use super::super::{Topic, now_ms};
 use super::EventLoop;
 use super::guard::Sent;
-use crate::store::{IngestError, NodeLedger, StoredReceipt};
+use crate::store::{IngestError, StoredReceipt};
 
 /// Flush the receipt queue once it holds this many.
 const FLUSH_AT: usize = 256;
@@ -65,34 +68,6 @@ impl Queue {
     pub(super) fn due(&self) -> Option<Instant> {
         self.since.map(|t| t + FLUSH_AFTER)
     }
-}
-
-/// Catching up with one peer.
-#[derive(Debug, Default)]
-pub(super) struct CatchUp {
-    /// Epochs whose digests differ, still to list.
-    epochs: VecDeque<u64>,
-    /// The epoch being listed, and the last id seen when the list continues.
-    listing: Option<(u64, Option<MessageId>)>,
-    /// Ids the peer holds and this node lacks.
-    want: Vec<MessageId>,
-    /// Receipts taken from this peer so far.
-    got: usize,
-    /// Jobs of its answers still in the verification pool.
-    verifying: usize,
-    /// `Fetch` requests sent and not yet answered (one runs ahead while an answer is
-    /// verified).
-    fetching: usize,
-    /// Counted into `synced_tx` when done (the first catch-up after connecting).
-    first: bool,
-    /// Final epochs to list whole before fetching, with the checkpointed digest the list
-    /// must have (see `checkpoints`).
-    vouching: HashMap<u64, [u8; 32]>,
-    /// The list so far of the final epoch being listed.
-    listed: Vec<MessageId>,
-    /// The peer's digests of final epochs that no checkpoint held matched: listed too if a
-    /// checkpoint asked for meanwhile matches one.
-    unmatched: HashMap<u64, [u8; 32]>,
 }
 
 /// A DHT lookup for one receipt.
@@ -406,75 +381,56 @@ impl EventLoop {
         }
     }
 
+    /// Run one input through the replication machine ([`Replication`]) with these books,
+    /// then carry out what it asks.
+    pub(super) fn replicate(&mut self, input: impl FnOnce(&mut Replication<PeerId>, &mut Self)) {
+        let mut machine = std::mem::take(&mut self.replication);
+        input(&mut machine, self);
+        let out = machine.take_outputs();
+        self.replication = machine;
+        for o in out {
+            match o {
+                Out::Send { peer, ask } => self.send_sync(peer, sync_request(ask)),
+                Out::Ended { peer, got, first } => {
+                    if got > 0 {
+                        tracing::info!(%peer, receipts = got, "ledger caught up with peer");
+                    }
+                    if first {
+                        self.synced_tx.send_modify(|n| *n += 1);
+                    }
+                }
+                Out::Misbehaved { peer, why } => {
+                    self.on_rejected(peer, &Rejected::new(RejectReason::Undecodable, why));
+                }
+                Out::Incompatible { peer, epoch_ms } => {
+                    tracing::warn!(%peer, epoch_ms, "peer uses another epoch length: no catch-up");
+                }
+                Out::Unvouched { peer, epochs } => {
+                    // A checkpoint this node missed (published while it was cut off) may
+                    // vouch for the peer's books: ask for them. An answer that does lists
+                    // them in this catch-up, or starts one (`take_checkpoint`).
+                    let ask =
+                        self.checkpoints
+                            .ask_about(epochs, MAX_SYNC_CHECKPOINTS, Instant::now());
+                    if !ask.is_empty() {
+                        tracing::debug!(%peer, epochs = ?ask, "final epochs differ with no checkpoint held to match: asking the peer's");
+                        self.send_sync(peer, SyncRequest::Checkpoints { epochs: ask });
+                    }
+                }
+            }
+        }
+    }
+
     /// Start comparing digests with `peer` (a no-op if already doing so).
     pub(super) fn start_catch_up(&mut self, peer: PeerId, first: bool) {
-        if let Some(c) = self.catch_ups.get_mut(&peer) {
-            c.first |= first;
-            return;
-        }
-        self.catch_ups.insert(
-            peer,
-            CatchUp {
-                first,
-                ..CatchUp::default()
-            },
-        );
-        tracing::debug!(%peer, first, "catch-up: asking the peer's digests");
-        self.send_sync(peer, SyncRequest::Digests);
+        self.replicate(|r, _| r.start(peer, first));
     }
 
     /// Every `ledger_sync`: catch up with one connected peer, picked at random.
     pub(super) fn periodic_catch_up(&mut self) {
-        if Instant::now() < self.next_ledger_sync {
-            return;
-        }
-        self.next_ledger_sync = Instant::now() + self.ledger_sync;
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        if peers.is_empty() {
-            return;
-        }
-        let pick = (now_ms() as usize) % peers.len();
-        self.start_catch_up(peers[pick], false);
-    }
-
-    /// The next step of catching up with `peer`, or its end.
-    fn advance(&mut self, peer: PeerId) {
-        let Some(c) = self.catch_ups.get_mut(&peer) else {
-            return;
-        };
-        let request = if !c.want.is_empty() {
-            let n = c.want.len().min(MAX_SYNC_FETCH);
-            let ids: Vec<MessageId> = c.want.drain(..n).collect();
-            c.fetching += 1;
-            Some(SyncRequest::Fetch {
-                ids: id_bytes(&ids),
-            })
-        } else if let Some((epoch, Some(after))) = c.listing {
-            Some(SyncRequest::Ids {
-                epoch,
-                after: Some(Bytes(after.0.to_vec())),
-            })
-        } else if let Some(epoch) = c.epochs.pop_front() {
-            c.listing = Some((epoch, None));
-            Some(SyncRequest::Ids { epoch, after: None })
-        } else {
-            None
-        };
-        match request {
-            Some(r) => self.send_sync(peer, r),
-            None => self.end_catch_up(peer),
-        }
-    }
-
-    pub(super) fn end_catch_up(&mut self, peer: PeerId) {
-        if let Some(c) = self.catch_ups.remove(&peer) {
-            if c.got > 0 {
-                tracing::info!(%peer, receipts = c.got, "ledger caught up with peer");
-            }
-            if c.first {
-                self.synced_tx.send_modify(|n| *n += 1);
-            }
-        }
+        let now = now_ms();
+        self.replicate(|r, _| r.on_tick(now, &peers, now));
     }
 
     /// The answer to a ledger sync request (`Hello` is answered in `guard`, metered there
@@ -513,11 +469,10 @@ impl EventLoop {
                 // A page of the sorted, cached list: each answer costs a binary search and a
                 // copy, however often a peer asks.
                 let all = self.ids_of_epoch(epoch);
-                let start = after.map_or(0, |a| all.partition_point(|id| *id <= a));
-                let end = (start + MAX_SYNC_IDS).min(all.len());
+                let (page, more) = replication::ids_page(&all, after);
                 SyncResponse::Ids {
-                    ids: id_bytes(&all[start..end]),
-                    more: end < all.len(),
+                    ids: id_bytes(page),
+                    more,
                 }
             }
             SyncRequest::Checkpoints { epochs } => {
@@ -548,78 +503,28 @@ impl EventLoop {
 
     /// A peer's answer during catch-up.
     pub(super) fn on_ledger_response(&mut self, peer: PeerId, response: SyncResponse) {
-        if let SyncResponse::Checkpoints(list) = &response {
-            // Asked outside the catch-up's steps, answered whether or not it goes on.
-            for b in list.iter().take(MAX_SYNC_CHECKPOINTS) {
-                match self.on_checkpoint(&b.0, peer) {
-                    Err(r) if r.reason.penalise() => self.on_rejected(peer, &r),
-                    _ => {}
-                }
-            }
-            self.list_newly_vouched(peer);
-            return;
-        }
-        if !self.catch_ups.contains_key(&peer) {
-            return;
-        }
         match response {
-            SyncResponse::Hello { .. }
-            | SyncResponse::Busy { .. }
-            | SyncResponse::Checkpoints(_) => return,
+            SyncResponse::Checkpoints(list) => {
+                // Asked outside the catch-up's steps, answered whether or not it goes on.
+                for b in list.iter().take(MAX_SYNC_CHECKPOINTS) {
+                    match self.on_checkpoint(&b.0, peer) {
+                        Err(r) if r.reason.penalise() => self.on_rejected(peer, &r),
+                        _ => {}
+                    }
+                }
+                self.replicate(|r, books| r.on_checkpoints(peer, books));
+            }
+            SyncResponse::Hello { .. } | SyncResponse::Busy { .. } => {}
             SyncResponse::Digests { epoch_ms, epochs } => {
-                if epoch_ms != self.ledger.epoch_ms() {
-                    tracing::warn!(%peer, epoch_ms, "peer uses another epoch length: no catch-up");
-                    self.end_catch_up(peer);
-                    return;
-                }
-                let mine: HashMap<u64, [u8; 32]> = self
-                    .epochs_held()
-                    .into_iter()
-                    .map(|(e, _)| (e, self.digest_of(e)))
+                // A digest of another length matches none and lists nothing.
+                let offered: Vec<(u64, [u8; 32])> = epochs
+                    .iter()
+                    .take(MAX_SYNC_EPOCHS)
+                    .filter_map(|d| {
+                        Some((d.epoch, <[u8; 32]>::try_from(d.digest.0.as_slice()).ok()?))
+                    })
                     .collect();
-                let mut vouching = HashMap::new();
-                let mut differ = VecDeque::new();
-                let mut unmatched = Vec::new();
-                for d in epochs.iter().take(MAX_SYNC_EPOCHS) {
-                    if mine
-                        .get(&d.epoch)
-                        .is_some_and(|m| m.as_slice() == d.digest.0)
-                    {
-                        continue;
-                    }
-                    if self.ledger.is_pruned(d.epoch) {
-                        // Archived here: these books take nothing more.
-                        continue;
-                    }
-                    if self.is_final(d.epoch) && !self.is_auditor() {
-                        // Closed books: only a list that matches a checkpoint is fetched.
-                        let Ok(digest) = <[u8; 32]>::try_from(d.digest.0.as_slice()) else {
-                            continue;
-                        };
-                        if self.checkpoints.matching(d.epoch, &digest).is_none() {
-                            unmatched.push((d.epoch, digest));
-                            continue;
-                        }
-                        vouching.insert(d.epoch, digest);
-                    }
-                    differ.push_back(d.epoch);
-                }
-                tracing::debug!(%peer, epochs = epochs.len(), differ = differ.len(), unmatched = unmatched.len(), "catch-up: digests compared");
-                if let Some(c) = self.catch_ups.get_mut(&peer) {
-                    c.epochs = differ;
-                    c.vouching = vouching;
-                    c.unmatched = unmatched.iter().copied().collect();
-                }
-                // A checkpoint this node missed (published while it was cut off) may vouch
-                // for the peer's books: ask for them. An answer that does starts a catch-up
-                // of its own (`take_checkpoint`).
-                let ask =
-                    self.checkpoints
-                        .ask_about(unmatched, MAX_SYNC_CHECKPOINTS, Instant::now());
-                if !ask.is_empty() {
-                    tracing::debug!(%peer, epochs = ?ask, "final epochs differ with no checkpoint held to match: asking the peer's");
-                    self.send_sync(peer, SyncRequest::Checkpoints { epochs: ask });
-                }
+                self.replicate(|r, books| r.on_digests(peer, epoch_ms, &offered, books));
             }
             SyncResponse::Ids { ids, more } => {
                 let Some(ids) = ids_of(&ids.0) else {
@@ -627,152 +532,29 @@ impl EventLoop {
                         peer,
                         &Rejected::new(RejectReason::Undecodable, "receipt id list"),
                     );
-                    self.end_catch_up(peer);
-                    return;
+                    return self.replicate(|r, _| r.failed(peer));
                 };
-                let epoch_ms = self.ledger.epoch_ms();
-                let held = |l: &NodeLedger, id: &MessageId| l.contains(id);
-                let Some(c) = self.catch_ups.get_mut(&peer) else {
-                    return;
-                };
-                let listing = c.listing.map(|(e, _)| e);
-                let ids: Vec<MessageId> = ids.into_iter().take(MAX_SYNC_IDS).collect();
-                c.listing = match (c.listing, ids.last()) {
-                    (Some((epoch, _)), Some(last)) if more => Some((epoch, Some(*last))),
-                    _ => None,
-                };
-                let vouching = listing.and_then(|e| c.vouching.get(&e).map(|d| (e, *d)));
-                match vouching {
-                    None => {
-                        let missing = ids.into_iter().filter(|id| !held(&self.ledger, id));
-                        c.want.extend(missing);
-                    }
-                    Some((epoch, digest)) => {
-                        if c.listed.len() + ids.len() > super::checkpoints::MAX_VOUCHED {
-                            c.listed.clear();
-                            c.listing = None;
-                        } else {
-                            c.listed.extend(ids);
-                        }
-                        if c.listing.is_none() {
-                            let listed = std::mem::take(&mut c.listed);
-                            let ok = dpow_protocol::ledger::digest_of_ids(epoch_ms, epoch, &listed)
-                                == digest;
-                            if !ok {
-                                self.on_rejected(
-                                    peer,
-                                    &Rejected::new(
-                                        RejectReason::Undecodable,
-                                        format!(
-                                            "its receipt ids of final epoch {epoch} do not match the digest it offered"
-                                        ),
-                                    ),
-                                );
-                                self.end_catch_up(peer);
-                                return;
-                            }
-                            let missing: Vec<MessageId> = listed
-                                .into_iter()
-                                .filter(|id| !held(&self.ledger, id))
-                                .collect();
-                            tracing::info!(%peer, epoch, missing = missing.len(), "final epoch's list matches its checkpoint: fetching");
-                            if self.checkpoints.vouch(missing.iter().copied())
-                                && let Some(c) = self.catch_ups.get_mut(&peer)
-                            {
-                                c.want.extend(missing);
-                            }
-                        }
-                    }
-                }
+                self.replicate(|r, books| r.on_ids(peer, &ids, more, books));
             }
             SyncResponse::Receipts(list) => {
-                if let Some(c) = self.catch_ups.get_mut(&peer) {
-                    c.fetching = c.fetching.saturating_sub(1);
+                if !self.replication.is_catching_up(&peer) {
+                    return;
                 }
                 let n = list.len().min(MAX_SYNC_FETCH);
-                if self.verify_fetched(peer, &list[..n]) == 0 {
-                    return self.step(peer);
-                }
-                // Jobs already checked (signatures seen before) came back through
-                // `catch_up_verified`, which took the next step: only fetch ahead here.
-                return self.fetch_ahead(peer);
-            }
-        }
-        self.advance(peer);
-    }
-
-    /// The next step once nothing is fetched or verified ([`EventLoop::advance`]); until then,
-    /// fetching ahead ([`EventLoop::fetch_ahead`]).
-    fn step(&mut self, peer: PeerId) {
-        match self.catch_ups.get(&peer) {
-            Some(c) if c.fetching == 0 && c.verifying == 0 => self.advance(peer),
-            Some(_) => self.fetch_ahead(peer),
-            None => {}
-        }
-    }
-
-    /// Fetching goes on while an answer is verified: with receipts in the pool and none
-    /// being fetched, the next page is asked for at once, so the peer's answer and the
-    /// transfer overlap the signature checks.
-    fn fetch_ahead(&mut self, peer: PeerId) {
-        let Some(c) = self.catch_ups.get_mut(&peer) else {
-            return;
-        };
-        if c.fetching > 0 || c.verifying == 0 || c.want.is_empty() {
-            return;
-        }
-        let n = c.want.len().min(MAX_SYNC_FETCH);
-        let ids: Vec<MessageId> = c.want.drain(..n).collect();
-        c.fetching += 1;
-        self.send_sync(
-            peer,
-            SyncRequest::Fetch {
-                ids: id_bytes(&ids),
-            },
-        );
-    }
-
-    /// Checkpoints asked of `peer` came while a catch-up with it goes on (so the one they
-    /// would start is not): the final epochs whose digest from the peer now matches one are
-    /// listed in this catch-up, vouched for like the others.
-    fn list_newly_vouched(&mut self, peer: PeerId) {
-        let Some(c) = self.catch_ups.get(&peer) else {
-            return;
-        };
-        let now: Vec<(u64, [u8; 32])> = c
-            .unmatched
-            .iter()
-            .filter(|(e, d)| self.checkpoints.matching(**e, d).is_some())
-            .map(|(e, d)| (*e, *d))
-            .collect();
-        let Some(c) = self.catch_ups.get_mut(&peer) else {
-            return;
-        };
-        for (epoch, digest) in now {
-            c.unmatched.remove(&epoch);
-            let listing = c.listing.is_some_and(|(e, _)| e == epoch);
-            if !listing && !c.epochs.contains(&epoch) {
-                c.vouching.insert(epoch, digest);
-                c.epochs.push_back(epoch);
+                self.verify_fetched(peer, &list[..n]);
             }
         }
     }
 
-    /// `jobs` jobs of a catch-up answer from `peer` went to the verification pool.
+    /// `jobs` jobs of a catch-up answer from `peer` are about to go to the verification
+    /// pool.
     pub(super) fn catch_up_verifying(&mut self, peer: PeerId, jobs: usize) {
-        if let Some(c) = self.catch_ups.get_mut(&peer) {
-            c.verifying += jobs;
-        }
+        self.replicate(|r, _| r.on_receipts(peer, jobs));
     }
 
     /// One of them is back, `got` receipts taken: the catch-up goes on after the last.
     pub(super) fn catch_up_verified(&mut self, peer: PeerId, got: usize) {
-        let Some(c) = self.catch_ups.get_mut(&peer) else {
-            return;
-        };
-        c.got += got;
-        c.verifying = c.verifying.saturating_sub(1);
-        self.step(peer);
+        self.replicate(|r, _| r.verified(peer, got));
     }
 
     /// A sync request to `peer` failed: stop catching up with it.
@@ -787,6 +569,11 @@ impl EventLoop {
             Some(SyncRequest::Checkpoints { epochs }) => self.checkpoints_unanswered(&epochs),
             _ => self.end_catch_up(peer),
         }
+    }
+
+    /// The catch-up with `peer` is over (a request of it was given up).
+    pub(super) fn end_catch_up(&mut self, peer: PeerId) {
+        self.replicate(|r, _| r.failed(peer));
     }
 
     /// Look a receipt up in the DHT (or only in this node's record store).
@@ -847,5 +634,59 @@ impl EventLoop {
         {
             let _ = reply.send(None);
         }
+    }
+}
+
+/// The sync request that asks for `ask`.
+fn sync_request(ask: Ask) -> SyncRequest {
+    match ask {
+        Ask::Digests => SyncRequest::Digests,
+        Ask::Ids { epoch, after } => SyncRequest::Ids {
+            epoch,
+            after: after.map(|a| Bytes(a.0.to_vec())),
+        },
+        Ask::Fetch(ids) => SyncRequest::Fetch {
+            ids: id_bytes(&ids),
+        },
+    }
+}
+
+/// The node's books as replication reads and marks them.
+impl replication::Books for EventLoop {
+    fn epoch_ms(&self) -> u64 {
+        self.ledger.epoch_ms()
+    }
+
+    fn digests(&mut self) -> Vec<(u64, [u8; 32])> {
+        self.epochs_held()
+            .into_iter()
+            .map(|(e, _)| (e, self.digest_of(e)))
+            .collect()
+    }
+
+    fn holds(&self, id: &MessageId) -> bool {
+        self.ledger.contains(id)
+    }
+
+    fn rule(&self, epoch: u64) -> Rule {
+        if self.ledger.is_pruned(epoch) {
+            Rule::Skip
+        } else if self.is_final(epoch) && !self.is_auditor() {
+            Rule::Vouched
+        } else {
+            Rule::Take
+        }
+    }
+
+    fn vouches(&self, epoch: u64, digest: &[u8; 32]) -> bool {
+        self.checkpoints.matching(epoch, digest).is_some()
+    }
+
+    fn vouch(&mut self, ids: &[MessageId]) -> bool {
+        tracing::info!(
+            missing = ids.len(),
+            "a final epoch's list matches its checkpoint: fetching"
+        );
+        self.checkpoints.vouch(ids.iter().copied())
     }
 }

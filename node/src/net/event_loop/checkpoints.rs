@@ -28,7 +28,7 @@ use crate::net::now_ms;
 /// Epochs whose checkpoints are held, at most (the oldest go first).
 const MAX_EPOCHS: usize = 1024;
 /// Receipt ids vouched for and not yet fetched, at most.
-pub(super) const MAX_VOUCHED: usize = 1 << 20;
+pub(super) use dpow_protocol::replication::MAX_VOUCHED;
 /// Checkpoints offered in a `Hello` answer, newest first.
 pub(super) const HELLO_CHECKPOINTS: usize = 16;
 /// How long before a peer's digest of a final epoch that no checkpoint matches makes this

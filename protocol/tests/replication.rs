@@ -1,0 +1,417 @@
+//! The replication machine against two books in memory: what a catch-up fetches, and what it
+//! refuses to.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use dpow_protocol::MessageId;
+use dpow_protocol::ledger::digest_of_ids;
+use dpow_protocol::replication::{
+    Ask, Books, MAX_SYNC_FETCH, MAX_SYNC_IDS, Out, Replication, Rule, ids_page,
+};
+
+const EPOCH_MS: u64 = 3_600_000;
+const PEER: u8 = 7;
+/// Receipts per verification job, as the node splits them.
+const PER_JOB: usize = 32;
+
+fn id(epoch: u64, n: u64) -> MessageId {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+    b[8..16].copy_from_slice(&epoch.to_be_bytes());
+    MessageId(b)
+}
+
+#[derive(Default)]
+struct Book {
+    epoch_ms: u64,
+    epochs: BTreeMap<u64, BTreeSet<MessageId>>,
+    rules: HashMap<u64, Rule>,
+    /// Checkpointed digests held, per epoch.
+    checkpoints: HashMap<u64, [u8; 32]>,
+    vouched: Vec<MessageId>,
+}
+
+impl Book {
+    fn new() -> Self {
+        Book {
+            epoch_ms: EPOCH_MS,
+            ..Book::default()
+        }
+    }
+
+    fn with(mut self, epoch: u64, ids: impl IntoIterator<Item = u64>) -> Self {
+        let set = self.epochs.entry(epoch).or_default();
+        set.extend(ids.into_iter().map(|n| id(epoch, n)));
+        self
+    }
+
+    fn digest(&self, epoch: u64) -> [u8; 32] {
+        let ids: Vec<MessageId> = self.epochs[&epoch].iter().copied().collect();
+        digest_of_ids(self.epoch_ms, epoch, &ids)
+    }
+
+    fn epoch_of(&self, wanted: &MessageId) -> Option<u64> {
+        self.epochs
+            .iter()
+            .find(|(_, ids)| ids.contains(wanted))
+            .map(|(e, _)| *e)
+    }
+
+    fn count(&self) -> usize {
+        self.epochs.values().map(BTreeSet::len).sum()
+    }
+}
+
+impl Books for Book {
+    fn epoch_ms(&self) -> u64 {
+        self.epoch_ms
+    }
+
+    fn digests(&mut self) -> Vec<(u64, [u8; 32])> {
+        self.epochs.keys().map(|e| (*e, self.digest(*e))).collect()
+    }
+
+    fn holds(&self, id: &MessageId) -> bool {
+        self.epochs.values().any(|ids| ids.contains(id))
+    }
+
+    fn rule(&self, epoch: u64) -> Rule {
+        self.rules.get(&epoch).copied().unwrap_or(Rule::Take)
+    }
+
+    fn vouches(&self, epoch: u64, digest: &[u8; 32]) -> bool {
+        self.checkpoints.get(&epoch) == Some(digest)
+    }
+
+    fn vouch(&mut self, ids: &[MessageId]) -> bool {
+        self.vouched.extend_from_slice(ids);
+        true
+    }
+}
+
+/// How the peer answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Peer {
+    Honest,
+    /// Lists one id more in every epoch than its digest covers.
+    PadsLists,
+}
+
+/// When verification jobs come back.
+#[derive(Clone, Copy, PartialEq)]
+enum Verify {
+    /// At once, inside the answer (signatures seen before).
+    Inline,
+    /// One job between two answers.
+    Later,
+}
+
+#[derive(Default)]
+struct Run {
+    outs: Vec<Out<u8>>,
+    asks: Vec<Ask>,
+    /// Fetches sent while jobs of an earlier answer were still being verified.
+    overlapped: usize,
+}
+
+/// Catch `mine` up from `theirs` until the machine stops asking.
+fn catch_up(mine: &mut Book, theirs: &Book, peer: Peer, verify: Verify) -> Run {
+    let mut m = Replication::<u8>::new(60_000);
+    m.start(PEER, true);
+    drive(&mut m, mine, theirs, peer, verify)
+}
+
+fn drive(
+    m: &mut Replication<u8>,
+    mine: &mut Book,
+    theirs: &Book,
+    peer: Peer,
+    verify: Verify,
+) -> Run {
+    let mut run = Run::default();
+    let mut asked: VecDeque<Ask> = VecDeque::new();
+    let mut jobs: VecDeque<Vec<(u64, MessageId)>> = VecDeque::new();
+    for _ in 0..100_000 {
+        for o in m.take_outputs() {
+            if let Out::Send { peer: p, ask } = &o {
+                assert_eq!(*p, PEER);
+                if matches!(ask, Ask::Fetch(_)) && !jobs.is_empty() {
+                    run.overlapped += 1;
+                }
+                asked.push_back(ask.clone());
+                run.asks.push(ask.clone());
+            }
+            run.outs.push(o);
+        }
+        assert!(asked.len() <= 1, "one request at a time: {asked:?}");
+        if let Some(job) = jobs.pop_front() {
+            take(mine, &job);
+            m.verified(PEER, job.len());
+            continue;
+        }
+        let Some(ask) = asked.pop_front() else {
+            return run;
+        };
+        match ask {
+            Ask::Digests => {
+                let mut theirs_digests = Vec::new();
+                for e in theirs.epochs.keys() {
+                    theirs_digests.push((*e, theirs.digest(*e)));
+                }
+                m.on_digests(PEER, theirs.epoch_ms, &theirs_digests, mine);
+            }
+            Ask::Ids { epoch, after } => {
+                let mut all: Vec<MessageId> = theirs
+                    .epochs
+                    .get(&epoch)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                if peer == Peer::PadsLists {
+                    all.push(id(epoch, u64::MAX));
+                    all.sort_unstable();
+                }
+                let (page, more) = ids_page(&all, after);
+                assert!(page.len() <= MAX_SYNC_IDS);
+                m.on_ids(PEER, page, more, mine);
+            }
+            Ask::Fetch(ids) => {
+                assert!(ids.len() <= MAX_SYNC_FETCH);
+                let found: Vec<(u64, MessageId)> = ids
+                    .iter()
+                    .filter_map(|i| Some((theirs.epoch_of(i)?, *i)))
+                    .collect();
+                let chunks: Vec<Vec<(u64, MessageId)>> =
+                    found.chunks(PER_JOB).map(<[_]>::to_vec).collect();
+                m.on_receipts(PEER, chunks.len());
+                match verify {
+                    Verify::Inline => {
+                        for job in chunks {
+                            take(mine, &job);
+                            m.verified(PEER, job.len());
+                        }
+                    }
+                    Verify::Later => jobs.extend(chunks),
+                }
+            }
+        }
+    }
+    panic!("the catch-up did not end");
+}
+
+fn take(book: &mut Book, job: &[(u64, MessageId)]) {
+    for (epoch, id) in job {
+        book.epochs.entry(*epoch).or_default().insert(*id);
+    }
+}
+
+fn ended(run: &Run) -> (usize, bool) {
+    let ends: Vec<(usize, bool)> = run
+        .outs
+        .iter()
+        .filter_map(|o| match o {
+            Out::Ended { got, first, .. } => Some((*got, *first)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 1, "one end: {:?}", run.outs);
+    ends[0]
+}
+
+#[test]
+fn a_catch_up_fetches_every_receipt_the_peer_has_in_pages_whichever_way_jobs_return() {
+    for verify in [Verify::Inline, Verify::Later] {
+        // Epoch 1 the same, epoch 2 overlapping, epoch 3 more ids than one page holds.
+        let theirs = Book::new()
+            .with(1, 0..10)
+            .with(2, 0..700)
+            .with(3, 0..(MAX_SYNC_IDS as u64 + 900));
+        let mut mine = Book::new().with(1, 0..10).with(2, 500..800);
+        let before = mine.count();
+        let run = catch_up(&mut mine, &theirs, Peer::Honest, verify);
+        let want = 500 + MAX_SYNC_IDS + 900;
+        assert_eq!(mine.count(), before + want);
+        for (e, ids) in &theirs.epochs {
+            assert!(mine.epochs[e].is_superset(ids), "epoch {e}");
+        }
+        assert_eq!(ended(&run), (want, true));
+        // Epoch 1 matched: never listed. Epoch 3 took two pages.
+        let listed: Vec<u64> = run
+            .asks
+            .iter()
+            .filter_map(|a| match a {
+                Ask::Ids { epoch, .. } => Some(*epoch),
+                _ => None,
+            })
+            .collect();
+        assert!(!listed.contains(&1));
+        assert_eq!(listed.iter().filter(|e| **e == 3).count(), 2);
+        let fetches = run
+            .asks
+            .iter()
+            .filter(|a| matches!(a, Ask::Fetch(_)))
+            .count();
+        assert_eq!(fetches, want.div_ceil(MAX_SYNC_FETCH));
+        if verify == Verify::Later {
+            assert!(run.overlapped > 0, "fetching runs ahead of verification");
+        }
+    }
+}
+
+#[test]
+fn equal_books_cost_one_round_trip() {
+    let theirs = Book::new().with(1, 0..50).with(4, 0..3);
+    let mut mine = Book::new().with(1, 0..50).with(4, 0..3);
+    let run = catch_up(&mut mine, &theirs, Peer::Honest, Verify::Later);
+    assert_eq!(run.asks, vec![Ask::Digests]);
+    assert_eq!(ended(&run), (0, true));
+}
+
+#[test]
+fn archived_epochs_take_nothing_more() {
+    let theirs = Book::new().with(1, 0..20).with(2, 0..20);
+    let mut mine = Book::new().with(1, 0..5);
+    mine.rules.insert(1, Rule::Skip);
+    catch_up(&mut mine, &theirs, Peer::Honest, Verify::Later);
+    assert_eq!(mine.epochs[&1].len(), 5);
+    assert_eq!(mine.epochs[&2].len(), 20);
+}
+
+#[test]
+fn a_final_epoch_is_fetched_only_when_a_checkpoint_vouches_for_the_peers_list() {
+    let theirs = Book::new().with(1, 0..300);
+    // Vouched: the whole list is checked against the checkpoint, then what lacks is marked
+    // and fetched.
+    let mut mine = Book::new().with(1, 0..100);
+    mine.rules.insert(1, Rule::Vouched);
+    mine.checkpoints.insert(1, theirs.digest(1));
+    let run = catch_up(&mut mine, &theirs, Peer::Honest, Verify::Later);
+    assert_eq!(mine.epochs[&1].len(), 300);
+    assert_eq!(mine.vouched.len(), 200);
+    assert_eq!(ended(&run).0, 200);
+
+    // The same, but the peer's list is not the one its digest stands for.
+    let mut mine = Book::new().with(1, 0..100);
+    mine.rules.insert(1, Rule::Vouched);
+    mine.checkpoints.insert(1, theirs.digest(1));
+    let run = catch_up(&mut mine, &theirs, Peer::PadsLists, Verify::Later);
+    assert_eq!(mine.epochs[&1].len(), 100, "nothing taken");
+    assert!(mine.vouched.is_empty());
+    assert!(run.outs.iter().any(
+        |o| matches!(o, Out::Misbehaved { peer: PEER, why } if why.contains("final epoch 1"))
+    ));
+    assert_eq!(ended(&run), (0, true));
+
+    // No checkpoint held matches: nothing listed, the epoch is reported for asking.
+    let mut mine = Book::new().with(1, 0..100);
+    mine.rules.insert(1, Rule::Vouched);
+    mine.checkpoints.insert(1, [9; 32]);
+    let run = catch_up(&mut mine, &theirs, Peer::Honest, Verify::Later);
+    assert_eq!(mine.epochs[&1].len(), 100);
+    assert!(run.outs.contains(&Out::Unvouched {
+        peer: PEER,
+        epochs: vec![(1, theirs.digest(1))],
+    }));
+    assert!(!run.asks.iter().any(|a| matches!(a, Ask::Ids { .. })));
+}
+
+#[test]
+fn a_checkpoint_arriving_during_a_catch_up_adds_its_epoch() {
+    let theirs = Book::new().with(1, 0..40).with(2, 0..40);
+    let mut mine = Book::new();
+    mine.rules.insert(1, Rule::Vouched);
+    let mut m = Replication::<u8>::new(60_000);
+    m.start(PEER, false);
+    assert_eq!(
+        m.take_outputs(),
+        vec![Out::Send {
+            peer: PEER,
+            ask: Ask::Digests
+        }]
+    );
+    let offered: Vec<(u64, [u8; 32])> = vec![(1, theirs.digest(1)), (2, theirs.digest(2))];
+    m.on_digests(PEER, EPOCH_MS, &offered, &mut mine);
+    let out = m.take_outputs();
+    assert!(out.contains(&Out::Unvouched {
+        peer: PEER,
+        epochs: vec![(1, theirs.digest(1))],
+    }));
+    // The answer to the node's question comes while epoch 2 is listed.
+    mine.checkpoints.insert(1, theirs.digest(1));
+    m.on_checkpoints(PEER, &mine);
+    // Feed the pending list of epoch 2 and go on to the end.
+    let listed: Vec<MessageId> = theirs.epochs[&2].iter().copied().collect();
+    let (page, more) = ids_page(&listed, None);
+    m.on_ids(PEER, page, more, &mut mine);
+    let run = drive(&mut m, &mut mine, &theirs, Peer::Honest, Verify::Inline);
+    assert_eq!(mine.epochs[&1].len(), 40);
+    assert_eq!(mine.epochs[&2].len(), 40);
+    assert_eq!(ended(&run), (80, false));
+}
+
+#[test]
+fn another_epoch_length_ends_the_catch_up_without_blame() {
+    let mut theirs = Book::new().with(1, 0..10);
+    theirs.epoch_ms = EPOCH_MS / 2;
+    let mut mine = Book::new();
+    let run = catch_up(&mut mine, &theirs, Peer::Honest, Verify::Inline);
+    assert!(run.outs.contains(&Out::Incompatible {
+        peer: PEER,
+        epoch_ms: EPOCH_MS / 2
+    }));
+    assert!(!run.outs.iter().any(|o| matches!(o, Out::Misbehaved { .. })));
+    assert_eq!(ended(&run), (0, true));
+    assert_eq!(mine.count(), 0);
+}
+
+#[test]
+fn answers_nobody_asked_for_are_ignored_and_a_failure_ends_the_catch_up() {
+    let mut mine = Book::new();
+    let mut m = Replication::<u8>::new(60_000);
+    // No catch-up with the peer: nothing it sends is taken or asked about.
+    m.on_digests(PEER, EPOCH_MS, &[(1, [1; 32])], &mut mine);
+    m.on_ids(PEER, &[id(1, 1)], true, &mut mine);
+    m.on_receipts(PEER, 3);
+    m.verified(PEER, 3);
+    assert!(m.take_outputs().is_empty());
+    // Ids before any epoch is listed are dropped too.
+    m.start(PEER, false);
+    m.take_outputs();
+    m.on_ids(PEER, &[id(1, 1)], false, &mut mine);
+    assert!(m.take_outputs().is_empty());
+    m.failed(PEER);
+    assert_eq!(
+        m.take_outputs(),
+        vec![Out::Ended {
+            peer: PEER,
+            got: 0,
+            first: false
+        }]
+    );
+    assert!(!m.is_catching_up(&PEER));
+}
+
+#[test]
+fn one_peer_is_picked_every_period() {
+    let mut m = Replication::<u8>::new(1_000);
+    let peers = [1u8, 2, 3];
+    m.on_tick(10_000, &peers, 0);
+    assert!(
+        m.take_outputs().is_empty(),
+        "the first period counts from the first tick"
+    );
+    assert_eq!(m.next_tick_ms(), Some(11_000));
+    m.on_tick(10_999, &peers, 0);
+    assert!(m.take_outputs().is_empty());
+    m.on_tick(11_000, &peers, 4);
+    assert_eq!(
+        m.take_outputs(),
+        vec![Out::Send {
+            peer: 2,
+            ask: Ask::Digests
+        }]
+    );
+    // Already catching up with it: a second start changes nothing.
+    m.on_tick(12_000, &peers, 1);
+    assert!(m.take_outputs().is_empty());
+    assert_eq!(m.running(), 1);
+}
