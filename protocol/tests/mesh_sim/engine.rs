@@ -3,25 +3,33 @@
 //! Each worker and each service's node runs the node's own request path, a
 //! [`dpow_protocol::peer::Peer`] (requests heard and answered, statuses, work paid, the
 //! worker's or the service's flow), fed as the event loop feeds it; the other peers only
-//! relay. Receipts held are the simulator's own model of the ledger. Between them is gossip as gossipsub does it in the
+//! relay. Every peer runs the node's ledger replication, a
+//! [`dpow_protocol::replication::Replication`], over the simulator's model of its books (the
+//! receipts it holds, in one-minute epochs). Between them is gossip as gossipsub does it in the
 //! steady state: a peer that takes a message for the first time forwards it to every mesh
 //! neighbour but the one it came from; copies after the first are counted and dropped. A
 //! result goes straight to the request's service node, which signs a receipt and publishes it
-//! with a cancel. Catch-up is modelled as the node does it: every `sync_every_ms`, at its own
-//! phase, a peer picks a random neighbour and after three round trips (digests, ids, fetch)
-//! both hold the union of their receipts.
+//! with a cancel. Catch-up runs as in the node: every `sync_every_ms`, at its own phase, a
+//! peer picks a random reachable neighbour and its replication machine asks it for digests,
+//! ids and receipts, one request at a time over the link (a request across the partition or
+//! to a crashed peer fails after [`SYNC_TIMEOUT_MS`]); fetched receipts are verified in
+//! jobs of [`RECEIPTS_PER_JOB`] at [`VERIFY_US`] each, sequentially, while the next page is
+//! fetched.
 //!
-//! Not modelled: gossipsub's lazy IHAVE/IWANT repair, signature and disk costs, the registry.
+//! Not modelled: gossipsub's lazy IHAVE/IWANT repair, disk costs, the registry, finality
+//! (no epoch closes within a run).
 
 use dpow_testkit::rng::Rng;
 use std::collections::{HashMap, VecDeque};
 
 use dpow_keys::{PublicKey, SecretKey};
 use dpow_protocol::flow::{FlowConfig, ServiceAction, ServiceConfig, WorkerAction, WorkerFlow};
+use dpow_protocol::ledger::digest_of_ids;
 use dpow_protocol::peer::{Limits, Outputs, Peer};
+use dpow_protocol::replication::{self, Ask, Books, Out, Replication, Rule};
 use dpow_protocol::{
-    Difficulty, NetworkId, Priority, RequestId, Root, Signed, Work, WorkRequest, WorkResult,
-    WorkerStatus,
+    Difficulty, MessageId, NetworkId, Priority, RequestId, Root, Signed, Work, WorkRequest,
+    WorkResult, WorkerStatus,
 };
 
 const NET: NetworkId = NetworkId([0x53; 32]);
@@ -29,8 +37,15 @@ const NET: NetworkId = NetworkId([0x53; 32]);
 const LIFETIME_MS: u64 = 60_000;
 /// Work spent checking a message before it is forwarded (a signature, a lookup).
 const HOP_MS: u64 = 1;
-/// Catch-up: digests, ids, fetch, each a round trip.
-const SYNC_ROUND_TRIPS: u64 = 3;
+/// The books' epoch length in the simulation.
+const EPOCH_MS: u64 = 60_000;
+/// A catch-up request not answered (the peer unreachable) fails after this long, as
+/// request-response's timeout does.
+const SYNC_TIMEOUT_MS: u64 = 10_000;
+/// Receipts per verification job, as the node splits a fetched page.
+const RECEIPTS_PER_JOB: usize = 32;
+/// One receipt's checks (three signatures on one core), microseconds.
+const VERIFY_US: u64 = 150;
 /// The simulation stops here whatever happens (simulated ms).
 const HORIZON_MS: u64 = 3_600_000;
 
@@ -161,6 +176,10 @@ pub(crate) struct Report {
     pub(crate) workers_joined: usize,
     /// What-if direct stops sent.
     pub(crate) direct_stops: u64,
+    /// Catch-up requests sent, failed, and receipts taken by catch-up.
+    pub(crate) sync_requests: u64,
+    pub(crate) sync_failures: u64,
+    pub(crate) sync_fetched: u64,
     /// When the last request was answered (ms).
     pub(crate) last_completed_ms: u64,
     pub(crate) events: u64,
@@ -203,13 +222,18 @@ impl Bits {
         new
     }
 
-    fn union(&mut self, other: &Bits) {
-        if self.0.len() < other.0.len() {
-            self.0.resize(other.0.len(), 0);
-        }
-        for (a, b) in self.0.iter_mut().zip(&other.0) {
-            *a |= b;
-        }
+    fn contains(&self, i: usize) -> bool {
+        self.0
+            .get(i / 64)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, bits)| {
+            (0..64)
+                .filter(move |b| bits & (1u64 << b) != 0)
+                .map(move |b| w * 64 + b)
+        })
     }
 
     fn covers(&self, other: &Bits) -> bool {
@@ -274,9 +298,20 @@ enum Event {
     Sync {
         node: u32,
     },
-    SyncDone {
-        a: u32,
-        b: u32,
+    /// A catch-up request or its answer arrives (by slot in `Sim::sync`).
+    SyncArrives {
+        slot: u32,
+    },
+    /// A catch-up request of `node` to `peer` timed out.
+    SyncFails {
+        node: u32,
+        peer: u32,
+    },
+    /// A verification job of receipts fetched by `node` from `peer` is done.
+    SyncVerified {
+        node: u32,
+        peer: u32,
+        slot: u32,
     },
 }
 
@@ -336,8 +371,104 @@ struct Node {
     core: Option<Peer>,
     worker: Option<Worker>,
     timer: Option<u64>,
-    /// Receipts held.
+    /// Receipts held (by request index).
     receipts: Bits,
+    /// The ledger's catch-ups.
+    repl: Replication<u32>,
+    /// Verification jobs queued, until this time (ms).
+    verify_busy_until: u64,
+}
+
+/// What travels in a catch-up, or waits to be verified.
+enum SyncMsg {
+    Ask { from: u32, to: u32, ask: Ask },
+    Answer { from: u32, to: u32, answer: Answer },
+    Job(Vec<u32>),
+}
+
+enum Answer {
+    Digests(Vec<(u64, [u8; 32])>),
+    Ids(Vec<MessageId>, bool),
+    /// Receipts by request index.
+    Receipts(Vec<u32>),
+}
+
+/// A peer's books as its replication machine sees them.
+struct View<'a> {
+    held: &'a Bits,
+    receipts: &'a Receipts,
+}
+
+/// Every receipt issued: its id and epoch by request index, and the index by id.
+#[derive(Default)]
+struct Receipts {
+    id: Vec<Option<(MessageId, u64)>>,
+    index: HashMap<MessageId, u32>,
+}
+
+impl Receipts {
+    fn issue(&mut self, seed: u64, r: u32, now: u64) {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&mix64(seed ^ u64::from(r)).to_be_bytes());
+        id[8..12].copy_from_slice(&r.to_be_bytes());
+        let id = MessageId(id);
+        let i = r as usize;
+        if self.id.len() <= i {
+            self.id.resize(i + 1, None);
+        }
+        self.id[i] = Some((id, now / EPOCH_MS));
+        self.index.insert(id, r);
+    }
+
+    /// The ids `held` has in each epoch, ascending.
+    fn epochs(&self, held: &Bits) -> std::collections::BTreeMap<u64, Vec<MessageId>> {
+        let mut by: std::collections::BTreeMap<u64, Vec<MessageId>> = Default::default();
+        for r in held.iter() {
+            if let Some(Some((id, epoch))) = self.id.get(r) {
+                by.entry(*epoch).or_default().push(*id);
+            }
+        }
+        for ids in by.values_mut() {
+            ids.sort_unstable();
+        }
+        by
+    }
+
+    fn digests(&self, held: &Bits) -> Vec<(u64, [u8; 32])> {
+        self.epochs(held)
+            .into_iter()
+            .map(|(e, ids)| (e, digest_of_ids(EPOCH_MS, e, &ids)))
+            .collect()
+    }
+}
+
+impl Books for View<'_> {
+    fn epoch_ms(&self) -> u64 {
+        EPOCH_MS
+    }
+
+    fn digests(&mut self) -> Vec<(u64, [u8; 32])> {
+        self.receipts.digests(self.held)
+    }
+
+    fn holds(&self, id: &MessageId) -> bool {
+        self.receipts
+            .index
+            .get(id)
+            .is_some_and(|r| self.held.contains(*r as usize))
+    }
+
+    fn rule(&self, _epoch: u64) -> Rule {
+        Rule::Take
+    }
+
+    fn vouches(&self, _epoch: u64, _digest: &[u8; 32]) -> bool {
+        false
+    }
+
+    fn vouch(&mut self, _ids: &[MessageId]) -> bool {
+        true
+    }
 }
 
 struct Req {
@@ -364,6 +495,11 @@ struct Sim {
     statuses: Vec<Signed<WorkerStatus>>,
     /// Receipts issued before the partition healed: what convergence waits for.
     before_heal: Bits,
+    /// Every receipt's id and epoch.
+    receipt_ids: Receipts,
+    /// Catch-up messages in flight and jobs being verified, by slot; free slots.
+    sync: Vec<Option<SyncMsg>>,
+    sync_free: Vec<u32>,
     /// Closed loop: the next request to submit.
     next_request: usize,
     service_keys: Vec<SecretKey>,
@@ -402,6 +538,8 @@ impl Sim {
                 worker: None,
                 timer: None,
                 receipts: Bits::default(),
+                repl: Replication::new(sc.sync_every_ms),
+                verify_busy_until: 0,
             })
             .collect();
         // The mesh: every peer gets at least `degree.0` neighbours, none more than `degree.1`.
@@ -528,6 +666,9 @@ impl Sim {
             service_keys,
             healed: false,
             converged: false,
+            receipt_ids: Receipts::default(),
+            sync: Vec::new(),
+            sync_free: Vec::new(),
         };
         for i in 0..sim.reqs.len() {
             let at = sim.reqs[i].signed.payload().created_ms;
@@ -540,8 +681,12 @@ impl Sim {
         }
         let load = sim.sc.load_ms;
         for node in 0..n as u32 {
+            // The node started one period before its phase: its first catch-up is at the
+            // phase.
             let phase = sim.rng.range(0, sim.sc.sync_every_ms);
-            sim.push(phase, Event::Sync { node });
+            let every = sim.sc.sync_every_ms;
+            sim.peers[node as usize].repl.on_tick(phase, &[], 0);
+            sim.push(phase + every, Event::Sync { node });
             if sim.peers[node as usize].worker.is_none() {
                 continue;
             }
@@ -696,6 +841,17 @@ impl Sim {
                 self.peers[node as usize].alive = true;
                 self.report.workers_joined += 1;
                 self.push(now, Event::Status { node });
+                // As the node does once each new connection's hello is over.
+                let links: Vec<u32> = self.peers[node as usize]
+                    .links
+                    .iter()
+                    .map(|(b, _)| *b)
+                    .filter(|b| self.peers[*b as usize].alive && !self.cut(node, *b))
+                    .collect();
+                for b in links {
+                    self.peers[node as usize].repl.start(b, true);
+                }
+                self.sync_outputs(node);
             }
             Event::Sync { node } => {
                 if self.converged {
@@ -706,33 +862,174 @@ impl Sim {
                     return;
                 }
                 // A random peer among those it is connected to.
-                let reachable: Vec<(u32, u16)> = self.peers[node as usize]
+                let reachable: Vec<u32> = self.peers[node as usize]
                     .links
                     .iter()
-                    .copied()
-                    .filter(|(b, _)| self.peers[*b as usize].alive && !self.cut(node, *b))
+                    .map(|(b, _)| *b)
+                    .filter(|b| self.peers[*b as usize].alive && !self.cut(node, *b))
                     .collect();
-                if reachable.is_empty() {
-                    return;
-                }
-                let (b, lat) = reachable[self.rng.below(reachable.len())];
-                let rtt = 2 * u64::from(lat);
-                self.push(now + SYNC_ROUND_TRIPS * rtt, Event::SyncDone { a: node, b });
+                let roll = self.rng.next_u64();
+                self.peers[node as usize]
+                    .repl
+                    .on_tick(now, &reachable, roll);
+                self.sync_outputs(node);
             }
-            Event::SyncDone { a, b } => {
-                if self.cut(a, b) || !self.peers[b as usize].alive {
+            Event::SyncArrives { slot } => {
+                let msg = self.sync[slot as usize]
+                    .take()
+                    .expect("a message in flight");
+                self.sync_free.push(slot);
+                match msg {
+                    SyncMsg::Ask { from, to, ask } => self.answer_sync(from, to, ask),
+                    SyncMsg::Answer { from, to, answer } => self.sync_answered(to, from, answer),
+                    SyncMsg::Job(_) => unreachable!("jobs are verified, not delivered"),
+                }
+            }
+            Event::SyncFails { node, peer } => {
+                self.report.sync_failures += 1;
+                if self.peers[node as usize].alive {
+                    self.peers[node as usize].repl.failed(peer);
+                    self.sync_outputs(node);
+                }
+            }
+            Event::SyncVerified { node, peer, slot } => {
+                let Some(SyncMsg::Job(list)) = self.sync[slot as usize].take() else {
+                    unreachable!("a job");
+                };
+                self.sync_free.push(slot);
+                let p = &mut self.peers[node as usize];
+                if !p.alive {
                     return;
                 }
-                let union = {
-                    let mut u = self.peers[a as usize].receipts.clone();
-                    u.union(&self.peers[b as usize].receipts);
-                    u
-                };
-                self.peers[a as usize].receipts = union.clone();
-                self.peers[b as usize].receipts = union;
+                let mut got = 0;
+                for r in list {
+                    if p.receipts.insert(r as usize) {
+                        got += 1;
+                    }
+                }
+                self.report.sync_fetched += got as u64;
+                p.repl.verified(peer, got);
+                self.sync_outputs(node);
                 self.check_converged();
             }
         }
+    }
+
+    fn sync_slot(&mut self, msg: SyncMsg) -> u32 {
+        if let Some(slot) = self.sync_free.pop() {
+            self.sync[slot as usize] = Some(msg);
+            slot
+        } else {
+            self.sync.push(Some(msg));
+            self.sync.len() as u32 - 1
+        }
+    }
+
+    /// One-way latency between two peers: their link's, or a direct connection's.
+    fn latency(&self, a: u32, b: u32) -> u64 {
+        self.peers[a as usize]
+            .links
+            .iter()
+            .find(|(k, _)| *k == b)
+            .map_or_else(|| self.direct_ms(a, b), |(_, lat)| u64::from(*lat))
+    }
+
+    /// Send what `node`'s replication machine asks; nothing else it says needs doing here.
+    fn sync_outputs(&mut self, node: u32) {
+        for out in self.peers[node as usize].repl.take_outputs() {
+            match out {
+                Out::Send { peer, ask } => {
+                    self.report.sync_requests += 1;
+                    let at = self.now + self.latency(node, peer);
+                    let slot = self.sync_slot(SyncMsg::Ask {
+                        from: node,
+                        to: peer,
+                        ask,
+                    });
+                    self.push(at, Event::SyncArrives { slot });
+                }
+                Out::Ended { .. } => {}
+                other => panic!("an honest network: {other:?}"),
+            }
+        }
+    }
+
+    /// `to` answers `from`'s request from its books, if the request reaches it.
+    fn answer_sync(&mut self, from: u32, to: u32, ask: Ask) {
+        let sent_at = self.now - self.latency(from, to);
+        if self.cut(from, to) || !self.peers[to as usize].alive {
+            self.push(
+                sent_at + SYNC_TIMEOUT_MS,
+                Event::SyncFails {
+                    node: from,
+                    peer: to,
+                },
+            );
+            return;
+        }
+        let held = &self.peers[to as usize].receipts;
+        let answer = match ask {
+            Ask::Digests => Answer::Digests(self.receipt_ids.digests(held)),
+            Ask::Ids { epoch, after } => {
+                let all = self
+                    .receipt_ids
+                    .epochs(held)
+                    .remove(&epoch)
+                    .unwrap_or_default();
+                let (page, more) = replication::ids_page(&all, after);
+                Answer::Ids(page.to_vec(), more)
+            }
+            Ask::Fetch(ids) => Answer::Receipts(
+                ids.iter()
+                    .filter_map(|id| self.receipt_ids.index.get(id).copied())
+                    .filter(|r| held.contains(*r as usize))
+                    .collect(),
+            ),
+        };
+        let at = self.now + self.latency(to, from);
+        let slot = self.sync_slot(SyncMsg::Answer {
+            from: to,
+            to: from,
+            answer,
+        });
+        self.push(at, Event::SyncArrives { slot });
+    }
+
+    /// `node` takes `peer`'s answer, if it reaches it.
+    fn sync_answered(&mut self, node: u32, peer: u32, answer: Answer) {
+        if !self.peers[node as usize].alive {
+            return;
+        }
+        if self.cut(node, peer) {
+            let sent_at = self.now - 2 * self.latency(node, peer);
+            self.push(sent_at + SYNC_TIMEOUT_MS, Event::SyncFails { node, peer });
+            return;
+        }
+        let now = self.now;
+        let p = &mut self.peers[node as usize];
+        let mut view = View {
+            held: &p.receipts,
+            receipts: &self.receipt_ids,
+        };
+        let mut jobs = Vec::new();
+        match answer {
+            Answer::Digests(list) => p.repl.on_digests(peer, EPOCH_MS, &list, &mut view),
+            Answer::Ids(ids, more) => p.repl.on_ids(peer, &ids, more, &mut view),
+            Answer::Receipts(list) => {
+                jobs = list.chunks(RECEIPTS_PER_JOB).map(<[u32]>::to_vec).collect();
+                p.repl.on_receipts(peer, jobs.len());
+            }
+        }
+        // The jobs run one after another on the node's verification pool.
+        for job in jobs {
+            let p = &mut self.peers[node as usize];
+            let cost = (job.len() as u64 * VERIFY_US).div_ceil(1_000).max(1);
+            p.verify_busy_until = p.verify_busy_until.max(now) + cost;
+            let at = p.verify_busy_until;
+            let slot = self.sync_slot(SyncMsg::Job(job));
+            self.push(at, Event::SyncVerified { node, peer, slot });
+        }
+        self.sync_outputs(node);
     }
 
     /// Closed loop: submit the next request at `at`, if any is left.
@@ -1051,6 +1348,7 @@ impl Sim {
                     if !self.healed {
                         self.before_heal.insert(r as usize);
                     }
+                    self.receipt_ids.issue(self.sc.seed, r, self.now);
                     self.peers[node as usize].receipts.insert(r as usize);
                     self.publish(node, Body::Receipt(r));
                     if self.sc.direct_stop {
