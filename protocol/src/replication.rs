@@ -20,7 +20,10 @@
 //!
 //! When nothing is left to list or fetch the catch-up ends ([`Out::Ended`]). Besides the
 //! catch-up started on connecting (`first`), one connected peer is picked every
-//! `every_ms` ([`Replication::on_tick`]).
+//! `every_ms` ([`Replication::on_tick`]), and a peer that asks this node for its digests is
+//! caught up with in return unless that happened within the last `every_ms`
+//! ([`Replication::on_asked`]): each periodic catch-up then moves receipts both ways, and two
+//! nodes never keep restarting each other's.
 //!
 //! The machine holds no ledger: it reads and marks the node's books through [`Books`]. It
 //! sends nothing and reads no clock; the node's event loop and the simulation translate its
@@ -42,6 +45,8 @@ pub const MAX_SYNC_FETCH: usize = 512;
 pub const MAX_VOUCHED: usize = 1 << 20;
 /// Most catch-ups at once (one per peer; there are fewer connections than this).
 pub const MAX_CATCH_UPS: usize = 1024;
+/// Most peers remembered as caught up with lately ([`Replication::on_asked`]).
+pub const MAX_RECENT: usize = 4096;
 
 /// One request of a catch-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +169,10 @@ pub struct Replication<P> {
     catch_ups: HashMap<P, CatchUp>,
     every_ms: u64,
     next_ms: Option<u64>,
+    /// The latest time passed in.
+    now_ms: u64,
+    /// When a catch-up with each peer last started.
+    recent: HashMap<P, u64>,
     out: Vec<Out<P>>,
 }
 
@@ -180,6 +189,8 @@ impl<P> Replication<P> {
             catch_ups: HashMap::new(),
             every_ms,
             next_ms: None,
+            now_ms: 0,
+            recent: HashMap::new(),
             out: Vec::new(),
         }
     }
@@ -212,6 +223,9 @@ impl<P: Copy + Eq + Hash> Replication<P> {
             c.first |= first;
             return;
         }
+        if self.recent.len() < MAX_RECENT {
+            self.recent.insert(peer, self.now_ms);
+        }
         if self.catch_ups.len() >= MAX_CATCH_UPS {
             // Never with real connection limits; a first catch-up still counts as done.
             if first {
@@ -239,16 +253,37 @@ impl<P: Copy + Eq + Hash> Replication<P> {
     /// The time is `now_ms`: every `every_ms` (the first period counted from the first
     /// tick), catch up with `peers[roll % len]`.
     pub fn on_tick(&mut self, now_ms: u64, peers: &[P], roll: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
         let next = *self.next_ms.get_or_insert(now_ms + self.every_ms);
         if now_ms < next {
             return;
         }
         self.next_ms = Some(now_ms + self.every_ms);
+        let every = self.every_ms;
+        self.recent
+            .retain(|_, at| now_ms.saturating_sub(*at) < every);
         if peers.is_empty() {
             return;
         }
         let pick = (roll % peers.len() as u64) as usize;
         self.start(peers[pick], false);
+    }
+
+    /// `peer` asked this node for its digests at `now_ms` (it is catching up): catch up with
+    /// it in return, unless a catch-up with it runs or started within the last `every_ms`.
+    pub fn on_asked(&mut self, peer: P, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        if self.catch_ups.contains_key(&peer) {
+            return;
+        }
+        let lately = self
+            .recent
+            .get(&peer)
+            .is_some_and(|at| now_ms.saturating_sub(*at) < self.every_ms);
+        if lately || self.recent.len() >= MAX_RECENT {
+            return;
+        }
+        self.start(peer, false);
     }
 
     /// The request to `peer` failed or was given up: the catch-up with it ends.

@@ -415,3 +415,36 @@ fn one_peer_is_picked_every_period() {
     assert!(m.take_outputs().is_empty());
     assert_eq!(m.running(), 1);
 }
+
+#[test]
+fn a_peer_that_asks_is_caught_up_with_in_return_once_a_period() {
+    const EVERY: u64 = 60_000;
+    let digests = |peer| Out::Send {
+        peer,
+        ask: Ask::Digests,
+    };
+    // Node A starts a periodic catch-up with B; B, asked, catches up with A in return.
+    let (mut a, mut b) = (Replication::<u8>::new(EVERY), Replication::<u8>::new(EVERY));
+    a.on_tick(0, &[], 0);
+    b.on_tick(0, &[], 0);
+    a.on_tick(EVERY, &[2], 0);
+    assert_eq!(a.take_outputs(), vec![digests(2)]);
+    b.on_asked(1, EVERY + 10);
+    assert_eq!(b.take_outputs(), vec![digests(1)]);
+    // A is catching up with B: B's question starts nothing more...
+    a.on_asked(2, EVERY + 20);
+    assert!(a.take_outputs().is_empty());
+    // ... nor after A's catch-up ended, within the period: no ping-pong.
+    a.failed(2);
+    a.take_outputs();
+    a.on_asked(2, EVERY + 30);
+    assert!(a.take_outputs().is_empty());
+    b.failed(1);
+    b.take_outputs();
+    b.on_asked(1, EVERY + 40);
+    assert!(b.take_outputs().is_empty(), "B caught up with A lately");
+    // A period later B answers in kind again.
+    b.on_tick(2 * EVERY + 10, &[], 0);
+    b.on_asked(1, 2 * EVERY + 10);
+    assert_eq!(b.take_outputs(), vec![digests(1)]);
+}

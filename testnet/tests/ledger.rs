@@ -356,7 +356,11 @@ async fn bad_receipts_are_refused_at_the_first_hop_and_never_stored() {
     // whatever the bootstrap forwarded before the genuine receipt reached the workers before
     // it (gossip keeps order on a connection).
     for w in &net.workers {
-        assert_eq!(w.stats().connected_peers, 1, "a worker's one peer is the bootstrap");
+        assert_eq!(
+            w.stats().connected_peers,
+            1,
+            "a worker's one peer is the bootstrap"
+        );
     }
     for n in std::iter::once(boot).chain(&net.workers) {
         let (ledger, _) = n.ledger().await.expect("ledger");

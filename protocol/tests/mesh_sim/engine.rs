@@ -14,7 +14,8 @@
 //! ids and receipts, one request at a time over the link (a request across the partition or
 //! to a crashed peer fails after [`SYNC_TIMEOUT_MS`]); fetched receipts are verified in
 //! jobs of [`RECEIPTS_PER_JOB`] at [`VERIFY_US`] each, sequentially, while the next page is
-//! fetched.
+//! fetched. The peer asked catches up with the asker in return (once a period), as the node
+//! does.
 //!
 //! Not modelled: gossipsub's lazy IHAVE/IWANT repair, disk costs, the registry, finality
 //! (no epoch closes within a run).
@@ -966,6 +967,10 @@ impl Sim {
                 },
             );
             return;
+        }
+        if ask == Ask::Digests {
+            self.peers[to as usize].repl.on_asked(from, self.now);
+            self.sync_outputs(to);
         }
         let held = &self.peers[to as usize].receipts;
         let answer = match ask {

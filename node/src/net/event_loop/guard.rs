@@ -153,6 +153,11 @@ impl EventLoop {
     ) {
         let now = Instant::now();
         let response = if self.guard.budgets.admit(peer, now) {
+            if self.catch_up_ledger && matches!(request, SyncRequest::Digests) {
+                // The peer is catching up with this node: catch up with it in return.
+                let at = now_ms();
+                self.replicate(|r, _| r.on_asked(peer, at));
+            }
             let r = match request {
                 SyncRequest::Hello { from } => self.hello_page(from),
                 other => self.answer_ledger(other),
