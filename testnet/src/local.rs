@@ -318,15 +318,25 @@ impl LocalNet {
         timeout: Duration,
         ok: impl Fn(&NodeStats) -> bool,
     ) -> anyhow::Result<()> {
-        let t0 = tokio::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let nodes: Vec<&NodeHandle> = std::iter::once(&self.bootstrap)
+            .chain(&self.workers)
+            .collect();
+        let mut turns: Vec<_> = nodes.iter().map(|n| n.stats_reader().turns()).collect();
         loop {
-            let all = std::iter::once(&self.bootstrap)
-                .chain(&self.workers)
-                .all(|n| ok(&n.stats()));
-            if all {
+            // Marked seen before the look, so a change made after it wakes the wait.
+            for t in &mut turns {
+                t.borrow_and_update();
+            }
+            if nodes.iter().all(|n| n.stats_reader().check(|s| ok(s))) {
                 return Ok(());
             }
-            if t0.elapsed() > timeout {
+            // Look again after the next event any of them handles.
+            let any = libp2p::futures::future::select_all(
+                turns.iter_mut().map(|t| Box::pin(t.changed())),
+            );
+            let woke = tokio::time::timeout_at(deadline, any).await;
+            if !matches!(woke, Ok((Ok(()), _, _))) {
                 let s: Vec<String> = std::iter::once(&self.bootstrap)
                     .chain(&self.workers)
                     .map(|n| {
@@ -340,9 +350,8 @@ impl LocalNet {
                         )
                     })
                     .collect();
-                bail!("timed out; nodes: {}", s.join("; "));
+                bail!("timed out or a node stopped; nodes: {}", s.join("; "));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -353,15 +362,7 @@ pub async fn wait_for(
     timeout: Duration,
     ok: impl Fn(&NodeStats) -> bool,
 ) -> anyhow::Result<NodeStats> {
-    let t0 = tokio::time::Instant::now();
-    loop {
-        let s = node.stats();
-        if ok(&s) {
-            return Ok(s);
-        }
-        if t0.elapsed() > timeout {
-            bail!("timed out; stats: {s:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    node.wait_stats(timeout, ok)
+        .await
+        .map_err(|s| anyhow::anyhow!("timed out or stopped; stats: {s:?}"))
 }

@@ -85,6 +85,8 @@ pub(super) struct EventLoop {
     listen_tx: watch::Sender<Vec<Multiaddr>>,
     sub_tx: watch::Sender<usize>,
     synced_tx: watch::Sender<usize>,
+    /// Bumped after each event handled, once the statistics are published.
+    turns_tx: watch::Sender<u64>,
     registry: Registry,
     validator: Validator,
     /// The request path's state: requests heard and answered, statuses, work paid, both
@@ -165,15 +167,31 @@ pub(super) struct EventLoop {
     kad_protocol: libp2p::StreamProtocol,
 }
 
+/// What the event loop tells the node's handle as it changes.
+pub(super) struct Watches {
+    /// The addresses it listens on.
+    pub(super) listen: watch::Sender<Vec<Multiaddr>>,
+    /// Request subscribers (browser bridges).
+    pub(super) subscribed: watch::Sender<usize>,
+    /// First catch-ups done.
+    pub(super) synced: watch::Sender<usize>,
+    /// Events handled ([`super::StatsReader::wait_until`]).
+    pub(super) turns: watch::Sender<u64>,
+}
+
 impl EventLoop {
     pub(super) async fn new(
         config: NodeConfig,
         commands: mpsc::Receiver<Command>,
         stats: Arc<Mutex<NodeStats>>,
-        listen_tx: watch::Sender<Vec<Multiaddr>>,
-        sub_tx: watch::Sender<usize>,
-        synced_tx: watch::Sender<usize>,
+        watches: Watches,
     ) -> anyhow::Result<EventLoop> {
+        let Watches {
+            listen: listen_tx,
+            subscribed: sub_tx,
+            synced: synced_tx,
+            turns: turns_tx,
+        } = watches;
         let identity = identity_of(&config.key)?;
         let genesis = config.genesis.clone();
         let tuning = config.tuning.clone();
@@ -342,6 +360,7 @@ impl EventLoop {
             listen_tx,
             sub_tx,
             synced_tx,
+            turns_tx,
             registry,
             validator,
             peer,
@@ -434,6 +453,7 @@ impl EventLoop {
                 self.flush_receipts();
             }
             self.publish_stats();
+            self.turns_tx.send_modify(|n| *n = n.wrapping_add(1));
         }
         if let Some(w) = &self.worker
             && let Some(s) = &w.solving

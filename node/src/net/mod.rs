@@ -280,23 +280,72 @@ enum Command {
     },
 }
 
-/// Reads a node's statistics from any task.
+/// Reads a node's statistics from any task, and waits for them to change.
 #[derive(Clone)]
-pub struct StatsReader(Arc<Mutex<NodeStats>>);
+pub struct StatsReader {
+    stats: Arc<Mutex<NodeStats>>,
+    /// Bumped by the event loop after each event it handled (the statistics may have
+    /// changed); closed when it stops.
+    turns: watch::Receiver<u64>,
+}
 
 impl StatsReader {
     /// Statistics that never change: for tests of what serves them.
     #[doc(hidden)]
     pub fn fixed(stats: NodeStats) -> StatsReader {
-        StatsReader(Arc::new(Mutex::new(stats)))
+        StatsReader {
+            stats: Arc::new(Mutex::new(stats)),
+            turns: watch::channel(0).1,
+        }
     }
 
     /// A copy of the statistics now.
     pub fn snapshot(&self) -> NodeStats {
-        self.0
+        self.stats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// `look` applied to the statistics now, in place (no copy).
+    pub fn check<T>(&self, look: impl FnOnce(&NodeStats) -> T) -> T {
+        look(
+            &self
+                .stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// A receiver that changes after each event the node handles (and closes when it
+    /// stops), to wait on several nodes at once.
+    pub fn turns(&self) -> watch::Receiver<u64> {
+        self.turns.clone()
+    }
+
+    /// Wait until the statistics satisfy `ok`, checked again after each event the node
+    /// handles (no polling): `Ok` with the statistics that did, or `Err` with the last ones
+    /// once `timeout` passes or the node stops.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        ok: impl Fn(&NodeStats) -> bool,
+    ) -> Result<NodeStats, NodeStats> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut turns = self.turns.clone();
+        loop {
+            // Marked seen before the look, so a change made after it wakes the wait.
+            turns.borrow_and_update();
+            // Judged in place: the statistics (lists of every worker among them) are copied
+            // once, when they pass, not after every event.
+            if let Some(s) = self.check(|s| ok(s).then(|| s.clone())) {
+                return Ok(s);
+            }
+            match tokio::time::timeout_at(deadline, turns.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(self.snapshot()),
+            }
+        }
     }
 }
 
@@ -304,7 +353,7 @@ impl StatsReader {
 pub struct NodeHandle {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
-    stats: Arc<Mutex<NodeStats>>,
+    stats: StatsReader,
     listen: watch::Receiver<Vec<Multiaddr>>,
     subscribed: watch::Receiver<usize>,
     synced: watch::Receiver<usize>,
@@ -320,12 +369,13 @@ impl NodeHandle {
 
     /// A cheap, cloneable reader of the node's statistics (for the HTTP server).
     pub fn stats_reader(&self) -> StatsReader {
-        StatsReader(self.stats.clone())
+        self.stats.clone()
     }
 
     /// Record the work API's precache figures in the statistics (the gateway calls it).
     pub fn set_precache_stats(&self, entries: usize, evicted: u64) {
         let mut s = self
+            .stats
             .stats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -335,10 +385,16 @@ impl NodeHandle {
 
     /// A copy of the node's statistics.
     pub fn stats(&self) -> NodeStats {
-        self.stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.stats.snapshot()
+    }
+
+    /// Wait until the node's statistics satisfy `ok` ([`StatsReader::wait_until`]).
+    pub async fn wait_stats(
+        &self,
+        timeout: Duration,
+        ok: impl Fn(&NodeStats) -> bool,
+    ) -> Result<NodeStats, NodeStats> {
+        self.stats.wait_until(timeout, ok).await
     }
 
     /// The addresses it listens on, each with `/p2p/PEER_ID`, once known.
@@ -602,15 +658,21 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (listen_tx, listen) = watch::channel(Vec::new());
     let (sub_tx, subscribed) = watch::channel(0usize);
     let (synced_tx, synced) = watch::channel(0usize);
+    let (turns_tx, turns) = watch::channel(0u64);
     let stats = Arc::new(Mutex::new(NodeStats::default()));
-    let ev =
-        event_loop::EventLoop::new(config, rx, stats.clone(), listen_tx, sub_tx, synced_tx).await?;
+    let watches = event_loop::Watches {
+        listen: listen_tx,
+        subscribed: sub_tx,
+        synced: synced_tx,
+        turns: turns_tx,
+    };
+    let ev = event_loop::EventLoop::new(config, rx, stats.clone(), watches).await?;
     let peer_id = ev.peer_id();
     let task = tokio::spawn(ev.run(shutdown_rx));
     Ok(NodeHandle {
         peer_id,
         commands,
-        stats,
+        stats: StatsReader { stats, turns },
         listen,
         subscribed,
         synced,

@@ -941,13 +941,12 @@ impl Sim {
             match out {
                 Out::Send { peer, ask } => {
                     self.report.sync_requests += 1;
-                    let at = self.now + self.latency(node, peer);
-                    let slot = self.sync_slot(SyncMsg::Ask {
+                    let msg = SyncMsg::Ask {
                         from: node,
                         to: peer,
                         ask,
-                    });
-                    self.push(at, Event::SyncArrives { slot });
+                    };
+                    self.carry(node, peer, msg);
                 }
                 Out::Ended { .. } => {}
                 other => panic!("an honest network: {other:?}"),
@@ -991,12 +990,18 @@ impl Sim {
                     .collect(),
             ),
         };
-        let at = self.now + self.latency(to, from);
-        let slot = self.sync_slot(SyncMsg::Answer {
+        let msg = SyncMsg::Answer {
             from: to,
             to: from,
             answer,
-        });
+        };
+        self.carry(to, from, msg);
+    }
+
+    /// A catch-up message from `from` to `to` over their link.
+    fn carry(&mut self, from: u32, to: u32, msg: SyncMsg) {
+        let at = self.now + self.latency(from, to);
+        let slot = self.sync_slot(msg);
         self.push(at, Event::SyncArrives { slot });
     }
 
