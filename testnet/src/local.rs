@@ -318,40 +318,58 @@ impl LocalNet {
         timeout: Duration,
         ok: impl Fn(&NodeStats) -> bool,
     ) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
         let nodes: Vec<&NodeHandle> = std::iter::once(&self.bootstrap)
             .chain(&self.workers)
             .collect();
-        let mut turns: Vec<_> = nodes.iter().map(|n| n.stats_reader().turns()).collect();
-        loop {
-            // Marked seen before the look, so a change made after it wakes the wait.
-            for t in &mut turns {
-                t.borrow_and_update();
-            }
-            if nodes.iter().all(|n| n.stats_reader().check(|s| ok(s))) {
-                return Ok(());
-            }
-            // Look again after the next event any of them handles.
-            let any = libp2p::futures::future::select_all(
-                turns.iter_mut().map(|t| Box::pin(t.changed())),
-            );
-            let woke = tokio::time::timeout_at(deadline, any).await;
-            if !matches!(woke, Ok((Ok(()), _, _))) {
-                let s: Vec<String> = std::iter::once(&self.bootstrap)
-                    .chain(&self.workers)
-                    .map(|n| {
-                        let s = n.stats();
-                        format!(
-                            "{}: registry {}, workers {}, peers {}",
-                            &s.peer_id[s.peer_id.len().saturating_sub(6)..],
-                            s.registry_entries,
-                            s.live_workers,
-                            s.connected_peers
-                        )
-                    })
-                    .collect();
-                bail!("timed out or a node stopped; nodes: {}", s.join("; "));
-            }
+        let all = || {
+            nodes
+                .iter()
+                .all(|n| n.stats_reader().check(|s| ok(s)))
+                .then_some(())
+        };
+        if wait_nodes(&nodes, timeout, all).await.is_some() {
+            return Ok(());
+        }
+        let s: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                let s = n.stats();
+                format!(
+                    "{}: registry {}, workers {}, peers {}",
+                    &s.peer_id[s.peer_id.len().saturating_sub(6)..],
+                    s.registry_entries,
+                    s.live_workers,
+                    s.connected_peers
+                )
+            })
+            .collect();
+        bail!("timed out or a node stopped; nodes: {}", s.join("; "));
+    }
+}
+
+/// Wait until `look` answers `Some`, asking again after each event any of `nodes` handles
+/// (`None` once `timeout` passes or one of them stops). `look` should only read statistics:
+/// a command to a node is itself an event, and would wake the wait at once.
+pub async fn wait_nodes<T>(
+    nodes: &[&NodeHandle],
+    timeout: Duration,
+    mut look: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut turns: Vec<_> = nodes.iter().map(|n| n.stats_reader().turns()).collect();
+    loop {
+        // Marked seen before the look, so a change made after it wakes the wait.
+        for t in &mut turns {
+            t.borrow_and_update();
+        }
+        if let Some(v) = look() {
+            return Some(v);
+        }
+        let any =
+            libp2p::futures::future::select_all(turns.iter_mut().map(|t| Box::pin(t.changed())));
+        match tokio::time::timeout_at(deadline, any).await {
+            Ok((Ok(()), _, _)) => {}
+            _ => return None,
         }
     }
 }

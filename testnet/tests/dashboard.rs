@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dpow_node::net::{NodeHandle, WorkAsk};
 use dpow_protocol::{BlockKind, Priority, Root};
-use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
+use dpow_testnet::local::{LocalNet, LocalOptions, wait_for, wait_nodes};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(20);
@@ -235,14 +235,15 @@ async fn history_samples_the_busy_network() {
 async fn a_workers_history_shows_the_credits_it_earned() {
     let (net, _svc, _base) = busy_network().await;
     // Some worker won a request; its ledger credits it once the receipt is in.
-    let t0 = tokio::time::Instant::now();
-    let worker = loop {
-        if let Some(w) = net.workers.iter().find(|w| w.stats().credits_earned > 0) {
-            break w;
-        }
-        assert!(t0.elapsed() < T, "no worker was credited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let workers: Vec<&NodeHandle> = net.workers.iter().collect();
+    let worker = wait_nodes(&workers, T, || {
+        workers
+            .iter()
+            .copied()
+            .find(|w| w.stats_reader().check(|s| s.credits_earned > 0))
+    })
+    .await
+    .expect("no worker was credited");
     let earned = worker.stats().credits_earned;
     let base = serve(worker).await;
     let h = history_when(&base, |h| {

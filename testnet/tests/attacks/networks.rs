@@ -11,7 +11,7 @@ use dpow_node::net::{self, NodeStats, Topic, WorkAsk, now_ms};
 use dpow_protocol::{
     Difficulty, Priority, RegistryAction, Root, Signed, WorkCancel, WorkRequest, WorkerStatus,
 };
-use dpow_testnet::local::{LocalKeys, LocalNet, LocalOptions, wait_for};
+use dpow_testnet::local::{LocalKeys, LocalNet, LocalOptions, wait_for, wait_nodes};
 
 use super::common::{Background, figure, honest_load, mib, p50_p99, rss_bytes};
 
@@ -256,14 +256,9 @@ async fn messages_of_another_network_with_the_same_keys_are_refused_and_its_node
     stray.dial(b.bootstrap_addr.clone()).await.expect("dials");
     // Whichever side reads the other's identify first closes the connection and counts it
     // (usually B, the dialed side; under load sometimes A's node first).
-    let t0 = tokio::time::Instant::now();
-    let counted = loop {
-        let n = b.bootstrap.stats().peers_wrong_network + stray.stats().peers_wrong_network;
-        if n >= 1 || t0.elapsed() > T {
-            break n;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let count = || b.bootstrap.stats().peers_wrong_network + stray.stats().peers_wrong_network;
+    wait_nodes(&[&b.bootstrap, &stray], T, || (count() >= 1).then_some(())).await;
+    let counted = count();
     assert!((1..=2).contains(&counted), "dropped at identify: {counted}");
     wait_for(&b.bootstrap, T, |s| s.connected_peers == 1)
         .await
