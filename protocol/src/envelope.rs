@@ -154,46 +154,61 @@ pub fn decode_payload<T: Message>(payload: &[u8], net: &NetworkId) -> Result<T, 
     let (p, nested): (T, _) = nested::within(net, || codec::decode_canonical(payload, kind))?;
     p.check()?;
     for n in &nested {
-        n.check()?;
+        n.check(None)?;
     }
     Ok(p)
 }
 
-/// Signatures a caller vouched were verified ([`Signed::remember_verified`]), so a message
-/// met again is not verified twice: a receipt carries the request and the result its node
-/// verified when they arrived on gossip. The key is (id, signature): the id is the blake2b-256
-/// of the signing input, which names the signer, so an entry stands for exactly one verified
-/// statement, and whether bytes decode never depends on what is remembered (only how fast).
-/// Bounded; forgotten all at once when full.
-mod verified {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
+/// Signatures a node verified and expects to meet again ([`Signed::remember_verified`]), so
+/// a message met again is not verified twice: a receipt carries the request and the result
+/// its node verified when they arrived on gossip. The key is (id, signature): the id is the
+/// blake2b-256 of the signing input, which names the signer, so an entry stands for exactly
+/// one verified statement, and whether bytes decode never depends on what is remembered (only
+/// how fast). Each node keeps its own (clones share it, so its verification threads do too):
+/// nodes in one process never take each other's word. Bounded; forgotten all at once when
+/// full.
+#[derive(Clone, Default)]
+pub struct SignatureCache(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<SeenEntry>>>);
 
-    use dpow_keys::Signature;
+/// (message id, signature) of a verified message.
+type SeenEntry = ([u8; 32], [u8; 64]);
 
-    use super::MessageId;
+impl SignatureCache {
+    /// Statements remembered at most.
+    pub const CAPACITY: usize = 1 << 17;
 
-    const CAPACITY: usize = 1 << 17;
-
-    /// (message id, signature) of a verified message.
-    type Entry = ([u8; 32], [u8; 64]);
-
-    static SEEN: Mutex<Option<HashSet<Entry>>> = Mutex::new(None);
-
-    pub(super) fn contains(id: &MessageId, sig: &Signature) -> bool {
-        SEEN.lock()
-            .ok()
-            .is_some_and(|s| s.as_ref().is_some_and(|s| s.contains(&(id.0, sig.0))))
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    pub(super) fn insert(id: MessageId, sig: Signature) {
-        if let Ok(mut s) = SEEN.lock() {
-            let set = s.get_or_insert_with(HashSet::new);
-            if set.len() >= CAPACITY {
+    /// Statements remembered now.
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |s| s.len())
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn contains(&self, id: &MessageId, sig: &Signature) -> bool {
+        self.0.lock().is_ok_and(|s| s.contains(&(id.0, sig.0)))
+    }
+
+    fn insert(&self, id: MessageId, sig: Signature) {
+        if let Ok(mut set) = self.0.lock() {
+            if set.len() >= Self::CAPACITY {
                 set.clear();
             }
             set.insert((id.0, sig.0));
         }
+    }
+}
+
+impl fmt::Debug for SignatureCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SignatureCache({} remembered)", self.len())
     }
 }
 
@@ -254,12 +269,12 @@ impl<T: Message> Signed<T> {
         Unverified::decode(bytes, net)?.verify()
     }
 
-    /// Remember (process-wide, bounded) that this message's signature verified, so decoding the
-    /// same message again, alone or nested in a receipt, skips the ed25519 check. For messages
-    /// a node accepted and expects to meet again.
-    pub fn remember_verified(&self) {
+    /// Remember in `cache` that this message's signature verified, so verifying the same
+    /// message again with that cache, alone or nested in a receipt, skips the ed25519 check.
+    /// For messages a node accepted and expects to meet again.
+    pub fn remember_verified(&self, cache: &SignatureCache) {
         if let Ok(env) = codec::decode_canonical::<Envelope<'_>>(&self.bytes, T::KIND.domain()) {
-            verified::insert(self.id, env.signature);
+            cache.insert(self.id, env.signature);
         }
     }
 
@@ -297,12 +312,12 @@ struct Pending {
 
 impl Pending {
     /// Whether this exact statement was verified before ([`Signed::remember_verified`]).
-    fn remembered(&self) -> bool {
-        verified::contains(&self.id, &self.signature)
+    fn remembered(&self, cache: Option<&SignatureCache>) -> bool {
+        cache.is_some_and(|c| c.contains(&self.id, &self.signature))
     }
 
-    fn check(&self) -> Result<(), ProtocolError> {
-        if self.remembered() {
+    fn check(&self, cache: Option<&SignatureCache>) -> Result<(), ProtocolError> {
+        if self.remembered(cache) {
             return Ok(());
         }
         self.key
@@ -386,11 +401,20 @@ impl<T: Message> Unverified<T> {
         })
     }
 
-    /// Check every signature still owed (this envelope's, then its nested envelopes'),
-    /// skipping statements verified before. The first bad one fails it.
+    /// Check every signature (this envelope's, then its nested envelopes'). The first bad
+    /// one fails it.
     pub fn verify(self) -> Result<Signed<T>, ProtocolError> {
+        self.verify_inner(None)
+    }
+
+    /// [`Unverified::verify`], skipping the statements `cache` remembers as verified.
+    pub fn verify_with(self, cache: &SignatureCache) -> Result<Signed<T>, ProtocolError> {
+        self.verify_inner(Some(cache))
+    }
+
+    fn verify_inner(self, cache: Option<&SignatureCache>) -> Result<Signed<T>, ProtocolError> {
         for p in &self.pending {
-            p.check()?;
+            p.check(cache)?;
         }
         Ok(self.message)
     }
@@ -402,10 +426,13 @@ impl<T: Message> Unverified<T> {
         self.message
     }
 
-    /// How many ed25519 checks [`Unverified::verify`] would run now: its signatures less
-    /// those verified before. What the message costs its receiver.
-    pub fn signature_checks(&self) -> usize {
-        self.pending.iter().filter(|p| !p.remembered()).count()
+    /// How many ed25519 checks [`Unverified::verify_with`] would run now with `cache`: its
+    /// signatures less those remembered. What the message costs its receiver.
+    pub fn signature_checks(&self, cache: &SignatureCache) -> usize {
+        self.pending
+            .iter()
+            .filter(|p| !p.remembered(Some(cache)))
+            .count()
     }
 
     /// The payload, checked but for signatures.

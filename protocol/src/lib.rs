@@ -35,7 +35,9 @@ pub mod volume;
 pub mod work;
 
 pub use checkpoint::{Checkpoint, Finality};
-pub use envelope::{Message, MessageId, MessageKind, PROTOCOL_VERSION, Signed, Unverified};
+pub use envelope::{
+    Message, MessageId, MessageKind, PROTOCOL_VERSION, SignatureCache, Signed, Unverified,
+};
 pub use error::ProtocolError;
 pub use messages::{
     Credits, Priority, Receipt, RegistryAction, RegistryEntry, RequestId, TimePolicy, WorkCancel,

@@ -7,8 +7,8 @@ use dpow_keys::SecretKey;
 use dpow_protocol::validate::{RejectReason, Rejected, Validator, ValidatorConfig};
 use dpow_protocol::volume::{VolumePolicy, Window};
 use dpow_protocol::{
-    Checkpoint, Difficulty, Message, ProtocolError, RegistryEntry, Root, Signed, Unverified,
-    WorkRequest, WorkResult,
+    Checkpoint, Difficulty, Message, ProtocolError, RegistryEntry, Root, SignatureCache, Signed,
+    Unverified, WorkRequest, WorkResult,
 };
 use dpow_testkit::builders::{self, NET, NOW, TestNet, fresh_key, sign};
 use dpow_testkit::reference;
@@ -125,7 +125,7 @@ fn a_wrong_signature_is_the_last_thing_found() {
     assert_eq!(
         Unverified::<dpow_protocol::Receipt>::decode(receipt.bytes(), &NET)
             .expect("decodes")
-            .signature_checks(),
+            .signature_checks(&SignatureCache::new()),
         3
     );
     assert_eq!(
@@ -152,7 +152,7 @@ fn a_wrong_signature_is_the_last_thing_found() {
     let screened = v
         .screen_request(&broken(&fine), &net.registry, now)
         .expect("passes every cheap check");
-    assert_eq!(screened.signature_checks(), 1);
+    assert_eq!(screened.signature_checks(&SignatureCache::new()), 1);
     assert!(matches!(
         screened.verify(),
         Err(ProtocolError::BadSignature { .. })
@@ -223,12 +223,15 @@ fn nested_signatures_are_checked_with_the_envelope_and_skipped_once_remembered()
     let receipt = net.receipt(1, NOW - 500);
     let p = receipt.payload();
     let u = Unverified::<dpow_protocol::Receipt>::decode(receipt.bytes(), &NET).expect("decodes");
-    assert_eq!(u.signature_checks(), 3);
-    // A node that accepted the request and the result on gossip remembers them.
-    p.request.remember_verified();
-    p.result.remember_verified();
-    assert_eq!(u.signature_checks(), 1);
-    assert_eq!(u.verify().expect("verifies").id(), receipt.id());
+    let (node, other) = (SignatureCache::new(), SignatureCache::new());
+    assert_eq!(u.signature_checks(&node), 3);
+    // A node that accepted the request and the result on gossip remembers them...
+    p.request.remember_verified(&node);
+    p.result.remember_verified(&node);
+    assert_eq!(u.signature_checks(&node), 1);
+    // ... for itself: another node (in the same process) checks all three.
+    assert_eq!(u.signature_checks(&other), 3);
+    assert_eq!(u.verify_with(&node).expect("verifies").id(), receipt.id());
 
     // A receipt whose nested result's signature is broken, the receipt itself signed over
     // those bytes by its service (one that signs whatever it is handed): it decodes, then
@@ -249,9 +252,9 @@ fn nested_signatures_are_checked_with_the_envelope_and_skipped_once_remembered()
     bytes[n - 64..].copy_from_slice(&net.service.sign(&input).0);
     let u =
         Unverified::<dpow_protocol::Receipt>::decode(&bytes, &NET).expect("structurally a receipt");
-    assert_eq!(u.signature_checks(), 3);
+    assert_eq!(u.signature_checks(&node), 3);
     assert!(matches!(
-        u.verify(),
+        u.verify_with(&node),
         Err(ProtocolError::BadSignature {
             kind: "work-result"
         })

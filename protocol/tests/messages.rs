@@ -115,16 +115,23 @@ fn a_remembered_signature_skips_only_its_own_message() {
         &dpow_testkit::builders::NET,
     )
     .expect("sign");
-    signed.remember_verified();
-    let again = Signed::<WorkRequest>::decode(signed.bytes(), &dpow_testkit::builders::NET)
-        .expect("decodes");
-    assert_eq!(again.id(), signed.id());
+    let seen = dpow_protocol::SignatureCache::new();
+    signed.remember_verified(&seen);
+    let decode = |bytes: &[u8]| {
+        dpow_protocol::Unverified::<WorkRequest>::decode(bytes, &dpow_testkit::builders::NET)
+    };
+    let again = decode(signed.bytes()).expect("decodes");
+    assert_eq!(again.signature_checks(&seen), 0, "remembered");
+    assert_eq!(
+        again.verify_with(&seen).expect("verifies").id(),
+        signed.id()
+    );
     // Another signature over the same payload is still checked, and fails.
     let mut bytes = signed.bytes().to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     assert!(matches!(
-        Signed::<WorkRequest>::decode(&bytes, &dpow_testkit::builders::NET),
+        decode(&bytes).and_then(|u| u.verify_with(&seen)),
         Err(ProtocolError::BadSignature { .. })
     ));
     // So does the same signature under a changed payload (another id).
@@ -135,7 +142,7 @@ fn a_remembered_signature_skips_only_its_own_message() {
         .or_else(|| bytes.iter().position(|b| *b == 77))
         .expect("nonce in payload");
     bytes[at] ^= 0x01;
-    assert!(Signed::<WorkRequest>::decode(&bytes, &dpow_testkit::builders::NET).is_err());
+    assert!(decode(&bytes).and_then(|u| u.verify_with(&seen)).is_err());
 }
 
 #[test]

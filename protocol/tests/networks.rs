@@ -114,8 +114,13 @@ fn a_receipt_signed_for_this_network_around_envelopes_of_another_is_refused() {
     }
     // Remembering a foreign envelope as verified does not let it pass here: the cache is
     // keyed by the id, which hashes the network in.
-    foreign_req.remember_verified();
-    assert!(Signed::<dpow_protocol::WorkRequest>::decode(foreign_req.bytes(), &NET).is_err());
+    let seen = dpow_protocol::SignatureCache::new();
+    foreign_req.remember_verified(&seen);
+    assert!(
+        dpow_protocol::Unverified::<dpow_protocol::WorkRequest>::decode(foreign_req.bytes(), &NET)
+            .and_then(|u| u.verify_with(&seen))
+            .is_err()
+    );
 }
 
 #[test]

@@ -226,12 +226,14 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     let mut books = Books::open(store.clone(), EPOCH_MS, net)?;
     let sample = (n / 4).min(10_000);
     let live = keys.receipts(0..2 * sample, now, now + 1, 0)?;
+    // What the node remembers as verified: the request and result it took on gossip.
+    let seen = dpow_protocol::SignatureCache::new();
     for (name, range) in [("cold", 0..sample), ("warm", sample..2 * sample)] {
         let part = &live[range.start as usize..range.end as usize];
         if name == "warm" {
             for r in part {
-                r.payload().request.remember_verified();
-                r.payload().result.remember_verified();
+                r.payload().request.remember_verified(&seen);
+                r.payload().result.remember_verified(&seen);
             }
         }
         let (mut t_verify, mut t_books, mut t_sync) = (0f64, 0f64, 0f64);
@@ -239,7 +241,9 @@ pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
         for (i, r) in part.iter().enumerate() {
             let a = Instant::now();
             let r = validator
-                .check_receipt(r.bytes(), &registry, now + 10)
+                .screen_receipt(r.bytes(), &registry, now + 10)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .verify_with(&seen)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let b = Instant::now();
             books.ingest(&r)?;

@@ -97,6 +97,9 @@ pub(super) struct EventLoop {
     solved_rx: mpsc::Receiver<Solved>,
     /// Signature checks off the event loop ([`super::verify`]).
     verifier: super::verify::Verifier<inbound::Origin>,
+    /// Signatures this node verified and expects to meet again (its own: nodes sharing a
+    /// process never take each other's word); its verification jobs read it too.
+    signatures: dpow_protocol::SignatureCache,
     /// Results and cancels waiting for their request's signature check.
     waiting: inbound::Waiting,
     service_key: Option<SecretKey>,
@@ -351,6 +354,7 @@ impl EventLoop {
         let finality = config.genesis.finality;
         let kad_mode = swarm.behaviour().kad.mode();
         let kad_protocol = super::behaviour::kad_protocol(&config.genesis)?;
+        let signatures = dpow_protocol::SignatureCache::new();
         let mut event_loop = EventLoop {
             swarm,
             genesis: config.genesis,
@@ -367,7 +371,8 @@ impl EventLoop {
             worker,
             solved_tx,
             solved_rx,
-            verifier: super::verify::Verifier::new(),
+            verifier: super::verify::Verifier::new(signatures.clone()),
+            signatures,
             waiting: inbound::Waiting::default(),
             service_key: config.service_key,
             pending: HashMap::new(),
@@ -1571,7 +1576,7 @@ impl EventLoop {
                         .validator
                         .screen_status(&b.0, &self.registry, now)
                         .and_then(|u| self.peer.refuse_old_status(u.payload()).map(|()| u))
-                        .and_then(|u| Ok(u.verify()?));
+                        .and_then(|u| Ok(u.verify_with(&self.signatures)?));
                     if let Ok(st) = st {
                         let _ = self.on_status(st, now);
                     }

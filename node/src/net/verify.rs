@@ -15,8 +15,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::OnceLock;
 
 use dpow_protocol::{
-    Checkpoint, ProtocolError, Receipt, RegistryEntry, Signed, Unverified, WorkCancel, WorkRequest,
-    WorkResult, WorkerStatus,
+    Checkpoint, ProtocolError, Receipt, RegistryEntry, SignatureCache, Signed, Unverified,
+    WorkCancel, WorkRequest, WorkResult, WorkerStatus,
 };
 use libp2p::PeerId;
 use tokio::sync::mpsc;
@@ -57,29 +57,31 @@ pub(crate) enum Checked {
 }
 
 impl Job {
-    /// The ed25519 checks the job would run now (signatures verified before are free).
-    pub(crate) fn signature_checks(&self) -> usize {
+    /// The ed25519 checks the job would run now (signatures `seen` remembers are free).
+    pub(crate) fn signature_checks(&self, seen: &SignatureCache) -> usize {
         match self {
-            Job::Request(u) => u.signature_checks(),
-            Job::Result(u) => u.signature_checks(),
-            Job::Cancel(u) => u.signature_checks(),
-            Job::Status(u) => u.signature_checks(),
-            Job::Registry(u) => u.signature_checks(),
-            Job::Checkpoint(u) => u.signature_checks(),
-            Job::Receipts(v) => v.iter().map(Unverified::signature_checks).sum(),
+            Job::Request(u) => u.signature_checks(seen),
+            Job::Result(u) => u.signature_checks(seen),
+            Job::Cancel(u) => u.signature_checks(seen),
+            Job::Status(u) => u.signature_checks(seen),
+            Job::Registry(u) => u.signature_checks(seen),
+            Job::Checkpoint(u) => u.signature_checks(seen),
+            Job::Receipts(v) => v.iter().map(|u| u.signature_checks(seen)).sum(),
         }
     }
 
-    /// Check the job's signatures (on whatever thread calls it).
-    pub(crate) fn run(self) -> Result<Checked, ProtocolError> {
+    /// Check the job's signatures, but those `seen` remembers (on whatever thread calls it).
+    pub(crate) fn run(self, seen: &SignatureCache) -> Result<Checked, ProtocolError> {
         Ok(match self {
-            Job::Request(u) => Checked::Request(u.verify()?),
-            Job::Result(u) => Checked::Result(u.verify()?),
-            Job::Cancel(u) => Checked::Cancel(u.verify()?),
-            Job::Status(u) => Checked::Status(u.verify()?),
-            Job::Registry(u) => Checked::Registry(u.verify()?),
-            Job::Checkpoint(u) => Checked::Checkpoint(u.verify()?),
-            Job::Receipts(v) => Checked::Receipts(v.into_iter().map(Unverified::verify).collect()),
+            Job::Request(u) => Checked::Request(u.verify_with(seen)?),
+            Job::Result(u) => Checked::Result(u.verify_with(seen)?),
+            Job::Cancel(u) => Checked::Cancel(u.verify_with(seen)?),
+            Job::Status(u) => Checked::Status(u.verify_with(seen)?),
+            Job::Registry(u) => Checked::Registry(u.verify_with(seen)?),
+            Job::Checkpoint(u) => Checked::Checkpoint(u.verify_with(seen)?),
+            Job::Receipts(v) => {
+                Checked::Receipts(v.into_iter().map(|u| u.verify_with(seen)).collect())
+            }
         })
     }
 }
@@ -122,6 +124,8 @@ pub(crate) struct Verifier<C> {
     done_tx: mpsc::Sender<Done<C>>,
     done_rx: mpsc::Receiver<Done<C>>,
     stats: PoolStats,
+    /// The node's remembered signatures, read by its jobs.
+    seen: SignatureCache,
 }
 
 fn threads() -> &'static rayon::ThreadPool {
@@ -147,7 +151,7 @@ fn threads() -> &'static rayon::ThreadPool {
 }
 
 impl<C: Send + 'static> Verifier<C> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(seen: SignatureCache) -> Self {
         // Never more than MAX_IN_FLIGHT jobs are out, each sends one `Done`: never full.
         let (done_tx, done_rx) = mpsc::channel(MAX_IN_FLIGHT);
         Verifier {
@@ -158,6 +162,7 @@ impl<C: Send + 'static> Verifier<C> {
             done_tx,
             done_rx,
             stats: PoolStats::default(),
+            seen,
         }
     }
 
@@ -204,10 +209,11 @@ impl<C: Send + 'static> Verifier<C> {
             self.queued -= 1;
             self.in_flight += 1;
             self.stats.jobs += 1;
-            self.stats.signature_checks += job.signature_checks() as u64;
+            self.stats.signature_checks += job.signature_checks(&self.seen) as u64;
             let tx = self.done_tx.clone();
+            let seen = self.seen.clone();
             threads().spawn(move || {
-                let outcome = job.run();
+                let outcome = job.run(&seen);
                 if tx.try_send(Done { peer, ctx, outcome }).is_err() {
                     // Only when the node is gone (its receiver dropped).
                     tracing::debug!("signature check finished after its node stopped");
@@ -259,7 +265,7 @@ mod tests {
     #[tokio::test]
     async fn peers_take_turns_and_queues_are_bounded() {
         let net = TestNet::fresh();
-        let mut v: Verifier<(PeerId, u64)> = Verifier::new();
+        let mut v: Verifier<(PeerId, u64)> = Verifier::new(SignatureCache::new());
         let (flooder, honest) = (PeerId::random(), PeerId::random());
         // The flooder fills its queue first (in flight and waiting), then is refused.
         let mut taken = 0u64;
@@ -306,7 +312,7 @@ mod tests {
     #[tokio::test]
     async fn the_total_queue_is_bounded() {
         let net = TestNet::fresh();
-        let mut v: Verifier<()> = Verifier::new();
+        let mut v: Verifier<()> = Verifier::new(SignatureCache::new());
         let per_peer = MAX_QUEUED / MAX_QUEUED_PER_PEER + 2;
         let mut refused = Vec::new();
         for p in 0..per_peer {

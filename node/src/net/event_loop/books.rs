@@ -192,7 +192,7 @@ impl EventLoop {
             self.check_room()?;
         }
         // Copies (gossip, DHT and catch-up bring the same receipt) then cost a hash.
-        r.remember_verified();
+        r.remember_verified(&self.signatures);
         let worker = r.payload().result.payload().worker;
         let for_standing = r.clone();
         match self.ledger.ingest(r) {

@@ -179,7 +179,9 @@ impl EventLoop {
 
     /// A checkpoint from a `Hello` page: screened, verified here, taken.
     pub(super) fn on_checkpoint(&mut self, bytes: &[u8], from: PeerId) -> Result<(), Rejected> {
-        let c = self.screen_checkpoint(bytes)?.verify()?;
+        let c = self
+            .screen_checkpoint(bytes)?
+            .verify_with(&self.signatures)?;
         self.take_checkpoint(c, from)
     }
 

@@ -299,7 +299,7 @@ impl EventLoop {
             self.stats().reject(RejectReason::Answered.as_str());
             return ResultAck::Answered;
         }
-        res.remember_verified();
+        res.remember_verified(&self.signatures);
         self.stats().accept("work-result");
         self.stats().results_direct += 1;
         self.count_result(&res);

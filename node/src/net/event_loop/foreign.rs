@@ -94,8 +94,10 @@ impl EventLoop {
     }
 
     fn foreign_result(&mut self, bytes: &[u8], now: u64) -> Result<(), Rejected> {
-        let res = self.screen_result(bytes, now)?.verify()?;
-        res.remember_verified();
+        let res = self
+            .screen_result(bytes, now)?
+            .verify_with(&self.signatures)?;
+        res.remember_verified(&self.signatures);
         self.browsers.remember(res.payload().worker);
         self.stats().accept("work-result");
         self.count_result(&res);

@@ -222,8 +222,8 @@ impl EventLoop {
     /// Check `job`'s signatures in the pool (here and now when every one was verified
     /// before), then take it in with [`Self::on_verified`].
     pub(super) fn verify(&mut self, peer: PeerId, job: Job, origin: Origin) {
-        if job.signature_checks() == 0 {
-            let outcome = job.run();
+        if job.signature_checks(&self.signatures) == 0 {
+            let outcome = job.run(&self.signatures);
             return self.on_verified(Done {
                 peer,
                 ctx: origin,
@@ -304,7 +304,7 @@ impl EventLoop {
             Checked::Request(req) => {
                 let req = self.validator.admit_request(req, now)?;
                 // Its receipt will carry it: verified once.
-                req.remember_verified();
+                req.remember_verified(&self.signatures);
                 self.stats().accept("work-request");
                 self.count_request(&req, now);
                 self.on_request(req, now);
@@ -313,7 +313,7 @@ impl EventLoop {
                 // It may have been answered or paid while its signature was checked.
                 self.refuse_if_answered(res.bytes())?;
                 self.refuse_paid_work(res.payload())?;
-                res.remember_verified();
+                res.remember_verified(&self.signatures);
                 self.stats().accept("work-result");
                 self.count_result(&res);
                 self.on_result(res, now);
