@@ -349,11 +349,24 @@ impl<P: Copy + Eq + Hash> Replication<P> {
         let Some(c) = self.catch_ups.get_mut(&peer) else {
             return;
         };
-        let Some((epoch, _)) = c.listing else {
+        let Some((epoch, after)) = c.listing else {
             // Not asked for: nothing to add it to.
             return;
         };
         let ids = &ids[..ids.len().min(MAX_SYNC_IDS)];
+        // A page lists ids in ascending order, after the last one of the page before: a peer
+        // that repeats or reorders them could keep a catch-up going forever.
+        let ascending = ids.windows(2).all(|w| w[0] < w[1]);
+        let onward = match (after, ids.first()) {
+            (Some(a), Some(first)) => *first > a,
+            _ => true,
+        };
+        if !ascending || !onward {
+            return self.misbehaved(
+                peer,
+                format!("its receipt ids of epoch {epoch} are not in ascending order"),
+            );
+        }
         c.listing = match ids.last() {
             Some(last) if more => Some((epoch, Some(*last))),
             _ => None,

@@ -95,6 +95,8 @@ enum Peer {
     Honest,
     /// Lists one id more in every epoch than its digest covers.
     PadsLists,
+    /// Answers every page with the first page again, saying more follow.
+    RepeatsPages,
 }
 
 /// When verification jobs come back.
@@ -170,7 +172,11 @@ fn drive(
                     all.push(id(epoch, u64::MAX));
                     all.sort_unstable();
                 }
-                let (page, more) = ids_page(&all, after);
+                let (page, more) = if peer == Peer::RepeatsPages {
+                    (&all[..all.len().min(MAX_SYNC_IDS)], true)
+                } else {
+                    ids_page(&all, after)
+                };
                 assert!(page.len() <= MAX_SYNC_IDS);
                 m.on_ids(PEER, page, more, mine);
             }
@@ -447,4 +453,33 @@ fn a_peer_that_asks_is_caught_up_with_in_return_once_a_period() {
     b.on_tick(2 * EVERY + 10, &[], 0);
     b.on_asked(1, 2 * EVERY + 10);
     assert_eq!(b.take_outputs(), vec![digests(1)]);
+}
+
+#[test]
+fn a_peer_that_repeats_or_reorders_its_id_pages_is_reported_and_the_catch_up_ends() {
+    let theirs = Book::new().with(1, 0..(MAX_SYNC_IDS as u64 + 10));
+    let mut mine = Book::new();
+    let run = catch_up(&mut mine, &theirs, Peer::RepeatsPages, Verify::Inline);
+    assert!(
+        run.outs
+            .iter()
+            .any(|o| matches!(o, Out::Misbehaved { why, .. } if why.contains("ascending")))
+    );
+    // The first page was taken; the repeat ended it instead of looping.
+    assert_eq!(mine.count(), MAX_SYNC_IDS);
+    assert_eq!(ended(&run), (MAX_SYNC_IDS, true));
+
+    // Out of order within a page.
+    let mut m = Replication::<u8>::new(60_000);
+    m.start(PEER, false);
+    m.on_digests(PEER, EPOCH_MS, &[(1, [1; 32])], &mut mine);
+    m.take_outputs();
+    let (a, b) = (id(1, 8).min(id(1, 9)), id(1, 8).max(id(1, 9)));
+    m.on_ids(PEER, &[b, a], false, &mut mine);
+    assert!(
+        m.take_outputs()
+            .iter()
+            .any(|o| matches!(o, Out::Misbehaved { .. }))
+    );
+    assert!(!m.is_catching_up(&PEER));
 }
