@@ -348,30 +348,14 @@ impl LocalNet {
 }
 
 /// Wait until `look` answers `Some`, asking again after each event any of `nodes` handles
-/// (`None` once `timeout` passes or one of them stops). `look` should only read statistics:
-/// a command to a node is itself an event, and would wake the wait at once.
+/// ([`net::wait_on`]): `None` once `timeout` passes or one of them stops.
 pub async fn wait_nodes<T>(
     nodes: &[&NodeHandle],
     timeout: Duration,
-    mut look: impl FnMut() -> Option<T>,
+    look: impl FnMut() -> Option<T>,
 ) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut turns: Vec<_> = nodes.iter().map(|n| n.stats_reader().turns()).collect();
-    loop {
-        // Marked seen before the look, so a change made after it wakes the wait.
-        for t in &mut turns {
-            t.borrow_and_update();
-        }
-        if let Some(v) = look() {
-            return Some(v);
-        }
-        let any =
-            libp2p::futures::future::select_all(turns.iter_mut().map(|t| Box::pin(t.changed())));
-        match tokio::time::timeout_at(deadline, any).await {
-            Ok((Ok(()), _, _)) => {}
-            _ => return None,
-        }
-    }
+    let readers: Vec<_> = nodes.iter().map(|n| n.stats_reader()).collect();
+    net::wait_on(&readers, timeout, look).await
 }
 
 /// Wait until `ok` holds for one node's statistics.

@@ -317,12 +317,6 @@ impl StatsReader {
         )
     }
 
-    /// A receiver that changes after each event the node handles (and closes when it
-    /// stops), to wait on several nodes at once.
-    pub fn turns(&self) -> watch::Receiver<u64> {
-        self.turns.clone()
-    }
-
     /// Wait until the statistics satisfy `ok`, checked again after each event the node
     /// handles (no polling): `Ok` with the statistics that did, or `Err` with the last ones
     /// once `timeout` passes or the node stops.
@@ -331,20 +325,38 @@ impl StatsReader {
         timeout: Duration,
         ok: impl Fn(&NodeStats) -> bool,
     ) -> Result<NodeStats, NodeStats> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut turns = self.turns.clone();
-        loop {
-            // Marked seen before the look, so a change made after it wakes the wait.
-            turns.borrow_and_update();
-            // Judged in place: the statistics (lists of every worker among them) are copied
-            // once, when they pass, not after every event.
-            if let Some(s) = self.check(|s| ok(s).then(|| s.clone())) {
-                return Ok(s);
-            }
-            match tokio::time::timeout_at(deadline, turns.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return Err(self.snapshot()),
-            }
+        // Judged in place: the statistics (lists of every worker among them) are copied once,
+        // when they pass, not after every event.
+        let look = || self.check(|s| ok(s).then(|| s.clone()));
+        wait_on(std::slice::from_ref(self), timeout, look)
+            .await
+            .ok_or_else(|| self.snapshot())
+    }
+}
+
+/// Wait until `look` answers `Some`, asking again after each event any of the nodes behind
+/// `readers` handles (`None` once `timeout` passes or one of them stops). `look` should only
+/// read statistics: a command to a node is itself an event, and would wake the wait at once.
+pub async fn wait_on<T>(
+    readers: &[StatsReader],
+    timeout: Duration,
+    mut look: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut turns: Vec<watch::Receiver<u64>> = readers.iter().map(|r| r.turns.clone()).collect();
+    loop {
+        // Marked seen before the look, so a change made after it wakes the wait.
+        for t in &mut turns {
+            t.borrow_and_update();
+        }
+        if let Some(v) = look() {
+            return Some(v);
+        }
+        let any =
+            libp2p::futures::future::select_all(turns.iter_mut().map(|t| Box::pin(t.changed())));
+        match tokio::time::timeout_at(deadline, any).await {
+            Ok((Ok(()), _, _)) => {}
+            _ => return None,
         }
     }
 }

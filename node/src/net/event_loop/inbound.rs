@@ -380,9 +380,9 @@ impl EventLoop {
     }
 
     /// Screen a catch-up answer's receipts and send them to the pool in jobs of
-    /// [`RECEIPTS_PER_JOB`]; the catch-up goes on when the last job is back. Returns how many
-    /// jobs were sent (none: go on now).
-    pub(super) fn verify_fetched(&mut self, peer: PeerId, list: &[Bytes]) -> usize {
+    /// [`RECEIPTS_PER_JOB`]; the catch-up goes on when the last job is back (at once when
+    /// there is none).
+    pub(super) fn verify_fetched(&mut self, peer: PeerId, list: &[Bytes]) {
         let mut screened = Vec::new();
         for b in list {
             match self.screen_receipt(&b.0, true) {
@@ -396,12 +396,10 @@ impl EventLoop {
             let rest = screened.split_off(screened.len().min(RECEIPTS_PER_JOB));
             jobs.push(std::mem::replace(&mut screened, rest));
         }
-        let n = jobs.len();
-        self.catch_up_verifying(peer, n);
+        self.catch_up_verifying(peer, jobs.len());
         for chunk in jobs {
             self.verify(peer, Job::Receipts(chunk), Origin::CatchUp);
         }
-        n
     }
 }
 
