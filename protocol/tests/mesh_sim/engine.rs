@@ -843,13 +843,7 @@ impl Sim {
                 self.report.workers_joined += 1;
                 self.push(now, Event::Status { node });
                 // As the node does once each new connection's hello is over.
-                let links: Vec<u32> = self.peers[node as usize]
-                    .links
-                    .iter()
-                    .map(|(b, _)| *b)
-                    .filter(|b| self.peers[*b as usize].alive && !self.cut(node, *b))
-                    .collect();
-                for b in links {
+                for b in self.reachable(node) {
                     self.peers[node as usize].repl.start(b, true);
                 }
                 self.sync_outputs(node);
@@ -863,12 +857,7 @@ impl Sim {
                     return;
                 }
                 // A random peer among those it is connected to.
-                let reachable: Vec<u32> = self.peers[node as usize]
-                    .links
-                    .iter()
-                    .map(|(b, _)| *b)
-                    .filter(|b| self.peers[*b as usize].alive && !self.cut(node, *b))
-                    .collect();
+                let reachable = self.reachable(node);
                 let roll = self.rng.next_u64();
                 self.peers[node as usize]
                     .repl
@@ -924,6 +913,16 @@ impl Sim {
             self.sync.push(Some(msg));
             self.sync.len() as u32 - 1
         }
+    }
+
+    /// The live neighbours `node` can reach now (not across the partition).
+    fn reachable(&self, node: u32) -> Vec<u32> {
+        self.peers[node as usize]
+            .links
+            .iter()
+            .map(|(b, _)| *b)
+            .filter(|b| self.peers[*b as usize].alive && !self.cut(node, *b))
+            .collect()
     }
 
     /// One-way latency between two peers: their link's, or a direct connection's.
