@@ -570,7 +570,9 @@ async fn catch_up_pages_through_an_epoch_larger_than_one_answer() {
     let d = net.genesis.profile.min;
     let worker = SecretKey::generate().expect("key");
     let now = now_ms();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
+    // In chunks the bootstrap has taken before the next goes out: a node verifies at most
+    // 256 messages from one peer at a time and drops the rest as busy.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         for i in chunk {
             let r = receipt(
                 &net.service,
@@ -586,7 +588,12 @@ async fn catch_up_pages_through_an_epoch_larger_than_one_answer() {
                 .await
                 .expect("published");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let sent = chunk[chunk.len() - 1] as usize + 1;
+        wait_for(&net.bootstrap, Duration::from_secs(60), |s| {
+            s.ledger_receipts >= sent
+        })
+        .await
+        .expect("the bootstrap takes the chunk");
     }
     wait_for(&net.bootstrap, Duration::from_secs(60), |s| {
         s.ledger_receipts == n as usize

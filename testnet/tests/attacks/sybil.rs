@@ -41,7 +41,13 @@ async fn started_after(net: &LocalNet, since: (u64, u64), n: u64) -> (u64, u64) 
 
 /// Publish one status for each of `SYBILS` fresh keys from a node of the attacker's, and wait
 /// until every worker counts them live.
+///
+/// In batches that every worker has counted before the next goes out: a node verifies at most
+/// `MAX_QUEUED_PER_PEER` messages from one peer at a time and drops the rest as busy, so a
+/// single burst of a thousand reaches every worker only on a machine fast enough to keep up
+/// (on CI's two loaded cores some were dropped and the wait never ended).
 async fn flood(net: &LocalNet) -> NodeHandle {
+    const BATCH: usize = 100;
     let attacker = net::spawn(net.config(SecretKey::generate().expect("key")))
         .await
         .expect("attacker starts");
@@ -51,29 +57,37 @@ async fn flood(net: &LocalNet) -> NodeHandle {
         .expect("attacker connects");
     attacker.wait_synced(T).await.expect("attacker synced");
     let now = now_ms();
-    for _ in 0..SYBILS {
-        let k = SecretKey::generate().expect("key");
-        let st = Signed::sign(
-            WorkerStatus {
-                worker: k.public(),
-                hash_rate: 1_000_000_000_000,
-                queue: 0,
-                payout: None,
-                created_ms: now,
-            },
-            &k,
-            &net.genesis.id,
-        )
-        .expect("signs");
-        attacker
-            .publish_raw(Topic::Status, st.bytes().to_vec())
-            .await
-            .expect("published");
-    }
-    for w in &net.workers {
-        wait_for(w, T, |s| s.live_workers > SYBILS)
-            .await
-            .expect("every worker hears the crowd");
+    let mut sent = 0;
+    while sent < SYBILS {
+        for _ in 0..BATCH.min(SYBILS - sent) {
+            let k = SecretKey::generate().expect("key");
+            let st = Signed::sign(
+                WorkerStatus {
+                    worker: k.public(),
+                    hash_rate: 1_000_000_000_000,
+                    queue: 0,
+                    payout: None,
+                    created_ms: now,
+                },
+                &k,
+                &net.genesis.id,
+            )
+            .expect("signs");
+            attacker
+                .publish_raw(Topic::Status, st.bytes().to_vec())
+                .await
+                .expect("published");
+            sent += 1;
+        }
+        for w in &net.workers {
+            let heard = wait_for(w, T, |s| s.live_workers >= sent + net.workers.len()).await;
+            assert!(
+                heard.is_ok(),
+                "every worker hears the crowd: {} of {sent} counted, {} messages dropped as busy",
+                w.stats().live_workers,
+                w.stats().verify_refused
+            );
+        }
     }
     attacker
 }
