@@ -14,6 +14,12 @@
 //!    `backup_after_factor × i × expected_solve_ms + backup_grace_ms` after the request
 //!    arrived, where `expected_solve_ms` is the primaries' expected time. A dead primary
 //!    delays a request, never loses it.
+//! 4. **Idle start**: a worker with nothing runnable starts a request early when it is one of
+//!    its first [`FlowConfig::idle_start_tiers`] backup tiers and every primary of it has an
+//!    earlier request of its own to finish first (each worker plans every request it hears
+//!    of, so it sees who is busy without being told). Any runnable request preempts such a
+//!    start. This is what keeps workers busy under load: with one hash-chosen primary per
+//!    request, some workers queue several requests while others have none.
 //!
 //! The first valid result (or the service's cancel) ends the request everywhere: each worker
 //! stops hashing it ([`WorkerAction::Stop`]) and forgets it, remembering its id so that a late
@@ -101,6 +107,10 @@ pub struct FlowConfig {
     /// What to do with requests from services whose credits are spent (see
     /// [`WorkerFlow::set_exhausted`]).
     pub exhausted: ExhaustedPolicy,
+    /// An idle worker starts a request early when it is a backup of a tier up to this one
+    /// and every primary of the request is busy with an earlier request in its view (see
+    /// [`WorkerFlow`]'s "idle start"). 0: backups wait for their time.
+    pub idle_start_tiers: u32,
     /// Receipts a worker needs before it is *proven*; until then it is on probation, planned
     /// after every proven worker ([`plan_tiered`]). 0 plans every worker alike.
     pub probation_receipts: u64,
@@ -122,6 +132,7 @@ impl Default for FlowConfig {
             max_queue: 4096,
             max_tracked: 65_536,
             exhausted: ExhaustedPolicy::Deprioritise,
+            idle_start_tiers: 2,
             probation_receipts: 1,
             rate_cap_factor: 4,
         }
@@ -365,6 +376,8 @@ struct Entry {
     volume_class: u8,
     /// The service's credits are spent (kept in step by [`WorkerFlow::set_exhausted`]).
     exhausted: bool,
+    /// The plan's primaries, for judging whether they are busy ([`WorkerFlow`]'s idle start).
+    primaries: Vec<PublicKey>,
 }
 
 impl Entry {
@@ -403,6 +416,12 @@ impl Entry {
             self.received_ms,
             *id,
         )
+    }
+
+    /// When each of the primaries of this request reaches it, in their order (class, then age):
+    /// requests that come before it for a worker that is a primary of both.
+    fn primary_order(&self, id: &RequestId) -> (u8, u64, RequestId) {
+        (self.class(), self.received_ms, *id)
     }
 
     /// Serving class, lower first: by credits (a service with none left comes after
@@ -667,6 +686,7 @@ impl WorkerFlow {
             tier: u32::MAX,
             starts_at_ms: req.expires_ms,
         });
+        let primaries = plan.primaries;
         self.queue.insert(
             id,
             Entry {
@@ -679,6 +699,7 @@ impl WorkerFlow {
                 service: req.service,
                 volume_class,
                 exhausted,
+                primaries,
             },
         );
         let mut actions = Vec::new();
@@ -788,7 +809,8 @@ impl WorkerFlow {
     }
 
     /// Start the most urgent runnable request if the solver is free, or preempt a
-    /// worse-class solve.
+    /// worse-class solve (or a solve started early, by any runnable request); with nothing
+    /// runnable, start a backup early when its primaries are busy ([`Self::idle_start`]).
     fn schedule(&mut self, now_ms: u64) -> Vec<WorkerAction> {
         self.last_now = self.last_now.max(now_ms);
         let best = self
@@ -797,13 +819,27 @@ impl WorkerFlow {
             .filter(|(k, e)| e.starts_at() <= now_ms && Some(**k) != self.solving)
             .min_by_key(|(k, e)| e.order(k))
             .map(|(k, e)| (*k, e.class(), e.root, e.difficulty));
-        let Some((id, class, root, difficulty)) = best else {
-            return Vec::new();
-        };
         let mut actions = Vec::new();
+        let Some((id, class, root, difficulty)) = best else {
+            if self.solving.is_none()
+                && let Some(id) = self.idle_start(now_ms)
+                && let Some(e) = self.queue.get(&id)
+            {
+                self.solving = Some(id);
+                actions.push(WorkerAction::Solve {
+                    request: id,
+                    root: e.root,
+                    difficulty: e.difficulty,
+                });
+            }
+            return actions;
+        };
         if let Some(current) = self.solving {
-            let current_class = self.queue.get(&current).map_or(u8::MAX, Entry::class);
-            if class >= current_class {
+            let (current_class, early) = self
+                .queue
+                .get(&current)
+                .map_or((u8::MAX, false), |e| (e.class(), e.starts_at() > now_ms));
+            if class >= current_class && !early {
                 return Vec::new();
             }
             actions.push(WorkerAction::Stop { request: current });
@@ -815,6 +851,56 @@ impl WorkerFlow {
             difficulty,
         });
         actions
+    }
+
+    /// **Idle start**: the request this idle worker should start before its time, if any.
+    ///
+    /// A backup waits in case the primaries answer. When each primary of a request has an
+    /// earlier request of its own to finish first (in this worker's view: it plans every
+    /// request it hears of), the request will wait for them, so a worker with nothing to do
+    /// starts it now: search is memoryless, so the extra worker costs no hashing but what it
+    /// does while the answer travels, and it keeps a worker from idling while requests wait.
+    /// Only backups of tiers up to [`FlowConfig::idle_start_tiers`] do it, so a busy primary
+    /// draws a bounded number of helpers; any runnable request preempts such a start. In a
+    /// quiet network no primary is busy and nothing starts early.
+    fn idle_start(&self, now_ms: u64) -> Option<RequestId> {
+        let max_tier = self.config.idle_start_tiers;
+        if max_tier == 0 {
+            return None;
+        }
+        let candidates: Vec<(&RequestId, &Entry)> = self
+            .queue
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e.role, Role::Backup { tier, .. } if tier <= max_tier)
+                    && e.starts_at() > now_ms
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        // Each primary's first request, in the order primaries serve theirs.
+        let mut first: HashMap<PublicKey, (u8, u64, RequestId)> = HashMap::new();
+        for (k, e) in &self.queue {
+            let at = e.primary_order(k);
+            for p in &e.primaries {
+                first
+                    .entry(*p)
+                    .and_modify(|f| *f = (*f).min(at))
+                    .or_insert(at);
+            }
+        }
+        candidates
+            .into_iter()
+            .filter(|(k, e)| {
+                let at = e.primary_order(k);
+                !e.primaries.is_empty()
+                    && e.primaries
+                        .iter()
+                        .all(|p| first.get(p).is_some_and(|f| *f < at))
+            })
+            .min_by_key(|(k, e)| e.order(k))
+            .map(|(k, _)| *k)
     }
 }
 

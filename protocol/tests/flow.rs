@@ -847,3 +847,93 @@ fn a_busy_worker_serves_its_own_primaries_before_backups_that_came_due() {
     assert_eq!(&order[..queued_mine.len()], queued_mine.as_slice());
     assert!(order[queued_mine.len()..].iter().all(|r| !mine.contains(r)));
 }
+
+/// The requests `n` in `range` whose plan (by `live`) makes `pick` true.
+fn find(
+    svc: &SecretKey,
+    range: std::ops::Range<u64>,
+    live: &[(PublicKey, u64)],
+    config: &FlowConfig,
+    d: u64,
+    pick: impl Fn(&dpow_protocol::flow::Plan) -> bool,
+) -> Vec<u64> {
+    range
+        .filter(|n| {
+            let r = request(svc, *n, d, 0, Priority::Normal);
+            pick(&plan(r.payload(), &r.id(), live, config))
+        })
+        .collect()
+}
+
+fn tier_of(p: &dpow_protocol::flow::Plan, k: &PublicKey) -> Option<u32> {
+    p.backups
+        .iter()
+        .find(|(b, _, _)| b == k)
+        .map(|(_, t, _)| *t)
+}
+
+#[test]
+fn an_idle_backup_starts_early_when_its_primary_is_busy_and_yields_to_its_own_primary() {
+    let me = key(150);
+    let svc = key(151);
+    let config = FlowConfig::default();
+    assert!(config.idle_start_tiers >= 1);
+    let (_, live) = with_five_peers(&me, 1_000_000, 160, 1_000_000, &config);
+    let d = 0xffff_0000_0000_0000;
+    let busy = key(160).public();
+    // A: `busy` is its primary and this worker's tier is past the idle-start tiers.
+    // B: `busy` is its primary too, and this worker is a backup of tier 1.
+    // C: this worker is the primary.
+    let late_tier = config.idle_start_tiers + 1;
+    let a = find(&svc, 0..400, &live, &config, d, |p| {
+        p.primaries == [busy] && tier_of(p, &me.public()) >= Some(late_tier)
+    })[0];
+    let b = find(&svc, 400..800, &live, &config, d, |p| {
+        p.primaries == [busy] && tier_of(p, &me.public()) == Some(1)
+    })[0];
+    let c = find(&svc, 800..1200, &live, &config, d, |p| {
+        p.primaries == [me.public()]
+    })[0];
+    let (ra, rb, rc) = (
+        request(&svc, a, d, 0, Priority::Normal),
+        request(&svc, b, d, 0, Priority::Normal),
+        request(&svc, c, d, 0, Priority::Normal),
+    );
+
+    // Off: nothing starts before its time.
+    let off = FlowConfig {
+        idle_start_tiers: 0,
+        ..config.clone()
+    };
+    let (mut w, _) = with_five_peers(&me, 1_000_000, 160, 1_000_000, &off);
+    assert!(solves(&w.on_request(&ra, 10)).is_empty());
+    assert!(solves(&w.on_request(&rb, 11)).is_empty());
+
+    let (mut w, _) = with_five_peers(&me, 1_000_000, 160, 1_000_000, &config);
+    // B alone: its primary has nothing before it, so the backup waits for its time.
+    let (mut quiet, _) = with_five_peers(&me, 1_000_000, 160, 1_000_000, &config);
+    assert!(solves(&quiet.on_request(&rb, 11)).is_empty());
+    // A first: its primary is free, and this worker's tier is too late to help early anyway.
+    assert!(solves(&w.on_request(&ra, 10)).is_empty());
+    // Then B: its primary is busy with A, so this idle worker starts B now.
+    assert_eq!(solves(&w.on_request(&rb, 11)), vec![rb.id()]);
+    match w.role(rb.id()) {
+        Some(Role::Backup {
+            tier: 1,
+            starts_at_ms,
+        }) => assert!(starts_at_ms > 11, "started before its time"),
+        other => panic!("B's role: {other:?}"),
+    }
+    // C, its own primary, takes the solver at once.
+    let a_c = w.on_request(&rc, 12);
+    assert!(a_c.contains(&WorkerAction::Stop { request: rb.id() }));
+    assert_eq!(solves(&a_c), vec![rc.id()]);
+    // C solved: B again, still early.
+    assert_eq!(solves(&w.on_solved(rc.id(), Work(1), 13)), vec![rb.id()]);
+    // A answered elsewhere: B's primary is free now, but B is already under way; once B
+    // is answered too, nothing else starts early (A is gone, no primary is busy).
+    let _ = w.on_done(ra.id(), 14);
+    assert_eq!(w.solving(), Some(rb.id()));
+    assert!(solves(&w.on_done(rb.id(), 15)).is_empty());
+    assert_eq!(w.solving(), None);
+}

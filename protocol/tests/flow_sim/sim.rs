@@ -580,8 +580,12 @@ impl Sim {
                     );
                     let backup = match node.flow.role(request) {
                         Some(Role::Primary) => false,
-                        Some(Role::Backup { starts_at_ms, .. }) => {
-                            assert!(starts_at_ms <= now, "a backup started early");
+                        Some(Role::Backup { starts_at_ms, tier }) => {
+                            // Early only as an idle start, by a backup of the first tiers.
+                            assert!(
+                                starts_at_ms <= now || tier <= self.sc.config.idle_start_tiers,
+                                "a backup of tier {tier} started early"
+                            );
                             true
                         }
                         None => panic!("worker {w} solves request {req} it has not queued"),
