@@ -17,7 +17,7 @@
 //! 4. **Idle start**: a worker with nothing runnable starts a request early when it is one of
 //!    its first [`FlowConfig::idle_start_tiers`] backup tiers and every primary of it has an
 //!    earlier request of its own to finish first (each worker plans every request it hears
-//!    of, so it sees who is busy without being told). Any runnable request preempts such a
+//!    of, so it sees who is busy without being told) or is no longer live. Any runnable request preempts such a
 //!    start. This is what keeps workers busy under load: with one hash-chosen primary per
 //!    request, some workers queue several requests while others have none.
 //!
@@ -857,8 +857,8 @@ impl WorkerFlow {
     ///
     /// A backup waits in case the primaries answer. When each primary of a request has an
     /// earlier request of its own to finish first (in this worker's view: it plans every
-    /// request it hears of), the request will wait for them, so a worker with nothing to do
-    /// starts it now: search is memoryless, so the extra worker costs no hashing but what it
+    /// request it hears of) or has gone silent since the plan was made, the request will
+    /// wait for them, so a worker with nothing to do starts it now: search is memoryless, so the extra worker costs no hashing but what it
     /// does while the answer travels, and it keeps a worker from idling while requests wait.
     /// Only backups of tiers up to [`FlowConfig::idle_start_tiers`] do it, so a busy primary
     /// draws a bounded number of helpers; any runnable request preempts such a start. In a
@@ -897,7 +897,7 @@ impl WorkerFlow {
                 !e.primaries.is_empty()
                     && e.primaries
                         .iter()
-                        .all(|p| first.get(p).is_some_and(|f| *f < at))
+                        .all(|p| first.get(p).is_some_and(|f| *f < at) || !self.is_live(p, now_ms))
             })
             .min_by_key(|(k, e)| e.order(k))
             .map(|(k, _)| *k)

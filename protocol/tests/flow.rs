@@ -937,3 +937,30 @@ fn an_idle_backup_starts_early_when_its_primary_is_busy_and_yields_to_its_own_pr
     assert!(solves(&w.on_done(rb.id(), 15)).is_empty());
     assert_eq!(w.solving(), None);
 }
+
+#[test]
+fn an_idle_backup_starts_early_when_its_primary_falls_silent() {
+    let me = key(170);
+    let svc = key(171);
+    // One slow primary per request: a tier-1 backup's time is minutes away.
+    let config = FlowConfig {
+        max_primaries: 1,
+        worker_stale_ms: 1_000,
+        ..FlowConfig::default()
+    };
+    let (mut w, live) = with_five_peers(&me, 1_000, 180, 1_000, &config);
+    let d = 0xffff_0000_0000_0000;
+    let b = find(&svc, 0..400, &live, &config, d, |p| {
+        p.primaries == [key(180).public()] && tier_of(p, &me.public()) == Some(1)
+    })[0];
+    let rb = request(&svc, b, d, 0, Priority::Normal);
+    assert!(solves(&w.on_request(&rb, 10)).is_empty());
+    // Its primary is still live: nothing starts.
+    assert!(solves(&w.on_tick(500)).is_empty());
+    // Its primary has not been heard from for `worker_stale_ms`: this idle worker takes over.
+    assert_eq!(solves(&w.on_tick(1_000)), vec![rb.id()]);
+    match w.role(rb.id()) {
+        Some(Role::Backup { starts_at_ms, .. }) => assert!(starts_at_ms > 60_000),
+        other => panic!("B's role: {other:?}"),
+    }
+}

@@ -44,6 +44,13 @@ async fn main() -> anyhow::Result<()> {
         .try_init();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
+    // The machine's solver rate, the throughput's yardstick: measured first, while nothing
+    // else of this benchmark runs (right after a network is dropped, its nodes are still
+    // winding down and the figure came out 10-15% low, and varied as much).
+    let machine = CpuSolver::new(0)?;
+    let rate = dpow_solver::dispatch::measure_rate(&machine, Duration::from_secs(3))?;
+    drop(machine);
+
     // --- 1. overhead ---
     let easy = Difficulty(0xff00_0000_0000_0000);
     let n = if quick { 50 } else { 300 };
@@ -102,8 +109,6 @@ async fn main() -> anyhow::Result<()> {
     // --- 2. throughput and lost hashing, 8 workers ---
     let d = Difficulty(0xffff_f000_0000_0000);
     let expected = d.expected_hashes();
-    let machine = CpuSolver::new(0)?;
-    let rate = dpow_solver::dispatch::measure_rate(&machine, Duration::from_secs(2))?;
     let ideal = rate / expected;
     let m: u32 = if quick { 100 } else { 400 };
     let mut flow = dpow_testnet::local::FlowConfig::default();
@@ -127,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let service = Arc::new(net.service_node().await?);
     let t0 = Instant::now();
+    let cpu0 = cpu_seconds();
     let mut set = tokio::task::JoinSet::new();
     let mut next = 0u32;
     let mut done = 0u32;
@@ -170,5 +176,47 @@ async fn main() -> anyhow::Result<()> {
         f64::from(m) * expected / 1e6,
         100.0 * (hashes - won.min(hashes)) as f64 / hashes.max(1) as f64
     );
+    // Where the cores went, by thread: the solvers' (`dpow-cpu-*`) and everything else (the
+    // ten nodes' gossip, signature checks, ledger, the runtime).
+    if let (Some((s0, t0)), Some((s1, t1))) = (cpu0, cpu_seconds()) {
+        let (solving, total) = (s1 - s0, t1 - t0);
+        let span = secs * cores as f64;
+        println!(
+            "cores       of the {cores} cores' time: solvers {:.1}%, everything else {:.1}%; \
+             hashing at {:.1} MH/s while solving (the machine's rate over its cores: {:.1})",
+            100.0 * solving / span,
+            100.0 * (total - solving) / span,
+            hashes as f64 / solving.max(1e-9) / 1e6,
+            rate / cores as f64 / 1e6,
+        );
+    }
     Ok(())
+}
+
+/// This process's CPU time so far, user and system, in seconds: its solver threads'
+/// (`dpow-cpu-*`, alive now) and the whole process's (threads gone included). `None` where
+/// /proc is not there.
+fn cpu_seconds() -> Option<(f64, f64)> {
+    // utime and stime are the 14th and 15th fields of a stat line, in clock ticks (100 a
+    // second on Linux); the name before them is in parentheses and may hold spaces.
+    fn ticks(stat: &str) -> Option<(String, f64)> {
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_string();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let t = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some((name, t / 100.0))
+    }
+    let total = ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?.1;
+    let mut solving = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if let Some((name, t)) = ticks(&stat)
+            && name.starts_with("dpow-cpu-")
+        {
+            solving += t;
+        }
+    }
+    Some((solving, total))
 }

@@ -254,8 +254,8 @@ fn worker_table(v: &Value, w: &OwnWorkerStats) -> String {
         &mut out,
         "started",
         format!(
-            "{} as primary, {} as backup",
-            w.started_primary, w.started_backup
+            "{} as primary, {} as backup ({} early, primaries busy)",
+            w.started_primary, w.started_backup, w.started_early
         ),
     );
     row(
@@ -363,6 +363,7 @@ mod tests {
             ],
             started_primary: 6,
             started_backup: 2,
+            started_early: 1,
             standing_receipts: 3,
         };
         let v = json!({"account": "nano_me", "peer_id": "12D3", "uptime_s": 3725});
@@ -371,7 +372,7 @@ mod tests {
             "payout            nano_pay",
             "device            12.3 MH/s  cpu avx2 x4  (2 failures)  dropped",
             "won               3",
-            "started           6 as primary, 2 as backup",
+            "started           6 as primary, 2 as backup (1 early, primaries busy)",
             "standing          proven: 3 receipts",
             "rejected          2",
             "  invalid_work    2",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dpow_keys::SecretKey;
-use dpow_protocol::flow::{Role, ServiceAction, ServiceConfig, WorkerAction, WorkerFlow};
+use dpow_protocol::flow::{ServiceAction, ServiceConfig, WorkerAction, WorkerFlow};
 use dpow_protocol::peer::Peer;
 use dpow_protocol::registry::{Registry, RegistryError};
 use dpow_protocol::validate::{RejectReason, Rejected, Validator, ValidatorConfig};
@@ -1107,7 +1107,7 @@ impl EventLoop {
                     request,
                     root,
                     difficulty,
-                } => self.start_solve(request, root, difficulty),
+                } => self.start_solve(request, root, difficulty, now),
                 WorkerAction::Stop { request } => {
                     if let Some(w) = &self.worker
                         && let Some(s) = &w.solving
@@ -1129,13 +1129,10 @@ impl EventLoop {
         }
     }
 
-    fn start_solve(&mut self, request: RequestId, root: Root, difficulty: Difficulty) {
-        let primary = matches!(
-            self.peer.worker().and_then(|f| f.role(request)),
-            Some(Role::Primary)
-        );
+    fn start_solve(&mut self, request: RequestId, root: Root, difficulty: Difficulty, now: u64) {
+        let role = self.peer.worker().and_then(|f| f.role(request));
         let Some(w) = &mut self.worker else { return };
-        w.own.started(primary);
+        w.own.started(role, now);
         if let Some(s) = &w.solving {
             // The flow solves one request at a time; a new Solve replaces the old one.
             s.control.cancel();

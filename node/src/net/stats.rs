@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use dpow_keys::PublicKey;
 use dpow_protocol::RequestId;
+use dpow_protocol::flow::Role;
 use dpow_protocol::ledger::epoch_of;
 
 use crate::store::NodeLedger;
@@ -308,8 +309,11 @@ pub struct OwnWorkerStats {
     pub credits_by_epoch: Vec<EpochCredits>,
     /// Solves started as one of a request's primaries.
     pub started_primary: u64,
-    /// Solves started as a backup (the primaries had not answered in time).
+    /// Solves started as a backup (the primaries had not answered in time, or were busy).
     pub started_backup: u64,
+    /// Of those, solves started before the backup's time because every primary was busy
+    /// with an earlier request or silent (`protocol::flow`'s idle start).
+    pub started_early: u64,
     /// Receipts this worker's view holds for it ([`dpow_protocol::standing`]): under
     /// `probation_receipts` it is on probation, planned after every proven worker.
     pub standing_receipts: u64,
@@ -471,12 +475,17 @@ impl OwnTally {
         }
     }
 
-    /// A solve started, as a primary or a backup.
-    pub(crate) fn started(&mut self, primary: bool) {
-        if primary {
-            self.stats.started_primary += 1;
-        } else {
-            self.stats.started_backup += 1;
+    /// A solve started at `now` in `role` (a primary, a backup, or early as a backup).
+    pub(crate) fn started(&mut self, role: Option<Role>, now: u64) {
+        match role {
+            Some(Role::Primary) => self.stats.started_primary += 1,
+            Some(Role::Backup { starts_at_ms, .. }) => {
+                self.stats.started_backup += 1;
+                if starts_at_ms > now {
+                    self.stats.started_early += 1;
+                }
+            }
+            None => self.stats.started_backup += 1,
         }
     }
 
