@@ -118,9 +118,12 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(g) = std::env::var("DPOW_BENCH_BACKUP_GRACE_MS") {
         flow.backup_grace_ms = g.parse()?;
     }
+    if let Ok(t) = std::env::var("DPOW_BENCH_IDLE_START_TIERS") {
+        flow.idle_start_tiers = t.parse()?;
+    }
     println!(
-        "\nflow: backup tier i starts after {} x i x expected + {} ms",
-        flow.backup_after_factor, flow.backup_grace_ms
+        "\nflow: backup tier i starts after {} x i x expected + {} ms; idle start up to tier {}",
+        flow.backup_after_factor, flow.backup_grace_ms, flow.idle_start_tiers
     );
     let net = LocalNet::start(LocalOptions {
         workers: 8,
