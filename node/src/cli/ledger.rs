@@ -189,6 +189,9 @@ pub(super) fn run(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
     runtime.block_on(run_async(a, out))
 }
 
+/// The longest `dpow ledger` waits for receipts already received to be verified.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
     // Parse what can be wrong before joining the network.
     let pool = match &a.command {
@@ -215,11 +218,21 @@ async fn run_async(a: LedgerArgs, out: Output) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
-    // Caught up with a peer's books (every receipt verified here); give stragglers on the
-    // receipts topic a moment.
+    // Caught up with a peer's books (every receipt verified here). Receipts that reached the
+    // node by gossip meanwhile may still be in the verification pool: the books are read once
+    // it has nothing left (bounded: on a busy network it may never be empty for long, and
+    // what arrives later is the next run's).
     let genesis = Genesis::load(&a.client.genesis)?;
     let node = a.client.connect_with_books().await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    if node
+        .wait_stats(DRAIN_LIMIT, |s| s.verify_queued == 0)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "receipts were still being verified after {DRAIN_LIMIT:?}; reading the books as they are"
+        );
+    }
     let (books, registry) = node.ledger().await?;
     let checkpoints = node.checkpoints().await?;
     node.shutdown().await?;
