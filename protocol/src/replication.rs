@@ -40,6 +40,10 @@ pub const MAX_SYNC_EPOCHS: usize = 4096;
 pub const MAX_SYNC_IDS: usize = 4096;
 /// Most receipts fetched in one request (~256 KiB).
 pub const MAX_SYNC_FETCH: usize = 512;
+/// Verification jobs of a catch-up's answers still waiting past which nothing more is asked
+/// ahead: one answer's worth in the node (512 receipts in jobs of 32), so at most about two
+/// answers wait, however fast the peer answers.
+pub const FETCH_AHEAD_JOBS: usize = 16;
 /// Most ids of one vouched epoch gathered before it is checked against its checkpoint; a
 /// longer list is dropped unchecked (and the node's own bound on ids vouched for).
 pub const MAX_VOUCHED: usize = 1 << 20;
@@ -152,6 +156,9 @@ struct CatchUp {
     /// `Fetch` requests sent and not yet answered (one runs ahead while an answer is
     /// verified).
     fetching: usize,
+    /// The next page of ids was asked for ahead, while receipts are verified, and has not
+    /// come yet.
+    listing_ahead: bool,
     /// The first catch-up after connecting.
     first: bool,
     /// Final epochs to list whole before fetching, with the checkpointed digest the list
@@ -353,6 +360,7 @@ impl<P: Copy + Eq + Hash> Replication<P> {
             // Not asked for: nothing to add it to.
             return;
         };
+        c.listing_ahead = false;
         let ids = &ids[..ids.len().min(MAX_SYNC_IDS)];
         // A page lists ids in ascending order, after the last one of the page before: a peer
         // that repeats or reorders them could keep a catch-up going forever.
@@ -455,22 +463,37 @@ impl<P: Copy + Eq + Hash> Replication<P> {
     /// The next step once nothing is fetched or verified; until then, fetching ahead.
     fn step(&mut self, peer: P) {
         match self.catch_ups.get(&peer) {
-            Some(c) if c.fetching == 0 && c.verifying == 0 => self.advance(peer),
+            Some(c) if c.fetching == 0 && !c.listing_ahead && c.verifying == 0 => {
+                self.advance(peer)
+            }
             Some(_) => self.fetch_ahead(peer),
             None => {}
         }
     }
 
-    /// With receipts being verified and none being fetched, the next page is asked for at
-    /// once, so the peer's answer and the transfer overlap the signature checks.
+    /// With receipts being verified, nothing asked of the peer and at most
+    /// [`FETCH_AHEAD_JOBS`] jobs left to verify, the next request goes at once, so the
+    /// peer's answer and the transfer overlap the signature checks: the next receipts wanted,
+    /// or when none are left, the next page of the epoch's ids (else every page of ids would
+    /// drain the pipeline). The bound keeps a fast peer from filling the verification queue.
     fn fetch_ahead(&mut self, peer: P) {
         let Some(c) = self.catch_ups.get_mut(&peer) else {
             return;
         };
-        if c.fetching > 0 || c.verifying == 0 || c.want.is_empty() {
+        if c.fetching > 0 || c.listing_ahead || c.verifying == 0 || c.verifying > FETCH_AHEAD_JOBS {
             return;
         }
-        let ask = Self::fetch(c);
+        let ask = if !c.want.is_empty() {
+            Self::fetch(c)
+        } else if let Some((epoch, Some(after))) = c.listing {
+            c.listing_ahead = true;
+            Ask::Ids {
+                epoch,
+                after: Some(after),
+            }
+        } else {
+            return;
+        };
         self.out.push(Out::Send { peer, ask });
     }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use dpow_protocol::MessageId;
 use dpow_protocol::ledger::digest_of_ids;
 use dpow_protocol::replication::{
-    Ask, Books, MAX_SYNC_FETCH, MAX_SYNC_IDS, Out, Replication, Rule, ids_page,
+    Ask, Books, FETCH_AHEAD_JOBS, MAX_SYNC_FETCH, MAX_SYNC_IDS, Out, Replication, Rule, ids_page,
 };
 
 const EPOCH_MS: u64 = 3_600_000;
@@ -106,6 +106,8 @@ enum Verify {
     Inline,
     /// One job between two answers.
     Later,
+    /// After every answer asked for: the peer answers faster than receipts are verified.
+    Slow,
 }
 
 #[derive(Default)]
@@ -114,6 +116,10 @@ struct Run {
     asks: Vec<Ask>,
     /// Fetches sent while jobs of an earlier answer were still being verified.
     overlapped: usize,
+    /// Later pages of ids asked for while jobs were still being verified.
+    listed_ahead: usize,
+    /// Most jobs waiting at once.
+    most_waiting: usize,
 }
 
 /// Catch `mine` up from `theirs` until the machine stops asking.
@@ -140,13 +146,18 @@ fn drive(
                 if matches!(ask, Ask::Fetch(_)) && !jobs.is_empty() {
                     run.overlapped += 1;
                 }
+                if matches!(ask, Ask::Ids { after: Some(_), .. }) && !jobs.is_empty() {
+                    run.listed_ahead += 1;
+                }
                 asked.push_back(ask.clone());
                 run.asks.push(ask.clone());
             }
             run.outs.push(o);
         }
         assert!(asked.len() <= 1, "one request at a time: {asked:?}");
-        if let Some(job) = jobs.pop_front() {
+        if (verify != Verify::Slow || asked.is_empty())
+            && let Some(job) = jobs.pop_front()
+        {
             take(mine, &job);
             m.verified(PEER, job.len());
             continue;
@@ -196,8 +207,9 @@ fn drive(
                             m.verified(PEER, job.len());
                         }
                     }
-                    Verify::Later => jobs.extend(chunks),
+                    Verify::Later | Verify::Slow => jobs.extend(chunks),
                 }
+                run.most_waiting = run.most_waiting.max(jobs.len());
             }
         }
     }
@@ -260,6 +272,30 @@ fn a_catch_up_fetches_every_receipt_the_peer_has_in_pages_whichever_way_jobs_ret
         if verify == Verify::Later {
             assert!(run.overlapped > 0, "fetching runs ahead of verification");
         }
+    }
+}
+
+#[test]
+fn a_fast_peer_cannot_fill_the_verification_queue_and_id_pages_are_asked_ahead() {
+    let theirs = Book::new().with(3, 0..(3 * MAX_SYNC_IDS as u64 + 100));
+    let mut mine = Book::new();
+    let run = catch_up(&mut mine, &theirs, Peer::Honest, Verify::Slow);
+    let want = 3 * MAX_SYNC_IDS + 100;
+    assert_eq!(ended(&run), (want, true));
+    // Answers come faster than jobs are verified: the machine stops asking ahead once
+    // FETCH_AHEAD_JOBS wait, so at most that plus one answer's jobs ever wait.
+    let one_answer = MAX_SYNC_FETCH.div_ceil(PER_JOB);
+    assert!(
+        run.most_waiting <= FETCH_AHEAD_JOBS + one_answer,
+        "{} jobs waited at once",
+        run.most_waiting
+    );
+    // And the next page of ids is asked for while receipts are verified, not after.
+    assert_eq!(run.listed_ahead, 3, "each later page asked ahead");
+    for verify in [Verify::Inline, Verify::Later] {
+        let mut mine = Book::new();
+        let run = catch_up(&mut mine, &theirs, Peer::Honest, verify);
+        assert_eq!(ended(&run), (want, true));
     }
 }
 
