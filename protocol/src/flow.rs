@@ -17,9 +17,10 @@
 //! 4. **Idle start**: a worker with nothing runnable starts a request early when it is one of
 //!    its first [`FlowConfig::idle_start_tiers`] backup tiers and every primary of it has an
 //!    earlier request of its own to finish first (each worker plans every request it hears
-//!    of, so it sees who is busy without being told) or is no longer live. Any runnable request preempts such a
-//!    start. This is what keeps workers busy under load: with one hash-chosen primary per
-//!    request, some workers queue several requests while others have none.
+//!    of, so it sees who is busy without being told) or is no longer live. Any runnable
+//!    request preempts such a start. This is what keeps workers busy under load: with one
+//!    hash-chosen primary per request, some workers queue several requests while others
+//!    have none.
 //!
 //! The first valid result (or the service's cancel) ends the request everywhere: each worker
 //! stops hashing it ([`WorkerAction::Stop`]) and forgets it, remembering its id so that a late
@@ -858,8 +859,9 @@ impl WorkerFlow {
     /// A backup waits in case the primaries answer. When each primary of a request has an
     /// earlier request of its own to finish first (in this worker's view: it plans every
     /// request it hears of) or has gone silent since the plan was made, the request will
-    /// wait for them, so a worker with nothing to do starts it now: search is memoryless, so the extra worker costs no hashing but what it
-    /// does while the answer travels, and it keeps a worker from idling while requests wait.
+    /// wait for them, so a worker with nothing to do starts it now: search is memoryless, so
+    /// the extra worker costs no hashing but what it does while the answer travels, and it
+    /// keeps a worker from idling while requests wait.
     /// Only backups of tiers up to [`FlowConfig::idle_start_tiers`] do it, so a busy primary
     /// draws a bounded number of helpers; any runnable request preempts such a start. In a
     /// quiet network no primary is busy and nothing starts early.
