@@ -153,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_seconds();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (mut hashes, mut won) = (0u64, 0u64);
     for w in &net.workers {
@@ -181,8 +182,8 @@ async fn main() -> anyhow::Result<()> {
     );
     // Where the cores went, by thread: the solvers' (`dpow-cpu-*`) and everything else (the
     // ten nodes' gossip, signature checks, ledger, the runtime).
-    if let (Some((s0, t0)), Some((s1, t1))) = (cpu0, cpu_seconds()) {
-        let (solving, total) = (s1 - s0, t1 - t0);
+    if let (Some((solving0, total0)), Some((solving1, total1))) = (cpu0, cpu1) {
+        let (solving, total) = (solving1 - solving0, total1 - total0);
         let span = secs * cores as f64;
         println!(
             "cores       of the {cores} cores' time: solvers {:.1}%, everything else {:.1}%; \
