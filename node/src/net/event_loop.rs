@@ -136,6 +136,9 @@ pub(super) struct EventLoop {
     next_ticket: u64,
     /// Receipts in the ledger not yet durable (queued, in the backlog or being written).
     unwritten_receipts: usize,
+    /// Since when the disk refuses receipts, and how many it refused (logged once when it
+    /// starts and once when it takes them again, not per receipt).
+    disk_refusing: Option<(Instant, u64)>,
     /// Ledger catch-ups in progress, per peer, and when to start the next.
     replication: dpow_protocol::replication::Replication<PeerId>,
     /// DHT lookups for receipts in flight.
@@ -399,6 +402,7 @@ impl EventLoop {
             backlog: VecDeque::new(),
             next_ticket: 0,
             unwritten_receipts: 0,
+            disk_refusing: None,
             replication: {
                 let ms = u64::try_from(config.tuning.ledger_sync.as_millis()).unwrap_or(u64::MAX);
                 let mut r = dpow_protocol::replication::Replication::new(ms);

@@ -160,8 +160,12 @@ impl Store {
         let old_kad = DB::list_cf(&opts, path)
             .map(|names| names.iter().any(|n| n == OLD_CF_KAD))
             .unwrap_or(false);
+        // The default family too: left out, RocksDB's binding opens it with a 64 MiB
+        // memtable, and the space RocksDB waits for before it resumes writes after a full
+        // disk is the largest memtable of any family.
         let families = FAMILIES
             .iter()
+            .chain([&rocksdb::DEFAULT_COLUMN_FAMILY_NAME])
             .chain(old_kad.then_some(&OLD_CF_KAD))
             .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name, &cache)));
         let mut db =

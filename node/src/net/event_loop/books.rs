@@ -197,11 +197,13 @@ impl EventLoop {
         let for_standing = r.clone();
         match self.ledger.ingest(r) {
             Ok(Ingested::Counted { request }) => {
+                self.disk_takes_again();
                 self.stand(&for_standing);
                 self.books_changed(stored.accepted_ms);
                 self.own_receipt(&request, &worker);
             }
             Ok(Ingested::Equivocation { proof, dropped }) => {
+                self.disk_takes_again();
                 self.books_changed(stored.accepted_ms);
                 // Kept and forwarded: every node should hold the evidence.
                 tracing::warn!(
@@ -232,11 +234,18 @@ impl EventLoop {
             Err(IngestError::Store(e)) => {
                 // Disk full or failing: refuse what is new, keep serving what is held; the
                 // receipt comes back by gossip, the DHT or catch-up once the disk takes it.
-                // RocksDB keeps a failed log write as a hard error until it is opened again.
-                tracing::error!(
-                    receipt = %stored.id,
-                    "receipt refused, the store cannot write: {e}; the node keeps serving what it holds: free space (or mend the disk) and restart it"
-                );
+                // RocksDB resumes writes by itself once the space is back (it checks every
+                // 5 s and wants a memtable's worth free, store/rocks.rs).
+                match &mut self.disk_refusing {
+                    Some((_, refused)) => *refused += 1,
+                    None => {
+                        tracing::error!(
+                            receipt = %stored.id,
+                            "the store cannot write, so new receipts are refused: {e}; the node keeps serving what it holds and takes receipts again once space is back (free at least 8 MiB, or mend the disk)"
+                        );
+                        self.disk_refusing = Some((Instant::now(), 1));
+                    }
+                }
                 self.stats().store_refusals += 1;
                 return Err(Rejected::new(
                     RejectReason::Busy,

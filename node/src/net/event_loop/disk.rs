@@ -46,6 +46,17 @@ impl EventLoop {
         }
     }
 
+    /// A receipt written after a spell of refusals: say so once.
+    pub(super) fn disk_takes_again(&mut self) {
+        if let Some((since, refused)) = self.disk_refusing.take() {
+            tracing::info!(
+                refused,
+                "the store writes again after {:.1} s of refusals; refused receipts come back by catch-up",
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
     /// Whether a receipt may be taken in now: refused while too many wait for the disk.
     pub(super) fn check_room(&self) -> Result<(), Rejected> {
         if self.unwritten_receipts >= MAX_UNWRITTEN {
