@@ -156,6 +156,8 @@ fn long_partition_heals() {
     );
     let checkpoint = |epoch: u64| {
         let c = net.checkpoint("service", epoch).unwrap();
+        // The command stays until a peer answers with the checkpoint it published.
+        assert!(c["held_by"].is_string(), "no peer confirmed: {c}");
         eprintln!(
             "long_partition_heals: checkpoint of epoch {epoch}: {} receipts",
             c["receipts"]

@@ -73,6 +73,8 @@ async fn dpow_registry_keeps_its_sequence_beside_the_key_and_refuses_a_network_a
             String::from_utf8_lossy(&out.stderr)
         );
         let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        // The command stays until a peer answers with the entry it published.
+        assert!(v["held_by"].is_string(), "no peer confirmed: {v}");
         v["seq"].as_u64().expect("seq")
     };
 

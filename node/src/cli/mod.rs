@@ -7,6 +7,7 @@ mod bench_catchup;
 #[cfg(feature = "ledger")]
 mod bench_ledger;
 mod client;
+mod confirm;
 mod gpu;
 mod keys;
 mod ledger;

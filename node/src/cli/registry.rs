@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -11,6 +10,7 @@ use dpow_protocol::{Credits, RegistryAction};
 use serde_json::json;
 
 use super::client::ClientArgs;
+use super::confirm;
 use super::registry_seq::{self, SeqFile};
 use crate::output::Output;
 
@@ -210,19 +210,48 @@ async fn run_async(a: RegistryArgs, out: Output) -> anyhow::Result<ExitCode> {
         .registry_at(action, registrar.clone(), next.seq)
         .await?;
     seq_file.record(&seq_path, &network, seq)?;
-    // Give gossip a moment to carry it before this short-lived node leaves.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stay until a peer holds it: this short-lived node may take unsent bytes with it.
+    let entry = node
+        .registry_entries()
+        .await?
+        .into_iter()
+        .find(|e| e.payload().registrar == registrar.public() && e.payload().seq == seq)
+        .context("the node does not hold the entry it just published")?;
+    let held = confirm::held_by_a_peer(
+        &node,
+        confirm::Published::Entry(entry.bytes()),
+        confirm::CONFIRM_LIMIT,
+    )
+    .await?;
     node.shutdown().await?;
+    if held.is_none() {
+        tracing::warn!(
+            "no peer holds entry #{seq} after {:?}: it may not have reached the network; check with `dpow status` on a node, and publish again only if it is missing",
+            confirm::CONFIRM_LIMIT
+        );
+    }
     out.emit(
-        &format!("published entry #{seq}: {what}"),
+        &format!(
+            "published entry #{seq}: {what} ({})",
+            held_by(held.as_ref())
+        ),
         &json!({
             "registrar": registrar.public().to_string(),
             "seq": seq,
             "action": what,
             "note": next.note,
+            "held_by": held.map(|p| p.to_string()),
         }),
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which peer confirmed holding what was published, for the summary line.
+fn held_by(peer: Option<&libp2p::PeerId>) -> String {
+    match peer {
+        Some(p) => format!("held by peer {p}"),
+        None => "no peer confirmed holding it".to_owned(),
+    }
 }
 
 fn describe(a: &RegistryAction) -> String {
@@ -301,17 +330,32 @@ async fn checkpoint(
     };
     let signed = dpow_protocol::Signed::sign(c, &registrar, &genesis.id)?;
     node.publish_checkpoint(signed.bytes().to_vec()).await?;
-    // Give gossip a moment to carry it before this short-lived node leaves.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stay until a peer holds it: this short-lived node may take unsent bytes with it.
+    let held = confirm::held_by_a_peer(
+        &node,
+        confirm::Published::Checkpoint {
+            epoch,
+            bytes: signed.bytes(),
+        },
+        confirm::CONFIRM_LIMIT,
+    )
+    .await?;
     node.shutdown().await?;
+    if held.is_none() {
+        tracing::warn!(
+            "no peer holds the checkpoint of epoch {epoch} after {:?}: it may not have reached the network; publishing it again is harmless",
+            confirm::CONFIRM_LIMIT
+        );
+    }
     let p = signed.payload();
     out.emit(
         &format!(
-            "published checkpoint of epoch {epoch}: {receipts} receipts, digest {}, {} payout accounts, {} credits claimed, {} unclaimed",
+            "published checkpoint of epoch {epoch}: {receipts} receipts, digest {}, {} payout accounts, {} credits claimed, {} unclaimed ({})",
             hex::encode(p.digest),
             p.credits.len(),
             p.claimed(),
-            p.unclaimed
+            p.unclaimed,
+            held_by(held.as_ref())
         ),
         &json!({
             "registrar": registrar.public().to_string(),
@@ -321,6 +365,7 @@ async fn checkpoint(
             "accounts": p.credits.len(),
             "claimed": p.claimed().to_string(),
             "unclaimed": p.unclaimed.to_string(),
+            "held_by": held.map(|p| p.to_string()),
         }),
     )?;
     Ok(ExitCode::SUCCESS)

@@ -76,6 +76,9 @@ struct Pending {
     root: Root,
 }
 
+/// Where the answer to a probe goes.
+type Probe = oneshot::Sender<Result<SyncResponse, String>>;
+
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     genesis: Genesis,
@@ -143,6 +146,8 @@ pub(super) struct EventLoop {
     replication: dpow_protocol::replication::Replication<PeerId>,
     /// DHT lookups for receipts in flight.
     dht_gets: HashMap<kad::QueryId, books::DhtGet>,
+    /// Direct questions to peers ([`super::NodeHandle::probe`]), answered to the caller only.
+    probes: HashMap<request_response::OutboundRequestId, Probe>,
     catch_up_ledger: bool,
     /// Keep only this node's own receipts ([`super::NetTuning::light`]).
     light: bool,
@@ -411,6 +416,7 @@ impl EventLoop {
                 r
             },
             dht_gets: HashMap::new(),
+            probes: HashMap::new(),
             catch_up_ledger: config.tuning.ledger,
             light: config.tuning.light,
             digests: HashMap::new(),
@@ -1464,6 +1470,24 @@ impl EventLoop {
             Command::Subscribe { reply } => {
                 let _ = reply.send(self.subscribe_browser());
             }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Probe {
+                peer,
+                request,
+                reply,
+            } => {
+                if self.probes.len() >= super::MAX_PROBES {
+                    let _ = reply.send(Err(format!(
+                        "{} questions to peers already wait for their answer",
+                        super::MAX_PROBES
+                    )));
+                } else {
+                    let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                    self.probes.insert(id, reply);
+                }
+            }
             Command::Dial(addr) => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::warn!(%addr, "dial: {e}");
@@ -1518,6 +1542,40 @@ impl EventLoop {
     }
 
     fn on_sync_event(&mut self, ev: request_response::Event<SyncRequest, SyncResponse>) {
+        // The answer to a probe goes to whoever asked, not into this node's state.
+        let ev = match ev {
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                peer,
+                connection_id,
+            } => match self.probes.remove(&request_id) {
+                Some(reply) => {
+                    let _ = reply.send(Ok(response));
+                    return;
+                }
+                None => request_response::Event::Message {
+                    message: request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                    peer,
+                    connection_id,
+                },
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } if self.probes.contains_key(&request_id) => {
+                if let Some(reply) = self.probes.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+                return;
+            }
+            ev => ev,
+        };
         match ev {
             request_response::Event::Message {
                 peer,

@@ -262,6 +262,14 @@ enum Command {
         reply: oneshot::Sender<anyhow::Result<()>>,
     },
     Dial(Multiaddr),
+    Peers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Probe {
+        peer: PeerId,
+        request: wire::SyncRequest,
+        reply: oneshot::Sender<Result<wire::SyncResponse, String>>,
+    },
     Foreign {
         kind: ForeignKind,
         bytes: Vec<u8>,
@@ -279,6 +287,9 @@ enum Command {
         reply: oneshot::Sender<Option<dpow_protocol::Signed<dpow_protocol::Receipt>>>,
     },
 }
+
+/// Direct questions to peers ([`NodeHandle::probe`]) waiting for their answer at most.
+pub const MAX_PROBES: usize = 64;
 
 /// Reads a node's statistics from any task, and waits for them to change.
 #[derive(Clone)]
@@ -539,6 +550,28 @@ impl NodeHandle {
         self.ask(|reply| Command::Checkpoints { reply })
             .await
             .map_err(Into::into)
+    }
+
+    /// The peers connected now.
+    pub async fn connected_peers(&self) -> anyhow::Result<Vec<PeerId>> {
+        Ok(self.ask(|reply| Command::Peers { reply }).await?)
+    }
+
+    /// Ask `peer` one sync question directly and return its answer (or why none came): to
+    /// confirm that something published reached it. The answer is not taken into this node's
+    /// own state. At most [`MAX_PROBES`] wait at once.
+    pub async fn probe(
+        &self,
+        peer: PeerId,
+        request: wire::SyncRequest,
+    ) -> anyhow::Result<wire::SyncResponse> {
+        self.ask(|reply| Command::Probe {
+            peer,
+            request,
+            reply,
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("asking {peer}: {e}"))
     }
 
     /// Check a signed checkpoint as every peer will, keep it, and publish it.
