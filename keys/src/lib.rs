@@ -18,4 +18,4 @@ pub mod wallet;
 
 pub use address::{NanoAccount, decode_account, decode_key, encode_account, encode_key};
 pub use error::KeyError;
-pub use sig::{PublicKey, SecretKey, Signature};
+pub use sig::{PreparedKey, PublicKey, SecretKey, Signature};

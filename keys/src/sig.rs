@@ -59,6 +59,20 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+/// A [`PublicKey`] decompressed once ([`PublicKey::prepare`]); its checks are the same.
+#[derive(Clone, Debug)]
+pub struct PreparedKey(VerifyingKey);
+
+impl PreparedKey {
+    /// Verify `sig` over `msg` with strict rules, as [`PublicKey::verify`].
+    pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
+        let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
+        self.0
+            .verify_strict(msg, &sig)
+            .map_err(|_| KeyError::BadSignature)
+    }
+}
+
 /// An ed25519 public key: how a service, worker or registrar is named on the network.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PublicKey(pub [u8; 32]);
@@ -66,10 +80,15 @@ pub struct PublicKey(pub [u8; 32]);
 impl PublicKey {
     /// Verify `sig` over `msg` with strict rules (no malleable signatures, no weak keys).
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPublicKey)?;
-        let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        key.verify_strict(msg, &sig)
-            .map_err(|_| KeyError::BadSignature)
+        self.prepare()?.verify(msg, sig)
+    }
+
+    /// The key decompressed, to check many signatures of one signer: decompressing the point
+    /// is about a tenth of a signature check.
+    pub fn prepare(&self) -> Result<PreparedKey, KeyError> {
+        VerifyingKey::from_bytes(&self.0)
+            .map(PreparedKey)
+            .map_err(|_| KeyError::InvalidPublicKey)
     }
 
     /// The key as `dpow_` text (see [`crate::address::KEY_PREFIX`]); the same as `Display`.

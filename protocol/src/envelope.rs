@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
-use dpow_keys::{PublicKey, SecretKey, Signature};
+use dpow_keys::{KeyError, PreparedKey, PublicKey, SecretKey, Signature};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -167,8 +167,18 @@ pub fn decode_payload<T: Message>(payload: &[u8], net: &NetworkId) -> Result<T, 
 /// how fast). Each node keeps its own (clones share it, so its verification threads do too):
 /// nodes in one process never take each other's word. Bounded; forgotten all at once when
 /// full.
+///
+/// It also keeps the public keys of signers whose signatures verified, decompressed
+/// ([`PreparedKey`]): a network has few services and workers, and each signs many messages.
+/// Only the decompression is saved; every signature not remembered is still checked in full.
 #[derive(Clone, Default)]
-pub struct SignatureCache(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<SeenEntry>>>);
+pub struct SignatureCache(std::sync::Arc<Caches>);
+
+#[derive(Default)]
+struct Caches {
+    seen: std::sync::Mutex<std::collections::HashSet<SeenEntry>>,
+    keys: std::sync::Mutex<std::collections::HashMap<PublicKey, PreparedKey>>,
+}
 
 /// (message id, signature) of a verified message.
 type SeenEntry = ([u8; 32], [u8; 64]);
@@ -176,6 +186,8 @@ type SeenEntry = ([u8; 32], [u8; 64]);
 impl SignatureCache {
     /// Statements remembered at most.
     pub const CAPACITY: usize = 1 << 17;
+    /// Decompressed keys kept at most (about 200 bytes each).
+    pub const KEYS: usize = 4096;
 
     /// An empty cache.
     pub fn new() -> Self {
@@ -184,7 +196,7 @@ impl SignatureCache {
 
     /// Statements remembered now.
     pub fn len(&self) -> usize {
-        self.0.lock().map_or(0, |s| s.len())
+        self.0.seen.lock().map_or(0, |s| s.len())
     }
 
     /// Whether nothing is remembered.
@@ -192,17 +204,40 @@ impl SignatureCache {
         self.len() == 0
     }
 
+    /// Signers' keys kept decompressed now.
+    pub fn prepared_keys(&self) -> usize {
+        self.0.keys.lock().map_or(0, |k| k.len())
+    }
+
     fn contains(&self, id: &MessageId, sig: &Signature) -> bool {
-        self.0.lock().is_ok_and(|s| s.contains(&(id.0, sig.0)))
+        self.0.seen.lock().is_ok_and(|s| s.contains(&(id.0, sig.0)))
     }
 
     fn insert(&self, id: MessageId, sig: Signature) {
-        if let Ok(mut set) = self.0.lock() {
+        if let Ok(mut set) = self.0.seen.lock() {
             if set.len() >= Self::CAPACITY {
                 set.clear();
             }
             set.insert((id.0, sig.0));
         }
+    }
+
+    /// Check `sig` over `msg` by `key` as [`PublicKey::verify`] does, with `key` decompressed
+    /// once: kept after its first signature that verifies.
+    fn verify(&self, key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
+        let held = self.0.keys.lock().ok().and_then(|k| k.get(key).cloned());
+        if let Some(prepared) = held {
+            return prepared.verify(msg, sig);
+        }
+        let prepared = key.prepare()?;
+        prepared.verify(msg, sig)?;
+        if let Ok(mut keys) = self.0.keys.lock() {
+            if keys.len() >= Self::KEYS {
+                keys.clear();
+            }
+            keys.insert(*key, prepared);
+        }
+        Ok(())
     }
 }
 
@@ -320,9 +355,11 @@ impl Pending {
         if self.remembered(cache) {
             return Ok(());
         }
-        self.key
-            .verify(&self.input, &self.signature)
-            .map_err(|_| ProtocolError::BadSignature { kind: self.kind })
+        match cache {
+            Some(c) => c.verify(&self.key, &self.input, &self.signature),
+            None => self.key.verify(&self.input, &self.signature),
+        }
+        .map_err(|_| ProtocolError::BadSignature { kind: self.kind })
     }
 }
 

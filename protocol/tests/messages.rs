@@ -146,6 +146,51 @@ fn a_remembered_signature_skips_only_its_own_message() {
 }
 
 #[test]
+fn a_key_kept_decompressed_checks_every_signature_as_a_fresh_one_does() {
+    let a = key(7);
+    let net = &dpow_testkit::builders::NET;
+    let decode = |bytes: &[u8]| dpow_protocol::Unverified::<WorkRequest>::decode(bytes, net);
+    let warm = dpow_protocol::SignatureCache::new();
+    // One good message by `a` leaves its key decompressed in the cache (nothing remembered).
+    let first = Signed::sign(request(&a, [9; 32], 1, 1), &a, net).expect("sign");
+    decode(first.bytes())
+        .and_then(|u| u.verify_with(&warm))
+        .expect("verifies");
+    assert!(
+        warm.is_empty(),
+        "no statement remembered, only the key kept"
+    );
+    // Every one-bit change of another message by `a`, signature and payload alike: the cache
+    // that holds `a`'s key answers exactly as a check from scratch.
+    let other = Signed::sign(request(&a, [8; 32], 2, 1), &a, net).expect("sign");
+    let (mut refused, mut taken) = (0, 0);
+    for at in 0..other.bytes().len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bytes = other.bytes().to_vec();
+            bytes[at] ^= bit;
+            let Ok(u) = decode(&bytes) else {
+                continue;
+            };
+            let fresh = u.clone().verify().is_ok();
+            let cached = u.verify_with(&warm).is_ok();
+            assert_eq!(fresh, cached, "byte {at}, bit {bit:#x}");
+            if cached { taken += 1 } else { refused += 1 }
+        }
+    }
+    assert!(
+        refused > 100,
+        "the changes were checked: {refused} refused, {taken} taken"
+    );
+    assert_eq!(
+        decode(other.bytes())
+            .and_then(|u| u.verify_with(&warm))
+            .expect("the unchanged message verifies")
+            .id(),
+        other.id()
+    );
+}
+
+#[test]
 fn signature_from_another_key_fails() {
     let (a, b) = (key(1), key(2));
     // Signed by b but naming a as the service: refused at signing time...
