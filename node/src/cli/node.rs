@@ -271,7 +271,10 @@ async fn serve(
     let network = config.genesis.network.clone();
     let genesis = config.genesis.clone();
     let account = config.key.public().to_string();
-    let node = std::sync::Arc::new(net::spawn(config).await?);
+    let mut node = net::spawn(config).await?;
+    // The HTTP routes and the gateway share the handle; stopping waits for the node itself.
+    let stopper = node.stopper();
+    let node = std::sync::Arc::new(node);
     let addrs = node.listen_addrs(Duration::from_secs(10)).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut work_api = None;
@@ -380,8 +383,9 @@ async fn serve(
     {
         tracing::warn!("work API calls still open after {WORK_API_DRAIN:?}: stopping anyway");
     }
-    // The HTTP server holds a handle until it has stopped; dropping the last one stops the node.
+    // Stop the node and wait until it has written what it holds and closed its store (its
+    // own drain is bounded); the HTTP routes' handles no longer keep it alive.
     drop(node);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    stopper.stop().await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -670,6 +670,17 @@ impl NodeHandle {
         }
     }
 
+    /// Take the power to stop the node out of this handle, for a process that shares the
+    /// handle (HTTP routes, the gateway) and must still wait, at the end, for the node to
+    /// write what it holds: from here on, dropping the handle or its clones stops nothing;
+    /// [`NodeStopper::stop`] (or dropping the stopper) does.
+    pub fn stopper(&mut self) -> NodeStopper {
+        NodeStopper {
+            shutdown: self.shutdown.take(),
+            task: self.task.take(),
+        }
+    }
+
     /// Wait until the node stops by itself (an error) or `shutdown` is called elsewhere.
     pub async fn wait(mut self) -> anyhow::Result<()> {
         match self.task.take() {
@@ -688,6 +699,34 @@ impl NodeHandle {
 impl Drop for NodeHandle {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+/// Stops a node whose handle is shared ([`NodeHandle::stopper`]).
+pub struct NodeStopper {
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl NodeStopper {
+    /// Stop the node and wait until its event loop has finished: what it holds written, its
+    /// store closed.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.context("the node's task panicked")?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for NodeStopper {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
     }
 }
 
