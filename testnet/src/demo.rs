@@ -304,6 +304,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     )?;
     let run_ended = crate::local_now_ms();
     let answered = u64_of(&result, "answered");
+    let receipts = &result["receipts"];
     let lat = &result["latency_ms"];
     println!("\n== summary");
     println!(
@@ -320,6 +321,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!(
         "throughput {:.1} works/s",
         result["works_per_second"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "receipts   {} signed by the service, {} held by its peers before the client left",
+        receipts["signed"], receipts["held_by_peers"]
     );
 
     if let Some(t) = &topo {

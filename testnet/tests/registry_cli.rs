@@ -1,5 +1,6 @@
-//! `dpow registry` against a running network: the sequence number kept beside the key
-//! (`KEY.seq`), and the refusal when the network is ahead of it.
+//! The short-lived commands against a running network: `dpow registry`'s sequence number
+//! kept beside the key (`KEY.seq`) and its refusal when the network is ahead of it, and
+//! `dpow registry` and `dpow request` staying until peers hold what they published.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -128,4 +129,56 @@ async fn dpow_registry_keeps_its_sequence_beside_the_key_and_refuses_a_network_a
     net.wait_all(T, |s| s.registry_entries >= 4)
         .await
         .expect("entry 4 spread");
+}
+
+/// `dpow request` signs a receipt for every work it gets and keeps no store: it leaves only
+/// once its peers hold every one (asked directly, not a pause), and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dpow_request_leaves_once_peers_hold_every_receipt_it_signed() {
+    let bin = dpow_testnet::procs::dpow_binary().expect("dpow");
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let dir = tempfile::tempdir().expect("dir");
+    let genesis = dir.path().join("genesis.toml");
+    net.write_genesis(&genesis, true).expect("genesis written");
+    let key = dir.path().join("service.key");
+    keyfile::write(&key, &net.service).expect("key written");
+    let count = 3;
+    let out = dpow(
+        &bin,
+        [
+            "--json",
+            "request",
+            "--genesis",
+            genesis.to_str().expect("path"),
+            "--key",
+            key.to_str().expect("path"),
+            "--count",
+            &count.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["answered"], count, "{v}");
+    assert_eq!(v["receipts"]["signed"], count, "{v}");
+    assert_eq!(v["receipts"]["held_by_peers"], count, "{v}");
+    // Held already when the command returned (asked of the books, not the statistics,
+    // which lag by up to half a second): some node of the network has them all.
+    let mut most = 0;
+    for node in net.workers.iter().chain([&net.bootstrap]) {
+        most = most.max(node.ledger().await.expect("ledger").0.len());
+    }
+    assert!(most >= count, "{most} receipts held");
 }

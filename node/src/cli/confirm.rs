@@ -1,17 +1,22 @@
 //! Before a short-lived node leaves: wait until a peer holds what it published.
 //!
-//! `dpow registry` starts a node, publishes one signed message on gossip and stops. Gossip
+//! `dpow registry` starts a node, publishes one signed message on gossip and stops;
+//! `dpow request` signs receipts for the work it was given, and keeps no store. Gossip
 //! hands the message to the connections at once, but a node that leaves right after may take
 //! the unsent bytes with it. So the command asks its peers directly (the sync protocol's
 //! `Hello` pages for a registry entry, `Checkpoints` for a checkpoint) until one answers with
-//! the very bytes published, and says which peer did, or that none did in time.
+//! the very bytes published, and says which peer did, or that none did in time (for
+//! receipts, `Fetch` until every one is held by some peer).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use dpow_protocol::replication::MAX_SYNC_FETCH;
+use dpow_protocol::{MessageId, NetworkId, Receipt, Unverified};
 use libp2p::PeerId;
 
 use crate::net::NodeHandle;
-use crate::net::wire::{SyncRequest, SyncResponse};
+use crate::net::wire::{Bytes, SyncRequest, SyncResponse};
 
 /// How long to wait for a peer to hold what was published.
 pub(super) const CONFIRM_LIMIT: Duration = Duration::from_secs(10);
@@ -59,6 +64,54 @@ pub(super) async fn held_by_a_peer(
         tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
+}
+
+/// Of the receipts `ids` (signed by this node, network `net`), those no connected peer holds
+/// after `limit`: each round asks every peer for those still missing (`Fetch`, at most
+/// [`MAX_SYNC_FETCH`] ids a question), pausing between rounds.
+pub(super) async fn receipts_unheld(
+    node: &NodeHandle,
+    net: &NetworkId,
+    ids: &[MessageId],
+    limit: Duration,
+) -> anyhow::Result<Vec<MessageId>> {
+    let deadline = Instant::now() + limit;
+    let mut missing: BTreeSet<MessageId> = ids.iter().copied().collect();
+    let mut pause = FIRST_PAUSE;
+    while !missing.is_empty() {
+        for peer in node.connected_peers().await? {
+            let asked: Vec<MessageId> = missing.iter().copied().collect();
+            for chunk in asked.chunks(MAX_SYNC_FETCH) {
+                let ids = chunk.iter().flat_map(|id| id.0).collect::<Vec<u8>>();
+                let held = match node
+                    .probe(peer, SyncRequest::Fetch { ids: Bytes(ids) })
+                    .await
+                {
+                    Ok(SyncResponse::Receipts(held)) => held,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::debug!(%peer, "no answer: {e:#}");
+                        break;
+                    }
+                };
+                for b in held {
+                    if let Ok(r) = Unverified::<Receipt>::decode(&b.0, net) {
+                        missing.remove(&r.id());
+                    }
+                }
+            }
+            if missing.is_empty() {
+                break;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if missing.is_empty() || left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+    Ok(missing.into_iter().collect())
 }
 
 /// Whether `peer` answers with `what` now (`false` too when it says it is busy).

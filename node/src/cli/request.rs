@@ -147,6 +147,7 @@ async fn run_async(
     let started = Instant::now();
     let mut done: Vec<Done> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
+    let mut receipts = Vec::new();
     let mut next = 0u32;
     let mut in_flight = tokio::task::JoinSet::new();
     while next < a.count || !in_flight.is_empty() {
@@ -165,6 +166,7 @@ async fn run_async(
         let (ask, r) = joined.context("a request task failed")?;
         match r {
             Ok(ans) => {
+                receipts.extend(ans.receipt);
                 let value = reference_value(&ask.root, ans.work);
                 if value < ask.difficulty.0 {
                     bail!(
@@ -198,14 +200,36 @@ async fn run_async(
     }
     out.progress_done();
     let elapsed = started.elapsed();
-    // Receipts for the last answers were just published (gossip, and the DHT put): give them a
-    // moment to reach peers before this short-lived node leaves. It keeps no store, so once it
-    // is gone no peer can fetch them from it by catch-up.
-    tokio::time::sleep(Duration::from_millis(750)).await;
+    // This short-lived node keeps no store: once it is gone no peer can fetch its receipts
+    // from it, so it stays until peers hold every one it signed.
+    let unheld = super::confirm::receipts_unheld(
+        &node,
+        &genesis.id,
+        &receipts,
+        super::confirm::CONFIRM_LIMIT,
+    )
+    .await?;
+    if !unheld.is_empty() {
+        tracing::warn!(
+            "{} of {} receipts are held by no peer after {:?}; they may be lost, and the workers unpaid for that work",
+            unheld.len(),
+            receipts.len(),
+            super::confirm::CONFIRM_LIMIT
+        );
+    }
     if let Ok(node) = std::sync::Arc::try_unwrap(node) {
         node.shutdown().await?;
     }
-    report(&a, &profile, &done, &failed, elapsed, out)?;
+    let held = receipts.len() - unheld.len();
+    report(
+        &a,
+        &profile,
+        &done,
+        &failed,
+        elapsed,
+        (receipts.len(), held),
+        out,
+    )?;
     Ok(if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -219,6 +243,7 @@ fn report(
     done: &[Done],
     failed: &[String],
     elapsed: Duration,
+    (signed, held): (usize, usize),
     out: Output,
 ) -> anyhow::Result<()> {
     let base = profile.threshold(BlockKind::Send);
@@ -266,6 +291,11 @@ fn report(
         human.push_str(&w.join(", "));
         human.push('\n');
     }
+    if a.count > 1 {
+        human.push_str(&format!(
+            "receipts  {signed} signed, {held} held by peers\n"
+        ));
+    }
     for f in failed {
         human.push_str(&format!("failed    {f}\n"));
     }
@@ -297,6 +327,7 @@ fn report(
             "max": lat.last().copied().unwrap_or(0.0),
         },
         "wins": wins,
+        "receipts": { "signed": signed, "held_by_peers": held },
         "results": results,
     });
     out.emit(&human, &js)?;

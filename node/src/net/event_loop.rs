@@ -974,14 +974,20 @@ impl EventLoop {
         self.strike(peer, penalised);
     }
 
-    /// The service side's first valid result: sign its receipt, keep it, spread it.
-    fn issue_receipt(&mut self, request: RequestId, result: Signed<WorkResult>, now: u64) {
+    /// The service side's first valid result: sign its receipt, keep it, spread it. Its id,
+    /// if one was signed.
+    fn issue_receipt(
+        &mut self,
+        request: RequestId,
+        result: Signed<WorkResult>,
+        now: u64,
+    ) -> Option<dpow_protocol::MessageId> {
         let (Some(key), Some(req)) = (&self.service_key, self.peer.request(&request)) else {
-            return;
+            return None;
         };
         if self.withhold_receipts {
             tracing::warn!(%request, "withholding the receipt (fault injection)");
-            return;
+            return None;
         }
         let receipt = dpow_protocol::Receipt {
             request: req.clone(),
@@ -991,13 +997,18 @@ impl EventLoop {
         };
         match Signed::sign(receipt, key, &self.genesis.id) {
             Ok(r) => {
+                let id = r.id();
                 // Published (and put into the DHT) once it is on disk: a service that lost its
                 // receipt could sign a second one for the same request.
                 if let Err(e) = self.take_receipt(r, books::Ack::Own) {
                     tracing::warn!("own receipt not kept: {e}");
                 }
+                Some(id)
             }
-            Err(e) => tracing::error!("cannot sign a receipt: {e}"),
+            Err(e) => {
+                tracing::error!("cannot sign a receipt: {e}");
+                None
+            }
         }
     }
 
@@ -1308,7 +1319,7 @@ impl EventLoop {
                     request, result, ..
                 } => {
                     self.stats().completed += 1;
-                    self.issue_receipt(request, result.clone(), now);
+                    let receipt = self.issue_receipt(request, result.clone(), now);
                     if let Some(p) = self.pending.remove(&request) {
                         self.latencies
                             .push_back(p.asked.elapsed().as_secs_f64() * 1e3);
@@ -1320,6 +1331,7 @@ impl EventLoop {
                             work: result.payload().work,
                             worker: result.payload().worker,
                             latency: p.asked.elapsed(),
+                            receipt,
                         }));
                     }
                 }

@@ -199,6 +199,8 @@ pub struct WorkAnswer {
     pub worker: PublicKey,
     /// From publishing the request to holding validated work.
     pub latency: Duration,
+    /// The receipt this node signed for it (`None` if it signed none).
+    pub receipt: Option<dpow_protocol::MessageId>,
 }
 
 /// Why a submitted request did not get work.
