@@ -7,6 +7,7 @@ mod disk;
 mod foreign;
 mod guard;
 mod inbound;
+mod probe;
 mod reach;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -76,9 +77,6 @@ struct Pending {
     root: Root,
 }
 
-/// Where the answer to a probe goes.
-type Probe = oneshot::Sender<Result<SyncResponse, String>>;
-
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     genesis: Genesis,
@@ -147,14 +145,13 @@ pub(super) struct EventLoop {
     /// DHT lookups for receipts in flight.
     dht_gets: HashMap<kad::QueryId, books::DhtGet>,
     /// Direct questions to peers ([`super::NodeHandle::probe`]), answered to the caller only.
-    probes: HashMap<request_response::OutboundRequestId, Probe>,
+    probes: HashMap<request_response::OutboundRequestId, probe::Probe>,
     catch_up_ledger: bool,
     /// Keep only this node's own receipts ([`super::NetTuning::light`]).
     light: bool,
     /// Epoch digests and the epochs held, cached until a receipt of that epoch comes or goes.
     digests: HashMap<u64, [u8; 32]>,
     epochs_held: Option<Vec<(u64, usize)>>,
-    epoch_ids: HashMap<u64, Arc<Vec<dpow_protocol::MessageId>>>,
     digest_shown_at: Instant,
     /// This node's key (its libp2p identity): requests of its service name it.
     node_key: dpow_keys::PublicKey,
@@ -421,7 +418,6 @@ impl EventLoop {
             light: config.tuning.light,
             digests: HashMap::new(),
             epochs_held: None,
-            epoch_ids: HashMap::new(),
             digest_shown_at: Instant::now(),
             node_key: config.key.public(),
             deliveries: delivery::Deliveries::default(),
@@ -1489,17 +1485,7 @@ impl EventLoop {
                 peer,
                 request,
                 reply,
-            } => {
-                if self.probes.len() >= super::MAX_PROBES {
-                    let _ = reply.send(Err(format!(
-                        "{} questions to peers already wait for their answer",
-                        super::MAX_PROBES
-                    )));
-                } else {
-                    let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
-                    self.probes.insert(id, reply);
-                }
-            }
+            } => self.send_probe(peer, request, reply),
             Command::Dial(addr) => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::warn!(%addr, "dial: {e}");
@@ -1555,38 +1541,8 @@ impl EventLoop {
 
     fn on_sync_event(&mut self, ev: request_response::Event<SyncRequest, SyncResponse>) {
         // The answer to a probe goes to whoever asked, not into this node's state.
-        let ev = match ev {
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                peer,
-                connection_id,
-            } => match self.probes.remove(&request_id) {
-                Some(reply) => {
-                    let _ = reply.send(Ok(response));
-                    return;
-                }
-                None => request_response::Event::Message {
-                    message: request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                    peer,
-                    connection_id,
-                },
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } if self.probes.contains_key(&request_id) => {
-                if let Some(reply) = self.probes.remove(&request_id) {
-                    let _ = reply.send(Err(error.to_string()));
-                }
-                return;
-            }
-            ev => ev,
+        let Some(ev) = self.take_probe_answer(ev) else {
+            return;
         };
         match ev {
             request_response::Event::Message {

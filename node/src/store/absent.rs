@@ -162,6 +162,14 @@ impl Books {
     pub fn receipt_ids_in_epoch(&self, _epoch: u64) -> Result<Vec<MessageId>, StoreError> {
         match *self {}
     }
+    pub fn receipt_ids_page(
+        &self,
+        _epoch: u64,
+        _after: Option<MessageId>,
+        _limit: usize,
+    ) -> Result<(Vec<MessageId>, bool), StoreError> {
+        match *self {}
+    }
     pub fn epoch_digest(&self, _epoch: u64) -> Result<[u8; 32], StoreError> {
         match *self {}
     }

@@ -669,6 +669,46 @@ impl Books {
         self.ids_in_epoch(epoch)
     }
 
+    /// Up to `limit` ids of `epoch`'s receipts, ascending, after `after` (from the first
+    /// without), and whether more follow: one page read straight from the index, so a page
+    /// deep into a big epoch costs what the first one does. None for a pruned epoch.
+    pub fn receipt_ids_page(
+        &self,
+        epoch: u64,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<(Vec<MessageId>, bool), StoreError> {
+        if self.pruned_epoch(epoch)?.is_some() {
+            return Ok((Vec::new(), false));
+        }
+        let prefix = epoch.to_be_bytes();
+        let from = match &after {
+            Some(a) => epoch_id_key(epoch, a).to_vec(),
+            None => prefix.to_vec(),
+        };
+        let mut out = Vec::new();
+        let it = self.store.db().iterator_cf(
+            self.store.cf(CF_EPOCH_IDS),
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        for item in it {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let id =
+                id_of(&k[8..]).ok_or_else(|| corrupt(CF_EPOCH_IDS, "a key of the wrong length"))?;
+            if Some(id) == after {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push(id);
+        }
+        Ok((out, false))
+    }
+
     /// Every id indexed in `epoch`, pruned or not.
     fn ids_in_epoch(&self, epoch: u64) -> Result<Vec<MessageId>, StoreError> {
         let prefix = epoch.to_be_bytes();
@@ -1290,10 +1330,28 @@ mod tests {
             .collect();
         assert_eq!(books.epochs().unwrap(), epochs);
         for (e, _) in &epochs {
-            assert_eq!(
-                books.receipt_ids_in_epoch(*e).unwrap(),
-                ledger.receipt_ids_in_epoch(*e)
-            );
+            let all = ledger.receipt_ids_in_epoch(*e);
+            assert_eq!(books.receipt_ids_in_epoch(*e).unwrap(), all);
+            // Paged from the index, 7 at a time: the same ids, "more" on all but the last.
+            let (mut paged, mut after) = (Vec::new(), None);
+            loop {
+                let (page, more) = books.receipt_ids_page(*e, after, 7).unwrap();
+                assert!(page.len() <= 7);
+                paged.extend_from_slice(&page);
+                after = page.last().copied();
+                if !more {
+                    break;
+                }
+                assert_eq!(page.len(), 7, "a full page before more");
+            }
+            assert_eq!(paged, all);
+            // After an id the epoch does not hold: the ids above it.
+            let mut between = all[0];
+            between.0[31] ^= 1;
+            let above: Vec<MessageId> = all.iter().copied().filter(|id| *id > between).collect();
+            let (page, more) = books.receipt_ids_page(*e, Some(between), 7).unwrap();
+            assert_eq!(page, above[..above.len().min(7)]);
+            assert_eq!(more, above.len() > 7);
             assert_eq!(books.epoch_digest(*e).unwrap(), ledger.epoch_digest(*e));
             assert_eq!(
                 books.claims_in_epoch(*e).unwrap(),

@@ -134,6 +134,22 @@ impl NodeLedger {
         }
     }
 
+    /// One page ([`dpow_protocol::replication::MAX_SYNC_IDS`]) of an epoch's receipt ids after
+    /// `after`, ascending, and whether more follow: the answer to a peer's `Ids`.
+    pub fn receipt_ids_page(&self, epoch: u64, after: Option<MessageId>) -> (Vec<MessageId>, bool) {
+        match self {
+            NodeLedger::Memory(l) => {
+                let all = l.receipt_ids_in_epoch(epoch);
+                let (page, more) = dpow_protocol::replication::ids_page(&all, after);
+                (page.to_vec(), more)
+            }
+            NodeLedger::Disk(b) => logged(
+                "epoch ids",
+                b.receipt_ids_page(epoch, after, dpow_protocol::replication::MAX_SYNC_IDS),
+            ),
+        }
+    }
+
     /// An epoch's digest.
     pub fn epoch_digest(&self, epoch: u64) -> [u8; 32] {
         match self {

@@ -40,8 +40,6 @@ use crate::store::{IngestError, StoredReceipt};
 const FLUSH_AT: usize = 256;
 /// ... or this long after its first receipt arrived.
 const FLUSH_AFTER: Duration = Duration::from_millis(3);
-/// Epochs whose sorted id lists are kept for `Ids` answers.
-pub(super) const MAX_CACHED_EPOCHS: usize = 64;
 
 /// What to do once a queued receipt is on disk.
 pub(super) enum Ack {
@@ -101,28 +99,7 @@ impl EventLoop {
     fn books_changed(&mut self, accepted_ms: u64) {
         let epoch = dpow_protocol::ledger::epoch_of(accepted_ms, self.ledger.epoch_ms());
         self.digests.remove(&epoch);
-        self.epoch_ids.remove(&epoch);
         self.epochs_held = None;
-    }
-
-    /// An epoch's receipt ids, ascending (cached like its digest). Only epochs that hold
-    /// receipts are cached, at most [`MAX_CACHED_EPOCHS`] (the lowest epoch goes first), so
-    /// peers asking for any epochs they like cannot grow the cache.
-    fn ids_of_epoch(&mut self, epoch: u64) -> std::sync::Arc<Vec<MessageId>> {
-        if let Some(ids) = self.epoch_ids.get(&epoch) {
-            return ids.clone();
-        }
-        let ids = std::sync::Arc::new(self.ledger.receipt_ids_in_epoch(epoch));
-        if ids.is_empty() {
-            return ids;
-        }
-        if self.epoch_ids.len() >= MAX_CACHED_EPOCHS
-            && let Some(oldest) = self.epoch_ids.keys().min().copied()
-        {
-            self.epoch_ids.remove(&oldest);
-        }
-        self.epoch_ids.insert(epoch, ids.clone());
-        ids
     }
 
     /// An epoch's digest, computed once per change of the epoch (a digest sorts every id of
@@ -475,12 +452,12 @@ impl EventLoop {
                 let after = after
                     .and_then(|b| ids_of(&b.0))
                     .and_then(|v| v.first().copied());
-                // A page of the sorted, cached list: each answer costs a binary search and a
-                // copy, however often a peer asks.
-                let all = self.ids_of_epoch(epoch);
-                let (page, more) = replication::ids_page(&all, after);
+                // One page read from the index where it starts: a page costs the same deep
+                // into an epoch as at its start, and while the epoch grows (a node asked by
+                // the peer it catches up from, which catches up in return) as when it is still.
+                let (page, more) = self.ledger.receipt_ids_page(epoch, after);
                 SyncResponse::Ids {
-                    ids: id_bytes(page),
+                    ids: id_bytes(&page),
                     more,
                 }
             }
