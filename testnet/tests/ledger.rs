@@ -119,6 +119,45 @@ async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
     alone.shutdown().await.expect("stops");
 }
 
+/// Big books (here: any, the threshold set to 0) compute the statistics' digest of the
+/// current epoch on a blocking thread: the statistics still show the books' own digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_statistics_show_the_digest_of_big_books_computed_off_the_event_loop() {
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let service = net.service_node().await.expect("service node");
+    let n = 3;
+    for i in 0..n {
+        service.submit(ask(i)).await.expect("work");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let mut cfg = net.config(SecretKey::generate().expect("key"));
+    cfg.store = Some(open_store(dir.path()));
+    cfg.tuning.inline_digest_below = 0;
+    let node = net::spawn(cfg).await.expect("node starts");
+    node.wait_synced(T).await.expect("node syncs");
+    let (ledger, _) = node.ledger().await.expect("ledger");
+    assert_eq!(ledger.len(), n as usize, "caught up");
+    let epoch = dpow_protocol::ledger::epoch_of(now_ms(), ledger.epoch_ms());
+    assert_eq!(
+        ledger.receipt_ids_in_epoch(epoch).len(),
+        n as usize,
+        "this epoch's"
+    );
+    // The epoch shown's digest, as the books have it (an epoch may end meanwhile).
+    wait_for(&node, T, |s| {
+        s.digests_off_loop >= 1
+            && s.ledger_digest == hex::encode(ledger.epoch_digest(s.ledger_epoch))
+    })
+    .await
+    .expect("the digest computed off the event loop is shown");
+    node.shutdown().await.expect("stops");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn losing_any_k_minus_1_of_a_receipts_k_holders_loses_nothing() {
     let k = net::DEFAULT_REPLICATION.get();

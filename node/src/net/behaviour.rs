@@ -234,6 +234,11 @@ pub struct NetTuning {
     /// Catch up with peers' ledgers (on connecting and every `ledger_sync`). Off for
     /// short-lived clients that have no use for the books.
     pub ledger: bool,
+    /// Books on disk of at least this many receipts compute the statistics' digest of the
+    /// current epoch on a blocking thread, at most every 5 s (a digest reads every id of the
+    /// epoch: about 0.3 s for a million), and show the last one computed; smaller books
+    /// compute it on the event loop at every refresh.
+    pub inline_digest_below: usize,
     /// A light node (the build without the `ledger` feature): it keeps only its own receipts
     /// (those that pay its worker key or that its service key signed) and verifies and
     /// forwards the others without holding them; it runs Kademlia as a client (holds no
@@ -357,6 +362,7 @@ impl Default for NetTuning {
             replication: DEFAULT_REPLICATION,
             ledger_sync: Duration::from_secs(60),
             ledger: true,
+            inline_digest_below: 50_000,
             light: false,
             receipt_wait: Duration::from_secs(60),
             unreceipted_limit: 3,

@@ -25,7 +25,7 @@ use dpow_protocol::{
     WorkerStatus,
 };
 use dpow_solver::{Control, Solver};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{
     Multiaddr, PeerId, Swarm, gossipsub, identify, kad, noise, request_response, tcp, yamux,
@@ -153,6 +153,10 @@ pub(super) struct EventLoop {
     digests: HashMap<u64, [u8; 32]>,
     epochs_held: Option<Vec<(u64, usize)>>,
     digest_shown_at: Instant,
+    /// The statistics' digest being computed on a blocking thread (big books), with its epoch.
+    digest_job: Option<tokio::task::JoinHandle<(u64, [u8; 32])>>,
+    /// Books of at least this many receipts get that digest off the event loop.
+    inline_digest_below: usize,
     /// This node's key (its libp2p identity): requests of its service name it.
     node_key: dpow_keys::PublicKey,
     /// Results sent to service nodes, and wins awaiting their receipts.
@@ -419,6 +423,8 @@ impl EventLoop {
             digests: HashMap::new(),
             epochs_held: None,
             digest_shown_at: Instant::now(),
+            digest_job: None,
+            inline_digest_below: config.tuning.inline_digest_below,
             node_key: config.key.public(),
             deliveries: delivery::Deliveries::default(),
             receipt_wait_ms: config.tuning.receipt_wait.as_millis() as u64,
@@ -590,6 +596,29 @@ impl EventLoop {
 
     /// After every event: the cheap gauges now, everything that walks the worker table or
     /// the registry at most twice a second ([`Self::full_stats`]).
+    /// The statistics' digest of `epoch` on big books: the one a blocking thread has just
+    /// computed, if any; starts the next at most every 5 s.
+    fn digest_off_loop(&mut self, epoch: u64) -> Option<String> {
+        if let Some(job) = &self.digest_job {
+            if !job.is_finished() {
+                return None;
+            }
+            let (of, digest) = self.digest_job.take()?.now_or_never()?.ok()?;
+            self.stats().digests_off_loop += 1;
+            return (of == epoch).then(|| hex::encode(digest));
+        }
+        if self.digest_shown_at.elapsed() >= Duration::from_secs(5) {
+            self.digest_shown_at = Instant::now();
+            match self.ledger.epoch_digest_job(epoch) {
+                Some(job) => {
+                    self.digest_job = Some(tokio::task::spawn_blocking(move || (epoch, job())));
+                }
+                None => return Some(hex::encode(self.digest_of(epoch))),
+            }
+        }
+        None
+    }
+
     fn publish_stats(&mut self) {
         let now = now_ms();
         self.full_stats(now);
@@ -716,17 +745,15 @@ impl EventLoop {
         let service_count = self.registry.services().count();
         let uptime = self.started.elapsed().as_secs();
         let epoch = dpow_protocol::ledger::epoch_of(now, self.ledger.epoch_ms());
-        // A digest sorts the epoch's ids: on a big ledger taking receipts all the time, the
-        // statistics show one at most every 5 seconds (sync answers are always exact).
-        let fresh = self.digests.contains_key(&epoch)
-            || self.ledger.len() < 50_000
-            || self.digest_shown_at.elapsed() >= Duration::from_secs(5);
-        let digest = if fresh {
-            self.digest_shown_at = Instant::now();
-            Some(hex::encode(self.digest_of(epoch)))
-        } else {
-            None
-        };
+        // A digest reads every id of the epoch: on big books taking receipts all the time
+        // (the cache emptied at each), the statistics' digest is computed on a blocking
+        // thread, at most every 5 seconds (sync answers are always exact).
+        let digest =
+            if self.digests.contains_key(&epoch) || self.ledger.len() < self.inline_digest_below {
+                Some(hex::encode(self.digest_of(epoch)))
+            } else {
+                self.digest_off_loop(epoch)
+            };
         let receipts = self.ledger.len();
         let earned = self.worker.as_ref().map_or(0, |w| {
             u64::try_from(self.ledger.earned(&w.key.public())).unwrap_or(u64::MAX)

@@ -174,8 +174,11 @@ pub struct NodeStats {
     /// The current epoch and the digest of this node's receipts in it (hex): equal on nodes
     /// that hold the same receipts.
     pub ledger_epoch: u64,
-    /// Digest of the current epoch.
+    /// Digest of the current epoch (on big books, the last one computed off the event loop,
+    /// `NetTuning::inline_digest_below`).
     pub ledger_digest: String,
+    /// Digests of the current epoch computed on a blocking thread for the statistics.
+    pub digests_off_loop: u64,
     /// Credits this node earned as a worker, by the ledger.
     pub credits_earned: u64,
     /// Services caught signing two receipts for one request.

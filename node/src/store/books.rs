@@ -742,6 +742,19 @@ impl Books {
         ))
     }
 
+    /// [`Books::epoch_digest`] as a job for another thread (it reads every id of the epoch).
+    pub fn epoch_digest_job(
+        &self,
+        epoch: u64,
+    ) -> impl FnOnce() -> Result<[u8; 32], StoreError> + Send + 'static {
+        let books = Books {
+            store: self.store.clone(),
+            epoch_ms: self.epoch_ms,
+            net: self.net,
+        };
+        move || books.epoch_digest(epoch)
+    }
+
     /// Credits earned in `epoch` per payout account (the input to a payout).
     pub fn claims_in_epoch(&self, epoch: u64) -> Result<Claims, StoreError> {
         let mut out = Claims::default();

@@ -150,6 +150,21 @@ impl NodeLedger {
         }
     }
 
+    /// [`NodeLedger::epoch_digest`] as a job for a blocking thread: books on disk only (a
+    /// ledger in memory answers at once).
+    pub fn epoch_digest_job(
+        &self,
+        epoch: u64,
+    ) -> Option<impl FnOnce() -> [u8; 32] + Send + 'static> {
+        match self {
+            NodeLedger::Memory(_) => None,
+            NodeLedger::Disk(b) => {
+                let job = b.epoch_digest_job(epoch);
+                Some(move || logged("epoch digest", job()))
+            }
+        }
+    }
+
     /// An epoch's digest.
     pub fn epoch_digest(&self, epoch: u64) -> [u8; 32] {
         match self {
