@@ -51,10 +51,12 @@ pub(super) async fn held_by_a_peer(
     let mut pause = FIRST_PAUSE;
     loop {
         for peer in node.connected_peers().await? {
-            match holds(node, peer, what).await {
-                Ok(true) => return Ok(Some(peer)),
-                Ok(false) => {}
-                Err(e) => tracing::debug!(%peer, "no answer: {e:#}"),
+            // A peer that never answers costs no more than the time left.
+            match tokio::time::timeout_at(deadline.into(), holds(node, peer, what)).await {
+                Ok(Ok(true)) => return Ok(Some(peer)),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, "no answer: {e:#}"),
+                Err(_) => return Ok(None),
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -83,16 +85,16 @@ pub(super) async fn receipts_unheld(
             let asked: Vec<MessageId> = missing.iter().copied().collect();
             for chunk in asked.chunks(MAX_SYNC_FETCH) {
                 let ids = chunk.iter().flat_map(|id| id.0).collect::<Vec<u8>>();
-                let held = match node
-                    .probe(peer, SyncRequest::Fetch { ids: Bytes(ids) })
-                    .await
-                {
-                    Ok(SyncResponse::Receipts(held)) => held,
-                    Ok(_) => continue,
-                    Err(e) => {
+                let ask = node.probe(peer, SyncRequest::Fetch { ids: Bytes(ids) });
+                // A peer that never answers costs no more than the time left.
+                let held = match tokio::time::timeout_at(deadline.into(), ask).await {
+                    Ok(Ok(SyncResponse::Receipts(held))) => held,
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, "no answer: {e:#}");
                         break;
                     }
+                    Err(_) => return Ok(missing.into_iter().collect()),
                 };
                 for b in held {
                     if let Ok(r) = Unverified::<Receipt>::decode(&b.0, net) {
