@@ -681,23 +681,13 @@ impl Books {
         if self.pruned_epoch(epoch)?.is_some() {
             return Ok((Vec::new(), false));
         }
-        let prefix = epoch.to_be_bytes();
         let from = match &after {
             Some(a) => epoch_id_key(epoch, a).to_vec(),
-            None => prefix.to_vec(),
+            None => epoch.to_be_bytes().to_vec(),
         };
         let mut out = Vec::new();
-        let it = self.store.db().iterator_cf(
-            self.store.cf(CF_EPOCH_IDS),
-            IteratorMode::From(&from, Direction::Forward),
-        );
-        for item in it {
-            let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let id =
-                id_of(&k[8..]).ok_or_else(|| corrupt(CF_EPOCH_IDS, "a key of the wrong length"))?;
+        for id in self.epoch_ids_from(epoch, &from) {
+            let id = id?;
             if Some(id) == after {
                 continue;
             }
@@ -711,22 +701,31 @@ impl Books {
 
     /// Every id indexed in `epoch`, pruned or not.
     fn ids_in_epoch(&self, epoch: u64) -> Result<Vec<MessageId>, StoreError> {
+        self.epoch_ids_from(epoch, &epoch.to_be_bytes()).collect()
+    }
+
+    /// The ids indexed in `epoch` from index key `from` on, ascending.
+    fn epoch_ids_from<'a>(
+        &'a self,
+        epoch: u64,
+        from: &[u8],
+    ) -> impl Iterator<Item = Result<MessageId, StoreError>> + 'a {
         let prefix = epoch.to_be_bytes();
-        let mut out = Vec::new();
-        let it = self.store.db().iterator_cf(
-            self.store.cf(CF_EPOCH_IDS),
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
-        for item in it {
-            let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            out.push(
-                id_of(&k[8..]).ok_or_else(|| corrupt(CF_EPOCH_IDS, "a key of the wrong length"))?,
-            );
-        }
-        Ok(out)
+        self.store
+            .db()
+            .iterator_cf(
+                self.store.cf(CF_EPOCH_IDS),
+                IteratorMode::From(from, Direction::Forward),
+            )
+            // Errors go on, to be reported.
+            .take_while(move |item| match item {
+                Ok((k, _)) => k.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(|item| {
+                let (k, _) = item?;
+                id_of(&k[8..]).ok_or_else(|| corrupt(CF_EPOCH_IDS, "a key of the wrong length"))
+            })
     }
 
     /// The digest of `epoch` ([`digest_of_ids`] of its receipt ids; a pruned epoch's as it
