@@ -152,7 +152,8 @@ pub(super) struct EventLoop {
     /// Epoch digests and the epochs held, cached until a receipt of that epoch comes or goes.
     digests: HashMap<u64, [u8; 32]>,
     epochs_held: Option<Vec<(u64, usize)>>,
-    digest_shown_at: Instant,
+    /// When the last statistics' digest job started ([`EventLoop::digest_off_loop`]).
+    digest_job_at: Instant,
     /// The statistics' digest being computed on a blocking thread (big books), with its epoch.
     digest_job: Option<tokio::task::JoinHandle<(u64, [u8; 32])>>,
     /// Books of at least this many receipts get that digest off the event loop.
@@ -422,7 +423,7 @@ impl EventLoop {
             light: config.tuning.light,
             digests: HashMap::new(),
             epochs_held: None,
-            digest_shown_at: Instant::now(),
+            digest_job_at: Instant::now(),
             digest_job: None,
             inline_digest_below: config.tuning.inline_digest_below,
             node_key: config.key.public(),
@@ -607,8 +608,8 @@ impl EventLoop {
             self.stats().digests_off_loop += 1;
             return (of == epoch).then(|| hex::encode(digest));
         }
-        if self.digest_shown_at.elapsed() >= Duration::from_secs(5) {
-            self.digest_shown_at = Instant::now();
+        if self.digest_job_at.elapsed() >= Duration::from_secs(5) {
+            self.digest_job_at = Instant::now();
             match self.ledger.epoch_digest_job(epoch) {
                 Some(job) => {
                     self.digest_job = Some(tokio::task::spawn_blocking(move || (epoch, job())));
