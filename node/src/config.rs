@@ -178,6 +178,12 @@ pub struct Config {
     /// receipts are written, and the store's checksums catch corruption.
     #[arg(long, env = "DPOW_VERIFY_STORE")]
     pub verify_store: bool,
+    /// A light ledger: keep each final epoch that a registrar's checkpoint vouches for as
+    /// that checkpoint alone instead of fetching its receipts, so joining a network with a
+    /// long history takes seconds. Balances per payout account and payouts stay exact;
+    /// credits per worker key and per service count only the epochs held in full.
+    #[arg(long, env = "DPOW_ADOPT_CHECKPOINTS")]
+    pub adopt_checkpoints: bool,
     /// Worker role: what to do with requests of services whose credits are spent
     /// (default: deprioritise).
     #[arg(long, env = "DPOW_EXHAUSTED", value_enum, value_name = "POLICY")]
@@ -496,6 +502,7 @@ mod tests {
             "no_relay",
             "lan",
             "verify_store",
+            "adopt_checkpoints",
             "exhausted",
             "replication",
             "ledger_sync",

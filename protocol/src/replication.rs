@@ -18,6 +18,10 @@
 //!    [`Replication::verified`]); while the jobs of one answer are checked the next page is
 //!    already asked for, so transfer and verification overlap.
 //!
+//! A light ledger adopts a final epoch that a checkpoint vouches for instead of listing it
+//! ([`Books::adopt`]): it keeps the checkpoint's digest, count and credits, and fetches none
+//! of the epoch's receipts.
+//!
 //! When nothing is left to list or fetch the catch-up ends ([`Out::Ended`]). Besides the
 //! catch-up started on connecting (`first`), one connected peer is picked every
 //! `every_ms` ([`Replication::on_tick`]), and a peer that asks this node for its digests is
@@ -94,6 +98,14 @@ pub trait Books {
     /// The receipts of a vouched list are about to be fetched: they may be taken into the
     /// closed epoch. `false` when no more can be marked (the fetch is skipped).
     fn vouch(&mut self, ids: &[MessageId]) -> bool;
+    /// A light ledger: keep final `epoch`, whose peer digest `digest` a checkpoint held
+    /// vouches for, as that checkpoint alone (its digest, count and credits), so none of its
+    /// receipts is listed or fetched. `true` when it did; books that keep every receipt
+    /// (the default) never do.
+    fn adopt(&mut self, epoch: u64, digest: &[u8; 32]) -> bool {
+        let _ = (epoch, digest);
+        false
+    }
 }
 
 /// What the node must do.
@@ -325,6 +337,9 @@ impl<P: Copy + Eq + Hash> Replication<P> {
                 Rule::Skip => continue,
                 Rule::Take => {}
                 Rule::Vouched if books.vouches(*epoch, digest) => {
+                    if books.adopt(*epoch, digest) {
+                        continue;
+                    }
                     vouching.insert(*epoch, *digest);
                 }
                 Rule::Vouched => {
@@ -436,8 +451,8 @@ impl<P: Copy + Eq + Hash> Replication<P> {
 
     /// Checkpoints asked of `peer` came (and were taken into the books) while a catch-up
     /// with it goes on: the final epochs whose digest from the peer now matches one are
-    /// listed in this catch-up too.
-    pub fn on_checkpoints(&mut self, peer: P, books: &impl Books) {
+    /// listed in this catch-up too (or, by a light ledger, adopted: [`Books::adopt`]).
+    pub fn on_checkpoints(&mut self, peer: P, books: &mut impl Books) {
         let Some(c) = self.catch_ups.get_mut(&peer) else {
             return;
         };
@@ -450,6 +465,9 @@ impl<P: Copy + Eq + Hash> Replication<P> {
         now.sort_unstable();
         for (epoch, digest) in now {
             c.unmatched.remove(&epoch);
+            if books.adopt(epoch, &digest) {
+                continue;
+            }
             let listing = c.listing.is_some_and(|(e, _)| e == epoch);
             if !listing && !c.epochs.contains(&epoch) {
                 c.vouching.insert(epoch, digest);

@@ -29,6 +29,10 @@ struct Book {
     /// Checkpointed digests held, per epoch.
     checkpoints: HashMap<u64, [u8; 32]>,
     vouched: Vec<MessageId>,
+    /// A light ledger: final epochs a checkpoint vouches for are adopted, not fetched.
+    light: bool,
+    /// Epochs adopted from a checkpoint, with its digest.
+    adopted: BTreeMap<u64, [u8; 32]>,
 }
 
 impl Book {
@@ -68,7 +72,11 @@ impl Books for Book {
     }
 
     fn digests(&mut self) -> Vec<(u64, [u8; 32])> {
-        self.epochs.keys().map(|e| (*e, self.digest(*e))).collect()
+        let mut all: Vec<(u64, [u8; 32])> =
+            self.epochs.keys().map(|e| (*e, self.digest(*e))).collect();
+        all.extend(self.adopted.iter().map(|(e, d)| (*e, *d)));
+        all.sort_unstable();
+        all
     }
 
     fn holds(&self, id: &MessageId) -> bool {
@@ -85,6 +93,14 @@ impl Books for Book {
 
     fn vouch(&mut self, ids: &[MessageId]) -> bool {
         self.vouched.extend_from_slice(ids);
+        true
+    }
+
+    fn adopt(&mut self, epoch: u64, digest: &[u8; 32]) -> bool {
+        if !self.light || !self.vouches(epoch, digest) || self.epochs.contains_key(&epoch) {
+            return false;
+        }
+        self.adopted.insert(epoch, *digest);
         true
     }
 }
@@ -379,7 +395,7 @@ fn a_checkpoint_arriving_during_a_catch_up_adds_its_epoch() {
     }));
     // The answer to the node's question comes while epoch 2 is listed.
     mine.checkpoints.insert(1, theirs.digest(1));
-    m.on_checkpoints(PEER, &mine);
+    m.on_checkpoints(PEER, &mut mine);
     // Feed the pending list of epoch 2 and go on to the end.
     let listed: Vec<MessageId> = theirs.epochs[&2].iter().copied().collect();
     let (page, more) = ids_page(&listed, None);
@@ -388,6 +404,86 @@ fn a_checkpoint_arriving_during_a_catch_up_adds_its_epoch() {
     assert_eq!(mine.epochs[&1].len(), 40);
     assert_eq!(mine.epochs[&2].len(), 40);
     assert_eq!(ended(&run), (80, false));
+}
+
+#[test]
+fn a_light_ledger_adopts_checkpointed_final_epochs_and_fetches_only_the_open_ones() {
+    let theirs = Book::new().with(1, 0..300).with(2, 0..200).with(3, 0..50);
+    let mut mine = Book::new();
+    mine.light = true;
+    for e in [1, 2] {
+        mine.rules.insert(e, Rule::Vouched);
+    }
+    mine.checkpoints.insert(1, theirs.digest(1));
+    mine.checkpoints.insert(2, theirs.digest(2));
+    let run = catch_up(&mut mine, &theirs, Peer::Honest, Verify::Later);
+    assert_eq!(
+        mine.adopted,
+        BTreeMap::from([(1, theirs.digest(1)), (2, theirs.digest(2))])
+    );
+    assert!(mine.vouched.is_empty(), "nothing of a final epoch fetched");
+    assert!(
+        run.asks
+            .iter()
+            .all(|a| !matches!(a, Ask::Ids { epoch, .. } if *epoch != 3)),
+        "only the open epoch is listed"
+    );
+    assert_eq!(mine.count(), 50);
+    assert_eq!(ended(&run), (50, true));
+    // The books now show the peer's digest for every epoch: the next catch-up asks nothing.
+    let again = catch_up(&mut mine, &theirs, Peer::Honest, Verify::Later);
+    assert_eq!(again.asks, vec![Ask::Digests]);
+
+    // Books that keep every receipt, with the same checkpoints, fetch them all.
+    let mut full = Book::new();
+    for e in [1, 2] {
+        full.rules.insert(e, Rule::Vouched);
+        full.checkpoints.insert(e, theirs.digest(e));
+    }
+    let run = catch_up(&mut full, &theirs, Peer::Honest, Verify::Later);
+    assert!(full.adopted.is_empty());
+    assert_eq!(full.count(), 550);
+    assert_eq!(ended(&run), (550, true));
+
+    // A light ledger that holds some of a final epoch already lists it as a full one does.
+    let mut part = Book::new().with(1, 0..10);
+    part.light = true;
+    part.rules.insert(1, Rule::Vouched);
+    part.checkpoints.insert(1, theirs.digest(1));
+    catch_up(&mut part, &theirs, Peer::Honest, Verify::Later);
+    assert!(part.adopted.is_empty());
+    assert_eq!(part.epochs[&1].len(), 300);
+}
+
+#[test]
+fn a_light_ledger_adopts_an_epoch_whose_checkpoint_comes_during_the_catch_up() {
+    let theirs = Book::new().with(1, 0..40).with(2, 0..40);
+    let mut mine = Book::new();
+    mine.light = true;
+    mine.rules.insert(1, Rule::Vouched);
+    let mut m = Replication::<u8>::new(60_000);
+    m.start(PEER, false);
+    m.take_outputs();
+    let offered: Vec<(u64, [u8; 32])> = vec![(1, theirs.digest(1)), (2, theirs.digest(2))];
+    m.on_digests(PEER, EPOCH_MS, &offered, &mut mine);
+    assert!(m.take_outputs().contains(&Out::Unvouched {
+        peer: PEER,
+        epochs: vec![(1, theirs.digest(1))],
+    }));
+    mine.checkpoints.insert(1, theirs.digest(1));
+    m.on_checkpoints(PEER, &mut mine);
+    assert_eq!(mine.adopted, BTreeMap::from([(1, theirs.digest(1))]));
+    let listed: Vec<MessageId> = theirs.epochs[&2].iter().copied().collect();
+    let (page, more) = ids_page(&listed, None);
+    m.on_ids(PEER, page, more, &mut mine);
+    let run = drive(&mut m, &mut mine, &theirs, Peer::Honest, Verify::Inline);
+    assert!(
+        !run.asks
+            .iter()
+            .any(|a| matches!(a, Ask::Ids { epoch: 1, .. }))
+    );
+    assert!(!mine.epochs.contains_key(&1));
+    assert_eq!(ended(&run), (40, false));
 }
 
 #[test]

@@ -90,6 +90,7 @@ pub(super) fn run(args: NodeArgs, out: Output) -> anyhow::Result<ExitCode> {
     config.tuning.relay_server = !a.no_relay;
     config.tuning.autonat.private_ips = a.lan;
     config.tuning.verify_store = a.verify_store;
+    config.tuning.adopt_checkpoints = a.adopt_checkpoints;
     if let Some(k) = a.replication {
         config.tuning.replication = std::num::NonZeroUsize::new(k)
             .filter(|k| k.get() <= 20)

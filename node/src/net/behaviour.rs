@@ -275,6 +275,11 @@ pub struct NetTuning {
     /// delete those that fail. Off by default: the store holds only receipts verified before
     /// they were written.
     pub verify_store: bool,
+    /// A light ledger (`--adopt-checkpoints`): a final epoch that a registrar checkpoint
+    /// held vouches for, and of which this node holds no receipt, is kept as that
+    /// checkpoint alone ([`crate::store::Books::adopt`]) instead of being fetched. Needs the
+    /// books on disk.
+    pub adopt_checkpoints: bool,
 }
 
 /// Whether peers can dial this node ([`NetTuning::reachability`]).
@@ -374,6 +379,7 @@ impl Default for NetTuning {
             reachability: Reachability::Auto,
             relay_server: true,
             verify_store: false,
+            adopt_checkpoints: false,
             autonat: AutoNatTuning::default(),
         }
     }

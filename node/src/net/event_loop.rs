@@ -170,6 +170,8 @@ pub(super) struct EventLoop {
     finality: dpow_protocol::Finality,
     /// Reads closed books without checkpoints ([`super::NetTuning::auditor`]).
     auditor: bool,
+    /// A light ledger ([`super::NetTuning::adopt_checkpoints`]).
+    adopt_checkpoints: bool,
     /// Fault injection ([`super::NetTuning::withhold_receipts`]).
     withhold_receipts: bool,
     /// The browser workers this node carries: their request feed and keys.
@@ -433,6 +435,7 @@ impl EventLoop {
             checkpoints: checkpoints::Checkpoints::default(),
             finality,
             auditor: config.tuning.auditor && config.store.is_none(),
+            adopt_checkpoints: config.tuning.adopt_checkpoints,
             withhold_receipts: config.tuning.withhold_receipts,
             browsers: foreign::Browsers::default(),
             reach: reach::Reach::new(reachability, kad_mode),

@@ -179,6 +179,9 @@ pub struct NodeStats {
     pub ledger_digest: String,
     /// Digests of the current epoch computed on a blocking thread for the statistics.
     pub digests_off_loop: u64,
+    /// Final epochs this node kept as a registrar's checkpoint instead of fetching their
+    /// receipts, since it started (a light ledger: `--adopt-checkpoints`).
+    pub epochs_adopted: u64,
     /// Credits this node earned as a worker, by the ledger.
     pub credits_earned: u64,
     /// Services caught signing two receipts for one request.

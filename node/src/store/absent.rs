@@ -179,6 +179,9 @@ impl Books {
     pub fn pruned_epoch(&self, _epoch: u64) -> Result<Option<()>, StoreError> {
         match *self {}
     }
+    pub fn adopt(&self, _cp: &dpow_protocol::Checkpoint) -> Result<bool, StoreError> {
+        match *self {}
+    }
     pub fn earned(&self, _k: &dpow_keys::PublicKey) -> Result<u128, StoreError> {
         match *self {}
     }

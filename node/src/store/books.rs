@@ -32,7 +32,9 @@ use dpow_protocol::ledger::{
     digest_of_ids, epoch_of,
 };
 use dpow_protocol::registry::Registry;
-use dpow_protocol::{Credits, Message, MessageId, NetworkId, Receipt, Signed, Unverified};
+use dpow_protocol::{
+    Checkpoint, Credits, Message, MessageId, NetworkId, Receipt, Signed, Unverified,
+};
 use rocksdb::{Direction, IteratorMode, MergeOperands, WriteBatch, WriteOptions};
 
 use super::rocks::{
@@ -277,6 +279,10 @@ pub struct PrunedEpoch {
     /// False while its receipts are being deleted (a prune interrupted by a crash, which
     /// [`Books::open`] finishes).
     pub done: bool,
+    /// Never held here: a light ledger adopted it from a registrar's checkpoint
+    /// ([`Books::adopt`]), so its tallies are the checkpoint's (credits per payout account
+    /// and unclaimed; none per worker or service, no receipt count per account).
+    pub adopted: bool,
 }
 
 impl PrunedEpoch {
@@ -288,11 +294,13 @@ impl PrunedEpoch {
         let mut v = self.digest.to_vec();
         v.extend_from_slice(&self.receipts.to_be_bytes());
         v.push(u8::from(self.done));
+        v.push(u8::from(self.adopted));
         v
     }
 
+    /// 41 bytes as first written (pruned here), 42 since a light ledger may adopt epochs.
     fn decode(epoch: u64, v: &[u8]) -> Option<PrunedEpoch> {
-        if v.len() != 41 {
+        if v.len() != 41 && v.len() != 42 {
             return None;
         }
         Some(PrunedEpoch {
@@ -300,6 +308,7 @@ impl PrunedEpoch {
             digest: v[..32].try_into().ok()?,
             receipts: u64_of(&v[32..40])?,
             done: v[40] == 1,
+            adopted: v.get(41) == Some(&1),
         })
     }
 }
@@ -1048,6 +1057,7 @@ impl Books {
                         .tally(&tally_key(kind::EPOCH_HELD, Some(epoch), None))?
                         .receipts(),
                     done: false,
+                    adopted: false,
                 };
                 self.set_pruned(&p)?;
                 p
@@ -1089,6 +1099,72 @@ impl Books {
         self.sync()?;
         self.set_pruned(&PrunedEpoch { done: true, ..p })?;
         Ok(report)
+    }
+
+    /// Hold final epoch `cp.epoch` as the registrar checkpoint `cp` states it, without its
+    /// receipts (a light ledger; the caller has checked `cp`'s signature, that it is the
+    /// network's registrar's, and that the epoch is final). It is kept as a pruned epoch
+    /// ([`PrunedEpoch::adopted`]): its digest and count are the checkpoint's, so peers see the
+    /// same books and catch-up takes none of its receipts; its credits per payout account
+    /// and unclaimed credits are the checkpoint's, so balances per account and its payout
+    /// are exact. What a checkpoint does not state is not known here: credits per worker key
+    /// and per service, receipts per account, which requests the epoch answered. Written
+    /// at once and synced. `false` (nothing written) for an epoch these books hold receipts
+    /// of or pruned already, or a checkpoint in other terms (another epoch length, no
+    /// receipts, a figure out of range).
+    pub fn adopt(&self, cp: &Checkpoint) -> Result<bool, StoreError> {
+        let e = cp.epoch;
+        let held = self.tally(&tally_key(kind::EPOCH_HELD, Some(e), None))?;
+        let Ok(receipts) = i64::try_from(cp.receipts) else {
+            return Ok(false);
+        };
+        if cp.epoch_ms != self.epoch_ms
+            || receipts == 0
+            || held.receipts() != 0
+            || self.pruned_epoch(e)?.is_some()
+        {
+            return Ok(false);
+        }
+        let count = Tally {
+            credits: 0,
+            receipts,
+        };
+        let mut tallies = vec![
+            (tally_key(kind::EPOCH_HELD, Some(e), None), count),
+            (tally_key(kind::HELD, None, None), count),
+        ];
+        let claims = cp
+            .credits
+            .iter()
+            .map(|(a, c)| (tally_key(kind::ACCOUNT, Some(e), Some(a.as_bytes())), *c))
+            .chain([(tally_key(kind::UNCLAIMED, Some(e), None), cp.unclaimed)]);
+        for (k, c) in claims.filter(|(_, c)| *c > 0) {
+            let Ok(credits) = i128::try_from(c) else {
+                return Ok(false);
+            };
+            tallies.push((
+                k,
+                Tally {
+                    credits,
+                    receipts: 0,
+                },
+            ));
+        }
+        let mut b = WriteBatch::default();
+        for (k, t) in tallies {
+            b.merge_cf(self.store.cf(CF_TALLIES), k, t.encode());
+        }
+        let marker = PrunedEpoch {
+            epoch: e,
+            digest: cp.digest,
+            receipts: cp.receipts,
+            done: true,
+            adopted: true,
+        };
+        b.put_cf(self.store.cf(CF_META), PrunedEpoch::key(e), marker.encode());
+        self.store.db().write_opt(b, &Self::unsynced())?;
+        self.sync()?;
+        Ok(true)
     }
 
     /// The stored tallies of every pruned epoch, and what they add to the all-time tallies
@@ -1756,6 +1832,90 @@ mod prune {
         let mut books = Books::open(store, EPOCH_MS, NET).unwrap();
         assert_eq!(books.pruned_epochs().unwrap().len(), 1);
         assert_pruned(&mut books, e, &before);
+    }
+
+    #[test]
+    fn a_light_ledger_holds_an_adopted_epoch_as_its_checkpoint_states_it() {
+        let full_dir = tempfile::tempdir().unwrap();
+        let (full, e) = fill(full_dir.path());
+        let before = answers(&full, e);
+        let in_e = |r: &Signed<Receipt>| epoch_of(r.payload().accepted_ms, EPOCH_MS) == e;
+        let all: Vec<Signed<Receipt>> = (0..RECEIPTS).map(|i| receipt(i, NOW + i * 7)).collect();
+        let claims = full.claims_in_epoch(e).unwrap();
+        let held = before.epochs.iter().find(|(x, _)| *x == e).unwrap().1;
+        let cp = Checkpoint {
+            digest: before.digest,
+            receipts: held,
+            credits: claims.accounts.clone().into_iter().collect(),
+            unclaimed: claims.unclaimed,
+            ..builders::checkpoint(&key(1), e, EPOCH_MS, NOW)
+        };
+        assert!(cp.unclaimed > 0 && cp.credits.len() == 2, "{cp:?}");
+
+        // The light books take the other epochs' receipts (catch-up brings them) and none of e.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let light = Books::open(store, EPOCH_MS, NET).unwrap();
+        let mut light = light;
+        for r in all.iter().filter(|r| !in_e(r)) {
+            light.ingest(r).unwrap();
+        }
+        assert!(light.adopt(&cp).unwrap());
+        assert!(!light.adopt(&cp).unwrap(), "an epoch is adopted once");
+        let check = |books: &Books| {
+            let p = books.pruned_epoch(e).unwrap().unwrap();
+            assert!(p.adopted && p.done);
+            // Peers see the same books: every epoch's count and digest.
+            assert_eq!(books.epochs().unwrap(), before.epochs);
+            assert_eq!(books.epoch_digest(e).unwrap(), before.digest);
+            assert_eq!(books.len().unwrap(), full.len().unwrap());
+            // Its payout is exact; no receipt of it is held.
+            assert_eq!(books.claims_in_epoch(e).unwrap(), claims);
+            assert!(books.receipt_ids_in_epoch(e).unwrap().is_empty());
+            let credits = |b: &Books| -> BTreeMap<NanoAccount, u128> {
+                b.account_credits()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(a, (c, _))| (a, c))
+                    .collect()
+            };
+            assert_eq!(credits(books), credits(&full));
+            // What a checkpoint does not state is not counted: per worker, per service.
+            assert!(books.earned_in_epoch(e).unwrap().is_empty());
+            assert!(books.spent_in_epoch(e).unwrap().is_empty());
+            // The books check clean (the epoch's tallies are taken as given).
+            assert!(books.check(false, &|_, _| {}).unwrap().is_clean());
+        };
+        check(&light);
+        // None of its receipts is taken later.
+        let late = all.iter().find(|r| in_e(r)).unwrap();
+        assert!(matches!(light.ingest(late), Err(BooksError::Pruned { .. })));
+        // A rebuild and a restart keep it.
+        light.rebuild(false, &|_, _| {}).unwrap();
+        check(&light);
+        let store = light.store().clone();
+        drop(light);
+        check(&Books::open(store, EPOCH_MS, NET).unwrap());
+
+        // Books that hold receipts of the epoch adopt nothing; nor does a checkpoint counted
+        // in another epoch length, or of no receipts.
+        assert!(!full.adopt(&cp).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let other = Books::open(Arc::new(Store::open(dir.path()).unwrap()), EPOCH_MS, NET).unwrap();
+        for bad in [
+            Checkpoint {
+                epoch_ms: EPOCH_MS * 2,
+                ..cp.clone()
+            },
+            Checkpoint {
+                receipts: 0,
+                ..cp.clone()
+            },
+        ] {
+            assert!(!other.adopt(&bad).unwrap());
+        }
+        assert!(other.pruned_epochs().unwrap().is_empty());
+        assert!(other.is_empty().unwrap());
     }
 
     /// The child: prune the prepared books in batches of 4, saying after each and going on

@@ -183,6 +183,15 @@ impl NodeLedger {
         }
     }
 
+    /// Hold final epoch `cp.epoch` as the checkpoint states it, without its receipts
+    /// ([`Books::adopt`]); the books in memory never do.
+    pub fn adopt(&mut self, cp: &dpow_protocol::Checkpoint) -> bool {
+        match self {
+            NodeLedger::Memory(_) => false,
+            NodeLedger::Disk(b) => logged("adopting a checkpoint", b.adopt(cp)),
+        }
+    }
+
     /// Credits `worker` earned in all.
     pub fn earned(&self, worker: &PublicKey) -> u128 {
         match self {

@@ -675,4 +675,34 @@ impl replication::Books for EventLoop {
         );
         self.checkpoints.vouch(ids.iter().copied())
     }
+
+    fn adopt(&mut self, epoch: u64, digest: &[u8; 32]) -> bool {
+        if !self.adopt_checkpoints {
+            return false;
+        }
+        let Some(cp) = self.checkpoints.matching(epoch, digest).cloned() else {
+            return false;
+        };
+        // Registrars that disagree about the epoch: fetch it and see (every receipt checked).
+        if self
+            .checkpoints
+            .of_epoch(epoch)
+            .any(|c| &c.payload().digest != digest)
+        {
+            return false;
+        }
+        if !self.ledger.adopt(cp.payload()) {
+            return false;
+        }
+        self.digests.remove(&epoch);
+        self.epochs_held = None;
+        self.stats().epochs_adopted += 1;
+        tracing::info!(
+            epoch,
+            receipts = cp.payload().receipts,
+            registrar = %cp.payload().registrar,
+            "a final epoch kept as its checkpoint (light ledger): none of its receipts fetched"
+        );
+        true
+    }
 }
