@@ -4,7 +4,8 @@
 //!
 //! - A receipt backdated into a final epoch is refused by every node, and the epoch's digest
 //!   stays the registrar's checkpointed one; a node that joins later still catches up on the
-//!   closed epoch, vouched for by the checkpoint.
+//!   closed epoch, vouched for by the checkpoint; a light ledger that joins keeps it as the
+//!   checkpoint alone.
 //! - A service node that signs no receipts is counted against by the worker that won, and
 //!   past the limit the worker refuses its requests.
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use dpow_keys::{NanoAccount, SecretKey};
 use dpow_node::net::{self, NodeHandle, SubmitError, Topic, WorkAsk, WorkerConfig};
+use dpow_node::store::{Books, Store};
 use dpow_protocol::flow::ExhaustedPolicy;
 use dpow_protocol::{
     BlockKind, Checkpoint, Credits, Priority, Receipt, Root, Signed, Work, WorkRequest, WorkResult,
@@ -197,6 +199,37 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A light ledger that joins now keeps the closed epoch as the checkpoint alone: the
+    // same digest and payout, none of its receipts fetched.
+    let dir = tempfile::tempdir().expect("dir");
+    let store = std::sync::Arc::new(Store::open(&dir.path().join("db")).expect("store opens"));
+    let mut cfg = net.config(SecretKey::generate().expect("key"));
+    cfg.store = Some(store.clone());
+    cfg.tuning.adopt_checkpoints = true;
+    let light = net::spawn(cfg).await.expect("light node starts");
+    light.wait_synced(T).await.expect("light node syncs");
+    wait_for(&light, T, |s| s.epochs_adopted >= 1)
+        .await
+        .expect("the light node adopts the checkpointed epoch");
+    let books = Books::open(store, EPOCH_MS, net.genesis.id).expect("books open");
+    let kept = books
+        .pruned_epoch(epoch)
+        .expect("books read")
+        .expect("the closed epoch is held as its checkpoint");
+    assert!(kept.adopted);
+    assert_eq!(kept.receipts, held as u64);
+    assert_eq!(books.epoch_digest(epoch).expect("digest"), digest);
+    assert!(
+        books.receipt_ids_in_epoch(epoch).expect("ids").is_empty(),
+        "a receipt of the adopted epoch was fetched"
+    );
+    let claims = books.claims_in_epoch(epoch).expect("claims");
+    assert_eq!(claims.unclaimed, cp.payload().unclaimed);
+    assert_eq!(
+        claims.accounts.into_iter().collect::<Vec<_>>(),
+        cp.payload().credits
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -49,6 +49,14 @@ pub struct BenchArgs {
     /// this many receipts from a peer over loopback.
     #[arg(long, value_name = "RECEIPTS", conflicts_with = "ledger")]
     pub catch_up: Option<u64>,
+    /// With --catch-up: spread node A's receipts over 30 closed days (final epochs, each
+    /// checkpointed by the registrar) instead of today.
+    #[arg(long, requires = "catch_up")]
+    pub history: bool,
+    /// With --catch-up: node B is a light ledger (`dpow node --adopt-checkpoints`), which
+    /// keeps checkpointed epochs as their checkpoints. Implies --history.
+    #[arg(long, requires = "catch_up")]
+    pub light: bool,
     /// With --ledger or --catch-up: where to create the scratch databases (default: the
     /// system's temporary directory). They are deleted afterwards.
     #[arg(long, value_name = "DIR")]
@@ -134,7 +142,14 @@ pub(super) fn run(a: BenchArgs, out: Output) -> anyhow::Result<ExitCode> {
         let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("dpow-bench-ledger-{}", std::process::id()));
         let r = if catch_up {
-            super::bench_catchup::run(n, &dir, &out)
+            let history = if a.light {
+                super::bench_catchup::History::Light
+            } else if a.history {
+                super::bench_catchup::History::Full
+            } else {
+                super::bench_catchup::History::None
+            };
+            super::bench_catchup::run(n, history, &dir, &out)
         } else {
             super::bench_ledger::run(n, &dir, &out)
         };

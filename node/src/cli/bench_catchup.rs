@@ -7,6 +7,11 @@
 //! service. Node B starts empty, dials A and catches up as any node does: digests, id pages,
 //! fetches, and every receipt verified (three signatures, the work, the price) before it is
 //! stored. Reported: B's time from start until it holds all N, its rate and its progress.
+//!
+//! With `--history` the receipts are spread over 30 closed days instead (final epochs, each
+//! checkpointed by the registrar, the checkpoints held by A): B fetches each day's id list
+//! whole, checks it against the checkpoint, then fetches and verifies its receipts. With
+//! `--light` B is a light ledger and keeps each day as its checkpoint.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,16 +30,30 @@ use crate::store::{Books, Store};
 /// The longest the catch-up may take before the benchmark gives up.
 const LIMIT: Duration = Duration::from_secs(3600);
 
+/// Days of closed books with `--history`.
+const HISTORY_DAYS: u64 = 30;
+
+/// When node A's receipts were accepted, and how node B keeps closed books.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum History {
+    /// Every receipt today (an open epoch).
+    None,
+    /// Over 30 closed, checkpointed days; B fetches them all.
+    Full,
+    /// Over 30 closed, checkpointed days; B is a light ledger.
+    Light,
+}
+
 /// Run the benchmark with `n` receipts, the two nodes' databases under `dir`.
-pub(super) fn run(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
+pub(super) fn run(n: u64, history: History, dir: &Path, out: &Output) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(catch_up(n, dir, out))
+    runtime.block_on(catch_up(n, history, dir, out))
 }
 
-async fn catch_up(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
+async fn catch_up(n: u64, history: History, dir: &Path, out: &Output) -> anyhow::Result<()> {
     let registrar = SecretKey::generate()?;
     let epoch_ms = 86_400_000;
     let mut genesis = Genesis {
@@ -56,31 +75,61 @@ async fn catch_up(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     let service = SecretKey::generate()?;
     let keys = Keys::of(genesis.id, service.clone())?;
 
-    // A's books: n receipts accepted a moment after they were asked for, now.
+    // A's books: n receipts accepted a moment after they were asked for, now (or over the
+    // 30 days before yesterday, with the registrar's checkpoint of each).
     let t0 = Instant::now();
     let store_a = Arc::new(Store::open(&dir.join("a"))?);
+    let mut checkpoints = Vec::new();
     let digest_time = {
         let mut books = Books::open(store_a.clone(), epoch_ms, genesis.id)?;
         let now = now_ms();
+        let today = now - now % epoch_ms;
+        let start = today.saturating_sub((HISTORY_DAYS + 1) * epoch_ms);
+        let step = HISTORY_DAYS * epoch_ms / n;
         let mut done = 0;
         while done < n {
             let end = (done + 65_536).min(n);
-            for r in keys.receipts(done..end, now, now + 1, 0)? {
+            let made = match history {
+                History::None => keys.receipts(done..end, now, now + 1, 0)?,
+                History::Full | History::Light => keys.past_receipts(done..end, start, step)?,
+            };
+            for r in made {
                 books.ingest(&r)?;
             }
             books.sync()?;
             done = end;
         }
+        if history != History::None {
+            for (epoch, receipts) in books.epochs()? {
+                let claims = books.claims_in_epoch(epoch)?;
+                let c = dpow_protocol::Checkpoint {
+                    registrar: registrar.public(),
+                    epoch,
+                    epoch_ms,
+                    digest: books.epoch_digest(epoch)?,
+                    receipts,
+                    credits: claims.accounts.into_iter().collect(),
+                    unclaimed: claims.unclaimed,
+                    created_ms: now,
+                };
+                checkpoints.push(dpow_protocol::Signed::sign(c, &registrar, &genesis.id)?);
+            }
+        }
         // What a digest of one big epoch costs (it reads every id of the epoch): each
         // peer's catch-up and the statistics ask for it.
+        let biggest = books
+            .epochs()?
+            .into_iter()
+            .max_by_key(|(_, held)| *held)
+            .map_or(0, |(e, _)| e);
         let t = Instant::now();
-        books.epoch_digest(dpow_protocol::ledger::epoch_of(now, epoch_ms))?;
+        books.epoch_digest(biggest)?;
         t.elapsed()
     };
     say(
         out,
         format!(
-            "node A's books: {n} receipts made and stored in {:.0} s; the digest of their epoch takes {:.0} ms",
+            "node A's books: {n} receipts made and stored in {:.0} s; the digest of its biggest epoch takes {:.0} ms",
             t0.elapsed().as_secs_f64(),
             digest_time.as_secs_f64() * 1e3
         ),
@@ -100,11 +149,24 @@ async fn catch_up(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     for action in super::bench_ledger::funded(&service) {
         a.registry(action, registrar.clone()).await?;
     }
+    for c in &checkpoints {
+        a.publish_checkpoint(c.bytes().to_vec()).await?;
+    }
+    if !checkpoints.is_empty() {
+        say(
+            out,
+            format!(
+                "node A's receipts span {} closed days, each checkpointed by the registrar",
+                checkpoints.len()
+            ),
+        );
+    }
 
     let mut cfg = NodeConfig::new(genesis, SecretKey::generate()?);
     cfg.listen = vec![loopback];
     cfg.dial = vec![addr];
     cfg.store = Some(Arc::new(Store::open(&dir.join("b"))?));
+    cfg.tuning.adopt_checkpoints = history == History::Light;
     let t0 = Instant::now();
     let b = net::spawn(cfg).await?;
     let mut last = (Instant::now(), 0usize);
@@ -131,6 +193,21 @@ async fn catch_up(n: u64, dir: &Path, out: &Output) -> anyhow::Result<()> {
     }
     let t = t0.elapsed().as_secs_f64();
     let s = b.stats();
+    if history == History::Light {
+        say(
+            out,
+            format!(
+                "node B, a light ledger, holds the books of {n} receipts from empty after {t:.1} s: {} closed days kept as their checkpoints; node A answered {} sync requests ({:.3} MB); resident memory of both nodes and the bench {:.0} MiB",
+                s.epochs_adopted,
+                a.stats().sync_answered,
+                a.stats().sync_answered_bytes as f64 / 1e6,
+                rss_mib().0
+            ),
+        );
+        b.shutdown().await?;
+        a.shutdown().await?;
+        return Ok(());
+    }
     say(
         out,
         format!(
