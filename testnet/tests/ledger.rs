@@ -119,8 +119,24 @@ async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
     alone.shutdown().await.expect("stops");
 }
 
-/// Big books (here: any, the threshold set to 0) compute the statistics' digest of the
-/// current epoch on a blocking thread: the statistics still show the books' own digest.
+/// What `node` answers a peer that asks for its digests: epoch → digest.
+async fn answered_digests(asker: &NodeHandle, node: &NodeHandle) -> BTreeMap<u64, Vec<u8>> {
+    let peer: libp2p::PeerId = node.stats().peer_id.parse().expect("peer id");
+    match asker
+        .probe(peer, net::wire::SyncRequest::Digests)
+        .await
+        .expect("digests answered")
+    {
+        net::wire::SyncResponse::Digests { epochs, .. } => {
+            epochs.into_iter().map(|e| (e.epoch, e.digest.0)).collect()
+        }
+        other => panic!("asked for digests, got {other:?}"),
+    }
+}
+
+/// Big books (here: any, the threshold set to 0) compute an epoch's digest on the event loop
+/// once, then off it as receipts come: the statistics show the books' own digest, and so do
+/// the answers to peers' catch-ups once the books have settled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_statistics_show_the_digest_of_big_books_computed_off_the_event_loop() {
     let net = LocalNet::start(LocalOptions {
@@ -155,6 +171,41 @@ async fn the_statistics_show_the_digest_of_big_books_computed_off_the_event_loop
     })
     .await
     .expect("the digest computed off the event loop is shown");
+
+    // More receipts of the epoch come by gossip: its digest is not computed on the event
+    // loop again, yet what peers are answered comes to match the books.
+    let inline = node.stats().digests_inline;
+    for i in n..2 * n {
+        service.submit(ask(i)).await.expect("work");
+    }
+    let t0 = Instant::now();
+    loop {
+        let (ledger, _) = node.ledger().await.expect("ledger");
+        let s = node.stats();
+        let want: BTreeMap<u64, Vec<u8>> = ledger
+            .epochs()
+            .into_iter()
+            .map(|(e, _)| (e, ledger.epoch_digest(e).to_vec()))
+            .collect();
+        if ledger.len() == 2 * n as usize
+            && s.ledger_digest == hex::encode(ledger.epoch_digest(s.ledger_epoch))
+            && answered_digests(&net.bootstrap, &node).await == want
+        {
+            if s.ledger_epoch == epoch {
+                assert_eq!(
+                    s.digests_inline, inline,
+                    "an epoch's digest was computed on the event loop again"
+                );
+            }
+            break;
+        }
+        assert!(
+            t0.elapsed() < T,
+            "the node's answers never showed its books: {} receipts",
+            ledger.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     node.shutdown().await.expect("stops");
 }
 

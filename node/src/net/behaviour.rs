@@ -234,10 +234,11 @@ pub struct NetTuning {
     /// Catch up with peers' ledgers (on connecting and every `ledger_sync`). Off for
     /// short-lived clients that have no use for the books.
     pub ledger: bool,
-    /// Books on disk of at least this many receipts compute the statistics' digest of the
-    /// current epoch on a blocking thread, at most every 5 s (a digest reads every id of the
-    /// epoch: about 0.3 s for a million), and show the last one computed; smaller books
-    /// compute it on the event loop at every refresh.
+    /// Books on disk of at least this many receipts compute epoch digests on the event loop
+    /// only the first time; after that, the epochs that took receipts are recomputed on a
+    /// blocking thread at most every 5 s (a digest reads every id of the epoch: about 0.3 s
+    /// for a million), and peers' catch-ups and the statistics get the last one computed.
+    /// Smaller books recompute a digest on the event loop when asked after a change.
     pub inline_digest_below: usize,
     /// A light node (the build without the `ledger` feature): it keeps only its own receipts
     /// (those that pay its worker key or that its service key signed) and verifies and

@@ -10,7 +10,7 @@ mod inbound;
 mod probe;
 mod reach;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,9 @@ use crate::genesis::Genesis;
 use crate::store::writer::{Done, Job, Writer};
 use crate::store::{NodeLedger, Store};
 
+/// Big books: how often the digests of epochs that took receipts are recomputed (off the
+/// event loop); a digest answered or shown is at most this much (and one computation) old.
+const DIGEST_REFRESH: Duration = Duration::from_secs(5);
 /// A solve in progress on the solver thread.
 struct Solving {
     request: RequestId,
@@ -149,15 +152,20 @@ pub(super) struct EventLoop {
     catch_up_ledger: bool,
     /// Keep only this node's own receipts ([`super::NetTuning::light`]).
     light: bool,
-    /// Epoch digests and the epochs held, cached until a receipt of that epoch comes or goes.
+    /// Epoch digests and the epochs held, cached until a receipt of that epoch comes or goes
+    /// (on big books: refreshed off the event loop, [`EventLoop::refresh_digests`]).
     digests: HashMap<u64, [u8; 32]>,
     epochs_held: Option<Vec<(u64, usize)>>,
-    /// When the last statistics' digest job started ([`EventLoop::digest_off_loop`]).
+    /// Big books: epochs whose cached digest is older than the books.
+    stale_digests: BTreeSet<u64>,
+    /// When the last digest job started.
     digest_job_at: Instant,
-    /// The statistics' digest being computed on a blocking thread (big books), with its epoch.
-    digest_job: Option<tokio::task::JoinHandle<(u64, [u8; 32])>>,
-    /// Books of at least this many receipts get that digest off the event loop.
+    /// Digests being computed on a blocking thread (big books), with their epochs.
+    digest_job: Option<tokio::task::JoinHandle<Vec<(u64, [u8; 32])>>>,
+    /// Books of at least this many receipts get their digests off the event loop.
     inline_digest_below: usize,
+    /// The books hold at least `inline_digest_below` receipts (as of the last statistics).
+    big_books: bool,
     /// This node's key (its libp2p identity): requests of its service name it.
     node_key: dpow_keys::PublicKey,
     /// Results sent to service nodes, and wins awaiting their receipts.
@@ -367,6 +375,7 @@ impl EventLoop {
         let kad_mode = swarm.behaviour().kad.mode();
         let kad_protocol = super::behaviour::kad_protocol(&config.genesis)?;
         let signatures = dpow_protocol::SignatureCache::new();
+        let big_books = ledger.len() >= config.tuning.inline_digest_below;
         let mut event_loop = EventLoop {
             swarm,
             genesis: config.genesis,
@@ -425,9 +434,11 @@ impl EventLoop {
             light: config.tuning.light,
             digests: HashMap::new(),
             epochs_held: None,
+            stale_digests: BTreeSet::new(),
             digest_job_at: Instant::now(),
             digest_job: None,
             inline_digest_below: config.tuning.inline_digest_below,
+            big_books,
             node_key: config.key.public(),
             deliveries: delivery::Deliveries::default(),
             receipt_wait_ms: config.tuning.receipt_wait.as_millis() as u64,
@@ -600,27 +611,54 @@ impl EventLoop {
 
     /// After every event: the cheap gauges now, everything that walks the worker table or
     /// the registry at most twice a second ([`Self::full_stats`]).
-    /// The statistics' digest of `epoch` on big books: the one a blocking thread has just
-    /// computed, if any; starts the next at most every 5 s.
-    fn digest_off_loop(&mut self, epoch: u64) -> Option<String> {
+    /// Big books: bring cached digests up to date off the event loop. A digest reads every
+    /// id of its epoch (0.3 s for a million), and an epoch taking receipts changes all the
+    /// time, so instead of recomputing it at each question (every peer's catch-up, the
+    /// statistics) the epochs changed since are recomputed on a blocking thread at most
+    /// every [`DIGEST_REFRESH`], and questions meanwhile get the digest last computed. The
+    /// statistics' `current` epoch is computed there too the first time. Takes a finished
+    /// job's digests.
+    fn refresh_digests(&mut self, current: u64) {
         if let Some(job) = &self.digest_job {
             if !job.is_finished() {
-                return None;
+                return;
             }
-            let (of, digest) = self.digest_job.take()?.now_or_never()?.ok()?;
-            self.stats().digests_off_loop += 1;
-            return (of == epoch).then(|| hex::encode(digest));
-        }
-        if self.digest_job_at.elapsed() >= Duration::from_secs(5) {
-            self.digest_job_at = Instant::now();
-            match self.ledger.epoch_digest_job(epoch) {
-                Some(job) => {
-                    self.digest_job = Some(tokio::task::spawn_blocking(move || (epoch, job())));
+            let done = self
+                .digest_job
+                .take()
+                .and_then(|j| j.now_or_never())
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            self.stats().digests_off_loop += done.len() as u64;
+            for (epoch, digest) in done {
+                // Not an epoch dropped from the cache meanwhile (adopted from a checkpoint).
+                if self.digests.contains_key(&epoch) || epoch == current {
+                    self.digests.insert(epoch, digest);
                 }
-                None => return Some(hex::encode(self.digest_of(epoch))),
             }
         }
-        None
+        if !self.digests.contains_key(&current) {
+            self.stale_digests.insert(current);
+        }
+        if self.stale_digests.is_empty() || self.digest_job_at.elapsed() < DIGEST_REFRESH {
+            return;
+        }
+        let epochs = std::mem::take(&mut self.stale_digests);
+        let jobs: Option<Vec<_>> = epochs
+            .iter()
+            .map(|e| self.ledger.epoch_digest_job(*e).map(|job| (*e, job)))
+            .collect();
+        let Some(jobs) = jobs else {
+            // Books in memory: computed when next asked for.
+            for e in epochs {
+                self.digests.remove(&e);
+            }
+            return;
+        };
+        self.digest_job_at = Instant::now();
+        self.digest_job = Some(tokio::task::spawn_blocking(move || {
+            jobs.into_iter().map(|(e, job)| (e, job())).collect()
+        }));
     }
 
     fn publish_stats(&mut self) {
@@ -749,16 +787,14 @@ impl EventLoop {
         let service_count = self.registry.services().count();
         let uptime = self.started.elapsed().as_secs();
         let epoch = dpow_protocol::ledger::epoch_of(now, self.ledger.epoch_ms());
-        // A digest reads every id of the epoch: on big books taking receipts all the time
-        // (the cache emptied at each), the statistics' digest is computed on a blocking
-        // thread, at most every 5 seconds (sync answers are always exact).
-        let digest =
-            if self.digests.contains_key(&epoch) || self.ledger.len() < self.inline_digest_below {
-                Some(hex::encode(self.digest_of(epoch)))
-            } else {
-                self.digest_off_loop(epoch)
-            };
         let receipts = self.ledger.len();
+        self.big_books = receipts >= self.inline_digest_below;
+        let digest = if self.big_books {
+            self.refresh_digests(epoch);
+            self.digests.get(&epoch).map(hex::encode)
+        } else {
+            Some(hex::encode(self.digest_of(epoch)))
+        };
         let earned = self.worker.as_ref().map_or(0, |w| {
             u64::try_from(self.ledger.earned(&w.key.public())).unwrap_or(u64::MAX)
         });

@@ -177,7 +177,10 @@ pub struct NodeStats {
     /// Digest of the current epoch (on big books, the last one computed off the event loop,
     /// `NetTuning::inline_digest_below`).
     pub ledger_digest: String,
-    /// Digests of the current epoch computed on a blocking thread for the statistics.
+    /// Epoch digests computed on the event loop (each epoch's first, and on small books
+    /// each after the epoch changed).
+    pub digests_inline: u64,
+    /// Epoch digests computed on a blocking thread (big books: `NetTuning::inline_digest_below`).
     pub digests_off_loop: u64,
     /// Final epochs this node kept as a registrar's checkpoint instead of fetching their
     /// receipts, since it started (a light ledger: `--adopt-checkpoints`).

@@ -95,21 +95,28 @@ fn id_bytes(ids: &[MessageId]) -> Bytes {
 }
 
 impl EventLoop {
-    /// The ledger changed in the epoch of `accepted_ms`: its cached digest is stale.
+    /// The ledger changed in the epoch of `accepted_ms`: its cached digest is stale (on big
+    /// books kept until refreshed off the event loop: [`EventLoop::refresh_digests`]).
     fn books_changed(&mut self, accepted_ms: u64) {
         let epoch = dpow_protocol::ledger::epoch_of(accepted_ms, self.ledger.epoch_ms());
-        self.digests.remove(&epoch);
+        if self.big_books && self.digests.contains_key(&epoch) {
+            self.stale_digests.insert(epoch);
+        } else {
+            self.digests.remove(&epoch);
+        }
         self.epochs_held = None;
     }
 
-    /// An epoch's digest, computed once per change of the epoch (a digest sorts every id of
-    /// the epoch; statistics and every peer's catch-up ask for it).
+    /// An epoch's digest, computed here once per change of the epoch (a digest reads every
+    /// id of the epoch; statistics and every peer's catch-up ask for it), or on big books
+    /// once, then refreshed off the event loop.
     pub(super) fn digest_of(&mut self, epoch: u64) -> [u8; 32] {
         if let Some(d) = self.digests.get(&epoch) {
             return *d;
         }
         let d = self.ledger.epoch_digest(epoch);
         self.digests.insert(epoch, d);
+        self.stats().digests_inline += 1;
         d
     }
 
@@ -695,6 +702,7 @@ impl replication::Books for EventLoop {
             return false;
         }
         self.digests.remove(&epoch);
+        self.stale_digests.remove(&epoch);
         self.epochs_held = None;
         self.stats().epochs_adopted += 1;
         tracing::info!(
