@@ -191,6 +191,7 @@ async fn the_statistics_show_the_digest_of_big_books_computed_off_the_event_loop
             && s.ledger_digest == hex::encode(ledger.epoch_digest(s.ledger_epoch))
             && answered_digests(&net.bootstrap, &node).await == want
         {
+            assert!(s.turn_ms.samples > 0 && s.turn_max_ms > 0.0, "turns timed");
             if s.ledger_epoch == epoch {
                 assert_eq!(
                     s.digests_inline, inline,

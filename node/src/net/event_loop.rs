@@ -41,6 +41,36 @@ use crate::genesis::Genesis;
 use crate::store::writer::{Done, Job, Writer};
 use crate::store::{NodeLedger, Store};
 
+/// An epoch and its digest.
+type DigestOf = (u64, [u8; 32]);
+
+/// Turns whose time the statistics keep.
+const TURNS_KEPT: usize = 4096;
+
+/// The event loop's turn times: the last [`TURNS_KEPT`] (µs) and the longest since start.
+#[derive(Default)]
+struct TurnTimes {
+    last: VecDeque<u32>,
+    max_us: u64,
+}
+
+impl TurnTimes {
+    fn record(&mut self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.max_us = self.max_us.max(us);
+        if self.last.len() == TURNS_KEPT {
+            self.last.pop_front();
+        }
+        self.last.push_back(u32::try_from(us).unwrap_or(u32::MAX));
+    }
+
+    /// Percentiles in milliseconds over the turns kept.
+    fn percentiles(&self) -> Percentiles {
+        let ms: Vec<f64> = self.last.iter().map(|us| f64::from(*us) / 1e3).collect();
+        Percentiles::of(&ms)
+    }
+}
+
 /// Big books: how often the digests of epochs that took receipts are recomputed (off the
 /// event loop); a digest answered or shown is at most this much (and one computation) old.
 const DIGEST_REFRESH: Duration = Duration::from_secs(5);
@@ -161,11 +191,13 @@ pub(super) struct EventLoop {
     /// When the last digest job started.
     digest_job_at: Instant,
     /// Digests being computed on a blocking thread (big books), with their epochs.
-    digest_job: Option<tokio::task::JoinHandle<Vec<(u64, [u8; 32])>>>,
+    digest_job: Option<tokio::task::JoinHandle<Vec<DigestOf>>>,
     /// Books of at least this many receipts get their digests off the event loop.
     inline_digest_below: usize,
     /// The books hold at least `inline_digest_below` receipts (as of the last statistics).
     big_books: bool,
+    /// How long the last turns took, from the event to the end of its handling.
+    turn_times: TurnTimes,
     /// This node's key (its libp2p identity): requests of its service name it.
     node_key: dpow_keys::PublicKey,
     /// Results sent to service nodes, and wins awaiting their receipts.
@@ -439,6 +471,7 @@ impl EventLoop {
             digest_job: None,
             inline_digest_below: config.tuning.inline_digest_below,
             big_books,
+            turn_times: TurnTimes::default(),
             node_key: config.key.public(),
             deliveries: delivery::Deliveries::default(),
             receipt_wait_ms: config.tuning.receipt_wait.as_millis() as u64,
@@ -463,19 +496,37 @@ impl EventLoop {
 
     pub(super) async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> anyhow::Result<()> {
         tracing::info!(peer = %self.peer_id(), network = %self.genesis.network, "node started");
+        /// What woke the loop: waited for, then handled (and timed) outside the `select!`.
+        enum Woke<S, C, D, V, W> {
+            Swarm(S),
+            Command(C),
+            Solved(D),
+            Verified(V),
+            Stored(W),
+            Tick,
+        }
         loop {
             let wake = self.next_wake();
-            tokio::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+            let woke = tokio::select! {
+                event = self.swarm.select_next_some() => Woke::Swarm(event),
                 cmd = self.commands.recv() => match cmd {
-                    Some(c) => self.on_command(c),
+                    Some(c) => Woke::Command(c),
                     None => break,
                 },
-                Some(done) = self.solved_rx.recv() => self.on_solved(done),
-                Some(done) = self.verifier.next_done() => self.on_verified(done),
-                Some(done) = disk::next_done(&mut self.store_done) => self.on_store_done(done),
-                _ = tokio::time::sleep_until(wake.into()) => self.on_tick(),
+                Some(done) = self.solved_rx.recv() => Woke::Solved(done),
+                Some(done) = self.verifier.next_done() => Woke::Verified(done),
+                Some(done) = disk::next_done(&mut self.store_done) => Woke::Stored(done),
+                _ = tokio::time::sleep_until(wake.into()) => Woke::Tick,
                 _ = &mut shutdown => break,
+            };
+            let turn = Instant::now();
+            match woke {
+                Woke::Swarm(event) => self.on_swarm_event(event),
+                Woke::Command(c) => self.on_command(c),
+                Woke::Solved(done) => self.on_solved(done),
+                Woke::Verified(done) => self.on_verified(done),
+                Woke::Stored(done) => self.on_store_done(done),
+                Woke::Tick => self.on_tick(),
             }
             if self
                 .receipts_queue
@@ -485,6 +536,7 @@ impl EventLoop {
                 self.flush_receipts();
             }
             self.publish_stats();
+            self.turn_times.record(turn.elapsed());
             self.turns_tx.send_modify(|n| *n = n.wrapping_add(1));
         }
         if let Some(w) = &self.worker
@@ -826,6 +878,8 @@ impl EventLoop {
         s.uptime_s = uptime;
         s.requests_per_second = rps;
         s.latency_ms = Percentiles::of(&lat);
+        s.turn_ms = self.turn_times.percentiles();
+        s.turn_max_ms = self.turn_times.max_us as f64 / 1e3;
         s.worker_list = workers;
         s.service_list = services;
         s.unreceipted_wins = unreceipted;

@@ -162,6 +162,11 @@ pub struct NodeStats {
     pub work_by_kind: BTreeMap<String, u64>,
     /// Latency of this node's own requests (service side), over the last 1,000.
     pub latency_ms: Percentiles,
+    /// How long the event loop's last 4,096 turns took, each from its event to the end of
+    /// its handling (ms): what anything waiting on the node waits at most per turn.
+    pub turn_ms: Percentiles,
+    /// The event loop's longest turn since the node started (ms).
+    pub turn_max_ms: f64,
     /// Registered services and the requests this node has seen from each.
     pub service_list: Vec<ServiceStat>,
     /// Live workers and what they announce.
