@@ -116,6 +116,21 @@ async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
     wait_for(&alone, T, |s| s.registry_entries >= 2 && s.services >= 1)
         .await
         .expect("the store kept the registry");
+    // A node that knows only it catches up from its disk: the receipts it fetches are read
+    // off the event loop.
+    let addrs = alone.listen_addrs(T).await.expect("its addresses");
+    let dir2 = tempfile::tempdir().expect("dir");
+    let third = stored_node(&net, open_store(dir2.path()), false, addrs).await;
+    assert_eq!(
+        digests(&third).await,
+        want,
+        "caught up from the restarted node"
+    );
+    assert!(
+        alone.stats().fetches_off_loop >= 1,
+        "the receipts were read on the event loop"
+    );
+    third.shutdown().await.expect("stops");
     alone.shutdown().await.expect("stops");
 }
 

@@ -41,6 +41,16 @@ use crate::genesis::Genesis;
 use crate::store::writer::{Done, Job, Writer};
 use crate::store::{NodeLedger, Store};
 
+/// `Fetch` answers read on blocking threads at once, at most ([`EventLoop::fetch_jobs`]).
+const MAX_FETCH_JOBS: usize = 4;
+
+/// A `Fetch` read off the event loop: who asked, where the answer goes, the receipts read.
+type FetchDone = (
+    PeerId,
+    request_response::ResponseChannel<SyncResponse>,
+    Vec<Vec<u8>>,
+);
+
 /// An epoch and its digest.
 type DigestOf = (u64, [u8; 32]);
 
@@ -198,6 +208,8 @@ pub(super) struct EventLoop {
     big_books: bool,
     /// How long the last turns took, from the event to the end of its handling.
     turn_times: TurnTimes,
+    /// Peers' `Fetch` requests being read from the books on blocking threads.
+    fetch_jobs: futures::stream::FuturesUnordered<tokio::task::JoinHandle<FetchDone>>,
     /// This node's key (its libp2p identity): requests of its service name it.
     node_key: dpow_keys::PublicKey,
     /// Results sent to service nodes, and wins awaiting their receipts.
@@ -472,6 +484,7 @@ impl EventLoop {
             inline_digest_below: config.tuning.inline_digest_below,
             big_books,
             turn_times: TurnTimes::default(),
+            fetch_jobs: futures::stream::FuturesUnordered::new(),
             node_key: config.key.public(),
             deliveries: delivery::Deliveries::default(),
             receipt_wait_ms: config.tuning.receipt_wait.as_millis() as u64,
@@ -497,12 +510,13 @@ impl EventLoop {
     pub(super) async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> anyhow::Result<()> {
         tracing::info!(peer = %self.peer_id(), network = %self.genesis.network, "node started");
         /// What woke the loop: waited for, then handled (and timed) outside the `select!`.
-        enum Woke<S, C, D, V, W> {
+        enum Woke<S, C, D, V, W, F> {
             Swarm(S),
             Command(C),
             Solved(D),
             Verified(V),
             Stored(W),
+            Fetched(F),
             Tick,
         }
         loop {
@@ -516,6 +530,9 @@ impl EventLoop {
                 Some(done) = self.solved_rx.recv() => Woke::Solved(done),
                 Some(done) = self.verifier.next_done() => Woke::Verified(done),
                 Some(done) = disk::next_done(&mut self.store_done) => Woke::Stored(done),
+                Some(done) = self.fetch_jobs.next(), if !self.fetch_jobs.is_empty() => {
+                    Woke::Fetched(done)
+                }
                 _ = tokio::time::sleep_until(wake.into()) => Woke::Tick,
                 _ = &mut shutdown => break,
             };
@@ -526,6 +543,7 @@ impl EventLoop {
                 Woke::Solved(done) => self.on_solved(done),
                 Woke::Verified(done) => self.on_verified(done),
                 Woke::Stored(done) => self.on_store_done(done),
+                Woke::Fetched(done) => self.fetched(done),
                 Woke::Tick => self.on_tick(),
             }
             if self

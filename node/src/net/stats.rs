@@ -182,6 +182,8 @@ pub struct NodeStats {
     /// Digest of the current epoch (on big books, the last one computed off the event loop,
     /// `NetTuning::inline_digest_below`).
     pub ledger_digest: String,
+    /// Peers' `Fetch` requests read from the books on a blocking thread (books on disk).
+    pub fetches_off_loop: u64,
     /// Epoch digests computed on the event loop (each epoch's first, and on small books
     /// each after the epoch changed).
     pub digests_inline: u64,

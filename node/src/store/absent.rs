@@ -170,6 +170,9 @@ impl Books {
     ) -> Result<(Vec<MessageId>, bool), StoreError> {
         match *self {}
     }
+    pub fn receipts_job(&self, _ids: Vec<MessageId>) -> fn() -> Vec<Vec<u8>> {
+        match *self {}
+    }
     pub fn epoch_digest_job(&self, _epoch: u64) -> fn() -> Result<[u8; 32], StoreError> {
         match *self {}
     }

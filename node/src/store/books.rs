@@ -750,16 +750,41 @@ impl Books {
         ))
     }
 
+    /// The same books, to read from another thread (the store is shared; the caller keeps
+    /// writing through its own).
+    pub fn reader(&self) -> Books {
+        Books {
+            store: self.store.clone(),
+            epoch_ms: self.epoch_ms,
+            net: self.net,
+        }
+    }
+
+    /// The envelope bytes of those of `ids` held, as a job for another thread (two look-ups
+    /// each); a read that fails is logged and left out.
+    pub fn receipts_job(
+        &self,
+        ids: Vec<MessageId>,
+    ) -> impl FnOnce() -> Vec<Vec<u8>> + Send + 'static {
+        let books = self.reader();
+        move || {
+            ids.iter()
+                .filter_map(|id| {
+                    books.get_bytes(id).unwrap_or_else(|e| {
+                        tracing::error!(receipt = %id, "reading a receipt: {e}");
+                        None
+                    })
+                })
+                .collect()
+        }
+    }
+
     /// [`Books::epoch_digest`] as a job for another thread (it reads every id of the epoch).
     pub fn epoch_digest_job(
         &self,
         epoch: u64,
     ) -> impl FnOnce() -> Result<[u8; 32], StoreError> + Send + 'static {
-        let books = Books {
-            store: self.store.clone(),
-            epoch_ms: self.epoch_ms,
-            net: self.net,
-        };
+        let books = self.reader();
         move || books.epoch_digest(epoch)
     }
 

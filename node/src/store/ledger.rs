@@ -150,6 +150,18 @@ impl NodeLedger {
         }
     }
 
+    /// The envelope bytes of those of `ids` held, read on a blocking thread: books on disk
+    /// only (a ledger in memory answers at once). Ids not held are left out.
+    pub fn receipts_job(
+        &self,
+        ids: Vec<MessageId>,
+    ) -> Option<impl FnOnce() -> Vec<Vec<u8>> + Send + 'static> {
+        match self {
+            NodeLedger::Memory(_) => None,
+            NodeLedger::Disk(b) => Some(b.receipts_job(ids)),
+        }
+    }
+
     /// [`NodeLedger::epoch_digest`] as a job for a blocking thread: books on disk only (a
     /// ledger in memory answers at once).
     pub fn epoch_digest_job(

@@ -74,7 +74,7 @@ pub(super) struct DhtGet {
     reply: Option<tokio::sync::oneshot::Sender<Option<Signed<Receipt>>>>,
 }
 
-fn ids_of(bytes: &[u8]) -> Option<Vec<MessageId>> {
+pub(super) fn ids_of(bytes: &[u8]) -> Option<Vec<MessageId>> {
     if !bytes.len().is_multiple_of(32) {
         return None;
     }

@@ -21,7 +21,9 @@ use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use super::super::behaviour::{MAX_SYNC_ITEMS, SyncRequest, SyncResponse, serde_bytes_vec::Bytes};
 use super::super::budget::{Blocks, BudgetConfig, Budgets, Strike};
 use super::super::now_ms;
-use super::{EventLoop, checkpoints};
+use super::books::ids_of;
+use super::{EventLoop, FetchDone, MAX_FETCH_JOBS, checkpoints};
+use dpow_protocol::replication::MAX_SYNC_FETCH;
 
 /// Times one request is asked again after `Busy` answers before the node gives up on it.
 const MAX_BUSY_RETRIES: u8 = 5;
@@ -152,39 +154,101 @@ impl EventLoop {
         channel: ResponseChannel<SyncResponse>,
     ) {
         let now = Instant::now();
-        let response = if self.guard.budgets.admit(peer, now) {
-            if self.catch_up_ledger && matches!(request, SyncRequest::Digests) {
-                // The peer is catching up with this node: catch up with it in return.
-                let at = now_ms();
-                self.replicate(|r, _| r.on_asked(peer, at));
-            }
-            let r = match request {
-                SyncRequest::Hello { from } => self.hello_page(from),
-                other => self.answer_ledger(other),
-            };
-            let bytes = answer_bytes(&r);
-            self.guard.budgets.spend_bytes(peer, bytes, now);
-            let mut s = self.stats();
-            s.sync_answered += 1;
-            s.sync_answered_bytes += bytes as u64;
-            r
-        } else {
+        if !self.guard.budgets.admit(peer, now) {
             let retry_ms = self.guard.budgets.retry_after(peer, now).as_millis() as u64;
             self.stats().sync_throttled += 1;
             tracing::debug!(%peer, retry_ms, "sync request over budget: busy");
             self.strike(peer, false);
-            SyncResponse::Busy {
+            let busy = SyncResponse::Busy {
                 retry_ms: retry_ms.max(1),
+            };
+            if self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_response(channel, busy)
+                .is_err()
+            {
+                tracing::debug!(%peer, "sync answer not sent: the peer left");
             }
+            return;
+        }
+        if self.catch_up_ledger && matches!(request, SyncRequest::Digests) {
+            // The peer is catching up with this node: catch up with it in return.
+            let at = now_ms();
+            self.replicate(|r, _| r.on_asked(peer, at));
+        }
+        let (r, channel) = match request {
+            SyncRequest::Hello { from } => (self.hello_page(from), channel),
+            SyncRequest::Fetch { ids } => match self.fetch_off_loop(peer, &ids.0, channel) {
+                Ok(()) => return,
+                Err(channel) => (self.answer_ledger(SyncRequest::Fetch { ids }), channel),
+            },
+            other => (self.answer_ledger(other), channel),
         };
+        self.send_answer(peer, channel, r, now);
+    }
+
+    /// Send an answer within the peer's budget: its bytes count against it.
+    fn send_answer(
+        &mut self,
+        peer: PeerId,
+        channel: ResponseChannel<SyncResponse>,
+        r: SyncResponse,
+        now: Instant,
+    ) {
+        let bytes = answer_bytes(&r);
+        self.guard.budgets.spend_bytes(peer, bytes, now);
+        {
+            let mut s = self.stats();
+            s.sync_answered += 1;
+            s.sync_answered_bytes += bytes as u64;
+        }
         if self
             .swarm
             .behaviour_mut()
             .sync
-            .send_response(channel, response)
+            .send_response(channel, r)
             .is_err()
         {
             tracing::debug!(%peer, "sync answer not sent: the peer left");
+        }
+    }
+
+    /// Books on disk read a `Fetch` (up to 512 receipts, two look-ups each) on a blocking
+    /// thread, at most [`MAX_FETCH_JOBS`] at once, and answer when it is done
+    /// ([`Self::fetched`]); otherwise (books in memory, too many reading) the channel comes
+    /// back to be answered at once.
+    fn fetch_off_loop(
+        &mut self,
+        peer: PeerId,
+        ids: &[u8],
+        channel: ResponseChannel<SyncResponse>,
+    ) -> Result<(), ResponseChannel<SyncResponse>> {
+        if self.fetch_jobs.len() >= MAX_FETCH_JOBS {
+            return Err(channel);
+        }
+        let mut ids = ids_of(ids).unwrap_or_default();
+        ids.truncate(MAX_SYNC_FETCH);
+        let Some(job) = self.ledger.receipts_job(ids) else {
+            return Err(channel);
+        };
+        // Hand what is queued to the store task first; the answer is the books as held.
+        self.flush_receipts();
+        self.fetch_jobs
+            .push(tokio::task::spawn_blocking(move || (peer, channel, job())));
+        self.stats().fetches_off_loop += 1;
+        Ok(())
+    }
+
+    /// A `Fetch` read off the event loop is done: answer it.
+    pub(super) fn fetched(&mut self, done: Result<FetchDone, tokio::task::JoinError>) {
+        match done {
+            Ok((peer, channel, receipts)) => {
+                let r = SyncResponse::Receipts(receipts.into_iter().map(Bytes).collect());
+                self.send_answer(peer, channel, r, Instant::now());
+            }
+            Err(e) => tracing::error!("reading receipts for a peer's fetch: {e}"),
         }
     }
 
