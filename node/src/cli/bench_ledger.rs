@@ -148,7 +148,7 @@ impl Keys {
         })
     }
 
-    /// Receipts `range`, the i-th accepted at `start + i * step`, made in parallel.
+    /// Receipts `range`, the i-th requested at `now` and accepted at `start + i * step`.
     pub(super) fn receipts(
         &self,
         range: std::ops::Range<u64>,
@@ -156,20 +156,7 @@ impl Keys {
         start: u64,
         step: u64,
     ) -> anyhow::Result<Vec<Signed<Receipt>>> {
-        use rayon::prelude::*;
-        Ok(range
-            .into_par_iter()
-            .map(|i| {
-                receipt(
-                    &self.net,
-                    &self.service,
-                    &self.workers,
-                    i,
-                    now,
-                    start + i * step,
-                )
-            })
-            .collect::<Result<_, _>>()?)
+        self.made(range, |i| (now, start + i * step))
     }
 
     /// Receipts `range`, receipt `i` requested at `start + i * step` and accepted a
@@ -180,12 +167,21 @@ impl Keys {
         start: u64,
         step: u64,
     ) -> anyhow::Result<Vec<Signed<Receipt>>> {
+        self.made(range, |i| (start + i * step, start + i * step + 1))
+    }
+
+    /// Receipts `range`, made in parallel, receipt `i` requested and accepted at `at(i)`.
+    fn made(
+        &self,
+        range: std::ops::Range<u64>,
+        at: impl Fn(u64) -> (u64, u64) + Sync,
+    ) -> anyhow::Result<Vec<Signed<Receipt>>> {
         use rayon::prelude::*;
         Ok(range
             .into_par_iter()
             .map(|i| {
-                let at = start + i * step;
-                receipt(&self.net, &self.service, &self.workers, i, at, at + 1)
+                let (asked, accepted) = at(i);
+                receipt(&self.net, &self.service, &self.workers, i, asked, accepted)
             })
             .collect::<Result<_, _>>()?)
     }

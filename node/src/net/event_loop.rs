@@ -84,6 +84,7 @@ impl TurnTimes {
 /// Big books: how often the digests of epochs that took receipts are recomputed (off the
 /// event loop); a digest answered or shown is at most this much (and one computation) old.
 const DIGEST_REFRESH: Duration = Duration::from_secs(5);
+
 /// A solve in progress on the solver thread.
 struct Solving {
     request: RequestId,
@@ -679,8 +680,6 @@ impl EventLoop {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// After every event: the cheap gauges now, everything that walks the worker table or
-    /// the registry at most twice a second ([`Self::full_stats`]).
     /// Big books: bring cached digests up to date off the event loop. A digest reads every
     /// id of its epoch (0.3 s for a million), and an epoch taking receipts changes all the
     /// time, so instead of recomputing it at each question (every peer's catch-up, the
@@ -731,6 +730,8 @@ impl EventLoop {
         }));
     }
 
+    /// After every event: the cheap gauges now, everything that walks the worker table or
+    /// the registry at most twice a second ([`Self::full_stats`]).
     fn publish_stats(&mut self) {
         let now = now_ms();
         self.full_stats(now);
