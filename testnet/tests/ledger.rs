@@ -220,7 +220,13 @@ async fn the_statistics_show_the_digest_of_big_books_computed_off_the_event_loop
             "the node's answers never showed its books: {} receipts",
             ledger.len()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Until a receipt comes or a refresh of the digests ends.
+        let (held, off) = (s.ledger_receipts, s.digests_off_loop);
+        wait_for(&node, T, |s| {
+            s.ledger_receipts != held || s.digests_off_loop > off
+        })
+        .await
+        .expect("more receipts or digests refreshed");
     }
     node.shutdown().await.expect("stops");
 }
