@@ -752,7 +752,7 @@ impl Books {
 
     /// The same books, to read from another thread (the store is shared; the caller keeps
     /// writing through its own).
-    pub fn reader(&self) -> Books {
+    fn reader(&self) -> Books {
         Books {
             store: self.store.clone(),
             epoch_ms: self.epoch_ms,

@@ -74,7 +74,14 @@ pub(super) struct DhtGet {
     reply: Option<tokio::sync::oneshot::Sender<Option<Signed<Receipt>>>>,
 }
 
-pub(super) fn ids_of(bytes: &[u8]) -> Option<Vec<MessageId>> {
+/// The ids a `Fetch` asks for: at most [`MAX_SYNC_FETCH`], none if malformed.
+pub(super) fn fetch_ids(bytes: &[u8]) -> Vec<MessageId> {
+    let mut ids = ids_of(bytes).unwrap_or_default();
+    ids.truncate(MAX_SYNC_FETCH);
+    ids
+}
+
+fn ids_of(bytes: &[u8]) -> Option<Vec<MessageId>> {
     if !bytes.len().is_multiple_of(32) {
         return None;
     }
@@ -483,10 +490,8 @@ impl EventLoop {
                 SyncResponse::Checkpoints(list)
             }
             SyncRequest::Fetch { ids } => SyncResponse::Receipts(
-                ids_of(&ids.0)
-                    .unwrap_or_default()
+                fetch_ids(&ids.0)
                     .iter()
-                    .take(MAX_SYNC_FETCH)
                     .filter_map(|id| self.ledger.get_bytes(id))
                     .map(Bytes)
                     .collect(),

@@ -21,9 +21,8 @@ use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use super::super::behaviour::{MAX_SYNC_ITEMS, SyncRequest, SyncResponse, serde_bytes_vec::Bytes};
 use super::super::budget::{Blocks, BudgetConfig, Budgets, Strike};
 use super::super::now_ms;
-use super::books::ids_of;
+use super::books::fetch_ids;
 use super::{EventLoop, FetchDone, MAX_FETCH_JOBS, checkpoints};
-use dpow_protocol::replication::MAX_SYNC_FETCH;
 
 /// Times one request is asked again after `Busy` answers before the node gives up on it.
 const MAX_BUSY_RETRIES: u8 = 5;
@@ -162,16 +161,7 @@ impl EventLoop {
             let busy = SyncResponse::Busy {
                 retry_ms: retry_ms.max(1),
             };
-            if self
-                .swarm
-                .behaviour_mut()
-                .sync
-                .send_response(channel, busy)
-                .is_err()
-            {
-                tracing::debug!(%peer, "sync answer not sent: the peer left");
-            }
-            return;
+            return self.respond(peer, channel, busy);
         }
         if self.catch_up_ledger && matches!(request, SyncRequest::Digests) {
             // The peer is catching up with this node: catch up with it in return.
@@ -204,6 +194,11 @@ impl EventLoop {
             s.sync_answered += 1;
             s.sync_answered_bytes += bytes as u64;
         }
+        self.respond(peer, channel, r);
+    }
+
+    /// Send `r` down `channel` (a peer that left is only logged).
+    fn respond(&mut self, peer: PeerId, channel: ResponseChannel<SyncResponse>, r: SyncResponse) {
         if self
             .swarm
             .behaviour_mut()
@@ -228,9 +223,7 @@ impl EventLoop {
         if self.fetch_jobs.len() >= MAX_FETCH_JOBS {
             return Err(channel);
         }
-        let mut ids = ids_of(ids).unwrap_or_default();
-        ids.truncate(MAX_SYNC_FETCH);
-        let Some(job) = self.ledger.receipts_job(ids) else {
+        let Some(job) = self.ledger.receipts_job(fetch_ids(ids)) else {
             return Err(channel);
         };
         // Hand what is queued to the store task first; the answer is the books as held.
