@@ -154,7 +154,7 @@ pub fn decode_payload<T: Message>(payload: &[u8], net: &NetworkId) -> Result<T, 
     let (p, nested): (T, _) = nested::within(net, || codec::decode_canonical(payload, kind))?;
     p.check()?;
     for n in &nested {
-        n.check(None)?;
+        n.check()?;
     }
     Ok(p)
 }
@@ -168,9 +168,11 @@ pub fn decode_payload<T: Message>(payload: &[u8], net: &NetworkId) -> Result<T, 
 /// nodes in one process never take each other's word. Bounded; forgotten all at once when
 /// full.
 ///
-/// It also keeps the public keys of signers whose signatures verified, decompressed
-/// ([`PreparedKey`]): a network has few services and workers, and each signs many messages.
-/// Only the decompression is saved; every signature not remembered is still checked in full.
+/// It also keeps the public keys of signers whose signatures verified, made ready
+/// ([`PreparedKey`]: decompressed, with tables): a network has few services and workers, and
+/// each signs many messages. That makes each check cheaper, not skipped: every signature not
+/// remembered is still checked, by the same rule (`verify_strict`'s), and a message's checks
+/// encode their points together.
 #[derive(Clone, Default)]
 pub struct SignatureCache(std::sync::Arc<Caches>);
 
@@ -186,8 +188,8 @@ type SeenEntry = ([u8; 32], [u8; 64]);
 impl SignatureCache {
     /// Statements remembered at most.
     pub const CAPACITY: usize = 1 << 17;
-    /// Decompressed keys kept at most (about 200 bytes each).
-    pub const KEYS: usize = 4096;
+    /// Signers' keys kept ready at most (about 20 KB each, so 20 MB at most).
+    pub const KEYS: usize = 1024;
 
     /// An empty cache.
     pub fn new() -> Self {
@@ -222,15 +224,14 @@ impl SignatureCache {
         }
     }
 
-    /// Check `sig` over `msg` by `key` as [`PublicKey::verify`] does, with `key` decompressed
-    /// once: kept after its first signature that verifies.
-    fn verify(&self, key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
-        let held = self.0.keys.lock().ok().and_then(|k| k.get(key).cloned());
-        if let Some(prepared) = held {
-            return prepared.verify(msg, sig);
-        }
-        let prepared = key.prepare()?;
-        prepared.verify(msg, sig)?;
+    /// The signer's key made ready ([`PreparedKey`]), if one of its signatures verified here.
+    fn held(&self, key: &PublicKey) -> Option<PreparedKey> {
+        self.0.keys.lock().ok().and_then(|k| k.get(key).cloned())
+    }
+
+    /// Check `sig` over `msg` by a signer not held: in full, then keep its key made ready.
+    fn verify_new(&self, key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
+        let prepared = key.verify_and_prepare(msg, sig)?;
         if let Ok(mut keys) = self.0.keys.lock() {
             if keys.len() >= Self::KEYS {
                 keys.clear();
@@ -238,6 +239,41 @@ impl SignatureCache {
             keys.insert(*key, prepared);
         }
         Ok(())
+    }
+
+    /// Check every signature of `pending` not remembered, as [`PublicKey::verify`] would:
+    /// those of held signers together ([`PreparedKey::verify_all`]). The first bad one fails.
+    fn verify_pending(&self, pending: &[Pending]) -> Result<(), ProtocolError> {
+        let mut batch: Vec<(PreparedKey, usize)> = Vec::with_capacity(pending.len());
+        let mut bad = None;
+        for (i, p) in pending.iter().enumerate() {
+            if p.remembered(Some(self)) {
+                continue;
+            }
+            match self.held(&p.key) {
+                Some(key) => batch.push((key, i)),
+                None => {
+                    if self.verify_new(&p.key, &p.input, &p.signature).is_err() {
+                        bad = Some(i);
+                        break;
+                    }
+                }
+            }
+        }
+        let checks: Vec<_> = batch
+            .iter()
+            .map(|(key, i)| (key, &pending[*i].input[..], &pending[*i].signature))
+            .collect();
+        if let Err(j) = PreparedKey::verify_all(&checks) {
+            let i = batch[j].1;
+            bad = Some(bad.map_or(i, |b: usize| b.min(i)));
+        }
+        match bad {
+            Some(i) => Err(ProtocolError::BadSignature {
+                kind: pending[i].kind,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -351,15 +387,11 @@ impl Pending {
         cache.is_some_and(|c| c.contains(&self.id, &self.signature))
     }
 
-    fn check(&self, cache: Option<&SignatureCache>) -> Result<(), ProtocolError> {
-        if self.remembered(cache) {
-            return Ok(());
-        }
-        match cache {
-            Some(c) => c.verify(&self.key, &self.input, &self.signature),
-            None => self.key.verify(&self.input, &self.signature),
-        }
-        .map_err(|_| ProtocolError::BadSignature { kind: self.kind })
+    /// Check the signature in full, remembering nothing.
+    fn check(&self) -> Result<(), ProtocolError> {
+        self.key
+            .verify(&self.input, &self.signature)
+            .map_err(|_| ProtocolError::BadSignature { kind: self.kind })
     }
 }
 
@@ -450,8 +482,13 @@ impl<T: Message> Unverified<T> {
     }
 
     fn verify_inner(self, cache: Option<&SignatureCache>) -> Result<Signed<T>, ProtocolError> {
-        for p in &self.pending {
-            p.check(cache)?;
+        match cache {
+            Some(c) => c.verify_pending(&self.pending)?,
+            None => {
+                for p in &self.pending {
+                    p.check()?;
+                }
+            }
         }
         Ok(self.message)
     }

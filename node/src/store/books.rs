@@ -33,7 +33,7 @@ use dpow_protocol::ledger::{
 };
 use dpow_protocol::registry::Registry;
 use dpow_protocol::{
-    Checkpoint, Credits, Message, MessageId, NetworkId, Receipt, Signed, Unverified,
+    Checkpoint, Credits, Message, MessageId, NetworkId, Receipt, SignatureCache, Signed, Unverified,
 };
 use rocksdb::{Direction, IteratorMode, MergeOperands, WriteBatch, WriteOptions};
 
@@ -204,18 +204,18 @@ fn held_tallies(e: u64, sign: i8) -> [(Vec<u8>, Tally); 2] {
     ]
 }
 
-/// A stored receipt decoded, its signatures checked again if `signatures`, and its id checked
-/// against the one it is stored under.
+/// A stored receipt decoded, its signatures checked again if given a cache of signers' keys
+/// (only keys: no statement is remembered there, so every signature is checked), and its id
+/// checked against the one it is stored under.
 fn decode_stored(
     s: &super::StoredReceipt,
     net: &NetworkId,
-    signatures: bool,
+    signatures: Option<&SignatureCache>,
 ) -> Result<Signed<Receipt>, String> {
     let u = Unverified::<Receipt>::decode(&s.bytes, net).map_err(|e| e.to_string())?;
-    let r = if signatures {
-        u.verify().map_err(|e| e.to_string())?
-    } else {
-        u.trust_stored()
+    let r = match signatures {
+        Some(keys) => u.verify_with(keys).map_err(|e| e.to_string())?,
+        None => u.trust_stored(),
     };
     if r.id() != s.id {
         return Err(format!("stored under {} but its id is {}", s.id, r.id()));
@@ -957,8 +957,7 @@ impl Books {
     pub fn counted_since(&self, since_ms: u64) -> Result<Vec<Signed<Receipt>>, StoreError> {
         let mut out = Vec::new();
         for s in self.store.receipts_between(since_ms, u64::MAX) {
-            let r =
-                decode_stored(&s?, &self.net, false).map_err(|why| corrupt(CF_RECEIPTS, why))?;
+            let r = decode_stored(&s?, &self.net, None).map_err(|why| corrupt(CF_RECEIPTS, why))?;
             if self.counted_for(&r.payload().request.id())? == Some(r.id()) {
                 out.push(r);
             }
@@ -970,8 +969,7 @@ impl Books {
     pub fn to_memory(&self) -> Result<Ledger, StoreError> {
         let mut l = Ledger::new(self.epoch_ms);
         for s in self.store.receipts() {
-            let r =
-                decode_stored(&s?, &self.net, false).map_err(|why| corrupt(CF_RECEIPTS, why))?;
+            let r = decode_stored(&s?, &self.net, None).map_err(|why| corrupt(CF_RECEIPTS, why))?;
             // The stored set passed these rules once; held in time order, it passes again.
             if let Err(e) = l.ingest(r) {
                 tracing::error!("stored receipt not taken into the snapshot: {e}");
@@ -999,13 +997,14 @@ impl Books {
             .property_int_value_cf(self.store.cf(CF_RECEIPTS), "rocksdb.estimate-num-keys")?
             .unwrap_or(0);
         let mut done = 0u64;
+        let keys = signatures.then(SignatureCache::new);
         let mut stored = self.store.receipts().peekable();
         while stored.peek().is_some() {
             let chunk: Vec<super::StoredReceipt> =
                 stored.by_ref().take(4096).collect::<Result<_, _>>()?;
             let decoded: Vec<_> = chunk
                 .par_iter()
-                .map(|s| decode_stored(s, &self.net, signatures))
+                .map(|s| decode_stored(s, &self.net, keys.as_ref()))
                 .collect();
             for (s, r) in chunk.iter().zip(decoded) {
                 f(s, r)?;
@@ -1106,7 +1105,7 @@ impl Books {
                         id: *id,
                         bytes,
                     };
-                    let r = decode_stored(&stored, &self.net, false)
+                    let r = decode_stored(&stored, &self.net, None)
                         .map_err(|why| corrupt(CF_RECEIPTS, why))?;
                     if self.held_for(&r.payload().request.id())?.len() > 1 {
                         report.kept += 1;
