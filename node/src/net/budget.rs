@@ -59,7 +59,8 @@ impl Default for BudgetConfig {
         BudgetConfig {
             // Catch-up keeps at most one page in flight beyond the one being verified: far
             // under these on any link. The byte rate caps what one peer hands a joining node
-            // (about 6,000 receipts a second).
+            // (about 8,200 receipts a second at 509 bytes a receipt in a
+            // `Fetch` answer: a 1M catch-up spends it; docs/benchmarks.md).
             sync_requests: Rate {
                 per_sec: 50.0,
                 burst: 200.0,
