@@ -57,7 +57,14 @@ pub struct BenchArgs {
     /// keeps checkpointed epochs as their checkpoints. Implies --history.
     #[arg(long, requires = "catch_up")]
     pub light: bool,
-    /// With --ledger or --catch-up: where to create the scratch databases (default: the
+    /// Measure live ingest instead: a peer publishes receipts on gossip at this many a
+    /// second and the node takes them; reports its event loop's turn times under that load.
+    #[arg(long, value_name = "PER_SECOND", conflicts_with_all = ["ledger", "catch_up"])]
+    pub live: Option<u64>,
+    /// With --live: for how long the receipts are published.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20, requires = "live")]
+    pub live_seconds: u64,
+    /// With --ledger, --catch-up or --live: where to create the scratch databases (default: the
     /// system's temporary directory). They are deleted afterwards.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<std::path::PathBuf>,
@@ -118,17 +125,45 @@ fn plain_loop_rate(threads: usize, duration: Duration) -> f64 {
     total.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Run `f` on a scratch directory under `base` (the system's temporary directory if none),
+/// removed afterwards.
+#[cfg(feature = "ledger")]
+fn in_scratch(
+    base: Option<&std::path::Path>,
+    what: &str,
+    f: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
+    let base = base.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    let dir = base.join(format!("dpow-bench-{what}-{}", std::process::id()));
+    let r = f(&dir);
+    if let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), "removing the scratch database: {e}");
+    }
+    r.map(|()| ExitCode::SUCCESS)
+}
+
 /// Run `dpow bench`.
 pub(super) fn run(a: BenchArgs, out: Output) -> anyhow::Result<ExitCode> {
     #[cfg(not(feature = "ledger"))]
-    if a.ledger.is_some() || a.catch_up.is_some() {
+    if a.ledger.is_some() || a.catch_up.is_some() || a.live.is_some() {
         bail!(
-            "--ledger and --catch-up measure the RocksDB ledger, which this light build leaves out"
+            "--ledger, --catch-up and --live measure the RocksDB ledger, which this light build leaves out"
         );
     }
     #[cfg(feature = "ledger")]
     if let Some(dir) = &a.ledger_reopen {
         return super::bench_ledger::reopen(dir, &out).map(|()| ExitCode::SUCCESS);
+    }
+    #[cfg(feature = "ledger")]
+    if let Some(rate) = a.live {
+        if !(100..=100_000).contains(&rate) || !(1..=600).contains(&a.live_seconds) {
+            bail!("--live takes 100 to 100000 receipts a second, --live-seconds 1 to 600");
+        }
+        return in_scratch(a.dir.as_deref(), "live", |dir| {
+            super::bench_live::run(rate, a.live_seconds, dir, &out)
+        });
     }
     #[cfg(feature = "ledger")]
     if let Some((n, catch_up)) = a
@@ -139,26 +174,20 @@ pub(super) fn run(a: BenchArgs, out: Output) -> anyhow::Result<ExitCode> {
         if n < 1000 {
             bail!("--ledger and --catch-up need at least 1000 receipts");
         }
-        let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("dpow-bench-ledger-{}", std::process::id()));
-        let r = if catch_up {
-            let history = if a.light {
-                super::bench_catchup::History::Light
-            } else if a.history {
-                super::bench_catchup::History::Full
+        return in_scratch(a.dir.as_deref(), "ledger", |dir| {
+            if catch_up {
+                let history = if a.light {
+                    super::bench_catchup::History::Light
+                } else if a.history {
+                    super::bench_catchup::History::Full
+                } else {
+                    super::bench_catchup::History::None
+                };
+                super::bench_catchup::run(n, history, dir, &out)
             } else {
-                super::bench_catchup::History::None
-            };
-            super::bench_catchup::run(n, history, &dir, &out)
-        } else {
-            super::bench_ledger::run(n, &dir, &out)
-        };
-        if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %dir.display(), "removing the scratch database: {e}");
-        }
-        return r.map(|()| ExitCode::SUCCESS);
+                super::bench_ledger::run(n, dir, &out)
+            }
+        });
     }
     if !(a.seconds.is_finite() && a.seconds > 0.0 && a.seconds <= 600.0) {
         bail!("--seconds must be between 0 and 600");

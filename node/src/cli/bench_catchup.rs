@@ -53,11 +53,13 @@ pub(super) fn run(n: u64, history: History, dir: &Path, out: &Output) -> anyhow:
     runtime.block_on(catch_up(n, history, dir, out))
 }
 
-async fn catch_up(n: u64, history: History, dir: &Path, out: &Output) -> anyhow::Result<()> {
+/// A network of the bench's own: the test profile, one-day epochs, one registrar (returned
+/// with it).
+pub(super) fn network(name: &str) -> anyhow::Result<(Genesis, SecretKey)> {
     let registrar = SecretKey::generate()?;
     let epoch_ms = 86_400_000;
     let mut genesis = Genesis {
-        network: format!("bench-catch-up-{}", std::process::id()),
+        network: format!("bench-{name}-{}", std::process::id()),
         profile: Profile::test(),
         registrars: vec![registrar.public()],
         bootstrap: vec![],
@@ -72,6 +74,12 @@ async fn catch_up(n: u64, history: History, dir: &Path, out: &Output) -> anyhow:
         id: dpow_protocol::NetworkId([0; 32]),
     };
     genesis.seal()?;
+    Ok((genesis, registrar))
+}
+
+async fn catch_up(n: u64, history: History, dir: &Path, out: &Output) -> anyhow::Result<()> {
+    let (genesis, registrar) = network("catch-up")?;
+    let epoch_ms = genesis.epoch_ms;
     let service = SecretKey::generate()?;
     let keys = Keys::of(genesis.id, service.clone())?;
 

@@ -6,6 +6,8 @@ mod bench;
 mod bench_catchup;
 #[cfg(feature = "ledger")]
 mod bench_ledger;
+#[cfg(feature = "ledger")]
+mod bench_live;
 mod client;
 mod confirm;
 mod gpu;
