@@ -68,6 +68,17 @@ fn forged_bytes(
     (PublicKey(A.to_bytes()), Signature(sig))
 }
 
+/// Key `[a]B` and a signature with `R` given as bytes and `s = k·a`, so `[s]B − [k]A` is the
+/// identity whatever `R` is.
+fn balanced_to_identity(R: [u8; 32], a: Scalar, msg: &[u8]) -> (PublicKey, Signature) {
+    let A = EdwardsPoint::mul_base(&a).compress();
+    let s = k_of(&R, A.as_bytes(), msg) * a;
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(&R);
+    sig[32..].copy_from_slice(s.as_bytes());
+    (PublicKey(A.to_bytes()), Signature(sig))
+}
+
 #[test]
 fn honest_signatures_verify_both_ways_and_a_changed_byte_fails_both_ways() {
     let key = SecretKey::from_seed([3; 32]);
@@ -108,20 +119,11 @@ fn keys_of_small_order_are_refused_even_with_a_signature_that_balances() {
 fn a_nonce_point_of_small_order_is_refused() {
     // R = identity with s = k·a balances exactly: refused for R's order alone.
     let a = scalar(1, b"key");
-    let A = EdwardsPoint::mul_base(&a);
     let msg = b"small R";
     for T in EIGHT_TORSION.iter() {
-        let R = T.compress();
-        let k = k_of(R.as_bytes(), A.compress().as_bytes(), msg);
-        let s = k * a; // [s]B − [k]A = identity, equal to R only when T is the identity
-        let mut sig = [0u8; 64];
-        sig[..32].copy_from_slice(R.as_bytes());
-        sig[32..].copy_from_slice(s.as_bytes());
-        assert!(!both(
-            &PublicKey(A.compress().to_bytes()),
-            msg,
-            &Signature(sig)
-        ));
+        // [s]B − [k]A = identity, equal to R only when T is the identity.
+        let (key, sig) = balanced_to_identity(T.compress().to_bytes(), a, msg);
+        assert!(!both(&key, msg, &sig));
     }
 }
 
@@ -198,7 +200,6 @@ fn a_nonce_point_encoded_the_non_canonical_way_is_refused() {
     // The identity (y = 1) also encodes as y = 1 + p; a signature balancing to the identity
     // with that encoding is refused both ways, as is the identity with its sign bit set.
     let a = scalar(6, b"key");
-    let A = EdwardsPoint::mul_base(&a);
     let msg = b"non-canonical R";
     let mut one_plus_p = [0xffu8; 32];
     one_plus_p[0] = 0xee; // p = 2^255 − 19, so 1 + p = 2^255 − 18
@@ -207,16 +208,8 @@ fn a_nonce_point_encoded_the_non_canonical_way_is_refused() {
     signed_one[0] = 1;
     signed_one[31] = 0x80;
     for R in [one_plus_p, signed_one] {
-        let k = k_of(&R, A.compress().as_bytes(), msg);
-        let s = k * a;
-        let mut sig = [0u8; 64];
-        sig[..32].copy_from_slice(&R);
-        sig[32..].copy_from_slice(s.as_bytes());
-        assert!(!both(
-            &PublicKey(A.compress().to_bytes()),
-            msg,
-            &Signature(sig)
-        ));
+        let (key, sig) = balanced_to_identity(R, a, msg);
+        assert!(!both(&key, msg, &sig));
     }
 }
 

@@ -77,6 +77,43 @@ pub(super) fn network(name: &str) -> anyhow::Result<(Genesis, SecretKey)> {
     Ok((genesis, registrar))
 }
 
+/// Node A of a two-node bench: on loopback, on `store` (memory books if none), the service
+/// registered and funded by the registrar. With its address.
+pub(super) async fn node_a(
+    genesis: &Genesis,
+    store: Option<Arc<Store>>,
+    service: &SecretKey,
+    registrar: &SecretKey,
+) -> anyhow::Result<(net::NodeHandle, libp2p::Multiaddr)> {
+    let mut cfg = NodeConfig::new(genesis.clone(), SecretKey::generate()?);
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+    cfg.store = store;
+    let a = net::spawn(cfg).await?;
+    let addr = a
+        .listen_addrs(Duration::from_secs(10))
+        .await?
+        .into_iter()
+        .next()
+        .context("node A's address")?;
+    for action in super::bench_ledger::funded(service) {
+        a.registry(action, registrar.clone()).await?;
+    }
+    Ok((a, addr))
+}
+
+/// Node B's configuration: on loopback, dialling node A at `a`, its books on disk at `dir`.
+pub(super) fn node_b(
+    genesis: Genesis,
+    a: libp2p::Multiaddr,
+    dir: &Path,
+) -> anyhow::Result<NodeConfig> {
+    let mut cfg = NodeConfig::new(genesis, SecretKey::generate()?);
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+    cfg.dial = vec![a];
+    cfg.store = Some(Arc::new(Store::open(dir)?));
+    Ok(cfg)
+}
+
 async fn catch_up(n: u64, history: History, dir: &Path, out: &Output) -> anyhow::Result<()> {
     let (genesis, registrar) = network("catch-up")?;
     let epoch_ms = genesis.epoch_ms;
@@ -143,20 +180,7 @@ async fn catch_up(n: u64, history: History, dir: &Path, out: &Output) -> anyhow:
         ),
     );
 
-    let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
-    let mut cfg = NodeConfig::new(genesis.clone(), SecretKey::generate()?);
-    cfg.listen = vec![loopback.clone()];
-    cfg.store = Some(store_a);
-    let a = net::spawn(cfg).await?;
-    let addr = a
-        .listen_addrs(Duration::from_secs(10))
-        .await?
-        .into_iter()
-        .next()
-        .context("node A's address")?;
-    for action in super::bench_ledger::funded(&service) {
-        a.registry(action, registrar.clone()).await?;
-    }
+    let (a, addr) = node_a(&genesis, Some(store_a), &service, &registrar).await?;
     for c in &checkpoints {
         a.publish_checkpoint(c.bytes().to_vec()).await?;
     }
@@ -170,10 +194,7 @@ async fn catch_up(n: u64, history: History, dir: &Path, out: &Output) -> anyhow:
         );
     }
 
-    let mut cfg = NodeConfig::new(genesis, SecretKey::generate()?);
-    cfg.listen = vec![loopback];
-    cfg.dial = vec![addr];
-    cfg.store = Some(Arc::new(Store::open(&dir.join("b"))?));
+    let mut cfg = node_b(genesis, addr, &dir.join("b"))?;
     cfg.tuning.adopt_checkpoints = history == History::Light;
     let t0 = Instant::now();
     let b = net::spawn(cfg).await?;

@@ -13,16 +13,14 @@
 //! again at the next catch-up.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use dpow_keys::SecretKey;
 
 use super::bench_ledger::{Keys, rss_mib, say};
-use crate::net::{self, NodeConfig, Topic, now_ms};
+use crate::net::{self, Topic, now_ms};
 use crate::output::Output;
-use crate::store::Store;
 
 /// How long node B may take to hold or refuse everything once publishing ends.
 const DRAIN: Duration = Duration::from_secs(120);
@@ -52,26 +50,9 @@ async fn live(rate: u64, seconds: u64, dir: &Path, out: &Output) -> anyhow::Resu
         ),
     );
 
-    let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
-    let mut cfg = NodeConfig::new(genesis.clone(), SecretKey::generate()?);
-    cfg.listen = vec![loopback.clone()];
-    let a = net::spawn(cfg).await?;
-    let addr = a
-        .listen_addrs(Duration::from_secs(10))
-        .await?
-        .into_iter()
-        .next()
-        .context("node A's address")?;
-    let actions = super::bench_ledger::funded(&service);
-    let entries = actions.len();
-    for action in actions {
-        a.registry(action, registrar.clone()).await?;
-    }
-    let mut cfg = NodeConfig::new(genesis, SecretKey::generate()?);
-    cfg.listen = vec![loopback];
-    cfg.dial = vec![addr];
-    cfg.store = Some(Arc::new(Store::open(&dir.join("b"))?));
-    let b = net::spawn(cfg).await?;
+    let (a, addr) = super::bench_catchup::node_a(&genesis, None, &service, &registrar).await?;
+    let entries = super::bench_ledger::funded(&service).len();
+    let b = net::spawn(super::bench_catchup::node_b(genesis, addr, &dir.join("b"))?).await?;
     b.wait_stats(Duration::from_secs(60), |s| {
         s.registry_entries >= entries && s.connected_peers >= 1
     })
