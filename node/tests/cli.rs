@@ -236,3 +236,63 @@ fn gpu_list_never_fails_for_want_of_a_driver() {
         );
     }
 }
+
+/// The number right after `before` in `text`.
+fn number_after(text: &str, before: &str) -> u64 {
+    let at = text
+        .find(before)
+        .unwrap_or_else(|| panic!("{before:?} not in: {text}"));
+    text[at + before.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {before:?} in: {text}"))
+}
+
+#[test]
+fn the_live_ingest_bench_accounts_for_every_receipt_and_reports_the_turns() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().to_str().expect("utf-8 path");
+    let out = dpow(&[
+        "bench",
+        "--live",
+        "200",
+        "--live-seconds",
+        "2",
+        "--dir",
+        path,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 400 published; each held by node B or refused by its verification queue.
+    assert_eq!(number_after(&text, "published "), 400);
+    let held = number_after(&text, "of them then, ");
+    let refused = {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("node B: "))
+            .expect("node B's line");
+        number_after(line, "a receipt), ")
+    };
+    assert!(held > 0, "{text}");
+    assert_eq!(held + refused, 400, "{text}");
+    assert!(
+        text.contains("node B's event loop under the load, last "),
+        "{text}"
+    );
+    // The scratch database is gone.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+
+    let out = dpow(&["bench", "--live", "5"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--live takes 100 to 100000"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
