@@ -207,6 +207,12 @@ async fn the_statistics_show_the_digest_of_big_books_computed_off_the_event_loop
             && answered_digests(&net.bootstrap, &node).await == want
         {
             assert!(s.turn_ms.samples > 0 && s.turn_max_ms > 0.0, "turns timed");
+            assert!(!s.turn_max_kind.is_empty(), "the longest turn is named");
+            assert!(
+                s.turn_slow_kinds.values().sum::<u64>() >= 1,
+                "the slowest turns are counted: {:?}",
+                s.turn_slow_kinds
+            );
             if s.ledger_epoch == epoch {
                 assert_eq!(
                     s.digests_inline, inline,

@@ -262,11 +262,13 @@ async fn catch_up(n: u64, history: History, dir: &Path, out: &Output) -> anyhow:
         say(
             out,
             format!(
-                "node {name}'s event loop, last {} turns: p50 {:.2} ms, p99 {:.2} ms; longest turn since start {:.1} ms; digests computed on it {}, off it {}",
+                "node {name}'s event loop, last {} turns: p50 {:.2} ms, p99 {:.2} ms, the slowest 1% {:?}; longest turn since start {:.1} ms ({}); digests computed on it {}, off it {}",
                 st.turn_ms.samples,
                 st.turn_ms.p50,
                 st.turn_ms.p99,
+                st.turn_slow_kinds,
                 st.turn_max_ms,
+                st.turn_max_kind,
                 st.digests_inline,
                 st.digests_off_loop
             ),

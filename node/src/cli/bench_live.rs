@@ -124,12 +124,14 @@ async fn live(rate: u64, seconds: u64, dir: &Path, out: &Output) -> anyhow::Resu
     say(
         out,
         format!(
-            "node B's event loop under the load, last {} turns: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms; longest turn since start {:.1} ms",
+            "node B's event loop under the load, last {} turns: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, the slowest 1% {:?}; longest turn since start {:.1} ms ({})",
             loaded.turn_ms.samples,
             loaded.turn_ms.p50,
             loaded.turn_ms.p95,
             loaded.turn_ms.p99,
-            loaded.turn_max_ms
+            loaded.turn_slow_kinds,
+            loaded.turn_max_ms,
+            loaded.turn_max_kind
         ),
     );
     say(

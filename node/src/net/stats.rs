@@ -167,6 +167,12 @@ pub struct NodeStats {
     pub turn_ms: Percentiles,
     /// The event loop's longest turn since the node started (ms).
     pub turn_max_ms: f64,
+    /// What woke the event loop for its longest turn since start (`sync request: fetch`,
+    /// `gossip message`, `verified`, `tick`, ...).
+    pub turn_max_kind: String,
+    /// The slowest 1% of the last 4,096 turns (41), counted by what woke the loop: what the
+    /// slow turns are.
+    pub turn_slow_kinds: BTreeMap<String, u64>,
     /// Registered services and the requests this node has seen from each.
     pub service_list: Vec<ServiceStat>,
     /// Live workers and what they announce.
