@@ -162,18 +162,21 @@ impl PublicKey {
     /// Verify `sig` over `msg` with strict rules (no malleable signatures, no weak keys):
     /// ed25519-dalek's `verify_strict`.
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
+        self.verify_strict(msg, sig).map(|_| ())
+    }
+
+    /// ed25519-dalek's `verify_strict`, with the key it decompressed.
+    fn verify_strict(&self, msg: &[u8], sig: &Signature) -> Result<VerifyingKey, KeyError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPublicKey)?;
         key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.0))
-            .map_err(|_| KeyError::BadSignature)
+            .map_err(|_| KeyError::BadSignature)?;
+        Ok(key)
     }
 
     /// Verify `sig` over `msg` with strict rules, and if it verifies, the key made ready for
     /// more ([`PublicKey::prepare`]): for a signer met for the first time.
     pub fn verify_and_prepare(&self, msg: &[u8], sig: &Signature) -> Result<PreparedKey, KeyError> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPublicKey)?;
-        key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.0))
-            .map_err(|_| KeyError::BadSignature)?;
-        Ok(Self::prepared(&key))
+        self.verify_strict(msg, sig).map(|key| Self::prepared(&key))
     }
 
     /// The key decompressed, with tables, to check many signatures of one signer
