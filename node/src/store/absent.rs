@@ -141,6 +141,12 @@ impl Books {
     ) -> Result<dpow_protocol::ledger::Ingested, BooksError> {
         match *self {}
     }
+    pub fn ingest_all(
+        &mut self,
+        _r: &[dpow_protocol::Signed<dpow_protocol::Receipt>],
+    ) -> Vec<Result<dpow_protocol::ledger::Ingested, BooksError>> {
+        match *self {}
+    }
     pub fn get(
         &self,
         _id: &MessageId,

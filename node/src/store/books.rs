@@ -136,6 +136,37 @@ pub fn merge_tallies(
     Some(sum.encode().to_vec())
 }
 
+/// Tallies to add, summed per key (a key sorts as RocksDB sorts it).
+#[derive(Default)]
+struct Sums(BTreeMap<Vec<u8>, Tally>);
+
+impl Sums {
+    fn add(&mut self, tallies: impl IntoIterator<Item = (Vec<u8>, Tally)>) {
+        for (k, t) in tallies {
+            let sum = self.0.entry(k).or_default();
+            *sum = sum.add(t);
+        }
+    }
+}
+
+/// Receipts staged for one atomic write: their rows, their tallies summed per key, and the
+/// receipts and requests they name (a receipt that names one of those goes into the next
+/// write, so every check a receipt makes reads the disk, never a write still to come).
+#[derive(Default)]
+struct Group {
+    batch: WriteBatch,
+    tallies: Sums,
+    ids: std::collections::HashSet<MessageId>,
+    requests: std::collections::HashSet<MessageId>,
+}
+
+impl Group {
+    /// Whether `r` names a receipt or request already staged here.
+    fn touches(&self, r: &Signed<Receipt>) -> bool {
+        self.ids.contains(&r.id()) || self.requests.contains(&r.payload().request.id())
+    }
+}
+
 fn tally_key(kind: u8, epoch: Option<u64>, key: Option<&[u8; 32]>) -> Vec<u8> {
     let mut k = Vec::with_capacity(41);
     k.push(kind);
@@ -501,27 +532,80 @@ impl Books {
         Ok(self.held_for(request)?.first().copied())
     }
 
-    /// Add (`sign` = 1) or take away (`sign` = -1) a counted receipt's price to or from every
-    /// tally it belongs to.
-    fn count(&self, b: &mut WriteBatch, r: &Receipt, sign: i8) {
-        let cf = self.store.cf(CF_TALLIES);
-        for (k, t) in counted_tallies(self.epoch_ms, r, sign) {
-            b.merge_cf(cf, k, t.encode());
-        }
-    }
-
-    /// Add or take away one held receipt (counted or not) of epoch `e`.
-    fn hold(&self, b: &mut WriteBatch, e: u64, sign: i8) {
-        let cf = self.store.cf(CF_TALLIES);
-        for (k, t) in held_tallies(e, sign) {
-            b.merge_cf(cf, k, t.encode());
-        }
-    }
-
     /// Take in a verified receipt, as [`dpow_protocol::ledger::Ledger::ingest`] does, in one
     /// atomic write (not yet synced: see [`Books::sync`]). A receipt dropped from an
     /// equivocation pair is deleted in the same write.
     pub fn ingest(&mut self, receipt: &Signed<Receipt>) -> Result<Ingested, BooksError> {
+        let mut g = Group::default();
+        let outcome = self.stage(&mut g, receipt)?;
+        self.write_group(g)?;
+        Ok(outcome)
+    }
+
+    /// Take in verified receipts, in order, with the answer [`Books::ingest`] would give each
+    /// one after the other, in as few atomic writes as they allow: receipts go into one write
+    /// until one names a receipt or a request already in it (a copy, an equivocation), which
+    /// starts the next; the write's tallies are summed per key first, so a batch of receipts
+    /// of one epoch and service adds to those tallies once. A receipt is answered `Ok` only
+    /// once its write is in (not yet synced: see [`Books::sync`]); a failed write answers
+    /// every receipt in it with the store's error, and nothing of them is held.
+    pub fn ingest_all(
+        &mut self,
+        receipts: &[Signed<Receipt>],
+    ) -> Vec<Result<Ingested, BooksError>> {
+        let mut out: Vec<Result<Ingested, BooksError>> = Vec::with_capacity(receipts.len());
+        let mut g = Group::default();
+        // Indexes into `out` of the receipts staged in `g`.
+        let mut staged: Vec<usize> = Vec::new();
+        for r in receipts {
+            if g.touches(r) {
+                self.settle(std::mem::take(&mut g), &mut staged, &mut out);
+            }
+            let answer = self.stage(&mut g, r);
+            if answer.is_ok() {
+                staged.push(out.len());
+            }
+            out.push(answer);
+        }
+        self.settle(g, &mut staged, &mut out);
+        out
+    }
+
+    /// Write group `g`; if the write fails, every receipt staged in it (`staged`, indexes
+    /// into `out`) is answered with the store's error instead.
+    fn settle(&self, g: Group, staged: &mut Vec<usize>, out: &mut [Result<Ingested, BooksError>]) {
+        if let Err(e) = self.write_group(g) {
+            for &i in staged.iter() {
+                out[i] = Err(BooksError::Store(match &e {
+                    StoreError::Db(e) => StoreError::Db(e.clone()),
+                    other => corrupt(CF_RECEIPTS, other.to_string()),
+                }));
+            }
+        }
+        staged.clear();
+    }
+
+    /// Write a group of staged receipts in one atomic batch.
+    fn write_group(&self, g: Group) -> Result<(), StoreError> {
+        if g.ids.is_empty() {
+            return Ok(());
+        }
+        let Group {
+            mut batch, tallies, ..
+        } = g;
+        let cf = self.store.cf(CF_TALLIES);
+        for (k, t) in tallies.0 {
+            if t != Tally::default() {
+                batch.merge_cf(cf, k, t.encode());
+            }
+        }
+        self.store.db().write_opt(batch, &Self::unsynced())?;
+        Ok(())
+    }
+
+    /// Check a receipt as [`Books::ingest`] does and stage its writes in `g`, whose receipts
+    /// and requests it must not touch ([`Group::touches`]): the checks read the disk only.
+    fn stage(&self, g: &mut Group, receipt: &Signed<Receipt>) -> Result<Ingested, BooksError> {
         let id = receipt.id();
         if self.contains(&id)? {
             return Err(LedgerError::Duplicate { receipt: id }.into());
@@ -533,14 +617,29 @@ impl Books {
                 why: format!("is of epoch {e}, archived and pruned here"),
             });
         }
-        self.take(receipt, true, true)
+        self.take_into(g, receipt, true, true)
     }
 
-    /// [`Books::ingest`] without the duplicate check, writing the receipt itself only if
-    /// `store_receipt` (a rebuild reads it from where it already is) and adding to the
-    /// tallies only if `tally` (a pruned epoch's tallies are kept as they were).
+    /// [`Books::stage`] written at once, without the duplicate check (a rebuild's).
     fn take(
         &self,
+        receipt: &Signed<Receipt>,
+        store_receipt: bool,
+        tally: bool,
+    ) -> Result<Ingested, BooksError> {
+        let mut g = Group::default();
+        let outcome = self.take_into(&mut g, receipt, store_receipt, tally)?;
+        self.write_group(g)?;
+        Ok(outcome)
+    }
+
+    /// Stage a receipt's writes in `g` without the duplicate check, the receipt itself only
+    /// if `store_receipt` (a rebuild reads it from where it already is) and its tallies only
+    /// if `tally` (a pruned epoch's tallies are kept as they were). Nothing is staged unless
+    /// the receipt is taken.
+    fn take_into(
+        &self,
+        g: &mut Group,
         receipt: &Signed<Receipt>,
         store_receipt: bool,
         tally: bool,
@@ -566,10 +665,30 @@ impl Books {
             request,
             receipt: id,
         })?;
-        let db = self.store.db();
-        let mut b = WriteBatch::default();
+        // Every read first: once the first write is staged, nothing can fail.
+        let gone = match admission.dropped {
+            // The higher of two held: evidence only, never counted.
+            Some(gone) => Some(Dropped {
+                id: gone,
+                accepted_ms: self.accepted_ms(&gone)?.ok_or_else(|| {
+                    corrupt(CF_REQUESTS, format!("names {gone}, which is not held"))
+                })?,
+            }),
+            None => None,
+        };
+        let uncounted = match admission.uncounted {
+            Some(before) if tally && admission.evidence.is_some() => {
+                Some(self.get(&before)?.ok_or_else(|| {
+                    corrupt(CF_REQUESTS, format!("names {before}, which is not held"))
+                })?)
+            }
+            _ => None,
+        };
         let e = epoch_of(r.accepted_ms, self.epoch_ms);
         let ms = r.accepted_ms.to_be_bytes();
+        g.ids.insert(id);
+        g.requests.insert(request);
+        let b = &mut g.batch;
         if store_receipt {
             b.put_cf(
                 self.store.cf(CF_RECEIPTS),
@@ -580,7 +699,7 @@ impl Books {
         b.put_cf(self.store.cf(CF_RECEIPT_IDS), id.0, ms);
         b.put_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(e, &id), ms);
         if tally {
-            self.hold(&mut b, e, 1);
+            g.tallies.add(held_tallies(e, 1));
         }
         let mut now_held: Vec<MessageId> = held
             .iter()
@@ -590,49 +709,37 @@ impl Books {
             .collect();
         now_held.sort_unstable();
         let ids: Vec<u8> = now_held.iter().flat_map(|i| i.0).collect();
-        b.put_cf(self.store.cf(CF_REQUESTS), request.0, ids);
-        let mut dropped = None;
-        if let Some(gone) = admission.dropped {
-            // The higher of two held: evidence only, never counted.
-            let gone_ms = self
-                .accepted_ms(&gone)?
-                .ok_or_else(|| corrupt(CF_REQUESTS, format!("names {gone}, which is not held")))?;
+        g.batch.put_cf(self.store.cf(CF_REQUESTS), request.0, ids);
+        if let Some(d) = &gone {
+            let b = &mut g.batch;
             b.delete_cf(
                 self.store.cf(CF_RECEIPTS),
-                Store::receipt_key(gone_ms, &gone),
+                Store::receipt_key(d.accepted_ms, &d.id),
             );
-            b.delete_cf(self.store.cf(CF_RECEIPT_IDS), gone.0);
-            let gone_e = epoch_of(gone_ms, self.epoch_ms);
-            b.delete_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(gone_e, &gone));
+            b.delete_cf(self.store.cf(CF_RECEIPT_IDS), d.id.0);
+            let gone_e = epoch_of(d.accepted_ms, self.epoch_ms);
+            b.delete_cf(self.store.cf(CF_EPOCH_IDS), epoch_id_key(gone_e, &d.id));
             if tally {
-                self.hold(&mut b, gone_e, -1);
+                g.tallies.add(held_tallies(gone_e, -1));
             }
-            dropped = Some(Dropped {
-                id: gone,
-                accepted_ms: gone_ms,
-            });
         }
-        let outcome = match admission.evidence {
+        Ok(match admission.evidence {
             None => {
                 if tally {
-                    self.count(&mut b, r, 1);
+                    g.tallies.add(counted_tallies(self.epoch_ms, r, 1));
                 }
                 Ingested::Counted { request }
             }
             Some(evidence) => {
-                if let Some(before) = admission.uncounted
-                    && tally
-                {
-                    let old = self.get(&before)?.ok_or_else(|| {
-                        corrupt(CF_REQUESTS, format!("names {before}, which is not held"))
-                    })?;
-                    self.count(&mut b, old.payload(), -1);
-                    self.count(&mut b, r, 1);
+                if let Some(old) = uncounted {
+                    g.tallies
+                        .add(counted_tallies(self.epoch_ms, old.payload(), -1));
+                    g.tallies.add(counted_tallies(self.epoch_ms, r, 1));
                 }
                 let mut k = [0u8; 64];
                 k[..32].copy_from_slice(&service.0);
                 k[32..].copy_from_slice(&request.0);
-                b.put_cf(self.store.cf(CF_EQUIVOCATIONS), k, []);
+                g.batch.put_cf(self.store.cf(CF_EQUIVOCATIONS), k, []);
                 Ingested::Equivocation {
                     proof: Equivocation {
                         service,
@@ -640,13 +747,10 @@ impl Books {
                         counted: admission.counted,
                         evidence,
                     },
-                    dropped,
+                    dropped: gone,
                 }
             }
-        };
-        db.write_opt(b, &Self::unsynced())
-            .map_err(StoreError::from)?;
-        Ok(outcome)
+        })
     }
 
     /// How many receipts are held, evidence included.
@@ -1537,6 +1641,48 @@ mod tests {
     }
 
     #[test]
+    fn ingest_all_answers_as_one_at_a_time_and_leaves_the_same_books() {
+        let dir = tempfile::tempdir().unwrap();
+        for seed in [4, 5, 6] {
+            let mut books = open(&dir.path().join(seed.to_string()));
+            let mut ledger = Ledger::new(EPOCH_MS);
+            let stream = receipts(seed, 400);
+            // Copies and equivocations inside one call and across calls; calls of every size.
+            let mut all: Vec<Signed<Receipt>> = stream.clone();
+            all.extend(stream.iter().step_by(7).cloned());
+            all.extend(stream.iter().take(30).cloned());
+            let mut rng = Rng::new(seed);
+            let (mut at, mut split, mut equivocations) = (0, 0, 0);
+            while at < all.len() {
+                let n = [1, 2, 7, 32, 100][rng.below(5)].min(all.len() - at);
+                let part = &all[at..at + n];
+                let got = books.ingest_all(part);
+                assert_eq!(got.len(), n);
+                let mut seen = std::collections::HashSet::new();
+                for (r, got) in part.iter().zip(&got) {
+                    if !seen.insert(r.payload().request.id()) {
+                        split += 1;
+                    }
+                    let want = ledger.ingest(r.clone());
+                    match (&want, got) {
+                        (Ok(w), Ok(g)) => assert_eq!(w, g),
+                        (Err(w), Err(BooksError::Ledger(g))) => assert_eq!(w, g),
+                        _ => panic!("in memory {want:?}, on disk {got:?}"),
+                    }
+                    if let Ok(Ingested::Equivocation { .. }) = want {
+                        equivocations += 1;
+                    }
+                }
+                at += n;
+            }
+            assert!(split > 10, "calls named one request twice ({split})");
+            assert!(equivocations > 10, "the stream holds equivocations");
+            assert_same(&books, &ledger);
+            assert!(books.check(true, &|_, _| {}).unwrap().is_clean());
+        }
+    }
+
+    #[test]
     fn check_finds_a_corrupt_tally_and_a_corrupt_receipt_and_rebuild_repairs_them() {
         let dir = tempfile::tempdir().unwrap();
         let mut books = open(dir.path());
@@ -2109,6 +2255,14 @@ mod full_disk {
             books.ingest(&receipt(i)),
             Err(BooksError::Store(_))
         ));
+        // And a batch: every receipt of it refused, none held.
+        let batch: Vec<_> = (i + 1..i + 9).map(receipt).collect();
+        for answer in books.ingest_all(&batch) {
+            assert!(matches!(answer, Err(BooksError::Store(_))), "{answer:?}");
+        }
+        for r in &batch {
+            assert!(!books.contains(&r.id()).unwrap());
+        }
         // Space back: RocksDB's recovery (its file manager polls the free space every 5 s
         // and flushes what the memtables hold) lets writes through again, no restart.
         std::fs::remove_file(fill).unwrap();

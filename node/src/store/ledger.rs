@@ -35,6 +35,16 @@ pub enum IngestError {
     },
 }
 
+impl From<BooksError> for IngestError {
+    fn from(e: BooksError) -> Self {
+        match e {
+            BooksError::Ledger(e) => IngestError::Ledger(e),
+            BooksError::Store(e) => IngestError::Store(e),
+            BooksError::Pruned { receipt, why } => IngestError::Pruned { receipt, why },
+        }
+    }
+}
+
 /// The node's ledger. See the module docs.
 #[derive(Debug)]
 pub enum NodeLedger {
@@ -70,11 +80,20 @@ impl NodeLedger {
     pub fn ingest(&mut self, r: Signed<Receipt>) -> Result<Ingested, IngestError> {
         match self {
             NodeLedger::Memory(l) => Ok(l.ingest(r)?),
-            NodeLedger::Disk(b) => b.ingest(&r).map_err(|e| match e {
-                BooksError::Ledger(e) => IngestError::Ledger(e),
-                BooksError::Store(e) => IngestError::Store(e),
-                BooksError::Pruned { receipt, why } => IngestError::Pruned { receipt, why },
-            }),
+            NodeLedger::Disk(b) => b.ingest(&r).map_err(IngestError::from),
+        }
+    }
+
+    /// Take in verified receipts, in order, with the answer [`NodeLedger::ingest`] would give
+    /// each; on disk in as few atomic writes as they allow ([`Books::ingest_all`]).
+    pub fn ingest_all(&mut self, rs: Vec<Signed<Receipt>>) -> Vec<Result<Ingested, IngestError>> {
+        match self {
+            NodeLedger::Memory(l) => rs.into_iter().map(|r| Ok(l.ingest(r)?)).collect(),
+            NodeLedger::Disk(b) => b
+                .ingest_all(&rs)
+                .into_iter()
+                .map(|a| a.map_err(IngestError::from))
+                .collect(),
         }
     }
 
