@@ -604,7 +604,7 @@ impl EventLoop {
                 Woke::Swarm(event) => self.on_swarm_event(event),
                 Woke::Command(c) => self.on_command(c),
                 Woke::Solved(done) => self.on_solved(done),
-                Woke::Verified(done) => self.on_verified(done),
+                Woke::Verified(done) => self.on_verified_all(done),
                 Woke::Stored(done) => self.on_store_done(done),
                 Woke::Fetched(done) => self.fetched(done),
                 Woke::Tick => self.on_tick(),

@@ -230,6 +230,14 @@ impl<C: Send + 'static> Verifier<C> {
         Some(done)
     }
 
+    /// A job already finished, if any (to take several in one turn); frees its slot.
+    pub(crate) fn try_next_done(&mut self) -> Option<Done<C>> {
+        let done = self.done_rx.try_recv().ok()?;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.dispatch();
+        Some(done)
+    }
+
     /// Jobs waiting (not yet on a thread).
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {

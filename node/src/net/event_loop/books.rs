@@ -161,35 +161,74 @@ impl EventLoop {
     /// Take a verified receipt into the ledger and queue it for disk; `ack` happens once it is
     /// there. Copies already held are refused as replays.
     pub(super) fn take_receipt(&mut self, r: Signed<Receipt>, ack: Ack) -> Result<(), Rejected> {
-        let stored = StoredReceipt {
-            accepted_ms: r.payload().accepted_ms,
-            id: r.id(),
-            bytes: r.bytes().to_vec(),
-        };
-        self.request_receipted(&r);
-        if self.light && !self.is_own(&r) {
-            // Gossip hands a light node each receipt once; it keeps no ledger to count by.
-            self.stand(&r);
-            // Verified, so forwarded; a light node holds only the receipts that concern it
-            // (this one may still say that another worker won a request it answered).
-            self.own_receipt(
-                &r.payload().request.id(),
-                &r.payload().result.payload().worker,
-            );
-            self.acknowledge(stored, ack);
-            return Ok(());
+        self.take_receipts(vec![(r, ack)])
+            .pop()
+            .unwrap_or_else(|| Err(Rejected::new(RejectReason::Undecodable, "no receipt")))
+    }
+
+    /// Take verified receipts as [`Self::take_receipt`] takes each, in order, with an answer
+    /// for each; the books write them in as few atomic writes as they allow
+    /// ([`crate::store::NodeLedger::ingest_all`]).
+    pub(super) fn take_receipts(
+        &mut self,
+        list: Vec<(Signed<Receipt>, Ack)>,
+    ) -> Vec<Result<(), Rejected>> {
+        let mut out = Vec::with_capacity(list.len());
+        let mut taking = Vec::with_capacity(list.len());
+        let mut receipts = Vec::with_capacity(list.len());
+        for (r, ack) in list {
+            let stored = StoredReceipt {
+                accepted_ms: r.payload().accepted_ms,
+                id: r.id(),
+                bytes: r.bytes().to_vec(),
+            };
+            self.request_receipted(&r);
+            if self.light && !self.is_own(&r) {
+                // Gossip hands a light node each receipt once; it keeps no ledger to count by.
+                self.stand(&r);
+                // Verified, so forwarded; a light node holds only the receipts that concern it
+                // (this one may still say that another worker won a request it answered).
+                self.own_receipt(
+                    &r.payload().request.id(),
+                    &r.payload().result.payload().worker,
+                );
+                self.acknowledge(stored, ack);
+                out.push(Ok(()));
+                continue;
+            }
+            if self.store.is_some()
+                && let Err(e) = self.check_room()
+            {
+                out.push(Err(e));
+                continue;
+            }
+            // Copies (gossip, DHT and catch-up bring the same receipt) then cost a hash.
+            r.remember_verified(&self.signatures);
+            taking.push((out.len(), stored, ack, r.clone()));
+            receipts.push(r);
+            // Answered once the books have.
+            out.push(Ok(()));
         }
-        if self.store.is_some() {
-            self.check_room()?;
+        let answers = self.ledger.ingest_all(receipts);
+        for ((i, stored, ack, r), answer) in taking.into_iter().zip(answers) {
+            out[i] = self.took(stored, ack, &r, answer);
         }
-        // Copies (gossip, DHT and catch-up bring the same receipt) then cost a hash.
-        r.remember_verified(&self.signatures);
+        out
+    }
+
+    /// What the books answered for receipt `r`: counted, flagged, or refused.
+    fn took(
+        &mut self,
+        stored: StoredReceipt,
+        ack: Ack,
+        r: &Signed<Receipt>,
+        answer: Result<Ingested, IngestError>,
+    ) -> Result<(), Rejected> {
         let worker = r.payload().result.payload().worker;
-        let for_standing = r.clone();
-        match self.ledger.ingest(r) {
+        match answer {
             Ok(Ingested::Counted { request }) => {
                 self.disk_takes_again();
-                self.stand(&for_standing);
+                self.stand(r);
                 self.books_changed(stored.accepted_ms);
                 self.own_receipt(&request, &worker);
             }
