@@ -252,9 +252,8 @@ impl EventLoop {
         }
     }
 
-    /// A job back from the pool.
-    /// A finished job, and those finished behind it (up to [`DONE_PER_TURN`]): taken in by
-    /// [`Self::on_verified`] together.
+    /// A job back from the pool, and those finished behind it (up to [`DONE_PER_TURN`]):
+    /// taken in by [`Self::on_verified`] together.
     pub(super) fn on_verified_all(&mut self, first: Done<Origin>) {
         let mut dones = vec![first];
         while dones.len() < DONE_PER_TURN {
@@ -271,7 +270,7 @@ impl EventLoop {
     /// (under load, the more jobs finish at once, the fewer writes).
     pub(super) fn on_verified(&mut self, dones: Vec<Done<Origin>>) {
         /// Whose a receipt in the batch is.
-        enum From {
+        enum Whose {
             Gossip(gossipsub::MessageId),
             /// A catch-up answer (its index in `answers`).
             CatchUp(usize),
@@ -292,7 +291,7 @@ impl EventLoop {
                                 from: peer,
                             };
                             batch.push((r, ack));
-                            whose.push((peer, From::Gossip(id)));
+                            whose.push((peer, Whose::Gossip(id)));
                         }
                         Some(Err(e)) => self.judge(&id, peer, Err(Rejected::from(e))),
                         None => self.judge(
@@ -325,7 +324,7 @@ impl EventLoop {
                             Ok(r) => {
                                 self.vouch_used(&r.id());
                                 batch.push((r, Ack::Quiet));
-                                whose.push((peer, From::CatchUp(at)));
+                                whose.push((peer, Whose::CatchUp(at)));
                             }
                             Err(r) if !r.reason.penalise() => {}
                             Err(r) => self.on_rejected(peer, &r),
@@ -346,12 +345,12 @@ impl EventLoop {
         for ((peer, from), answer) in whose.into_iter().zip(taken) {
             match from {
                 // Taken: forwarded once it is on disk (see `books`).
-                From::Gossip(id) => {
+                Whose::Gossip(id) => {
                     if let Err(r) = answer {
                         self.judge(&id, peer, Err(r));
                     }
                 }
-                From::CatchUp(at) => match answer {
+                Whose::CatchUp(at) => match answer {
                     Ok(()) => answers[at].1 += 1,
                     Err(r) if !r.reason.penalise() => {}
                     Err(r) => self.on_rejected(peer, &r),
