@@ -538,7 +538,7 @@ impl Books {
     pub fn ingest(&mut self, receipt: &Signed<Receipt>) -> Result<Ingested, BooksError> {
         let mut g = Group::default();
         let outcome = self.stage(&mut g, receipt)?;
-        self.write_group(g)?;
+        self.write_group(g).map_err(StoreError::from)?;
         Ok(outcome)
     }
 
@@ -576,17 +576,14 @@ impl Books {
     fn settle(&self, g: Group, staged: &mut Vec<usize>, out: &mut [Result<Ingested, BooksError>]) {
         if let Err(e) = self.write_group(g) {
             for &i in staged.iter() {
-                out[i] = Err(BooksError::Store(match &e {
-                    StoreError::Db(e) => StoreError::Db(e.clone()),
-                    other => corrupt(CF_RECEIPTS, other.to_string()),
-                }));
+                out[i] = Err(BooksError::Store(StoreError::Db(e.clone())));
             }
         }
         staged.clear();
     }
 
-    /// Write a group of staged receipts in one atomic batch.
-    fn write_group(&self, g: Group) -> Result<(), StoreError> {
+    /// Write a group of staged receipts in one atomic batch (RocksDB's error is the only one).
+    fn write_group(&self, g: Group) -> Result<(), rocksdb::Error> {
         if g.ids.is_empty() {
             return Ok(());
         }
@@ -599,8 +596,7 @@ impl Books {
                 batch.merge_cf(cf, k, t.encode());
             }
         }
-        self.store.db().write_opt(batch, &Self::unsynced())?;
-        Ok(())
+        self.store.db().write_opt(batch, &Self::unsynced())
     }
 
     /// Check a receipt as [`Books::ingest`] does and stage its writes in `g`, whose receipts
@@ -629,7 +625,7 @@ impl Books {
     ) -> Result<Ingested, BooksError> {
         let mut g = Group::default();
         let outcome = self.take_into(&mut g, receipt, store_receipt, tally)?;
-        self.write_group(g)?;
+        self.write_group(g).map_err(StoreError::from)?;
         Ok(outcome)
     }
 
