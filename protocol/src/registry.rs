@@ -436,6 +436,23 @@ impl Registry {
         })
     }
 
+    /// How many entries of each registrar this node has applied, registrars in key order (as
+    /// [`Registry::registrars`]): what a node tells a peer that compares books with it, so
+    /// that an entry gossip never brought is noticed ([`Registry::behind`]).
+    pub fn heads(&self) -> Vec<u64> {
+        self.logs.values().map(|l| l.applied.len() as u64).collect()
+    }
+
+    /// Whether a peer of the same network, that told `theirs` ([`Registry::heads`]), has
+    /// applied entries of some registrar that this node has not (one it lacks, or one held
+    /// pending behind a gap). Counts past the registrars are ignored.
+    pub fn behind(&self, theirs: &[u64]) -> bool {
+        self.logs
+            .values()
+            .zip(theirs)
+            .any(|(log, &n)| n > log.applied.len() as u64)
+    }
+
     /// The sequence numbers missing from `registrar`'s log, as a range, when later entries
     /// are pending: what to ask peers for.
     pub fn missing(&self, registrar: &PublicKey) -> Option<std::ops::Range<u64>> {

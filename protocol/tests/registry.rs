@@ -81,6 +81,47 @@ fn unknown_registrar_is_refused() {
     assert_eq!(r.next_seq(&stranger.public()), 0);
 }
 
+/// A node learns from a peer's counts ([`Registry::heads`]) that it lacks entries: one
+/// gossip never brought, or one held pending behind a gap; never from a peer behind it.
+#[test]
+fn heads_tell_which_of_two_nodes_lacks_entries() {
+    let (a, b, svc) = (key(1), key(2), key(10));
+    // Registrars in key order, whatever order the genesis lists them in.
+    let (first, second) = if a.public() < b.public() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let mut ahead = Registry::new([a.public(), b.public()]);
+    let mut late = Registry::new([b.public(), a.public()]);
+    assert_eq!(ahead.heads(), vec![0, 0]);
+    assert!(!late.behind(&ahead.heads()));
+
+    let f1 = entry(first, 1, 1, register(&svc, "faucet"));
+    let f2 = entry(first, 2, 2, grant(&svc, 5));
+    let s1 = entry(second, 1, 3, grant(&svc, 7));
+    for e in [&f1, &f2, &s1] {
+        ahead.apply(e.clone()).expect("apply");
+    }
+    assert_eq!(ahead.heads(), vec![2, 1]);
+    assert!(late.behind(&ahead.heads()));
+    assert!(!ahead.behind(&late.heads()));
+
+    // Entry 2 of the first registrar alone: pending behind the gap, still behind.
+    late.apply(f2.clone()).expect("held");
+    late.apply(s1.clone()).expect("apply");
+    assert_eq!(late.heads(), vec![0, 1]);
+    assert!(late.behind(&ahead.heads()));
+    late.apply(f1.clone()).expect("fills the gap");
+    assert_eq!(late.heads(), ahead.heads());
+    assert!(!late.behind(&ahead.heads()));
+    // A count for a registrar this network does not have is ignored; a short list compares
+    // what it has.
+    assert!(!late.behind(&[2, 1, 99]));
+    assert!(!late.behind(&[1]));
+    assert!(late.behind(&[3]));
+}
+
 #[test]
 fn out_of_order_entries_wait_for_the_gap() {
     let (reg, svc) = (key(1), key(10));

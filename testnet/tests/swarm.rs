@@ -208,6 +208,59 @@ async fn a_late_joiner_gets_the_registry_and_the_workers() {
     assert_eq!(entries.len(), 3);
 }
 
+/// A registry entry that gossip never brought still arrives: a node compares books with a
+/// peer every `ledger_sync`, the peer's answer carries how many entries of each registrar it
+/// holds, and a node with fewer walks the peer's `Hello` pages again. The node here drops
+/// every registry entry that comes by gossip (fault injection), so the entry published after
+/// it connected can only come that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_entry_gossip_lost_comes_with_the_next_comparison() {
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let mut cfg = net.config(SecretKey::generate().expect("key"));
+    cfg.tuning.drop_registry_gossip = true;
+    cfg.tuning.ledger_sync = Duration::from_millis(300);
+    let deaf = net::spawn(cfg).await.expect("node starts");
+    deaf.wait_synced(T).await.expect("first sync");
+    // The registration and the grant, from its first `Hello` walk.
+    let s = wait_for(&deaf, T, |s| s.registry_entries >= 2)
+        .await
+        .expect("the first sync brings the registry");
+    assert_eq!(s.registry_repairs, 0, "nothing was missing yet");
+
+    let svc = SecretKey::generate().expect("key").public();
+    net.bootstrap
+        .registry(
+            RegistryAction::BanService {
+                service: svc,
+                reason: "test".into(),
+            },
+            net.registrar.clone(),
+        )
+        .await
+        .expect("entry");
+    net.wait_all(T, |s| s.registry_entries >= 3)
+        .await
+        .expect("gossip spreads the entry to the others");
+    let s = wait_for(&deaf, T, |s| s.registry_entries >= 3)
+        .await
+        .expect("the next comparison brings the entry gossip dropped");
+    assert_eq!(s.registry_entries, 3);
+    assert!(s.registry_repairs >= 1, "{}", s.registry_repairs);
+    let banned = deaf.registry_entries().await.expect("entries");
+    assert!(
+        banned.iter().any(|e| matches!(
+            &e.payload().action,
+            RegistryAction::BanService { service, .. } if *service == svc
+        )),
+        "the ban is among the entries"
+    );
+}
+
 /// Each bad message is rejected by the first hop with the right reason and never reaches a
 /// node behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -96,6 +96,12 @@ pub enum SyncResponse {
         epoch_ms: u64,
         /// One entry per epoch held.
         epochs: Vec<EpochDigest>,
+        /// How many entries of each registrar the peer has applied, registrars in key order
+        /// (`Registry::heads`): an asker that has fewer walks the peer's `Hello` pages again,
+        /// since an entry that gossip did not bring comes no other way. Absent from a peer
+        /// that does not send it.
+        #[serde(default)]
+        registry: Vec<u64>,
     },
     /// Receipt ids of one epoch, ascending, concatenated.
     Ids {
@@ -258,6 +264,9 @@ pub struct NetTuning {
     /// receipt for it (workers must notice; see `event_loop::delivery`). Never set it
     /// otherwise.
     pub withhold_receipts: bool,
+    /// Fault injection for tests: refuse every registry entry that comes by gossip, as if
+    /// gossip had lost it (entries still come in `Hello` pages). Never set it otherwise.
+    pub drop_registry_gossip: bool,
     /// What each peer may cost: sync answers, ignored and rejected messages, blocks.
     pub budgets: super::budget::BudgetConfig,
     /// Limits on connections (total, per peer, pending, per IP, memory).
@@ -374,6 +383,7 @@ impl Default for NetTuning {
             unreceipted_limit: 3,
             auditor: false,
             withhold_receipts: false,
+            drop_registry_gossip: false,
             budgets: super::budget::BudgetConfig::default(),
             limits: super::limits::ConnectionCaps::default(),
             hello_page_bytes: DEFAULT_HELLO_PAGE_BYTES,

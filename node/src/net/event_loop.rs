@@ -280,6 +280,10 @@ pub(super) struct EventLoop {
     adopt_checkpoints: bool,
     /// Fault injection ([`super::NetTuning::withhold_receipts`]).
     withhold_receipts: bool,
+    /// Fault injection ([`super::NetTuning::drop_registry_gossip`]).
+    drop_registry_gossip: bool,
+    /// `Hello` walks asked to fetch registry entries a peer's digests showed missing.
+    registry_repairs: u64,
     /// The browser workers this node carries: their request feed and keys.
     browsers: foreign::Browsers,
     /// Whether peers can dial this node; relay reservations and relayed connections.
@@ -548,6 +552,8 @@ impl EventLoop {
             auditor: config.tuning.auditor && config.store.is_none(),
             adopt_checkpoints: config.tuning.adopt_checkpoints,
             withhold_receipts: config.tuning.withhold_receipts,
+            drop_registry_gossip: config.tuning.drop_registry_gossip,
+            registry_repairs: 0,
             browsers: foreign::Browsers::default(),
             reach: reach::Reach::new(reachability, kad_mode),
             kad_protocol,
@@ -947,6 +953,7 @@ impl EventLoop {
         s.proven_workers = proven_workers;
         s.network_hash_rate = network_rate;
         s.registry_entries = entries;
+        s.registry_repairs = self.registry_repairs;
         s.services = service_count;
         s.ledger_receipts = receipts;
         s.ledger_epoch = epoch;
@@ -1819,7 +1826,8 @@ impl EventLoop {
                     }
                 }
                 tracing::debug!(%peer, registry = ok, bad, "synced a page from peer");
-                if self.next_hello_page(sent, next) {
+                let first = sent.as_ref().is_none_or(|s| !s.repair);
+                if self.next_hello_page(sent, next) && first {
                     self.hello_done(peer);
                 }
             }

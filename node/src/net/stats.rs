@@ -86,6 +86,9 @@ pub struct NodeStats {
     pub exhausted_services: usize,
     /// Registry entries applied.
     pub registry_entries: usize,
+    /// Times a peer's digests showed registry entries this node lacked (gossip did not bring
+    /// them) and its `Hello` pages were walked again for them.
+    pub registry_repairs: u64,
     /// Services registered.
     pub services: usize,
     /// Service side: precached works held by the work API (at most

@@ -130,10 +130,13 @@ pub fn sync_response(bytes: &[u8]) {
                 }
             });
         }
-        SyncResponse::Digests { epochs, .. } => {
+        SyncResponse::Digests {
+            epochs, registry, ..
+        } => {
             for EpochDigest { digest, .. } in epochs.iter().take(ITEMS) {
                 let _ = <[u8; 32]>::try_from(digest.0.as_slice());
             }
+            let _ = f.net.registry.behind(registry);
         }
         SyncResponse::Ids { ids: list, .. } => {
             let _ = ids(list);
@@ -262,6 +265,7 @@ pub(super) fn response_seeds() -> Vec<Vec<u8>> {
                 receipts: 1,
                 digest: Bytes(vec![9; 32]),
             }],
+            registry: vec![3, u64::MAX],
         }),
         write_sync_response(SyncResponse::Ids {
             ids: Bytes(f.receipt.id().0.to_vec()),

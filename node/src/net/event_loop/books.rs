@@ -489,6 +489,7 @@ impl EventLoop {
                 };
                 let skip = epochs.len().saturating_sub(MAX_SYNC_EPOCHS);
                 SyncResponse::Digests {
+                    registry: self.registry.heads(),
                     epoch_ms: self.ledger.epoch_ms(),
                     epochs: epochs
                         .into_iter()
@@ -552,7 +553,14 @@ impl EventLoop {
                 self.replicate(|r, books| r.on_checkpoints(peer, books));
             }
             SyncResponse::Hello { .. } | SyncResponse::Busy { .. } => {}
-            SyncResponse::Digests { epoch_ms, epochs } => {
+            SyncResponse::Digests {
+                epoch_ms,
+                epochs,
+                registry,
+            } => {
+                if self.registry.behind(&registry) {
+                    self.repair_registry(peer);
+                }
                 // A digest of another length matches none and lists nothing.
                 let offered: Vec<(u64, [u8; 32])> = epochs
                     .iter()

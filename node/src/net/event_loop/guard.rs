@@ -42,6 +42,9 @@ pub(super) struct Sent {
     tries: u8,
     /// `Hello` pages taken from this peer so far in this walk.
     pub(super) pages: u32,
+    /// A `Hello` walk asked because the peer's digests showed registry entries this node
+    /// lacks, not the one on connecting: its end starts nothing.
+    pub(super) repair: bool,
 }
 
 /// The guard's state.
@@ -111,7 +114,9 @@ fn answer_bytes(r: &SyncResponse) -> usize {
             checkpoints,
             ..
         } => list(registry) + list(statuses) + list(checkpoints),
-        SyncResponse::Digests { epochs, .. } => epochs.len() * (48 + OVERHEAD_PER_ITEM),
+        SyncResponse::Digests {
+            epochs, registry, ..
+        } => epochs.len() * (48 + OVERHEAD_PER_ITEM) + registry.len() * 9,
         SyncResponse::Ids { ids, .. } => ids.0.len(),
         SyncResponse::Receipts(l) | SyncResponse::Checkpoints(l) => list(l),
         SyncResponse::Busy { .. } => 0,
@@ -126,6 +131,27 @@ impl EventLoop {
             request,
             tries: 0,
             pages: 0,
+            repair: false,
+        });
+    }
+
+    /// `peer` has applied registry entries this node lacks (its digests said so): walk its
+    /// `Hello` pages again, which list its registry first, unless a walk with it is under way.
+    pub(super) fn repair_registry(&mut self, peer: PeerId) {
+        let walking = |s: &Sent| s.peer == peer && matches!(s.request, SyncRequest::Hello { .. });
+        if self.guard.sent.values().any(walking)
+            || self.guard.retries.iter().any(|(_, s)| walking(s))
+        {
+            return;
+        }
+        tracing::info!(%peer, "the peer holds registry entries this node lacks: asking for them");
+        self.registry_repairs += 1;
+        self.send_tracked(Sent {
+            peer,
+            request: SyncRequest::Hello { from: 0 },
+            tries: 0,
+            pages: 0,
+            repair: true,
         });
     }
 
@@ -308,6 +334,7 @@ impl EventLoop {
                     request: SyncRequest::Hello { from: n },
                     tries: 0,
                     pages: sent.pages + 1,
+                    repair: sent.repair,
                 });
                 false
             }
@@ -335,7 +362,8 @@ impl EventLoop {
         tracing::debug!(peer = %sent.peer, "sync request given up");
         match sent.request {
             // The first sync counts as done (registry and statuses also come by gossip).
-            SyncRequest::Hello { .. } => self.hello_done(sent.peer),
+            SyncRequest::Hello { .. } if !sent.repair => self.hello_done(sent.peer),
+            SyncRequest::Hello { .. } => {}
             // Asked beside a catch-up, not as one of its steps.
             SyncRequest::Checkpoints { epochs } => self.checkpoints_unanswered(&epochs),
             _ => self.end_catch_up(sent.peer),

@@ -175,6 +175,12 @@ impl EventLoop {
                 self.peer.refuse_old_status(st.payload())?;
                 Job::Status(st)
             }
+            Topic::Registry if self.drop_registry_gossip => {
+                return Err(Rejected::new(
+                    RejectReason::Stale,
+                    "registry gossip dropped (fault injection)",
+                ));
+            }
             Topic::Registry => {
                 Job::Registry(self.validator.screen_registry(data, &self.registry, now)?)
             }
