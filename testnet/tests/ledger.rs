@@ -237,6 +237,61 @@ async fn the_statistics_show_the_digest_of_big_books_computed_off_the_event_loop
     node.shutdown().await.expect("stops");
 }
 
+/// Big books reopened: the digest cache starts empty, and every epoch's digest is computed in
+/// one job off the event loop. A peer that asks meanwhile is told to wait, the peers' digests
+/// that come meanwhile are compared once the job is back: no digest is computed on the event
+/// loop, and a node that catches up from the reopened one gets every epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reopened_big_books_compute_their_digests_off_the_event_loop() {
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        epoch_ms: 1000,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let service = net.service_node().await.expect("service node");
+    let n = 4u32;
+    for i in 0..n {
+        service.submit(ask(200 + i)).await.expect("work");
+    }
+    wait_for(&service, T, |s| s.ledger_receipts == n as usize)
+        .await
+        .expect("the service holds its receipts");
+    let want = digests(&service).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let first = stored_node(&net, open_store(dir.path()), false, vec![]).await;
+    assert_eq!(digests(&first).await, want, "caught up before the restart");
+    first.shutdown().await.expect("stops");
+
+    let mut cfg = net.config(SecretKey::generate().expect("key"));
+    cfg.store = Some(open_store(dir.path()));
+    cfg.tuning.inline_digest_below = 0;
+    let big = net::spawn(cfg).await.expect("reopens");
+    big.wait_synced(T).await.expect("syncs");
+    let addrs = big.listen_addrs(T).await.expect("its addresses");
+    let dir2 = tempfile::tempdir().expect("dir");
+    let third = stored_node(&net, open_store(dir2.path()), false, addrs).await;
+    assert_eq!(
+        digests(&third).await,
+        want,
+        "caught up from the reopened node"
+    );
+    let s = big.stats();
+    assert_eq!(
+        s.digests_inline, 0,
+        "a digest was computed on the event loop of reopened big books"
+    );
+    assert!(
+        s.digests_off_loop >= want.len() as u64,
+        "{} digests off the loop for {} epochs",
+        s.digests_off_loop,
+        want.len()
+    );
+    third.shutdown().await.expect("stops");
+    big.shutdown().await.expect("stops");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn losing_any_k_minus_1_of_a_receipts_k_holders_loses_nothing() {
     let k = net::DEFAULT_REPLICATION.get();

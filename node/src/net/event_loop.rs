@@ -137,6 +137,11 @@ fn swarm_kind(event: &SwarmEvent<BehaviourEvent>) -> &'static str {
 /// Big books: how often the digests of epochs that took receipts are recomputed (off the
 /// event loop); a digest answered or shown is at most this much (and one computation) old.
 const DIGEST_REFRESH: Duration = Duration::from_secs(5);
+/// What a peer asking for digests while they are computed at start-up is told to wait.
+const WARMING_RETRY_MS: u64 = 1_000;
+/// Peers' digests set aside while this node's are computed at start-up (each at most 4,096
+/// epochs); the catch-up with a peer past them ends, and the periodic round comes back to it.
+const MAX_DEFERRED_DIGESTS: usize = 32;
 
 /// A solve in progress on the solver thread.
 struct Solving {
@@ -260,6 +265,14 @@ pub(super) struct EventLoop {
     inline_digest_below: usize,
     /// The books hold at least `inline_digest_below` receipts (as of the last statistics).
     big_books: bool,
+    /// Big books at start-up: the digest cache starts empty and every epoch's digest is
+    /// being computed off the event loop (the first digest job). Until it is back, `Digests`
+    /// questions are answered `Busy` and peers' digests are set aside
+    /// ([`EventLoop::digests_warm`]), so that no question computes a year of digests here.
+    digests_warming: bool,
+    /// Peers' digests that came while warming (peer, epoch length, digests), compared once
+    /// this node's are in (at most [`MAX_DEFERRED_DIGESTS`]; a catch-up past it ends).
+    deferred_digests: Vec<books::PeerDigests>,
     /// How long the last turns took, from the event to the end of its handling.
     turn_times: TurnTimes,
     /// Peers' `Fetch` requests being read from the books on blocking threads.
@@ -478,6 +491,12 @@ impl EventLoop {
         let kad_protocol = super::behaviour::kad_protocol(&config.genesis)?;
         let signatures = dpow_protocol::SignatureCache::new();
         let big_books = ledger.len() >= config.tuning.inline_digest_below;
+        // Big books compute every epoch's digest in the first digest job, at once.
+        let stale_digests: BTreeSet<u64> = if big_books {
+            ledger.epochs().into_iter().map(|(e, _)| e).collect()
+        } else {
+            BTreeSet::new()
+        };
         let mut event_loop = EventLoop {
             swarm,
             genesis: config.genesis,
@@ -536,8 +555,12 @@ impl EventLoop {
             light: config.tuning.light,
             digests: HashMap::new(),
             epochs_held: None,
-            stale_digests: BTreeSet::new(),
-            digest_job_at: Instant::now(),
+            stale_digests,
+            digests_warming: big_books,
+            deferred_digests: Vec::new(),
+            digest_job_at: Instant::now()
+                .checked_sub(DIGEST_REFRESH)
+                .unwrap_or_else(Instant::now),
             digest_job: None,
             inline_digest_below: config.tuning.inline_digest_below,
             big_books,
@@ -769,9 +792,12 @@ impl EventLoop {
             self.stats().digests_off_loop += done.len() as u64;
             for (epoch, digest) in done {
                 // Not an epoch dropped from the cache meanwhile (adopted from a checkpoint).
-                if self.digests.contains_key(&epoch) || epoch == current {
+                if self.digests_warming || self.digests.contains_key(&epoch) || epoch == current {
                     self.digests.insert(epoch, digest);
                 }
+            }
+            if self.digests_warming {
+                self.digests_warm();
             }
         }
         if !self.digests.contains_key(&current) {
@@ -789,6 +815,9 @@ impl EventLoop {
             // Books in memory: computed when next asked for.
             for e in epochs {
                 self.digests.remove(&e);
+            }
+            if self.digests_warming {
+                self.digests_warm();
             }
             return;
         };

@@ -97,6 +97,10 @@ fn ids_of(bytes: &[u8]) -> Option<Vec<MessageId>> {
     )
 }
 
+/// A peer's digests set aside while this node's own are computed at start-up: the peer, its
+/// epoch length, and (epoch, digest) pairs.
+pub(super) type PeerDigests = (PeerId, u64, Vec<(u64, [u8; 32])>);
+
 fn id_bytes(ids: &[MessageId]) -> Bytes {
     Bytes(ids.iter().flat_map(|id| id.0).collect())
 }
@@ -106,7 +110,7 @@ impl EventLoop {
     /// books kept until refreshed off the event loop: [`EventLoop::refresh_digests`]).
     fn books_changed(&mut self, accepted_ms: u64) {
         let epoch = dpow_protocol::ledger::epoch_of(accepted_ms, self.ledger.epoch_ms());
-        if self.big_books && self.digests.contains_key(&epoch) {
+        if self.big_books && (self.digests_warming || self.digests.contains_key(&epoch)) {
             self.stale_digests.insert(epoch);
         } else {
             self.digests.remove(&epoch);
@@ -465,6 +469,18 @@ impl EventLoop {
         self.replicate(|r, _| r.start(peer, first));
     }
 
+    /// The digests computed at start-up are in: compare the peers' digests that came
+    /// meanwhile (of catch-ups still running).
+    pub(super) fn digests_warm(&mut self) {
+        self.digests_warming = false;
+        tracing::info!(epochs = self.digests.len(), "epoch digests computed");
+        for (peer, epoch_ms, offered) in std::mem::take(&mut self.deferred_digests) {
+            if self.replication.is_catching_up(&peer) {
+                self.replicate(|r, books| r.on_digests(peer, epoch_ms, &offered, books));
+            }
+        }
+    }
+
     /// Every `ledger_sync`: catch up with one connected peer, picked at random.
     pub(super) fn periodic_catch_up(&mut self) {
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
@@ -480,6 +496,10 @@ impl EventLoop {
         match request {
             // Answered by `guard::hello_page`; never routed here.
             SyncRequest::Hello { .. } => SyncResponse::Busy { retry_ms: 0 },
+            // Big books just opened: the digests are being computed off the event loop.
+            SyncRequest::Digests if self.digests_warming => SyncResponse::Busy {
+                retry_ms: super::WARMING_RETRY_MS,
+            },
             SyncRequest::Digests => {
                 // A light node's few receipts are held by full nodes too: it offers none.
                 let epochs = if self.light {
@@ -569,6 +589,14 @@ impl EventLoop {
                         Some((d.epoch, <[u8; 32]>::try_from(d.digest.0.as_slice()).ok()?))
                     })
                     .collect();
+                if self.digests_warming {
+                    // Compared once this node's own digests are in (`digests_warm`).
+                    if self.deferred_digests.len() < super::MAX_DEFERRED_DIGESTS {
+                        self.deferred_digests.push((peer, epoch_ms, offered));
+                        return;
+                    }
+                    return self.replicate(|r, _| r.failed(peer));
+                }
                 self.replicate(|r, books| r.on_digests(peer, epoch_ms, &offered, books));
             }
             SyncResponse::Ids { ids, more } => {
