@@ -575,7 +575,76 @@ pub(crate) fn identity_of(key: &dpow_keys::SecretKey) -> anyhow::Result<identity
 
 #[cfg(test)]
 mod tests {
-    use super::Reachability;
+    use super::{EpochDigest, Reachability, SyncRequest, SyncResponse, serde_bytes_vec::Bytes};
+    use futures::executor::block_on;
+    use futures::io::Cursor;
+    use libp2p::StreamProtocol;
+    use libp2p::request_response::Codec;
+    use serde::{Deserialize, Serialize};
+
+    /// `SyncResponse::Digests` as a peer before registry counts sent it.
+    #[derive(Serialize, Deserialize)]
+    enum OldResponse {
+        Digests {
+            epoch_ms: u64,
+            epochs: Vec<EpochDigest>,
+        },
+    }
+
+    /// Answers of peers that send no registry counts still decode (as none), and the counts
+    /// of those that do come through.
+    #[test]
+    fn digests_without_registry_counts_decode_as_none() {
+        const P: StreamProtocol = StreamProtocol::new("/dpow/test/sync/4");
+        let epochs = vec![EpochDigest {
+            epoch: 7,
+            receipts: 2,
+            digest: Bytes(vec![1; 32]),
+        }];
+        let mut old = Cursor::new(Vec::new());
+        let mut old_codec =
+            libp2p::request_response::cbor::codec::Codec::<SyncRequest, OldResponse>::default();
+        block_on(old_codec.write_response(
+            &P,
+            &mut old,
+            OldResponse::Digests {
+                epoch_ms: 1000,
+                epochs: epochs.clone(),
+            },
+        ))
+        .expect("writes");
+        let mut codec = super::SyncCodec::default();
+        let read = |bytes: Vec<u8>| {
+            let mut codec = super::SyncCodec::default();
+            block_on(codec.read_response(&P, &mut Cursor::new(bytes))).expect("reads")
+        };
+        match read(old.into_inner()) {
+            SyncResponse::Digests {
+                epoch_ms,
+                epochs: got,
+                registry,
+            } => {
+                assert_eq!((epoch_ms, got), (1000, epochs.clone()));
+                assert!(registry.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut new = Cursor::new(Vec::new());
+        block_on(codec.write_response(
+            &P,
+            &mut new,
+            SyncResponse::Digests {
+                epoch_ms: 1000,
+                epochs,
+                registry: vec![3, 1],
+            },
+        ))
+        .expect("writes");
+        match read(new.into_inner()) {
+            SyncResponse::Digests { registry, .. } => assert_eq!(registry, vec![3, 1]),
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn addr(s: &str) -> libp2p::Multiaddr {
         s.parse().expect("test address")
