@@ -75,8 +75,8 @@ async fn stored_node(
     node
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
+/// A network of one worker and one-second epochs, and a service node on it.
+async fn one_second_epochs() -> (LocalNet, NodeHandle) {
     let net = LocalNet::start(LocalOptions {
         workers: 1,
         epoch_ms: 1000,
@@ -85,6 +85,12 @@ async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
     .await
     .expect("network starts");
     let service = net.service_node().await.expect("service node");
+    (net, service)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
+    let (net, service) = one_second_epochs().await;
     // Requests spread over at least four one-second epochs.
     let n = 9u32;
     for i in 0..n {
@@ -243,14 +249,7 @@ async fn the_statistics_show_the_digest_of_big_books_computed_off_the_event_loop
 /// loop, and a node that catches up from the reopened one gets every epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reopened_big_books_compute_their_digests_off_the_event_loop() {
-    let net = LocalNet::start(LocalOptions {
-        workers: 1,
-        epoch_ms: 1000,
-        ..LocalOptions::default()
-    })
-    .await
-    .expect("network starts");
-    let service = net.service_node().await.expect("service node");
+    let (net, service) = one_second_epochs().await;
     let n = 4u32;
     for i in 0..n {
         service.submit(ask(200 + i)).await.expect("work");

@@ -165,11 +165,9 @@ async fn requests_of_every_kind_get_valid_work() {
     assert_eq!(svc.iter().map(|s| s.spent).sum::<u64>(), prices);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_late_joiner_gets_the_registry_and_the_workers() {
-    let mut net = LocalNet::start(LocalOptions::default())
-        .await
-        .expect("network starts");
+/// The registrar bans a fresh key as a service, through the bootstrap: one more registry
+/// entry. Returns the key.
+async fn ban_a_stranger(net: &LocalNet) -> dpow_keys::PublicKey {
     let svc = SecretKey::generate().expect("key").public();
     net.bootstrap
         .registry(
@@ -181,6 +179,15 @@ async fn a_late_joiner_gets_the_registry_and_the_workers() {
         )
         .await
         .expect("entry");
+    svc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_joiner_gets_the_registry_and_the_workers() {
+    let mut net = LocalNet::start(LocalOptions::default())
+        .await
+        .expect("network starts");
+    ban_a_stranger(&net).await;
     net.wait_all(T, |s| s.registry_entries >= 3)
         .await
         .expect("gossip spreads the entry");
@@ -232,17 +239,7 @@ async fn a_registry_entry_gossip_lost_comes_with_the_next_comparison() {
         .expect("the first sync brings the registry");
     assert_eq!(s.registry_repairs, 0, "nothing was missing yet");
 
-    let svc = SecretKey::generate().expect("key").public();
-    net.bootstrap
-        .registry(
-            RegistryAction::BanService {
-                service: svc,
-                reason: "test".into(),
-            },
-            net.registrar.clone(),
-        )
-        .await
-        .expect("entry");
+    let svc = ban_a_stranger(&net).await;
     net.wait_all(T, |s| s.registry_entries >= 3)
         .await
         .expect("gossip spreads the entry to the others");
