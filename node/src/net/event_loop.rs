@@ -1856,6 +1856,10 @@ impl EventLoop {
                 }
                 tracing::debug!(%peer, registry = ok, bad, "synced a page from peer");
                 let first = sent.as_ref().is_none_or(|s| !s.repair);
+                // A repair wants the registry, which the pages list first: it ends with the
+                // first page that holds anything else.
+                let next =
+                    next.filter(|_| first || (statuses.is_empty() && checkpoints.is_empty()));
                 if self.next_hello_page(sent, next) && first {
                     self.hello_done(peer);
                 }
