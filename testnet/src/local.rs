@@ -115,6 +115,9 @@ pub struct LocalNet {
     pub bootstrap_addr: Multiaddr,
     /// Worker nodes, in start order.
     pub workers: Vec<NodeHandle>,
+    /// The clock every node of this network goes by (each one [`LocalNet::config`] makes):
+    /// advance it to make epochs close without waiting for them.
+    pub clock: net::Clock,
     options: LocalOptions,
 }
 
@@ -178,6 +181,7 @@ impl LocalNet {
         cfg.tuning = test_tuning();
         cfg.tuning.discovery = options.discovery;
         cfg.max_penalties = options.max_penalties;
+        let clock = cfg.tuning.clock.clone();
         let bootstrap = net::spawn(cfg).await?;
         let bootstrap_addr = bootstrap
             .listen_addrs(Duration::from_secs(10))
@@ -193,6 +197,7 @@ impl LocalNet {
             bootstrap,
             bootstrap_addr,
             workers: Vec::new(),
+            clock,
             options: options.clone(),
         };
         for _ in 0..options.workers {
@@ -268,6 +273,7 @@ impl LocalNet {
         cfg.listen = vec![loopback(self.options.quic)];
         cfg.tuning = test_tuning();
         cfg.tuning.discovery = self.options.discovery;
+        cfg.tuning.clock = self.clock.clone();
         cfg.flow = self.options.flow.clone();
         cfg.status_interval = Duration::from_millis(500);
         cfg.max_penalties = self.options.max_penalties;

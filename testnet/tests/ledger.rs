@@ -91,11 +91,12 @@ async fn one_second_epochs() -> (LocalNet, NodeHandle) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
     let (net, service) = one_second_epochs().await;
-    // Requests spread over at least four one-second epochs.
+    // Requests spread over at least four one-second epochs: the network's clock moves on
+    // between them, so the test need not wait for the epochs to pass.
     let n = 9u32;
     for i in 0..n {
         service.submit(ask(i)).await.expect("work");
-        tokio::time::sleep(Duration::from_millis(450)).await;
+        net.clock.advance(Duration::from_millis(450));
     }
     wait_for(&service, T, |s| s.ledger_receipts == n as usize)
         .await
@@ -122,8 +123,8 @@ async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
     wait_for(&alone, T, |s| s.registry_entries >= 2 && s.services >= 1)
         .await
         .expect("the store kept the registry");
-    // A node that knows only it catches up from its disk: the receipts it fetches are read
-    // off the event loop.
+    // A node that knows only it catches up from its disk: the ids pages it asks for and the
+    // receipts it fetches are read off the event loop.
     let addrs = alone.listen_addrs(T).await.expect("its addresses");
     let dir2 = tempfile::tempdir().expect("dir");
     let third = stored_node(&net, open_store(dir2.path()), false, addrs).await;
@@ -132,9 +133,14 @@ async fn a_new_node_catches_up_older_epochs_and_keeps_them_across_a_restart() {
         want,
         "caught up from the restarted node"
     );
+    let s = alone.stats();
     assert!(
-        alone.stats().fetches_off_loop >= 1,
+        s.fetches_off_loop >= 1,
         "the receipts were read on the event loop"
+    );
+    assert!(
+        s.ids_pages_off_loop >= 1,
+        "the epochs' ids were read on the event loop"
     );
     third.shutdown().await.expect("stops");
     alone.shutdown().await.expect("stops");

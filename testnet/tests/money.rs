@@ -55,7 +55,7 @@ async fn checkpoint(net: &LocalNet, node: &NodeHandle, epoch: u64) -> Signed<Che
         receipts: books.receipt_ids_in_epoch(epoch).len() as u64,
         credits: claims.accounts.into_iter().collect(),
         unclaimed: claims.unclaimed,
-        created_ms: net::now_ms(),
+        created_ms: net.clock.now_ms(),
     };
     Signed::sign(c, &net.registrar, &net.genesis.id).expect("sign")
 }
@@ -85,9 +85,18 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
     }
     let (books, _) = service.ledger().await.expect("ledger");
     let epoch = books.epochs().last().expect("an epoch with receipts").0;
-    // Wait for the epoch to close: an instant on the clock, not an event to poll for.
-    let wait = finality.final_at(epoch).saturating_sub(net::now_ms());
-    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+    // Every node holds the receipts before the epoch closes (one still on its way after that
+    // would be refused as late, and the digests would differ).
+    let n = books.len();
+    for node in net.workers.iter().chain([&net.bootstrap]) {
+        wait_for(node, T, |s| s.ledger_receipts >= n)
+            .await
+            .expect("every node holds the receipts");
+    }
+    // Close the epoch: the network's clock moves past its finality instead of the test
+    // waiting for it.
+    let wait = finality.final_at(epoch).saturating_sub(net.clock.now_ms());
+    net.clock.advance(Duration::from_millis(wait + 50));
     let (books, _) = service.ledger().await.expect("ledger");
     let held = books.receipt_ids_in_epoch(epoch).len();
     assert!(held > 0, "the epoch holds receipts");

@@ -484,7 +484,7 @@ async fn a_peer_that_keeps_sending_invalid_messages_is_cut_off() {
     let mut invalid = (0u64..)
         .map(Work)
         .filter(|w| reference_value(&root(9), *w) < 0xffff_fc00_0000_0000);
-    for _ in 0..3 {
+    for sent in 1..=3 {
         let w = invalid.next().expect("invalid nonce");
         let r = WorkResult {
             request: open.id(),
@@ -503,7 +503,12 @@ async fn a_peer_that_keeps_sending_invalid_messages_is_cut_off() {
                     .to_vec(),
             )
             .await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // One at a time: each counts against the faker once the bootstrap has judged it.
+        wait_for(&net.bootstrap, T, |s| {
+            s.rejected_for("invalid_work") >= sent
+        })
+        .await
+        .expect("the bootstrap refuses the invalid work");
     }
     let s = wait_for(&net.bootstrap, T, |s| s.blocked_peers.contains(&me))
         .await

@@ -290,6 +290,9 @@ pub struct NetTuning {
     /// checkpoint alone ([`crate::store::Books::adopt`]) instead of being fetched. Needs the
     /// books on disk.
     pub adopt_checkpoints: bool,
+    /// The time this node goes by: the system clock, unless a test shares one it advances
+    /// among its in-process nodes.
+    pub clock: super::Clock,
 }
 
 /// Whether peers can dial this node ([`NetTuning::reachability`]).
@@ -392,6 +395,7 @@ impl Default for NetTuning {
             verify_store: false,
             adopt_checkpoints: false,
             autonat: AutoNatTuning::default(),
+            clock: super::Clock::default(),
         }
     }
 }

@@ -36,19 +36,21 @@ use super::behaviour::{
     Behaviour, BehaviourEvent, MAX_SYNC_ITEMS, SyncRequest, SyncResponse, identity_of, topic_score,
 };
 use super::stats::{OwnReject, OwnTally, Percentiles, ServiceStat, WorkerStat};
-use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig, now_ms};
+use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig};
 use crate::genesis::Genesis;
 use crate::store::writer::{Done, Job, Writer};
 use crate::store::{NodeLedger, Store};
 
-/// `Fetch` answers read on blocking threads at once, at most ([`EventLoop::fetch_jobs`]).
+/// `Fetch` and `Ids` answers read on blocking threads at once, at most
+/// ([`EventLoop::fetch_jobs`]).
 const MAX_FETCH_JOBS: usize = 4;
 
-/// A `Fetch` read off the event loop: who asked, where the answer goes, the receipts read.
+/// A peer's `Fetch` or `Ids` read off the event loop: who asked, where the answer goes, the
+/// answer.
 type FetchDone = (
     PeerId,
     request_response::ResponseChannel<SyncResponse>,
-    Vec<Vec<u8>>,
+    SyncResponse,
 );
 
 /// An epoch and its digest.
@@ -180,6 +182,8 @@ struct Pending {
 }
 
 pub(super) struct EventLoop {
+    /// The time this node goes by ([`NetTuning::clock`](super::NetTuning::clock)).
+    clock: super::Clock,
     swarm: Swarm<Behaviour>,
     genesis: Genesis,
     topics: Vec<(Topic, gossipsub::IdentTopic)>,
@@ -437,7 +441,7 @@ impl EventLoop {
             // The registry as this node last knew it, each entry verified again.
             let mut loaded = 0usize;
             for bytes in s.registry_entries()? {
-                match validator.check_registry(&bytes, &registry, now_ms()) {
+                match validator.check_registry(&bytes, &registry, tuning.clock.now_ms()) {
                     Ok(e) => loaded += registry.apply(e).map(|a| a.len()).unwrap_or(0),
                     Err(e) => tracing::warn!("stored registry entry skipped: {e}"),
                 }
@@ -546,12 +550,13 @@ impl EventLoop {
                 let ms = u64::try_from(config.tuning.ledger_sync.as_millis()).unwrap_or(u64::MAX);
                 let mut r = dpow_protocol::replication::Replication::new(ms);
                 // The first period counts from now.
-                r.on_tick(now_ms(), &[], 0);
+                r.on_tick(tuning.clock.now_ms(), &[], 0);
                 r
             },
             dht_gets: HashMap::new(),
             probes: HashMap::new(),
             catch_up_ledger: config.tuning.ledger,
+            clock: tuning.clock.clone(),
             light: config.tuning.light,
             digests: HashMap::new(),
             epochs_held: None,
@@ -672,7 +677,7 @@ impl EventLoop {
 
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
-        let now_ms = now_ms();
+        let now_ms = self.clock.now_ms();
         let mut wake = now + Duration::from_secs(1);
         let mut consider = |ms: Option<u64>| {
             if let Some(ms) = ms {
@@ -830,7 +835,7 @@ impl EventLoop {
     /// After every event: the cheap gauges now, everything that walks the worker table or
     /// the registry at most twice a second ([`Self::full_stats`]).
     fn publish_stats(&mut self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.full_stats(now);
         let (queue, solving) = match &self.worker {
             Some(w) => (
@@ -1261,7 +1266,7 @@ impl EventLoop {
             return;
         };
         // Standings keep a worker's newest samples: the last two epochs' receipts give them.
-        let since = dpow_protocol::ledger::epoch_of(now_ms(), self.ledger.epoch_ms())
+        let since = dpow_protocol::ledger::epoch_of(self.clock.now_ms(), self.ledger.epoch_ms())
             .saturating_sub(1)
             .saturating_mul(self.ledger.epoch_ms());
         for r in self.ledger.counted_since(since) {
@@ -1424,7 +1429,7 @@ impl EventLoop {
     }
 
     fn on_solved(&mut self, done: Solved) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // Why an answer found now would come too late, if it would.
         let late = if self.peer.is_answered(&done.request) {
             Some(OwnReject::AlreadyAnswered)
@@ -1601,7 +1606,7 @@ impl EventLoop {
         ask: super::WorkAsk,
         reply: oneshot::Sender<Result<WorkAnswer, SubmitError>>,
     ) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let asked = Instant::now();
         let Some(key) = &self.service_key else {
             let _ = reply.send(Err(SubmitError::NoServiceKey));
@@ -1660,7 +1665,7 @@ impl EventLoop {
         match cmd {
             Command::Submit { ask, reply } => self.submit(ask, reply),
             Command::CancelRoot { root, reply } => {
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 let ids: Vec<RequestId> = self
                     .pending
                     .iter()
@@ -1759,7 +1764,7 @@ impl EventLoop {
         let entry = RegistryEntry {
             registrar,
             seq,
-            created_ms: now_ms(),
+            created_ms: self.clock.now_ms(),
             action,
         };
         let signed = Signed::sign(entry, key, &self.genesis.id)?;
@@ -1820,7 +1825,7 @@ impl EventLoop {
                 ..
             } => {
                 let sent = self.sync_answered(&request_id);
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 let (mut ok, mut bad) = (0usize, 0usize);
                 for b in registry.iter().take(MAX_SYNC_ITEMS) {
                     match self
@@ -1900,7 +1905,7 @@ impl EventLoop {
     }
 
     fn on_tick(&mut self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.guard_tick();
         self.check_unreceipted(now);
         let out = self.peer.on_tick(now);

@@ -67,6 +67,38 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The time a node goes by: Unix milliseconds from the system clock plus an offset that only a
+/// test moves. Clones share the offset, so every node of an in-process network given one
+/// clock sees the same time, and a test makes an epoch close by advancing it instead of
+/// sleeping until it does. Nodes poll their deadlines at least twice a second, so what an
+/// advance makes due happens within half a second of it.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    ahead_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Clock {
+    /// The time now on this clock, in Unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        now_ms().saturating_add(self.ahead_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Move this clock, and every clone of it, `by` ahead. It never goes back.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let _ = self.ahead_ms.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |ahead| Some(ahead.saturating_add(ms)),
+        );
+    }
+
+    /// How far ahead of the system clock this clock runs.
+    pub fn ahead(&self) -> Duration {
+        Duration::from_millis(self.ahead_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Commands waiting for the event loop; senders wait when it is full.
 const COMMAND_QUEUE: usize = 256;
 
@@ -765,4 +797,25 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         shutdown: Some(shutdown),
         task: Some(task),
     })
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::Clock;
+    use std::time::Duration;
+
+    #[test]
+    fn clones_of_a_clock_share_its_advances_and_it_saturates() {
+        let clock = Clock::default();
+        let other = clock.clone();
+        let before = other.now_ms();
+        clock.advance(Duration::from_secs(3_600));
+        assert_eq!(other.ahead(), Duration::from_secs(3_600));
+        assert!(other.now_ms() >= before + 3_600_000);
+        // A fresh clock is the system's.
+        assert_eq!(Clock::default().ahead(), Duration::ZERO);
+        clock.advance(Duration::MAX);
+        assert_eq!(other.ahead(), Duration::from_millis(u64::MAX));
+        assert_eq!(other.now_ms(), u64::MAX);
+    }
 }

@@ -193,6 +193,8 @@ pub struct NodeStats {
     pub ledger_digest: String,
     /// Peers' `Fetch` requests read from the books on a blocking thread (books on disk).
     pub fetches_off_loop: u64,
+    /// Peers' `Ids` pages read from the books on a blocking thread (books on disk).
+    pub ids_pages_off_loop: u64,
     /// Epoch digests computed on the event loop (each epoch's first, and on small books
     /// each after the epoch changed).
     pub digests_inline: u64,

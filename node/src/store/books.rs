@@ -879,6 +879,17 @@ impl Books {
         }
     }
 
+    /// [`Books::receipt_ids_page`] as a job for another thread (it walks the epoch's index).
+    pub fn receipt_ids_page_job(
+        &self,
+        epoch: u64,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> impl FnOnce() -> Result<(Vec<MessageId>, bool), StoreError> + Send + 'static {
+        let books = self.reader();
+        move || books.receipt_ids_page(epoch, after, limit)
+    }
+
     /// [`Books::epoch_digest`] as a job for another thread (it reads every id of the epoch).
     pub fn epoch_digest_job(
         &self,

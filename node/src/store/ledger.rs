@@ -181,6 +181,23 @@ impl NodeLedger {
         }
     }
 
+    /// [`NodeLedger::receipt_ids_page`] as a job for a blocking thread: books on disk only (a
+    /// ledger in memory answers at once).
+    pub fn receipt_ids_page_job(
+        &self,
+        epoch: u64,
+        after: Option<MessageId>,
+    ) -> Option<impl FnOnce() -> (Vec<MessageId>, bool) + Send + 'static> {
+        match self {
+            NodeLedger::Memory(_) => None,
+            NodeLedger::Disk(b) => {
+                let job =
+                    b.receipt_ids_page_job(epoch, after, dpow_protocol::replication::MAX_SYNC_IDS);
+                Some(move || logged("epoch ids", job()))
+            }
+        }
+    }
+
     /// [`NodeLedger::epoch_digest`] as a job for a blocking thread: books on disk only (a
     /// ledger in memory answers at once).
     pub fn epoch_digest_job(

@@ -27,11 +27,11 @@ use libp2p::{PeerId, gossipsub, kad};
 
 use dpow_protocol::replication::{self, Ask, Out, Replication, Rule};
 
+use super::super::Topic;
 use super::super::behaviour::{
     EpochDigest, MAX_SYNC_CHECKPOINTS, MAX_SYNC_EPOCHS, MAX_SYNC_FETCH, SyncRequest, SyncResponse,
     serde_bytes_vec::Bytes,
 };
-use super::super::{Topic, now_ms};
 use super::EventLoop;
 use super::guard::Sent;
 use crate::store::{IngestError, StoredReceipt};
@@ -101,7 +101,14 @@ fn ids_of(bytes: &[u8]) -> Option<Vec<MessageId>> {
 /// epoch length, and (epoch, digest) pairs.
 pub(super) type PeerDigests = (PeerId, u64, Vec<(u64, [u8; 32])>);
 
-fn id_bytes(ids: &[MessageId]) -> Bytes {
+/// Where an `Ids` page starts: after the id the asker sent (the last of its previous page).
+pub(super) fn page_after(after: Option<Bytes>) -> Option<MessageId> {
+    after
+        .and_then(|b| ids_of(&b.0))
+        .and_then(|v| v.first().copied())
+}
+
+pub(super) fn id_bytes(ids: &[MessageId]) -> Bytes {
     Bytes(ids.iter().flat_map(|id| id.0).collect())
 }
 
@@ -143,7 +150,7 @@ impl EventLoop {
     fn request_receipted(&mut self, r: &Signed<Receipt>) {
         let request = r.payload().request.id();
         self.deliveries.receipted(&request);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let receipt = r.payload();
         if let Some(actions) = self
             .peer
@@ -386,7 +393,7 @@ impl EventLoop {
         }
         let screened = self
             .validator
-            .screen_receipt(&record.value, &self.registry, now_ms())
+            .screen_receipt(&record.value, &self.registry, self.clock.now_ms())
             .and_then(|r| {
                 if record.key.as_ref() == r.id().0.as_slice() {
                     Ok(r)
@@ -484,7 +491,7 @@ impl EventLoop {
     /// Every `ledger_sync`: catch up with one connected peer, picked at random.
     pub(super) fn periodic_catch_up(&mut self) {
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.replicate(|r, _| r.on_tick(now, &peers, now));
     }
 
@@ -523,9 +530,7 @@ impl EventLoop {
                 }
             }
             SyncRequest::Ids { epoch, after } => {
-                let after = after
-                    .and_then(|b| ids_of(&b.0))
-                    .and_then(|v| v.first().copied());
+                let after = page_after(after);
                 // One page read from the index where it starts: a page costs the same deep
                 // into an epoch as at its start, and while the epoch grows (a node asked by
                 // the peer it catches up from, which catches up in return) as when it is still.

@@ -23,7 +23,6 @@ use dpow_protocol::{Checkpoint, MessageId, Signed};
 use libp2p::PeerId;
 
 use super::EventLoop;
-use crate::net::now_ms;
 
 /// Epochs whose checkpoints are held, at most (the oldest go first).
 const MAX_EPOCHS: usize = 1024;
@@ -164,7 +163,7 @@ impl EventLoop {
                 return;
             }
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut n = 0usize;
         for bytes in stored {
             match self.validator.check_checkpoint(&bytes, &self.registry, now) {
@@ -193,7 +192,7 @@ impl EventLoop {
     ) -> Result<dpow_protocol::Unverified<Checkpoint>, Rejected> {
         let c = self
             .validator
-            .screen_checkpoint(bytes, &self.registry, now_ms())?;
+            .screen_checkpoint(bytes, &self.registry, self.clock.now_ms())?;
         if self.checkpoints.holds(c.payload()) {
             return Err(Rejected::new(
                 RejectReason::Replay,
@@ -255,7 +254,8 @@ impl EventLoop {
         if self.checkpoints.vouched.contains(id) {
             return Ok(());
         }
-        self.validator.check_open_at(accepted_ms, now_ms())
+        self.validator
+            .check_open_at(accepted_ms, self.clock.now_ms())
     }
 
     /// A verified receipt was taken: the vouch for it, if any, is spent.
@@ -271,7 +271,7 @@ impl EventLoop {
 
     /// Whether `epoch` is final now.
     pub(super) fn is_final(&self, epoch: u64) -> bool {
-        self.finality.is_final(epoch, now_ms())
+        self.finality.is_final(epoch, self.clock.now_ms())
     }
 
     /// Publish a registrar's checkpoint (`dpow registry checkpoint`) after checking it as
@@ -279,7 +279,7 @@ impl EventLoop {
     pub(super) fn publish_checkpoint(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
         let c = self
             .validator
-            .check_checkpoint(&bytes, &self.registry, now_ms())
+            .check_checkpoint(&bytes, &self.registry, self.clock.now_ms())
             .map_err(|r| anyhow::anyhow!("checkpoint refused: {r}"))?;
         let epoch = c.payload().epoch;
         self.checkpoints.insert(c);

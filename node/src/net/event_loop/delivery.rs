@@ -24,7 +24,6 @@ use libp2p::{PeerId, kad, request_response};
 use super::EventLoop;
 use crate::net::Topic;
 use crate::net::behaviour::{ResultAck, ResultDelivery, peer_of_key, serde_bytes_vec::Bytes};
-use crate::net::now_ms;
 use crate::net::stats::OwnReject;
 
 /// Deliveries awaiting the service node's answer, at most.
@@ -241,7 +240,8 @@ impl EventLoop {
                     ResultAck::Accepted => {
                         w.own.sent(request);
                         if let Some(service) = service {
-                            self.deliveries.note_win(request, service, now_ms());
+                            self.deliveries
+                                .note_win(request, service, self.clock.now_ms());
                         }
                     }
                     ResultAck::Answered => w.own.reject(OwnReject::AlreadyAnswered),
@@ -275,7 +275,7 @@ impl EventLoop {
 
     /// A result delivered to this node as a request's service node.
     fn take_delivered(&mut self, peer: PeerId, bytes: &[u8]) -> ResultAck {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let request = peek_request_id(bytes).and_then(|id| self.peer.request(&id));
         if request.is_some_and(|r| r.payload().node != self.node_key) {
             return ResultAck::Refused("this node is not the request's service node".into());

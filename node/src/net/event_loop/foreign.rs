@@ -16,8 +16,8 @@ use dpow_protocol::{RequestId, Signed, WorkRequest, WorkResult};
 use tokio::sync::broadcast;
 
 use super::EventLoop;
+use crate::net::Topic;
 use crate::net::bridge::{BRIDGE_QUEUE, BridgeEvent, ForeignKind};
-use crate::net::{Topic, now_ms};
 
 /// Browser keys remembered (for marking them on the dashboard), at most.
 const MAX_BROWSER_KEYS: usize = 4096;
@@ -81,7 +81,7 @@ impl Browsers {
 impl EventLoop {
     /// A browser's signed message: validated like a peer's, then carried.
     pub(super) fn on_foreign(&mut self, kind: ForeignKind, bytes: &[u8]) -> Result<(), Rejected> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let verdict = match kind {
             ForeignKind::Result => self.foreign_result(bytes, now),
             ForeignKind::Status => self.foreign_status(bytes, now),
@@ -121,7 +121,7 @@ impl EventLoop {
     pub(super) fn subscribe_browser(
         &self,
     ) -> (Vec<Signed<WorkRequest>>, broadcast::Receiver<BridgeEvent>) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut open: Vec<Signed<WorkRequest>> = self
             .peer
             .requests()

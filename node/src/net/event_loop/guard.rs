@@ -20,8 +20,7 @@ use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 
 use super::super::behaviour::{MAX_SYNC_ITEMS, SyncRequest, SyncResponse, serde_bytes_vec::Bytes};
 use super::super::budget::{Blocks, BudgetConfig, Budgets, Strike};
-use super::super::now_ms;
-use super::books::fetch_ids;
+use super::books::{self, fetch_ids};
 use super::{EventLoop, FetchDone, MAX_FETCH_JOBS, checkpoints};
 
 /// Times one request is asked again after `Busy` answers before the node gives up on it.
@@ -191,15 +190,17 @@ impl EventLoop {
         }
         if self.catch_up_ledger && matches!(request, SyncRequest::Digests) {
             // The peer is catching up with this node: catch up with it in return.
-            let at = now_ms();
+            let at = self.clock.now_ms();
             self.replicate(|r, _| r.on_asked(peer, at));
         }
         let (r, channel) = match request {
             SyncRequest::Hello { from } => (self.hello_page(from), channel),
-            SyncRequest::Fetch { ids } => match self.fetch_off_loop(peer, &ids.0, channel) {
-                Ok(()) => return,
-                Err(channel) => (self.answer_ledger(SyncRequest::Fetch { ids }), channel),
-            },
+            request @ (SyncRequest::Fetch { .. } | SyncRequest::Ids { .. }) => {
+                match self.read_off_loop(peer, request, channel) {
+                    Ok(()) => return,
+                    Err((request, channel)) => (self.answer_ledger(request), channel),
+                }
+            }
             other => (self.answer_ledger(other), channel),
         };
         self.send_answer(peer, channel, r, now);
@@ -236,44 +237,69 @@ impl EventLoop {
         }
     }
 
-    /// Books on disk read a `Fetch` (up to 512 receipts, two look-ups each) on a blocking
-    /// thread, at most [`MAX_FETCH_JOBS`] at once, and answer when it is done
-    /// ([`Self::fetched`]); otherwise (books in memory, too many reading) the channel comes
-    /// back to be answered at once.
-    fn fetch_off_loop(
+    /// Books on disk read a `Fetch` (up to 512 receipts, two look-ups each) or an `Ids` page
+    /// (up to 4,096 ids off an epoch's index) on a blocking thread, at most
+    /// [`MAX_FETCH_JOBS`] at once, and answer when it is done ([`Self::fetched`]); otherwise
+    /// (books in memory, too many reading, another request) the request comes back to be
+    /// answered at once.
+    fn read_off_loop(
         &mut self,
         peer: PeerId,
-        ids: &[u8],
+        request: SyncRequest,
         channel: ResponseChannel<SyncResponse>,
-    ) -> Result<(), ResponseChannel<SyncResponse>> {
+    ) -> Result<(), (SyncRequest, ResponseChannel<SyncResponse>)> {
         if self.fetch_jobs.len() >= MAX_FETCH_JOBS {
-            return Err(channel);
+            return Err((request, channel));
         }
-        let Some(job) = self.ledger.receipts_job(fetch_ids(ids)) else {
-            return Err(channel);
+        let fetch = matches!(request, SyncRequest::Fetch { .. });
+        let job: Box<dyn FnOnce() -> SyncResponse + Send> = match request {
+            SyncRequest::Fetch { ids } => match self.ledger.receipts_job(fetch_ids(&ids.0)) {
+                Some(job) => {
+                    Box::new(move || SyncResponse::Receipts(job().into_iter().map(Bytes).collect()))
+                }
+                None => return Err((SyncRequest::Fetch { ids }, channel)),
+            },
+            SyncRequest::Ids { epoch, after } => {
+                match self
+                    .ledger
+                    .receipt_ids_page_job(epoch, books::page_after(after.clone()))
+                {
+                    Some(job) => Box::new(move || {
+                        let (page, more) = job();
+                        SyncResponse::Ids {
+                            ids: books::id_bytes(&page),
+                            more,
+                        }
+                    }),
+                    None => return Err((SyncRequest::Ids { epoch, after }, channel)),
+                }
+            }
+            other => return Err((other, channel)),
         };
         // Hand what is queued to the store task first; the answer is the books as held.
         self.flush_receipts();
         self.fetch_jobs
             .push(tokio::task::spawn_blocking(move || (peer, channel, job())));
-        self.stats().fetches_off_loop += 1;
+        let mut s = self.stats();
+        if fetch {
+            s.fetches_off_loop += 1;
+        } else {
+            s.ids_pages_off_loop += 1;
+        }
         Ok(())
     }
 
-    /// A `Fetch` read off the event loop is done: answer it.
+    /// A `Fetch` or `Ids` read off the event loop is done: answer it.
     pub(super) fn fetched(&mut self, done: Result<FetchDone, tokio::task::JoinError>) {
         match done {
-            Ok((peer, channel, receipts)) => {
-                let r = SyncResponse::Receipts(receipts.into_iter().map(Bytes).collect());
-                self.send_answer(peer, channel, r, Instant::now());
-            }
-            Err(e) => tracing::error!("reading receipts for a peer's fetch: {e}"),
+            Ok((peer, channel, r)) => self.send_answer(peer, channel, r, Instant::now()),
+            Err(e) => tracing::error!("reading the books for a peer's request: {e}"),
         }
     }
 
     /// One `Hello` page from position `from`.
     fn hello_page(&mut self, from: u64) -> SyncResponse {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let registry: Vec<Bytes> = self
             .registry
             .entries()

@@ -16,10 +16,10 @@ use libp2p::{PeerId, gossipsub, kad};
 
 use super::EventLoop;
 use super::books::Ack;
+use crate::net::Topic;
 use crate::net::behaviour::MAX_GOSSIP_BYTES;
 use crate::net::behaviour::serde_bytes_vec::Bytes;
 use crate::net::verify::{Checked, Done, Job, RECEIPTS_PER_JOB};
-use crate::net::{Topic, now_ms};
 
 /// Finished verification jobs handled in one turn of the event loop, at most.
 const DONE_PER_TURN: usize = 32;
@@ -160,7 +160,7 @@ impl EventLoop {
 
     /// Every check of a gossip message that needs no signature.
     fn screen(&self, topic: Topic, data: &[u8]) -> Result<Job, Rejected> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         Ok(match topic {
             Topic::Requests => {
                 Job::Request(self.validator.screen_request(data, &self.registry, now)?)
@@ -214,7 +214,7 @@ impl EventLoop {
         bytes: &[u8],
         quiet: bool,
     ) -> Result<Unverified<Receipt>, Rejected> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let u = self.validator.screen_receipt(bytes, &self.registry, now)?;
         if self.ledger.contains(&u.id()) {
             return Err(Rejected::new(RejectReason::Replay, "receipt already held"));
@@ -376,7 +376,7 @@ impl EventLoop {
         peer: PeerId,
         id: &gossipsub::MessageId,
     ) -> Result<bool, Rejected> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         match checked {
             Checked::Request(req) => {
                 let req = self.validator.admit_request(req, now)?;
