@@ -122,6 +122,9 @@ pub enum BooksError {
 #[derive(Debug)]
 pub enum Books {}
 
+/// A page of an epoch's ids and whether more follow.
+type IdsPage = Result<(Vec<MessageId>, bool), StoreError>;
+
 #[allow(missing_docs, clippy::missing_errors_doc, clippy::len_without_is_empty)]
 impl Books {
     pub fn open_for_node(
@@ -159,6 +162,9 @@ impl Books {
     pub fn contains(&self, _id: &MessageId) -> Result<bool, StoreError> {
         match *self {}
     }
+    pub fn contains_each(&self, _ids: &[MessageId]) -> Result<Vec<bool>, StoreError> {
+        match *self {}
+    }
     pub fn len(&self) -> Result<u64, StoreError> {
         match *self {}
     }
@@ -180,6 +186,14 @@ impl Books {
         match *self {}
     }
     pub fn epoch_digest_job(&self, _epoch: u64) -> fn() -> Result<[u8; 32], StoreError> {
+        match *self {}
+    }
+    pub fn receipt_ids_page_job(
+        &self,
+        _epoch: u64,
+        _after: Option<MessageId>,
+        _limit: usize,
+    ) -> fn() -> IdsPage {
         match *self {}
     }
     pub fn epoch_digest(&self, _epoch: u64) -> Result<[u8; 32], StoreError> {

@@ -121,6 +121,26 @@ impl NodeLedger {
         }
     }
 
+    /// Those of `ids` not held (a read that fails counts as not held, as in
+    /// [`NodeLedger::contains`]); on disk, one batched read.
+    pub fn missing(&self, ids: &[MessageId]) -> Vec<MessageId> {
+        match self {
+            NodeLedger::Memory(l) => ids
+                .iter()
+                .filter(|id| l.get(id).is_none())
+                .copied()
+                .collect(),
+            NodeLedger::Disk(b) => {
+                let held = logged("contains", b.contains_each(ids));
+                ids.iter()
+                    .enumerate()
+                    .filter(|(i, _)| !held.get(*i).copied().unwrap_or(false))
+                    .map(|(_, id)| *id)
+                    .collect()
+            }
+        }
+    }
+
     /// Receipts held, evidence included.
     pub fn len(&self) -> usize {
         match self {

@@ -746,6 +746,10 @@ impl replication::Books for EventLoop {
         self.ledger.contains(id)
     }
 
+    fn missing(&self, ids: &[MessageId]) -> Vec<MessageId> {
+        self.ledger.missing(ids)
+    }
+
     fn rule(&self, epoch: u64) -> Rule {
         if self.ledger.is_pruned(epoch) {
             Rule::Skip
