@@ -27,7 +27,27 @@ fn build_light() -> PathBuf {
         .map_or_else(|| workspace.join("target"), PathBuf::from)
         .join("light");
     let started = Instant::now();
-    let status = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    // What cargo set for this test process (its package's manifest, name, binaries) is not
+    // the light build's: a build script that watches one of them (ring's watches
+    // CARGO_MANIFEST_DIR) would run again, and every crate above it be rebuilt.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&k.as_ref())
+        {
+            cargo.env_remove(&key);
+        }
+    }
+    let status = cargo
         .current_dir(workspace)
         .args([
             "build",
