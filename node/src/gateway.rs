@@ -25,7 +25,7 @@ use dpow_solver::{Control, Solver};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::net::{NodeHandle, SubmitError, WorkAsk};
+use crate::net::{Client, SubmitError, WorkAsk};
 use crate::store::Store;
 
 mod precache;
@@ -117,7 +117,7 @@ impl CacheEntry {
 
 /// The gateway's state, shared by every HTTP call.
 pub struct Gateway {
-    node: Arc<NodeHandle>,
+    node: Client,
     config: GatewayConfig,
     inflight: Mutex<HashMap<(Root, Difficulty), Shared>>,
     local: Mutex<HashMap<Root, Vec<Arc<Control>>>>,
@@ -194,7 +194,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Gateway {
     /// A gateway over a running node; loads the precache file if there is one.
-    pub fn new(node: Arc<NodeHandle>, config: GatewayConfig) -> Arc<Gateway> {
+    pub fn new(node: Client, config: GatewayConfig) -> Arc<Gateway> {
         let gw = Gateway {
             node,
             config,

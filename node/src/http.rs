@@ -2,7 +2,8 @@
 //! service's node the work-server API ([`crate::gateway`]).
 //!
 //! - `GET /`: the dashboard (one HTML page built into the binary, no external assets), live
-//!   through `GET /api/events` (server-sent events, one statistics snapshot a second);
+//!   through `GET /api/events` (server-sent events: one statistics snapshot a second, and
+//!   the node's [`crate::net::Event`]s as they happen, each named by its kind);
 //! - `GET /api/stats`: [`NodeStats`] as JSON;
 //! - `GET /api/history`: the last hour of charted figures ([`HistoryView`]), sampled from the
 //!   statistics every [`DEFAULT_HISTORY_INTERVAL`] by a task the router starts;
@@ -44,6 +45,13 @@ const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 /// Most `/api/events` streams open at once (each holds a task and a connection).
 pub const MAX_EVENT_STREAMS: usize = 64;
 
+/// The node's latest events, kept for the dashboard's page: its activity list is full from
+/// the start.
+pub const RECENT_EVENTS: usize = 40;
+
+/// Events with the time they were told (unix ms), the latest [`RECENT_EVENTS`].
+type Recent = Arc<Mutex<std::collections::VecDeque<(u64, crate::net::Event)>>>;
+
 /// What the handlers share: the live statistics and their sampled history.
 #[derive(Clone)]
 struct AppState {
@@ -51,6 +59,8 @@ struct AppState {
     history: Arc<Mutex<History>>,
     /// Event streams open now.
     streams: Arc<AtomicUsize>,
+    /// The latest events.
+    recent: Recent,
 }
 
 /// One open event stream, counted until it is dropped (the client went away).
@@ -91,9 +101,15 @@ pub fn router(stats: StatsReader) -> Router {
 pub fn router_sampling_every(stats: StatsReader, interval: Duration) -> Router {
     let interval = interval.max(Duration::from_millis(1));
     let history = Arc::new(Mutex::new(History::with_interval(interval)));
+    let recent = Recent::default();
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
-            rt.spawn(sample(stats.clone(), Arc::downgrade(&history), interval));
+            rt.spawn(sample(
+                stats.clone(),
+                Arc::downgrade(&history),
+                Arc::downgrade(&recent),
+                interval,
+            ));
         }
         Err(_) => tracing::warn!("no tokio runtime: the dashboard's history is not sampled"),
     }
@@ -107,15 +123,48 @@ pub fn router_sampling_every(stats: StatsReader, interval: Duration) -> Router {
             stats,
             history,
             streams: Arc::new(AtomicUsize::new(0)),
+            recent,
         })
 }
 
-/// Record a snapshot every `interval`, the first at once, while the router lives.
-async fn sample(stats: StatsReader, history: Weak<Mutex<History>>, interval: Duration) {
+/// Record a snapshot every `interval`, the first at once, and keep the latest events,
+/// while the router lives.
+async fn sample(
+    stats: StatsReader,
+    history: Weak<Mutex<History>>,
+    recent: Weak<Mutex<std::collections::VecDeque<(u64, crate::net::Event)>>>,
+    interval: Duration,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut events = Some(stats.events());
     loop {
-        tick.tick().await;
+        let told = async {
+            match events.as_mut() {
+                Some(e) => e.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick.tick() => {}
+            e = told => {
+                match e {
+                    // Those missed are only the list's loss.
+                    Some(Ok(e)) => {
+                        let Some(recent) = recent.upgrade() else { return };
+                        let mut r = recent.lock().unwrap_or_else(PoisonError::into_inner);
+                        if r.len() == RECENT_EVENTS {
+                            r.pop_front();
+                        }
+                        r.push_back((now_ms(), e));
+                    }
+                    Some(Err(_)) => {}
+                    // The node stopped: the history still samples its last statistics.
+                    None => events = None,
+                }
+                continue;
+            }
+        }
         let Some(history) = history.upgrade() else {
             return;
         };
@@ -135,15 +184,24 @@ fn inline_json(value: &impl serde::Serialize) -> String {
         .replace('<', "\\u003c")
 }
 
-/// The page with the current statistics and the history in it, so that it is complete
-/// (charts included) on first paint.
+/// The page with the current statistics, the history and the latest events in it, so that
+/// it is complete (charts and activity included) on first paint.
 async fn dashboard(State(state): State<AppState>) -> Html<String> {
     let stats = inline_json(&state.stats.snapshot());
     let history = inline_json(&state.history());
+    let recent: Vec<serde_json::Value> = state
+        .recent
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(at, e)| told_json(*at, e))
+        .collect();
+    let recent = inline_json(&recent);
     Html(
         DASHBOARD
             .replacen("/*INITIAL_STATS*/null", &stats, 1)
-            .replacen("/*INITIAL_HISTORY*/null", &history, 1),
+            .replacen("/*INITIAL_HISTORY*/null", &history, 1)
+            .replacen("/*INITIAL_EVENTS*/[]", &recent, 1),
     )
 }
 
@@ -170,15 +228,46 @@ async fn events(
         .into_response()
 }
 
-/// A statistics snapshot a second, holding its slot while the client listens.
+/// A node's event as JSON, with the time it was told (unix ms).
+fn told_json(at_ms: u64, e: &crate::net::Event) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("at_ms".into(), at_ms.into());
+    }
+    v
+}
+
+/// A named server-sent event for a node's event.
+fn told(at_ms: u64, e: &crate::net::Event) -> Event {
+    Event::default()
+        .event(e.name())
+        .data(told_json(at_ms, e).to_string())
+}
+
+/// Each of the node's [`crate::net::Event`]s as it happens, named by its kind (`event:
+/// refused`, its JSON and `at_ms` as the data; `event: missed` with a count when this stream
+/// fell behind), and a statistics snapshot a second (unnamed events, which the dashboard
+/// renders). The slot is held while the client listens.
 fn event_stream(
     stats: StatsReader,
     slot: StreamSlot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold((stats, slot), |(stats, slot)| async move {
+    use futures::StreamExt;
+    let happenings = futures::stream::unfold(stats.events(), |mut events| async move {
+        let sse = match events.next().await? {
+            Ok(e) => told(now_ms(), &e),
+            Err(crate::net::Missed(n)) => Event::default().event("missed").data(n.to_string()),
+        };
+        Some((Ok(sse), events))
+    });
+    let snapshots = futures::stream::unfold(stats, |stats| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let data = serde_json::to_string(&stats.snapshot()).unwrap_or_else(|_| "{}".into());
-        Some((Ok(Event::default().data(data)), (stats, slot)))
+        Some((Ok(Event::default().data(data)), stats))
+    });
+    futures::stream::select(snapshots, happenings).map(move |e| {
+        let _held = &slot;
+        e
     })
 }
 

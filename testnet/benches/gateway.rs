@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = std::sync::Arc::new(dpow_node::store::Store::open(&dir.path().join("db"))?);
     let gw = Gateway::new(
-        svc.clone(),
+        svc.client(),
         GatewayConfig {
             profile: net.genesis.profile.clone(),
             fallback: None,

@@ -183,7 +183,7 @@ async fn carrier(net: &LocalNet, key: SecretKey) -> (Arc<NodeHandle>, String) {
     let node = Arc::new(dpow_node::net::spawn(net.config(key)).await.expect("node"));
     node.wait_synced(T).await.expect("synced");
     let app = dpow_node::http::router(node.stats_reader()).merge(dpow_node::browser::router(
-        node.clone(),
+        node.client(),
         &net.genesis,
         dpow_node::browser::BrowserConfig::default(),
     ));

@@ -297,7 +297,7 @@ async fn the_dashboard_shows_what_the_api_reports() {
         eprintln!("skipped: no chromium (scripts/test.sh installs it)");
         return;
     };
-    let (_net, _svc, base) = busy_network().await;
+    let (net, svc, base) = busy_network().await;
     let profile = tempfile::tempdir().expect("profile dir");
     let profile_path = profile.path().to_path_buf();
     let page = format!("{base}/");
@@ -328,6 +328,7 @@ async fn the_dashboard_shows_what_the_api_reports() {
         );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
+    let run_again = run.clone();
     let dom = tokio::task::spawn_blocking(move || {
         let dom = run("1280,1000", &["--dump-dom"]);
         // Screenshots for people (a desktop and a phone), kept as test artifacts.
@@ -409,6 +410,41 @@ async fn the_dashboard_shows_what_the_api_reports() {
     let sparks = path_data(table);
     assert_eq!(sparks.len(), 3, "{table}");
     assert!(sparks.iter().all(|d| d.contains('L')), "{sparks:?}");
+
+    // With requests coming, the page's activity list shows them as the node told them: the
+    // latest in the page, the rest from the stream.
+    let asking = {
+        let (svc, easiest) = (svc.client(), net.genesis.profile.easiest());
+        tokio::spawn(async move {
+            for i in 0u8.. {
+                let _ = svc
+                    .submit(WorkAsk {
+                        root: Root([i; 32]),
+                        difficulty: easiest,
+                        kind: None,
+                        account: None,
+                        priority: Priority::Normal,
+                        lifetime: Duration::from_secs(30),
+                    })
+                    .await;
+                // A paced client: a request every 100 ms or so.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let before = svc.stats().completed;
+    wait_for(&svc, T, |s| s.completed >= before + 3)
+        .await
+        .expect("more requests done");
+    let dom = tokio::task::spawn_blocking(move || run_again("1280,1000", &["--dump-dom"]))
+        .await
+        .expect("browser task");
+    asking.abort();
+    let activity = inner(&dom, "activity");
+    assert!(
+        activity.contains("request (own)") && activity.contains("own request done"),
+        "activity: {activity}"
+    );
 }
 
 /// The `d` attribute of every path in `markup`.

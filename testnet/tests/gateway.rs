@@ -243,7 +243,7 @@ async fn confirmations_from_a_nano_websocket_precache_the_next_work() {
     let stranger =
         dpow_keys::encode_account(&dpow_keys::SecretKey::generate().expect("key").public().0);
     let gw = Gateway::new(
-        svc.clone(),
+        svc.client(),
         config(net.genesis.profile.clone(), false, &store),
     );
     let api = serve_gateway(&svc, &gw, None).await;

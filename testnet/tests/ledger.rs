@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dpow_keys::SecretKey;
-use dpow_node::net::{self, NodeHandle, Topic, WorkAsk, now_ms};
+use dpow_node::net::{self, Event, NodeHandle, Topic, WorkAsk, now_ms};
 use dpow_node::store::Store;
 use dpow_protocol::ledger::Ledger;
 use dpow_protocol::{
@@ -504,16 +504,26 @@ async fn bad_receipts_are_refused_at_the_first_hop_and_never_stored() {
             .to_vec(),
         ),
     ];
+    // Each refusal as the bootstrap tells it: the attacker named, and the reason.
+    let mut told = boot.events();
     for (reason, bytes) in cases {
         let before = boot.stats().rejected.get(reason).copied().unwrap_or(0);
         bad.publish_raw(Topic::Receipts, bytes)
             .await
             .expect("published");
-        wait_for(boot, T, |s| {
-            s.rejected.get(reason).copied().unwrap_or(0) > before
+        told.wait_for(T, |e| match e {
+            Event::Refused {
+                peer, reason: r, ..
+            } if *peer == bad.peer_id() && r.as_str() == reason => Some(()),
+            _ => None,
         })
         .await
-        .unwrap_or_else(|e| panic!("{reason}: not rejected: {e}"));
+        .unwrap_or_else(|| panic!("{reason}: not refused as that"));
+        // Counted by the time it is told.
+        assert!(
+            boot.stats().rejected.get(reason).copied().unwrap_or(0) > before,
+            "{reason}"
+        );
     }
     // The genuine one (from a peer in good standing) is taken, stored and spread.
     let honest = net::spawn(net.config(SecretKey::generate().expect("key")))

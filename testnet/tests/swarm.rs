@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use dpow_keys::SecretKey;
-use dpow_node::net::{self, NodeHandle, Topic, WorkAsk, now_ms};
+use dpow_node::net::{self, Event, NodeHandle, Topic, WorkAsk, now_ms};
+use dpow_protocol::validate::RejectReason;
 use dpow_protocol::{
     BlockKind, Difficulty, NetworkId, Priority, RegistryAction, Root, Signed, Work, WorkRequest,
     WorkResult,
@@ -484,7 +485,9 @@ async fn a_peer_that_keeps_sending_invalid_messages_is_cut_off() {
     let mut invalid = (0u64..)
         .map(Work)
         .filter(|w| reference_value(&root(9), *w) < 0xffff_fc00_0000_0000);
-    for sent in 1..=3 {
+    // What the bootstrap tells of each result and of the faker, in order.
+    let mut told = net.bootstrap.events();
+    for _ in 1..=3 {
         let w = invalid.next().expect("invalid nonce");
         let r = WorkResult {
             request: open.id(),
@@ -504,15 +507,26 @@ async fn a_peer_that_keeps_sending_invalid_messages_is_cut_off() {
             )
             .await;
         // One at a time: each counts against the faker once the bootstrap has judged it.
-        wait_for(&net.bootstrap, T, |s| {
-            s.rejected_for("invalid_work") >= sent
+        told.wait_for(T, |e| match e {
+            Event::Refused {
+                peer,
+                reason: RejectReason::InvalidWork,
+                penalised: true,
+                ..
+            } if *peer == bad.peer_id() => Some(()),
+            _ => None,
         })
         .await
-        .expect("the bootstrap refuses the invalid work");
+        .expect("the bootstrap refuses the invalid work, naming the faker");
     }
-    let s = wait_for(&net.bootstrap, T, |s| s.blocked_peers.contains(&me))
-        .await
-        .expect("the bootstrap blocks the faker");
+    told.wait_for(T, |e| match e {
+        Event::PeerBlocked { peer, for_s } if *peer == bad.peer_id() => Some(*for_s),
+        _ => None,
+    })
+    .await
+    .expect("the bootstrap tells that it blocked the faker");
+    let s = net.bootstrap.stats();
+    assert!(s.blocked_peers.contains(&me), "{:?}", s.blocked_peers);
     assert!(s.rejected_for("invalid_work") >= 3);
     wait_for(&bad, T, |s| s.connected_peers == 0)
         .await

@@ -5,7 +5,7 @@
 //! signs its statuses and results itself and names its own payout account in them. The node
 //! that serves the page only carries: it tells the browser which requests are open, checks
 //! what the browser signed like any peer's gossip and delivers it like its own worker's
-//! results ([`crate::net::NodeHandle::carry`]). The protocol on the socket is in
+//! results ([`crate::net::Client::carry`]). The protocol on the socket is in
 //! docs/browser.md ("The bridge").
 //!
 //! Routes (with `dpow node --browser-workers`):
@@ -25,7 +25,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::net::NodeHandle;
+use crate::net::Client;
 
 pub use budget::{Budget, RefusedKeys};
 
@@ -48,7 +48,7 @@ pub struct BrowserConfig {
 
 #[derive(Clone)]
 pub(crate) struct BridgeState {
-    pub(crate) node: Arc<NodeHandle>,
+    pub(crate) node: Client,
     pub(crate) config: Arc<BrowserConfig>,
     pub(crate) refused: Arc<Mutex<RefusedKeys>>,
     pub(crate) books: Arc<tokio::sync::Mutex<bridge::BooksCache>>,
@@ -58,11 +58,7 @@ pub(crate) struct BridgeState {
 
 /// The routes for browser workers of the network of `genesis`, to merge into the node's HTTP
 /// router.
-pub fn router(
-    node: Arc<NodeHandle>,
-    genesis: &crate::genesis::Genesis,
-    config: BrowserConfig,
-) -> Router {
+pub fn router(node: Client, genesis: &crate::genesis::Genesis, config: BrowserConfig) -> Router {
     let state = BridgeState {
         node,
         config: Arc::new(config),

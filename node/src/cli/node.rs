@@ -273,9 +273,10 @@ async fn serve(
     let genesis = config.genesis.clone();
     let account = config.key.public().to_string();
     let mut node = net::spawn(config).await?;
-    // The HTTP routes and the gateway share the handle; stopping waits for the node itself.
+    // The HTTP routes and the gateway hold clients of the node; stopping waits for the node
+    // itself, through the stopper.
     let stopper = node.stopper();
-    let node = std::sync::Arc::new(node);
+    let node = node.client();
     let addrs = node.listen_addrs(Duration::from_secs(10)).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut work_api = None;

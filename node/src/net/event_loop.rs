@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::behaviour::{
     Behaviour, BehaviourEvent, MAX_SYNC_ITEMS, SyncRequest, SyncResponse, identity_of, topic_score,
 };
+use super::events::Event;
 use super::stats::{OwnReject, OwnTally, Percentiles, ServiceStat, WorkerStat};
 use super::{Command, NodeConfig, NodeStats, SubmitError, Topic, WorkAnswer, WorkerConfig};
 use crate::genesis::Genesis;
@@ -194,6 +195,8 @@ pub(super) struct EventLoop {
     synced_tx: watch::Sender<usize>,
     /// Bumped after each event handled, once the statistics are published.
     turns_tx: watch::Sender<u64>,
+    /// What happened, told to the node's readers.
+    events: super::events::Events,
     registry: Registry,
     validator: Validator,
     /// The request path's state: requests heard and answered, statuses, work paid, both
@@ -250,7 +253,7 @@ pub(super) struct EventLoop {
     replication: dpow_protocol::replication::Replication<PeerId>,
     /// DHT lookups for receipts in flight.
     dht_gets: HashMap<kad::QueryId, books::DhtGet>,
-    /// Direct questions to peers ([`super::NodeHandle::probe`]), answered to the caller only.
+    /// Direct questions to peers ([`super::Client::probe`]), answered to the caller only.
     probes: HashMap<request_response::OutboundRequestId, probe::Probe>,
     catch_up_ledger: bool,
     /// Keep only this node's own receipts ([`super::NetTuning::light`]).
@@ -319,6 +322,8 @@ pub(super) struct Watches {
     pub(super) synced: watch::Sender<usize>,
     /// Events handled ([`super::StatsReader::wait_until`]).
     pub(super) turns: watch::Sender<u64>,
+    /// What happened, for the node's readers ([`super::Client::events`]).
+    pub(super) events: super::events::Events,
 }
 
 impl EventLoop {
@@ -333,6 +338,7 @@ impl EventLoop {
             subscribed: sub_tx,
             synced: synced_tx,
             turns: turns_tx,
+            events,
         } = watches;
         let identity = identity_of(&config.key)?;
         let genesis = config.genesis.clone();
@@ -511,6 +517,7 @@ impl EventLoop {
             sub_tx,
             synced_tx,
             turns_tx,
+            events,
             registry,
             validator,
             peer,
@@ -768,6 +775,11 @@ impl EventLoop {
                 Err(e)
             }
         }
+    }
+
+    /// Tell the node's readers what happened; `make` runs only if someone reads.
+    fn emit(&self, make: impl FnOnce() -> Event) {
+        self.events.emit(make);
     }
 
     fn stats(&self) -> std::sync::MutexGuard<'_, NodeStats> {
@@ -1070,6 +1082,7 @@ impl EventLoop {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 self.reach_connected(connection_id, peer_id, &endpoint);
                 if num_established.get() == 1 {
+                    self.emit(|| Event::PeerConnected { peer: peer_id });
                     self.send_sync(peer_id, SyncRequest::Hello { from: 0 });
                 }
             }
@@ -1084,6 +1097,7 @@ impl EventLoop {
                     return;
                 }
                 tracing::debug!(peer = %peer_id, "disconnected");
+                self.emit(|| Event::PeerDisconnected { peer: peer_id });
                 self.request_subscribers.remove(&peer_id);
                 self.sub_tx.send_replace(self.request_subscribers.len());
             }
@@ -1206,6 +1220,12 @@ impl EventLoop {
     fn on_rejected(&mut self, peer: PeerId, r: &Rejected) {
         self.stats().reject(r.reason.as_str());
         let penalised = r.reason.penalise();
+        self.emit(|| Event::Refused {
+            peer,
+            reason: r.reason,
+            penalised,
+            detail: r.detail.clone(),
+        });
         if penalised {
             tracing::warn!(%peer, "rejected message: {r}");
         } else {
@@ -1484,7 +1504,13 @@ impl EventLoop {
                     // Still queued until the next tick, but every peer would refuse it now.
                     actions.retain(|a| !publishes(a));
                 }
-                if !actions.iter().any(publishes) {
+                if actions.iter().any(publishes) {
+                    self.events.emit(|| Event::Solved {
+                        request: done.request,
+                        hashes: done.hashes,
+                        ms: done.elapsed.as_secs_f64() * 1e3,
+                    });
+                } else {
                     w.own.reject(late.unwrap_or(OwnReject::Cancelled));
                 }
                 actions
@@ -1552,6 +1578,11 @@ impl EventLoop {
         for a in actions {
             match a {
                 ServiceAction::Publish(req) => {
+                    self.emit(|| Event::RequestSeen {
+                        request: req.id(),
+                        service: req.payload().service,
+                        own: true,
+                    });
                     let _ = self.publish(Topic::Requests, req.bytes().to_vec());
                 }
                 ServiceAction::Cancel { request } => self.publish_cancel(request, now),
@@ -1561,6 +1592,11 @@ impl EventLoop {
                     self.stats().completed += 1;
                     let receipt = self.issue_receipt(request, result.clone(), now);
                     if let Some(p) = self.pending.remove(&request) {
+                        self.emit(|| Event::Completed {
+                            request,
+                            worker: result.payload().worker,
+                            latency_ms: p.asked.elapsed().as_secs_f64() * 1e3,
+                        });
                         self.latencies
                             .push_back(p.asked.elapsed().as_secs_f64() * 1e3);
                         if self.latencies.len() > 1000 {
@@ -1578,6 +1614,7 @@ impl EventLoop {
                 ServiceAction::Expired { request } => {
                     self.stats().expired += 1;
                     if let Some(p) = self.pending.remove(&request) {
+                        self.emit(|| Event::Expired { request });
                         let _ = p.reply.send(Err(SubmitError::Expired));
                     }
                 }
@@ -1901,6 +1938,7 @@ impl EventLoop {
             self.start_catch_up(peer, true);
         } else {
             self.synced_tx.send_modify(|c| *c += 1);
+            self.emit(|| Event::Synced { peer, receipts: 0 });
         }
     }
 

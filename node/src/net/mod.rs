@@ -22,6 +22,7 @@ mod behaviour;
 mod bridge;
 mod budget;
 mod event_loop;
+mod events;
 pub mod history;
 mod limits;
 mod records;
@@ -54,6 +55,7 @@ pub mod wire {
     };
 }
 pub use bridge::{BRIDGE_QUEUE, BridgeEvent, ForeignKind};
+pub use events::{EVENT_QUEUE, Event, EventStream, Missed, ReceiptFrom};
 pub use stats::{
     CREDIT_EPOCHS, DeviceRate, EpochCredits, MAX_AWAITED_RESULTS, NodeStats, OwnReject,
     OwnWorkerStats, Percentiles, ServiceStat, WorkerStat, percentile,
@@ -125,7 +127,7 @@ pub struct NodeConfig {
     pub dial: Vec<Multiaddr>,
     /// Solve requests (a worker) with these devices.
     pub worker: Option<WorkerConfig>,
-    /// Sign requests submitted through [`NodeHandle::submit`] with this service key.
+    /// Sign requests submitted through [`Client::submit`] with this service key.
     pub service_key: Option<SecretKey>,
     /// The request state machine's settings.
     pub flow: FlowConfig,
@@ -160,7 +162,7 @@ impl NodeConfig {
     }
 }
 
-/// Which gossip topic, for [`NodeHandle::publish_raw`].
+/// Which gossip topic, for [`Client::publish_raw`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topic {
     /// Work requests.
@@ -322,7 +324,7 @@ enum Command {
     },
 }
 
-/// Direct questions to peers ([`NodeHandle::probe`]) waiting for their answer at most.
+/// Direct questions to peers ([`Client::probe`]) waiting for their answer at most.
 pub const MAX_PROBES: usize = 64;
 
 /// Reads a node's statistics from any task, and waits for them to change.
@@ -332,6 +334,8 @@ pub struct StatsReader {
     /// Bumped by the event loop after each event it handled (the statistics may have
     /// changed); closed when it stops.
     turns: watch::Receiver<u64>,
+    /// The node's events, for readers that want to know what changed.
+    events: tokio::sync::broadcast::WeakSender<Event>,
 }
 
 impl StatsReader {
@@ -341,7 +345,14 @@ impl StatsReader {
         StatsReader {
             stats: Arc::new(Mutex::new(stats)),
             turns: watch::channel(0).1,
+            // A node that never runs: its stream ends at once.
+            events: tokio::sync::broadcast::channel(1).0.downgrade(),
         }
+    }
+
+    /// The node's events from now on ([`Event`]); an ended stream if the node stopped.
+    pub fn events(&self) -> EventStream {
+        events::subscribe(&self.events)
     }
 
     /// A copy of the statistics now.
@@ -406,19 +417,82 @@ pub async fn wait_on<T>(
     }
 }
 
-/// A running node: send it commands, read its statistics, stop it.
+/// A running node: its [`Client`] (through `Deref`), and the power to stop it.
 pub struct NodeHandle {
+    client: Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl std::ops::Deref for NodeHandle {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// What every part of a process that uses a node holds (the gateway, the HTTP routes, the
+/// browser bridge, tests): ask it things ([`Client::submit`] and the rest, each one command
+/// and its answer), read its statistics, follow its [`Client::events`]. Cheap to clone;
+/// clones do not keep the node running: it stops when its [`NodeHandle`] says so or is
+/// dropped, and from then on every question answers that the node stopped.
+#[derive(Clone)]
+pub struct Client {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     stats: StatsReader,
     listen: watch::Receiver<Vec<Multiaddr>>,
     subscribed: watch::Receiver<usize>,
     synced: watch::Receiver<usize>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl NodeHandle {
+    /// A client of this node, to hand to the parts of a process that use it.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Stop the node and wait for its event loop to finish.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_now();
+        match self.task.take() {
+            Some(t) => t.await.context("the node's task panicked")?,
+            None => Ok(()),
+        }
+    }
+
+    /// Take the power to stop the node out of this handle, for a process that must still
+    /// wait, at the end, for the node to write what it holds: from here on, dropping the
+    /// handle stops nothing; [`NodeStopper::stop`] (or dropping the stopper) does.
+    pub fn stopper(&mut self) -> NodeStopper {
+        NodeStopper {
+            shutdown: self.shutdown.take(),
+            task: self.task.take(),
+        }
+    }
+
+    /// Wait until the node stops by itself (an error) or `shutdown` is called elsewhere.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        match self.task.take() {
+            Some(t) => t.await.context("the node's task panicked")?,
+            None => Ok(()),
+        }
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Client {
+    /// The node's events from now on: see [`Event`]. Each call is a reader of its own.
+    pub fn events(&self) -> EventStream {
+        self.stats.events()
+    }
+
     /// The node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
@@ -540,7 +614,7 @@ impl NodeHandle {
         self.sign_registry(action, key, None).await
     }
 
-    /// As [`NodeHandle::registry`], numbered `seq`: refused if this node already holds an
+    /// As [`Client::registry`], numbered `seq`: refused if this node already holds an
     /// entry of the key numbered `seq` or later. A number past the next this node expects is
     /// signed and published anyway; the entry waits behind the gap (here and on peers) until
     /// the missing ones arrive.
@@ -694,40 +768,6 @@ impl NodeHandle {
             .await
             .map_err(|_| anyhow::anyhow!("the node stopped"))
     }
-
-    /// Stop the node and wait for its event loop to finish.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        self.stop_now();
-        match self.task.take() {
-            Some(t) => t.await.context("the node's task panicked")?,
-            None => Ok(()),
-        }
-    }
-
-    /// Take the power to stop the node out of this handle, for a process that shares the
-    /// handle (HTTP routes, the gateway) and must still wait, at the end, for the node to
-    /// write what it holds: from here on, dropping the handle or its clones stops nothing;
-    /// [`NodeStopper::stop`] (or dropping the stopper) does.
-    pub fn stopper(&mut self) -> NodeStopper {
-        NodeStopper {
-            shutdown: self.shutdown.take(),
-            task: self.task.take(),
-        }
-    }
-
-    /// Wait until the node stops by itself (an error) or `shutdown` is called elsewhere.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        match self.task.take() {
-            Some(t) => t.await.context("the node's task panicked")?,
-            None => Ok(()),
-        }
-    }
-
-    fn stop_now(&mut self) {
-        if let Some(s) = self.shutdown.take() {
-            let _ = s.send(());
-        }
-    }
 }
 
 impl Drop for NodeHandle {
@@ -778,22 +818,31 @@ pub async fn spawn(config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (synced_tx, synced) = watch::channel(0usize);
     let (turns_tx, turns) = watch::channel(0u64);
     let stats = Arc::new(Mutex::new(NodeStats::default()));
+    let events = events::Events::new();
+    let events_source = events.source();
     let watches = event_loop::Watches {
         listen: listen_tx,
         subscribed: sub_tx,
         synced: synced_tx,
         turns: turns_tx,
+        events,
     };
     let ev = event_loop::EventLoop::new(config, rx, stats.clone(), watches).await?;
     let peer_id = ev.peer_id();
     let task = tokio::spawn(ev.run(shutdown_rx));
     Ok(NodeHandle {
-        peer_id,
-        commands,
-        stats: StatsReader { stats, turns },
-        listen,
-        subscribed,
-        synced,
+        client: Client {
+            peer_id,
+            commands,
+            stats: StatsReader {
+                stats,
+                turns,
+                events: events_source,
+            },
+            listen,
+            subscribed,
+            synced,
+        },
         shutdown: Some(shutdown),
         task: Some(task),
     })

@@ -80,11 +80,11 @@ fn start() -> Server {
     let (node, open, guarded) = rt.block_on(async {
         let node = Arc::new(dpow_node::net::spawn(config).await.unwrap());
         let app = |token| {
-            let gw = Gateway::new(node.clone(), gateway_config(token));
+            let gw = Gateway::new(node.client(), gateway_config(token));
             dpow_node::http::router_sampling_every(node.stats_reader(), Duration::from_secs(3600))
                 .merge(gw.router())
                 .merge(dpow_node::browser::router(
-                    node.clone(),
+                    node.client(),
                     &genesis,
                     Default::default(),
                 ))

@@ -98,7 +98,7 @@ pub(crate) fn config(profile: Profile, fallback: bool, store: &Arc<Store>) -> Ga
 /// Serve a gateway over `node` (with the node's own routes, as `dpow node` does) on loopback.
 pub(crate) async fn serve(node: Arc<NodeHandle>, config: GatewayConfig) -> Api {
     let token = config.token.clone();
-    let gw = Gateway::new(node.clone(), config);
+    let gw = Gateway::new(node.client(), config);
     serve_gateway(&node, &gw, token).await
 }
 

@@ -34,6 +34,7 @@ use super::super::behaviour::{
 };
 use super::EventLoop;
 use super::guard::Sent;
+use crate::net::events::{Event, ReceiptFrom};
 use crate::store::{IngestError, StoredReceipt};
 
 /// Flush the receipt queue once it holds this many.
@@ -346,8 +347,16 @@ impl EventLoop {
                         gossipsub::MessageAcceptance::Accept,
                     );
                 self.stats().accept("receipt");
+                self.emit(|| Event::ReceiptStored {
+                    receipt: stored.id,
+                    from: ReceiptFrom::Gossip,
+                });
             }
             Ack::Own => {
+                self.emit(|| Event::ReceiptStored {
+                    receipt: stored.id,
+                    from: ReceiptFrom::Own,
+                });
                 let record = kad::Record::new(kad::RecordKey::new(&stored.id.0), stored.bytes);
                 let _ = self.publish(Topic::Receipts, record.value.clone());
                 if let Err(e) = self
@@ -447,6 +456,12 @@ impl EventLoop {
                     }
                     if first {
                         self.synced_tx.send_modify(|n| *n += 1);
+                    }
+                    if first || got > 0 {
+                        self.emit(|| Event::Synced {
+                            peer,
+                            receipts: got as u64,
+                        });
                     }
                 }
                 Out::Misbehaved { peer, why } => {

@@ -20,6 +20,7 @@ use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 
 use super::super::behaviour::{MAX_SYNC_ITEMS, SyncRequest, SyncResponse, serde_bytes_vec::Bytes};
 use super::super::budget::{Blocks, BudgetConfig, Budgets, Strike};
+use super::super::events::Event;
 use super::books::{self, fetch_ids};
 use super::{EventLoop, FetchDone, MAX_FETCH_JOBS, checkpoints};
 
@@ -438,6 +439,10 @@ impl EventLoop {
         if let Some(lifted) = self.guard.blocks.block(peer, Instant::now() + block_for) {
             self.unblock(lifted);
         }
+        self.emit(|| Event::PeerBlocked {
+            peer,
+            for_s: block_for.as_secs(),
+        });
         let mut s = self.stats();
         s.peers_blocked += 1;
         s.peers_blocked_now = self.guard.blocks.len();

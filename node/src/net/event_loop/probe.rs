@@ -1,4 +1,4 @@
-//! Direct questions to peers ([`crate::net::NodeHandle::probe`]): one sync request whose
+//! Direct questions to peers ([`crate::net::Client::probe`]): one sync request whose
 //! answer goes back to the caller (a command confirming that a peer holds what it published)
 //! and never into this node's state or its catch-up.
 

@@ -1,0 +1,178 @@
+//! A node's typed events (`Client::events`, and named server-sent events on `/api/events`):
+//! what a request, its work and its receipt look like on the service's node and on the
+//! worker that solved it, in order, and over HTTP.
+
+use std::time::Duration;
+
+use dpow_node::net::{Event, EventStream, NodeHandle, ReceiptFrom, WorkAsk};
+use dpow_protocol::{Priority, Root};
+use dpow_testnet::local::{LocalNet, LocalOptions};
+
+const T: Duration = Duration::from_secs(30);
+
+fn ask(net: &LocalNet, root: u8) -> WorkAsk {
+    WorkAsk {
+        root: Root([root; 32]),
+        difficulty: net.genesis.profile.easiest(),
+        kind: None,
+        account: None,
+        priority: Priority::Normal,
+        lifetime: Duration::from_secs(30),
+    }
+}
+
+/// A network with one worker, and a service node.
+async fn one_worker() -> (LocalNet, NodeHandle) {
+    let net = LocalNet::start(LocalOptions {
+        workers: 1,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network");
+    let svc = net.service_node().await.expect("service node");
+    (net, svc)
+}
+
+/// The events of `stream` until `last` answers true for one (included), in order.
+async fn until(stream: &mut EventStream, last: impl Fn(&Event) -> bool) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let read = async {
+        while let Some(e) = stream.next().await {
+            let e = e.expect("no event missed");
+            let done = last(&e);
+            seen.push(e);
+            if done {
+                return;
+            }
+        }
+        panic!("the node stopped");
+    };
+    if tokio::time::timeout(T, read).await.is_err() {
+        panic!("not seen in {T:?}; seen: {seen:#?}");
+    }
+    seen
+}
+
+/// Read `stream` into `text` until it holds `want`.
+async fn read_until(text: &mut String, stream: &mut reqwest::Response, want: &str) {
+    let read = async {
+        while !text.contains(want) {
+            let chunk = stream.chunk().await.expect("reads").expect("stream open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    if tokio::time::timeout(T, read).await.is_err() {
+        panic!("{want:?} never came");
+    }
+}
+
+/// Where in `events` the first that `is` holds for is.
+fn at(events: &[Event], is: impl Fn(&Event) -> bool) -> Option<usize> {
+    events.iter().position(is)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_is_told_in_order_on_the_service_node_and_on_the_worker_that_solved_it() {
+    let (net, svc) = one_worker().await;
+    let worker = &net.workers[0];
+    let (mut on_svc, mut on_worker) = (svc.events(), worker.events());
+
+    let answer = svc.submit(ask(&net, 1)).await.expect("answered");
+    let receipt = answer.receipt.expect("the service signed a receipt");
+    let request = |r: &dpow_protocol::RequestId| r.to_string() == answer.request;
+
+    // Until both the caller's answer and the receipt on disk are told (a node without a
+    // store takes its own receipt in the same turn, so either may come first).
+    let mut svc_saw = until(&mut on_svc, |e| matches!(e, Event::Completed { .. })).await;
+    let own_receipt =
+        |e: &Event| matches!(e, Event::ReceiptStored { receipt: r, .. } if *r == receipt);
+    if !svc_saw.iter().any(own_receipt) {
+        svc_saw.extend(until(&mut on_svc, own_receipt).await);
+    }
+    let asked = at(&svc_saw, |e| {
+        matches!(e, Event::RequestSeen { request: r, own: true, service, .. }
+            if request(r) && *service == net.service.public())
+    })
+    .expect("its own request");
+    let answered = at(&svc_saw, |e| {
+        matches!(e, Event::Answered { request: r, worker: w } if request(r) && *w == answer.worker)
+    })
+    .expect("the result");
+    let completed = at(&svc_saw, |e| {
+        matches!(e, Event::Completed { request: r, worker: w, latency_ms }
+            if request(r) && *w == answer.worker && *latency_ms >= 0.0)
+    })
+    .unwrap_or_else(|| panic!("the caller answered: {svc_saw:#?}"));
+    let stored = at(&svc_saw, |e| {
+        matches!(e, Event::ReceiptStored { receipt: r, from: ReceiptFrom::Own } if *r == receipt)
+    })
+    .expect("its own receipt, on disk");
+    assert!(
+        asked < answered && answered < completed && answered < stored,
+        "out of order: {svc_saw:#?}"
+    );
+
+    // The worker: the request from the network, its own solve, the receipt by gossip.
+    let worker_saw = until(
+        &mut on_worker,
+        |e| matches!(e, Event::ReceiptStored { receipt: r, .. } if *r == receipt),
+    )
+    .await;
+    let heard = at(
+        &worker_saw,
+        |e| matches!(e, Event::RequestSeen { request: r, own: false, .. } if request(r)),
+    )
+    .expect("the request");
+    let solved = at(
+        &worker_saw,
+        |e| matches!(e, Event::Solved { request: r, .. } if request(r)),
+    )
+    .expect("its solve");
+    let paid = at(&worker_saw, |e| {
+        matches!(e, Event::ReceiptStored { receipt: r, from: ReceiptFrom::Gossip } if *r == receipt)
+    })
+    .expect("the receipt, from gossip");
+    assert!(
+        heard < solved && solved < paid,
+        "out of order: {worker_saw:#?}"
+    );
+    assert_eq!(
+        answer.worker.to_string(),
+        worker.stats().account,
+        "the one worker solved it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboards_stream_names_each_event_beside_the_statistics() {
+    let (net, svc) = one_worker().await;
+    let app = dpow_node::http::router(svc.stats_reader());
+    let addr = dpow_node::http::serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        app,
+        std::future::pending(),
+    )
+    .await
+    .expect("binds");
+    let mut stream = reqwest::get(format!("http://{addr}/api/events"))
+        .await
+        .expect("the stream opens");
+    assert_eq!(stream.status(), 200);
+    // The stream's reader subscribes when the response starts; an event of the node after
+    // that is on it. A first statistics snapshot says the stream is being served.
+    let mut text = String::new();
+    read_until(&mut text, &mut stream, "\"peer_id\"").await;
+    let answer = svc.submit(ask(&net, 2)).await.expect("answered");
+    read_until(&mut text, &mut stream, "event: completed").await;
+    let line = text
+        .lines()
+        .skip_while(|l| *l != "event: completed")
+        .nth(1)
+        .expect("its data");
+    let data: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("data: ").expect("a data line")).expect("json");
+    assert_eq!(data["kind"], "completed");
+    assert_eq!(data["request"], answer.request);
+    assert_eq!(data["worker"], answer.worker.to_string());
+    assert!(text.contains("event: request_seen"), "{text}");
+}
