@@ -9,7 +9,7 @@ use dpow_protocol::{
     BlockKind, Difficulty, NetworkId, Priority, RegistryAction, Root, Signed, Work, WorkRequest,
     WorkResult,
 };
-use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, wait_for};
+use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, wait_for, wait_nodes};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -556,15 +556,16 @@ async fn a_request_survives_its_primary_being_killed() {
         let ans = service.submit(ask(r, d, None)).await;
         (service, ans)
     });
-    // Find the primary, and kill it mid-solve.
-    let t0 = tokio::time::Instant::now();
-    let primary = loop {
-        if let Some(i) = net.workers.iter().position(|w| w.stats().solving.is_some()) {
-            break i;
-        }
-        assert!(t0.elapsed() < T, "no worker started solving");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    // Find the primary (looked for again after each event of any worker), and kill it
+    // mid-solve.
+    let workers: Vec<&NodeHandle> = net.workers.iter().collect();
+    let primary = wait_nodes(&workers, T, || {
+        net.workers
+            .iter()
+            .position(|w| w.stats_reader().check(|s| s.solving.is_some()))
+    })
+    .await
+    .expect("a worker starts solving");
     let killed = net.workers.remove(primary);
     let killed_account = killed.stats().account;
     killed.shutdown().await.expect("stops");
