@@ -753,15 +753,24 @@ async fn the_page_solves_for_its_account_and_moves_to_another_node_when_its_node
         tokio::time::sleep(Duration::from_secs(3)).await; // the credits line refreshes every 3 s
         std::fs::write(path, page.screenshot().await).expect("screenshot written");
     }
-    // The node it moved to lists it as a browser.
-    let stats = reqwest_json(&format!("{}/api/stats", b.http)).await;
-    assert!(
-        stats["worker_list"].as_array().is_some_and(|w| w
-            .iter()
-            .any(|w| w["account"] == worker.to_string() && w["browser"] == true)),
-        "node b lists the page as a browser worker: {}",
-        stats["worker_list"]
-    );
+    // The node it moved to lists it as a browser (its lists are rebuilt twice a second).
+    let t0 = Instant::now();
+    loop {
+        let stats = reqwest_json(&format!("{}/api/stats", b.http)).await;
+        let listed = stats["worker_list"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w["account"] == worker.to_string() && w["browser"] == true)
+        });
+        if listed {
+            break;
+        }
+        assert!(
+            t0.elapsed() < T,
+            "node b lists the page as a browser worker: {}",
+            stats["worker_list"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Standard base64 (with padding) to bytes.
