@@ -753,24 +753,43 @@ async fn the_page_solves_for_its_account_and_moves_to_another_node_when_its_node
         tokio::time::sleep(Duration::from_secs(3)).await; // the credits line refreshes every 3 s
         std::fs::write(path, page.screenshot().await).expect("screenshot written");
     }
-    // The node it moved to lists it as a browser (its lists are rebuilt twice a second).
-    let t0 = Instant::now();
-    loop {
-        let stats = reqwest_json(&format!("{}/api/stats", b.http)).await;
-        let listed = stats["worker_list"].as_array().is_some_and(|w| {
-            w.iter()
-                .any(|w| w["account"] == worker.to_string() && w["browser"] == true)
-        });
-        if listed {
-            break;
+    // The node it moved to lists it as a browser: in the statistics its event stream sends
+    // each second (its lists are rebuilt twice a second).
+    let mut stream = reqwest::get(format!("{}/api/events", b.http))
+        .await
+        .expect("node b's event stream");
+    let (mut text, mut last) = (String::new(), Value::Null);
+    let listed = tokio::time::timeout(T, async {
+        loop {
+            let chunk = stream.chunk().await.expect("reads").expect("stream open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            // Whole events only: an event ends with a blank line; a snapshot has no name.
+            while let Some(end) = text.find("\n\n") {
+                let event: String = text.drain(..end + 2).collect();
+                let Some(data) = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .filter(|_| !event.lines().any(|l| l.starts_with("event:")))
+                else {
+                    continue;
+                };
+                last = serde_json::from_str(data).expect("a statistics snapshot");
+                let marked = last["worker_list"].as_array().is_some_and(|w| {
+                    w.iter()
+                        .any(|w| w["account"] == worker.to_string() && w["browser"] == true)
+                });
+                if marked {
+                    return;
+                }
+            }
         }
-        assert!(
-            t0.elapsed() < T,
-            "node b lists the page as a browser worker: {}",
-            stats["worker_list"]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert!(
+        listed.is_ok(),
+        "node b lists the page as a browser worker: {}",
+        last["worker_list"]
+    );
 }
 
 /// Standard base64 (with padding) to bytes.

@@ -427,8 +427,6 @@ async fn the_dashboard_shows_what_the_api_reports() {
                         lifetime: Duration::from_secs(30),
                     })
                     .await;
-                // A paced client: a request every 100 ms or so.
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
