@@ -866,7 +866,14 @@ impl EventLoop {
         s.verify_queued = queued;
     }
 
-    fn count_request(&mut self, req: &Signed<WorkRequest>, now: u64) {
+    /// A valid request (this node's service's own if `own`): told, and counted for the
+    /// request rate.
+    fn count_request(&mut self, req: &Signed<WorkRequest>, own: bool, now: u64) {
+        self.emit(|| Event::RequestSeen {
+            request: req.id(),
+            service: req.payload().service,
+            own,
+        });
         self.recent_requests.push_back(now);
         while self
             .recent_requests
@@ -882,7 +889,13 @@ impl EventLoop {
         }
     }
 
+    /// A valid result (from gossip, delivered to this service node, or carried for a
+    /// browser): told, and counted by its request's block kind.
     fn count_result(&mut self, res: &Signed<WorkResult>) {
+        self.emit(|| Event::Answered {
+            request: res.payload().request,
+            worker: res.payload().worker,
+        });
         let kind = self
             .peer
             .request(&res.payload().request)
@@ -1578,11 +1591,6 @@ impl EventLoop {
         for a in actions {
             match a {
                 ServiceAction::Publish(req) => {
-                    self.emit(|| Event::RequestSeen {
-                        request: req.id(),
-                        service: req.payload().service,
-                        own: true,
-                    });
                     let _ = self.publish(Topic::Requests, req.bytes().to_vec());
                 }
                 ServiceAction::Cancel { request } => self.publish_cancel(request, now),
@@ -1688,7 +1696,7 @@ impl EventLoop {
             }
         };
         self.stats().submitted += 1;
-        self.count_request(&signed, now);
+        self.count_request(&signed, true, now);
         let root = signed.payload().root;
         self.pending.insert(id, Pending { reply, asked, root });
         self.service_actions(actions, now);

@@ -24,7 +24,6 @@ use libp2p::{PeerId, kad, request_response};
 use super::EventLoop;
 use crate::net::Topic;
 use crate::net::behaviour::{ResultAck, ResultDelivery, peer_of_key, serde_bytes_vec::Bytes};
-use crate::net::events::Event;
 use crate::net::stats::OwnReject;
 
 /// Deliveries awaiting the service node's answer, at most.
@@ -302,10 +301,6 @@ impl EventLoop {
         }
         res.remember_verified(&self.signatures);
         self.stats().accept("work-result");
-        self.emit(|| Event::Answered {
-            request: res.payload().request,
-            worker: res.payload().worker,
-        });
         self.stats().results_direct += 1;
         self.count_result(&res);
         self.on_result(res, now);

@@ -18,7 +18,6 @@ use tokio::sync::broadcast;
 use super::EventLoop;
 use crate::net::Topic;
 use crate::net::bridge::{BRIDGE_QUEUE, BridgeEvent, ForeignKind};
-use crate::net::events::Event;
 
 /// Browser keys remembered (for marking them on the dashboard), at most.
 const MAX_BROWSER_KEYS: usize = 4096;
@@ -101,10 +100,6 @@ impl EventLoop {
         res.remember_verified(&self.signatures);
         self.browsers.remember(res.payload().worker);
         self.stats().accept("work-result");
-        self.emit(|| Event::Answered {
-            request: res.payload().request,
-            worker: res.payload().worker,
-        });
         self.count_result(&res);
         tracing::debug!(request = %res.payload().request, worker = %res.payload().worker, "carrying a browser's result");
         self.deliver_result(res, now);

@@ -19,7 +19,6 @@ use super::books::Ack;
 use crate::net::Topic;
 use crate::net::behaviour::MAX_GOSSIP_BYTES;
 use crate::net::behaviour::serde_bytes_vec::Bytes;
-use crate::net::events::Event;
 use crate::net::verify::{Checked, Done, Job, RECEIPTS_PER_JOB};
 
 /// Finished verification jobs handled in one turn of the event loop, at most.
@@ -384,12 +383,7 @@ impl EventLoop {
                 // Its receipt will carry it: verified once.
                 req.remember_verified(&self.signatures);
                 self.stats().accept("work-request");
-                self.emit(|| Event::RequestSeen {
-                    request: req.id(),
-                    service: req.payload().service,
-                    own: false,
-                });
-                self.count_request(&req, now);
+                self.count_request(&req, false, now);
                 self.on_request(req, now);
             }
             Checked::Result(res) => {
@@ -398,10 +392,6 @@ impl EventLoop {
                 self.refuse_paid_work(res.payload())?;
                 res.remember_verified(&self.signatures);
                 self.stats().accept("work-result");
-                self.emit(|| Event::Answered {
-                    request: res.payload().request,
-                    worker: res.payload().worker,
-                });
                 self.count_result(&res);
                 self.on_result(res, now);
             }
