@@ -364,6 +364,14 @@ pub async fn wait_nodes<T>(
     net::wait_on(&readers, timeout, look).await
 }
 
+/// Serve `app` on a free loopback port until the process ends (tests); its address.
+pub async fn serve_http(app: axum::Router) -> std::net::SocketAddr {
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    dpow_node::http::serve(loopback, app, std::future::pending())
+        .await
+        .expect("an HTTP server binds a loopback port")
+}
+
 /// Wait until `ok` holds for one node's statistics.
 pub async fn wait_for(
     node: &NodeHandle,

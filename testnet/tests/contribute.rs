@@ -187,13 +187,7 @@ async fn carrier(net: &LocalNet, key: SecretKey) -> (Arc<NodeHandle>, String) {
         &net.genesis,
         dpow_node::browser::BrowserConfig::default(),
     ));
-    let addr = dpow_node::http::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        app,
-        std::future::pending(),
-    )
-    .await
-    .expect("binds");
+    let addr = dpow_testnet::local::serve_http(app).await;
     (node, format!("http://{addr}"))
 }
 

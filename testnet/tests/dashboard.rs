@@ -21,13 +21,7 @@ const SAMPLE: Duration = Duration::from_millis(100);
 /// Serve `node`'s statistics (history sampled every [`SAMPLE`]); the base URL.
 async fn serve(node: &NodeHandle) -> String {
     let app = dpow_node::http::router_sampling_every(node.stats_reader(), SAMPLE);
-    let addr = dpow_node::http::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        app,
-        std::future::pending(),
-    )
-    .await
-    .expect("binds");
+    let addr = dpow_testnet::local::serve_http(app).await;
     format!("http://{addr}")
 }
 

@@ -147,13 +147,7 @@ async fn a_request_is_told_in_order_on_the_service_node_and_on_the_worker_that_s
 async fn the_dashboards_stream_names_each_event_beside_the_statistics() {
     let (net, svc) = one_worker().await;
     let app = dpow_node::http::router(svc.stats_reader());
-    let addr = dpow_node::http::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        app,
-        std::future::pending(),
-    )
-    .await
-    .expect("binds");
+    let addr = dpow_testnet::local::serve_http(app).await;
     let mut stream = reqwest::get(format!("http://{addr}/api/events"))
         .await
         .expect("the stream opens");

@@ -478,13 +478,8 @@ async fn dpow_status_says_when_a_node_does_not_work_or_does_not_answer() {
     wait_for(&service, T, |s| s.live_workers == 1)
         .await
         .expect("the service hears of the worker");
-    let addr = dpow_node::http::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        dpow_node::http::router(service.stats_reader()),
-        std::future::pending(),
-    )
-    .await
-    .expect("binds");
+    let addr =
+        dpow_testnet::local::serve_http(dpow_node::http::router(service.stats_reader())).await;
     let url = format!("http://{addr}");
 
     // A node that does not work: its general figures, and exit status 1.
@@ -533,13 +528,9 @@ async fn the_dashboard_shows_this_workers_panel() {
     let l = lying_worker_network(2).await;
     let s = settled(&l).await;
     let w = s.worker.clone().expect("worker figures");
-    let addr = dpow_node::http::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        dpow_node::http::router(l.net.workers[0].stats_reader()),
-        std::future::pending(),
-    )
-    .await
-    .expect("binds");
+    let addr =
+        dpow_testnet::local::serve_http(dpow_node::http::router(l.net.workers[0].stats_reader()))
+            .await;
     let profile = tempfile::tempdir().expect("profile dir");
     let args = vec![
         "--headless".to_string(),

@@ -109,13 +109,7 @@ pub(crate) async fn serve_gateway(
     token: Option<String>,
 ) -> Api {
     let app = dpow_node::http::router(node.stats_reader()).merge(gw.router());
-    let addr = dpow_node::http::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        app,
-        std::future::pending(),
-    )
-    .await
-    .expect("binds");
+    let addr = dpow_testnet::local::serve_http(app).await;
     Api {
         url: format!("http://{addr}/"),
         addr,
