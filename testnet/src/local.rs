@@ -1,4 +1,5 @@
-//! A dpow network inside one process, on loopback TCP: for tests.
+//! A dpow network inside one process, on loopback TCP or libp2p's in-process memory transport:
+//! for tests.
 
 use std::time::Duration;
 
@@ -42,8 +43,21 @@ pub struct LocalOptions {
     pub network: String,
     /// Keys to use instead of fresh ones (to reuse keys on two networks).
     pub keys: Option<LocalKeys>,
-    /// Every node listens on QUIC instead of TCP.
-    pub quic: bool,
+    /// How the nodes reach each other.
+    pub transport: LocalTransport,
+}
+
+/// How the nodes of a [`LocalNet`] reach each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LocalTransport {
+    /// TCP on loopback: `dpow` processes and other swarms can dial these nodes too.
+    #[default]
+    Tcp,
+    /// QUIC on loopback.
+    Quic,
+    /// libp2p's in-process memory transport (`/memory/N`), under the same noise and yamux: no
+    /// ports and no kernel sockets, but only nodes in this process can reach the network.
+    Memory,
 }
 
 /// Keys a [`LocalNet`] uses instead of generating its own.
@@ -96,7 +110,7 @@ impl Default for LocalOptions {
             discovery: false,
             network: "local-test".into(),
             keys: None,
-            quic: false,
+            transport: LocalTransport::default(),
         }
     }
 }
@@ -139,11 +153,12 @@ pub fn test_tuning() -> net::NetTuning {
     }
 }
 
-fn loopback(quic: bool) -> Multiaddr {
-    let addr = if quic {
-        "/ip4/127.0.0.1/udp/0/quic-v1"
-    } else {
-        "/ip4/127.0.0.1/tcp/0"
+fn listen_addr(transport: LocalTransport) -> Multiaddr {
+    let addr = match transport {
+        LocalTransport::Tcp => "/ip4/127.0.0.1/tcp/0",
+        LocalTransport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+        // Port 0: the transport picks a free one.
+        LocalTransport::Memory => "/memory/0",
     };
     addr.parse().unwrap_or_else(|_| Multiaddr::empty())
 }
@@ -177,7 +192,7 @@ impl LocalNet {
         };
         genesis.seal()?;
         let mut cfg = NodeConfig::new(genesis.clone(), SecretKey::generate()?);
-        cfg.listen = vec![loopback(options.quic)];
+        cfg.listen = vec![listen_addr(options.transport)];
         cfg.tuning = test_tuning();
         cfg.tuning.discovery = options.discovery;
         cfg.max_penalties = options.max_penalties;
@@ -241,6 +256,12 @@ impl LocalNet {
     /// Write this network's genesis as a file for `dpow` processes, listing the bootstrap
     /// node or (with `bootstrap` false) no peer at all, for a node that must start alone.
     pub fn write_genesis(&self, path: &std::path::Path, bootstrap: bool) -> anyhow::Result<()> {
+        if bootstrap && self.options.transport == LocalTransport::Memory {
+            bail!(
+                "this network runs on the in-process memory transport, which a dpow process \
+                 cannot dial: start it with LocalTransport::Tcp"
+            );
+        }
         let peers = if bootstrap {
             format!("\"{}\"", self.bootstrap_addr)
         } else {
@@ -270,7 +291,7 @@ impl LocalNet {
     /// A node config for this network with test settings.
     pub fn config(&self, key: SecretKey) -> NodeConfig {
         let mut cfg = NodeConfig::new(self.genesis.clone(), key);
-        cfg.listen = vec![loopback(self.options.quic)];
+        cfg.listen = vec![listen_addr(self.options.transport)];
         cfg.tuning = test_tuning();
         cfg.tuning.discovery = self.options.discovery;
         cfg.tuning.clock = self.clock.clone();

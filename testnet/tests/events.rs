@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dpow_node::net::{Event, EventStream, NodeHandle, ReceiptFrom, WorkAsk};
 use dpow_protocol::{Priority, Root};
-use dpow_testnet::local::{LocalNet, LocalOptions};
+use dpow_testnet::local::{LocalNet, LocalOptions, LocalTransport};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -24,12 +24,20 @@ fn ask(net: &LocalNet, root: u8) -> WorkAsk {
 /// A network with one worker, and a service node.
 async fn one_worker() -> (LocalNet, NodeHandle) {
     let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 1,
         ..LocalOptions::default()
     })
     .await
     .expect("network");
+    // The nodes really are on the in-process transport: every address they listen on is one.
+    let memory = |a: &libp2p::Multiaddr| {
+        matches!(a.iter().next(), Some(libp2p::multiaddr::Protocol::Memory(_)))
+    };
+    assert!(memory(&net.bootstrap_addr), "{}", net.bootstrap_addr);
     let svc = net.service_node().await.expect("service node");
+    let addrs = svc.listen_addrs(Duration::from_secs(10)).await.expect("listens");
+    assert!(!addrs.is_empty() && addrs.iter().all(memory), "{addrs:?}");
     (net, svc)
 }
 

@@ -18,7 +18,7 @@ use dpow_protocol::flow::ExhaustedPolicy;
 use dpow_protocol::{
     BlockKind, Checkpoint, Credits, Priority, Receipt, Root, Signed, Work, WorkRequest, WorkResult,
 };
-use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
+use dpow_testnet::local::{LocalNet, LocalOptions, LocalTransport, wait_for};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -64,6 +64,7 @@ async fn checkpoint(net: &LocalNet, node: &NodeHandle, epoch: u64) -> Signed<Che
 async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
     const EPOCH_MS: u64 = 2_000;
     let mut net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 2,
         epoch_ms: EPOCH_MS,
         max_lifetime_ms: 1_500,
@@ -245,6 +246,7 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
 async fn a_service_that_signs_no_receipts_is_counted_and_then_refused() {
     // Discovery on, so the worker delivers to the service node directly and hears its word.
     let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 0,
         discovery: true,
         flow: dpow_protocol::flow::FlowConfig {

@@ -9,7 +9,7 @@ use dpow_keys::SecretKey;
 use dpow_node::net::{self, Reachability, WorkAsk, WorkerConfig};
 use dpow_protocol::{BlockKind, Priority, Root};
 use dpow_solver::CpuSolver;
-use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
+use dpow_testnet::local::{LocalNet, LocalOptions, LocalTransport, wait_for};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
@@ -48,7 +48,7 @@ fn worker() -> WorkerConfig {
 async fn a_network_on_quic_alone_answers_requests() {
     let net = LocalNet::start(LocalOptions {
         workers: 2,
-        quic: true,
+        transport: LocalTransport::Quic,
         ..LocalOptions::default()
     })
     .await

@@ -9,7 +9,7 @@ use dpow_protocol::{
     BlockKind, Difficulty, NetworkId, Priority, RegistryAction, Root, Signed, Work, WorkRequest,
     WorkResult,
 };
-use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, wait_for, wait_nodes};
+use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, LocalTransport, wait_for, wait_nodes};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -102,6 +102,7 @@ async fn attacker(net: &LocalNet) -> NodeHandle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_of_every_kind_get_valid_work() {
     let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 3,
         ..LocalOptions::default()
     })
@@ -224,6 +225,7 @@ async fn a_late_joiner_gets_the_registry_and_the_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_registry_entry_gossip_lost_comes_with_the_next_comparison() {
     let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 1,
         ..LocalOptions::default()
     })
@@ -264,6 +266,7 @@ async fn a_registry_entry_gossip_lost_comes_with_the_next_comparison() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_messages_are_rejected_at_the_first_hop() {
     let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 1,
         // High enough that the attacker is not blocked before every case has run.
         max_penalties: 100,
@@ -454,6 +457,7 @@ async fn a_peer_that_keeps_sending_invalid_messages_is_cut_off() {
     // No worker: the request stays open, so its invalid results are judged on their work
     // (once a request is answered, later results are dropped unread).
     let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 0,
         max_penalties: 3,
         ..LocalOptions::default()
@@ -537,6 +541,7 @@ async fn a_peer_that_keeps_sending_invalid_messages_is_cut_off() {
 async fn a_request_survives_its_primary_being_killed() {
     // One primary per request; a backup starts after 3x the expected solve time announced.
     let mut net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 2,
         // Announce far more than the real rate, so the backup deadline comes soon.
         rate: Some(2_000_000_000),
@@ -586,6 +591,7 @@ async fn concurrent_requests_from_one_service_all_complete() {
         .with_test_writer()
         .try_init();
     let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 4,
         ..LocalOptions::default()
     })

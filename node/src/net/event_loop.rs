@@ -363,7 +363,9 @@ impl EventLoop {
         let records_store = store.clone();
         let reachability = tuning.reachability;
         // TCP and QUIC, and circuits through relays for a private node; a peer's addresses of
-        // every kind are dialed together and the first to connect wins.
+        // every kind are dialed together and the first to connect wins. `/memory/N` addresses
+        // (libp2p's in-process transport, with the same noise and yamux on top) reach only
+        // nodes in this process: tests run whole networks on it without ports.
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
             .with_tokio()
             .with_tcp(
@@ -373,6 +375,14 @@ impl EventLoop {
             )
             .context("building the tcp transport")?
             .with_quic()
+            .with_other_transport(|key| {
+                use libp2p::core::transport::{MemoryTransport, Transport, upgrade};
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(MemoryTransport::default()
+                    .upgrade(upgrade::Version::V1)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()))
+            })
+            .context("building the in-process transport")?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .context("building the relay transport")?
             .with_behaviour(|key, relay_client| {

@@ -14,7 +14,7 @@ use dpow_keys::{NanoAccount, PublicKey, SecretKey};
 use dpow_node::net::{self, NodeHandle, Topic, WorkAsk, WorkerConfig};
 use dpow_protocol::{Difficulty, Receipt, Root, Signed, Work, WorkResult};
 use dpow_solver::{Control, SolveError, Solver};
-use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
+use dpow_testnet::local::{LocalNet, LocalOptions, LocalTransport, wait_for};
 
 use super::common::{figure, honest_ask, honest_load, mib, p50_p99, rss_bytes};
 
@@ -122,6 +122,7 @@ async fn a_front_running_relay_earns_nothing_and_honest_workers_keep_every_credi
     // Discovery on: workers find the service node's addresses through the DHT and deliver to
     // it directly, as on a real network.
     let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 2,
         discovery: true,
         // Every worker a primary of every request: with standings the thief, holding no

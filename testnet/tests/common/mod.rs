@@ -12,7 +12,7 @@ use dpow_node::net::NodeHandle;
 use dpow_node::store::Store;
 use dpow_protocol::{Profile, Root, Work};
 use dpow_solver::{CpuSolver, Solver};
-use dpow_testnet::local::{LocalNet, LocalOptions};
+use dpow_testnet::local::{LocalNet, LocalOptions, LocalTransport};
 use serde_json::Value;
 
 /// A block hash in Nano's spelling (64 upper-case hex digits).
@@ -121,6 +121,7 @@ pub(crate) async fn serve_gateway(
 /// A local network with `workers` workers and a service node on it.
 pub(crate) async fn network(workers: usize) -> (LocalNet, Arc<NodeHandle>) {
     let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers,
         ..LocalOptions::default()
     })
