@@ -15,7 +15,7 @@ use dpow_keys::SecretKey;
 use dpow_node::net::{self, NodeHandle, WorkAsk};
 use dpow_protocol::volume::{VolumePolicy, Window};
 use dpow_protocol::{Credits, Difficulty, Priority, RegistryAction, Root};
-use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions};
+use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, LocalTransport, wait_nodes};
 
 use super::common::{figure, mib, pct, rss_bytes};
 
@@ -70,6 +70,7 @@ async fn flooder(net: &LocalNet) -> NodeHandle {
 /// answered when it was; the test process's memory before the flood and after it.
 async fn scenario(volume: VolumePolicy) -> (Vec<Duration>, Vec<u64>, (u64, u64)) {
     let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
         workers: 2,
         flow: FlowConfig {
             volume,
@@ -96,15 +97,17 @@ async fn scenario(volume: VolumePolicy) -> (Vec<Duration>, Vec<u64>, (u64, u64))
     // Let the flood fill the workers' queues first: every worker knows every flood request
     // not yet answered (the sum of the queues is not enough: each holds every request, as
     // primary or backup, and one may lag the other).
-    let t0 = Instant::now();
-    while net
-        .workers
-        .iter()
-        .any(|w| w.stats().queue + (done.load(Ordering::SeqCst) as usize) < FLOOD as usize)
-    {
-        assert!(t0.elapsed() < T, "the flood never queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let workers: Vec<&NodeHandle> = net.workers.iter().collect();
+    let queued = || {
+        let done = done.load(Ordering::SeqCst) as usize;
+        net.workers
+            .iter()
+            .all(|w| w.stats().queue + done >= FLOOD as usize)
+            .then_some(())
+    };
+    wait_nodes(&workers, T, queued)
+        .await
+        .expect("the flood never queued");
     let mut lat = Vec::new();
     let mut flood_done = Vec::new();
     for i in 0..HONEST {

@@ -5,12 +5,12 @@
 //! key is the only primary and the honest workers wait their turn as backups. With standings
 //! (the default) workers with receipts rank first and the crowd only queues behind them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dpow_keys::SecretKey;
 use dpow_node::net::{self, NodeHandle, Topic, now_ms};
 use dpow_protocol::{Signed, WorkerStatus};
-use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, wait_for};
+use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, wait_for, wait_nodes};
 
 use super::common::{figure, honest_load, mib, pct, rss_bytes};
 
@@ -26,17 +26,18 @@ fn started(net: &LocalNet) -> (u64, u64) {
 }
 
 /// The workers' starts once their statistics count at least `n` more than `since` (each
-/// request was started by some worker; statistics refresh about once a second).
+/// request was started by some worker; statistics refresh about once a second), or after 15 s
+/// what they count then. Asked again after each of the workers' turns, not on a timer.
 async fn started_after(net: &LocalNet, since: (u64, u64), n: u64) -> (u64, u64) {
-    let t0 = Instant::now();
-    loop {
+    let workers: Vec<&NodeHandle> = net.workers.iter().collect();
+    let enough = || {
         let now = started(net);
-        let more = (now.0 + now.1).saturating_sub(since.0 + since.1);
-        if more >= n || t0.elapsed() > Duration::from_secs(15) {
-            return (now.0 - since.0, now.1 - since.1);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ((now.0 + now.1).saturating_sub(since.0 + since.1) >= n).then_some(now)
+    };
+    let now = wait_nodes(&workers, Duration::from_secs(15), enough)
+        .await
+        .unwrap_or_else(|| started(net));
+    (now.0 - since.0, now.1 - since.1)
 }
 
 /// Publish one status for each of `SYBILS` fresh keys from a node of the attacker's, and wait
