@@ -32,11 +32,17 @@ async fn one_worker() -> (LocalNet, NodeHandle) {
     .expect("network");
     // The nodes really are on the in-process transport: every address they listen on is one.
     let memory = |a: &libp2p::Multiaddr| {
-        matches!(a.iter().next(), Some(libp2p::multiaddr::Protocol::Memory(_)))
+        matches!(
+            a.iter().next(),
+            Some(libp2p::multiaddr::Protocol::Memory(_))
+        )
     };
     assert!(memory(&net.bootstrap_addr), "{}", net.bootstrap_addr);
     let svc = net.service_node().await.expect("service node");
-    let addrs = svc.listen_addrs(Duration::from_secs(10)).await.expect("listens");
+    let addrs = svc
+        .listen_addrs(Duration::from_secs(10))
+        .await
+        .expect("listens");
     assert!(!addrs.is_empty() && addrs.iter().all(memory), "{addrs:?}");
     (net, svc)
 }

@@ -9,7 +9,9 @@ use dpow_protocol::{
     BlockKind, Difficulty, NetworkId, Priority, RegistryAction, Root, Signed, Work, WorkRequest,
     WorkResult,
 };
-use dpow_testnet::local::{FlowConfig, LocalNet, LocalOptions, LocalTransport, wait_for, wait_nodes};
+use dpow_testnet::local::{
+    FlowConfig, LocalNet, LocalOptions, LocalTransport, wait_for, wait_nodes,
+};
 
 const T: Duration = Duration::from_secs(20);
 

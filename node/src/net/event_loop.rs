@@ -377,10 +377,12 @@ impl EventLoop {
             .with_quic()
             .with_other_transport(|key| {
                 use libp2p::core::transport::{MemoryTransport, Transport, upgrade};
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(MemoryTransport::default()
-                    .upgrade(upgrade::Version::V1)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default()))
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    MemoryTransport::default()
+                        .upgrade(upgrade::Version::V1)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default()),
+                )
             })
             .context("building the in-process transport")?
             .with_relay_client(noise::Config::new, yamux::Config::default)
