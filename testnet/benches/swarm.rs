@@ -1,10 +1,13 @@
-//! End-to-end figures of a loopback swarm, for docs/benchmarks.md:
+//! End-to-end figures of a swarm in one process, for docs/benchmarks.md:
 //!
 //! 1. overhead: latency of requests whose solve takes microseconds (difficulty ff00..., 256
 //!    expected hashes), so what is measured is signing, gossip, validation, scheduling and the
 //!    answer's way back — minus the pure solve time measured on the same solver;
 //! 2. sustained throughput and lost hashing with 8 workers at the test profile's send
 //!    threshold (2^20 expected hashes), against this machine's solver rate.
+//!
+//! The nodes reach each other over libp2p's in-process memory transport (noise and yamux as on
+//! any link, no kernel sockets); `-- tcp` puts them on loopback TCP instead.
 //!
 //! `cargo bench -p dpow-testnet --bench swarm` (add `-- quick` for a shorter run).
 #![allow(clippy::print_stdout)] // a benchmark report
@@ -16,7 +19,7 @@ use dpow_node::net::WorkAsk;
 use dpow_node::net::percentile;
 use dpow_protocol::{Difficulty, Priority, Root};
 use dpow_solver::{Control, CpuSolver, Solver};
-use dpow_testnet::local::{LocalNet, LocalOptions};
+use dpow_testnet::local::{LocalNet, LocalOptions, LocalTransport};
 
 fn root(i: u32, salt: u8) -> Root {
     let mut r = [salt; 32];
@@ -38,6 +41,11 @@ fn ask(root: Root, d: Difficulty) -> WorkAsk {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "quick");
+    let (transport, over) = if std::env::args().any(|a| a == "tcp") {
+        (LocalTransport::Tcp, "loopback TCP")
+    } else {
+        (LocalTransport::Memory, "the memory transport")
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -67,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         workers: 4,
         threads: 1,
         rate: None,
+        transport,
         ..LocalOptions::default()
     })
     .await?;
@@ -84,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     lat.sort_by(f64::total_cmp);
     let solve50 = percentile(&solve_ms, 50.0);
     println!(
-        "== overhead: {n} sequential requests at {easy} (256 expected hashes), 4 workers, loopback"
+        "== overhead: {n} sequential requests at {easy} (256 expected hashes), 4 workers, over {over}"
     );
     println!(
         "pure solve  p50 {:.3} ms  p99 {:.3} ms",
@@ -130,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         threads: 1,
         rate: None,
         flow,
+        transport,
         ..LocalOptions::default()
     })
     .await?;
@@ -163,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let works = f64::from(m) / secs;
     println!(
-        "\n== throughput: {m} requests at {d} (2^20 expected hashes), 8 workers x 1 thread on {cores} cores, {concurrency} in flight"
+        "\n== throughput: {m} requests at {d} (2^20 expected hashes), 8 workers x 1 thread on {cores} cores, {concurrency} in flight, over {over}"
     );
     println!(
         "machine solver rate {:.1} MH/s => ideal {:.1} works/s",
