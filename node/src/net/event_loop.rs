@@ -291,7 +291,7 @@ pub(super) struct EventLoop {
     receipt_wait_ms: u64,
     unreceipted_limit: u64,
     /// Registrars' checkpoints and the receipts of final epochs they vouch for.
-    checkpoints: checkpoints::Checkpoints,
+    checkpoints: dpow_protocol::checkpoint::HeldCheckpoints,
     /// When epochs close.
     finality: dpow_protocol::Finality,
     /// Reads closed books without checkpoints ([`super::NetTuning::auditor`]).
@@ -594,7 +594,7 @@ impl EventLoop {
             deliveries: delivery::Deliveries::default(),
             receipt_wait_ms: config.tuning.receipt_wait.as_millis() as u64,
             unreceipted_limit: config.tuning.unreceipted_limit,
-            checkpoints: checkpoints::Checkpoints::default(),
+            checkpoints: dpow_protocol::checkpoint::HeldCheckpoints::default(),
             finality,
             auditor: config.tuning.auditor && config.store.is_none(),
             adopt_checkpoints: config.tuning.adopt_checkpoints,

@@ -474,9 +474,10 @@ impl EventLoop {
                     // A checkpoint this node missed (published while it was cut off) may
                     // vouch for the peer's books: ask for them. An answer that does lists
                     // them in this catch-up, or starts one (`take_checkpoint`).
-                    let ask =
-                        self.checkpoints
-                            .ask_about(epochs, MAX_SYNC_CHECKPOINTS, Instant::now());
+                    let now = self.clock.now_ms();
+                    let ask = self
+                        .checkpoints
+                        .ask_about(epochs, MAX_SYNC_CHECKPOINTS, now);
                     if !ask.is_empty() {
                         tracing::debug!(%peer, epochs = ?ask, "final epochs differ with no checkpoint held to match: asking the peer's");
                         self.send_sync(peer, SyncRequest::Checkpoints { epochs: ask });

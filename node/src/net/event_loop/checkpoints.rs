@@ -12,145 +12,21 @@
 //!   reaches it that way, and the connections that outlive a cut send no new `Hello`. So
 //!   when a peer's digest of a final epoch differs from this node's and no checkpoint held
 //!   matches it, the node asks that peer for its checkpoints of the epoch (`Checkpoints`),
-//!   at most once per epoch and digest every [`REASK`].
+//!   at most once per epoch and digest every
+//!   [`REASK_MS`](dpow_protocol::checkpoint::REASK_MS).
+//!
+//! What is held (checkpoints, vouches, questions asked) is the sans-IO
+//! [`HeldCheckpoints`](dpow_protocol::checkpoint::HeldCheckpoints); this file feeds it what the
+//! network and the store bring and acts on its answers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
-
-use dpow_keys::PublicKey;
 use dpow_protocol::validate::{RejectReason, Rejected};
 use dpow_protocol::{Checkpoint, MessageId, Signed};
 use libp2p::PeerId;
 
 use super::EventLoop;
 
-/// Epochs whose checkpoints are held, at most (the oldest go first).
-const MAX_EPOCHS: usize = 1024;
-/// Receipt ids vouched for and not yet fetched, at most.
-pub(super) use dpow_protocol::replication::MAX_VOUCHED;
 /// Checkpoints offered in a `Hello` answer, newest first.
 pub(super) const HELLO_CHECKPOINTS: usize = 16;
-/// How long before a peer's digest of a final epoch that no checkpoint matches makes this
-/// node ask for the epoch's checkpoints again.
-pub(super) const REASK: Duration = Duration::from_secs(600);
-/// (Epoch, digest) pairs remembered as asked, at most.
-const MAX_ASKED: usize = 4096;
-
-/// The checkpoints held and the ids they vouch for.
-#[derive(Default)]
-pub(super) struct Checkpoints {
-    by_epoch: BTreeMap<u64, BTreeMap<PublicKey, Signed<Checkpoint>>>,
-    vouched: HashSet<MessageId>,
-    /// When this node last asked for checkpoints of an epoch because of a digest of it.
-    asked: HashMap<(u64, [u8; 32]), Instant>,
-}
-
-impl Checkpoints {
-    /// Whether an equal or newer checkpoint than `p` from its registrar is held.
-    fn holds(&self, p: &Checkpoint) -> bool {
-        self.by_epoch
-            .get(&p.epoch)
-            .and_then(|per| per.get(&p.registrar))
-            .is_some_and(|old| old.payload().created_ms >= p.created_ms)
-    }
-
-    /// Keep `c` unless an equal or newer one from its registrar is held. Returns whether
-    /// it was new.
-    fn insert(&mut self, c: Signed<Checkpoint>) -> bool {
-        if self.holds(c.payload()) {
-            return false;
-        }
-        let p = c.payload();
-        self.by_epoch
-            .entry(p.epoch)
-            .or_default()
-            .insert(p.registrar, c);
-        while self.by_epoch.len() > MAX_EPOCHS {
-            self.by_epoch.pop_first();
-        }
-        true
-    }
-
-    /// A checkpoint of `epoch` whose digest is `digest`, if one is held.
-    pub(super) fn matching(&self, epoch: u64, digest: &[u8; 32]) -> Option<&Signed<Checkpoint>> {
-        self.by_epoch
-            .get(&epoch)?
-            .values()
-            .find(|c| &c.payload().digest == digest)
-    }
-
-    /// The checkpoints held of `epoch`, one per registrar.
-    pub(super) fn of_epoch(&self, epoch: u64) -> impl Iterator<Item = &Signed<Checkpoint>> {
-        self.by_epoch
-            .get(&epoch)
-            .into_iter()
-            .flat_map(|m| m.values())
-    }
-
-    /// Of final epochs whose peer digest (`unmatched`: epoch, digest) no checkpoint held
-    /// matches, the ones to ask the peer about now: not asked about within [`REASK`], at
-    /// most `max`; they count as asked from `now`. Asks nothing once [`MAX_ASKED`] recent
-    /// pairs are remembered.
-    pub(super) fn ask_about(
-        &mut self,
-        unmatched: impl IntoIterator<Item = (u64, [u8; 32])>,
-        max: usize,
-        now: Instant,
-    ) -> Vec<u64> {
-        self.asked
-            .retain(|_, at| now.saturating_duration_since(*at) < REASK);
-        let mut epochs = Vec::new();
-        for pair in unmatched {
-            if epochs.len() >= max || self.asked.len() >= MAX_ASKED {
-                break;
-            }
-            if self.asked.contains_key(&pair) {
-                continue;
-            }
-            self.asked.insert(pair, now);
-            if !epochs.contains(&pair.0) {
-                epochs.push(pair.0);
-            }
-        }
-        epochs
-    }
-
-    /// A question about `epochs` went unanswered (the peer failed or stayed busy): forget it,
-    /// so that the next digests that differ ask again.
-    fn forget_asked(&mut self, epochs: &[u64]) {
-        self.asked.retain(|(e, _), _| !epochs.contains(e));
-    }
-
-    /// Every checkpoint held, oldest epoch first.
-    pub(super) fn all(&self) -> Vec<Signed<Checkpoint>> {
-        self.by_epoch
-            .values()
-            .flat_map(|m| m.values().cloned())
-            .collect()
-    }
-
-    /// The newest checkpoints, at most `n`.
-    pub(super) fn newest(&self, n: usize) -> Vec<Signed<Checkpoint>> {
-        self.by_epoch
-            .values()
-            .rev()
-            .flat_map(|m| m.values().cloned())
-            .take(n)
-            .collect()
-    }
-
-    /// Vouch for `ids` (a listing that matched a checkpoint). Returns false when that would
-    /// hold more than [`MAX_VOUCHED`].
-    pub(super) fn vouch(&mut self, ids: impl IntoIterator<Item = MessageId>) -> bool {
-        for id in ids {
-            if self.vouched.len() >= MAX_VOUCHED {
-                return false;
-            }
-            self.vouched.insert(id);
-        }
-        true
-    }
-}
 
 impl EventLoop {
     /// Load the checkpoints kept on disk (verified again).
@@ -251,7 +127,7 @@ impl EventLoop {
     /// Checked before its signatures; the vouch is used up once they verify
     /// ([`Self::vouch_used`]).
     pub(super) fn check_open(&self, id: &MessageId, accepted_ms: u64) -> Result<(), Rejected> {
-        if self.checkpoints.vouched.contains(id) {
+        if self.checkpoints.vouches_for(id) {
             return Ok(());
         }
         self.validator
@@ -260,7 +136,7 @@ impl EventLoop {
 
     /// A verified receipt was taken: the vouch for it, if any, is spent.
     pub(super) fn vouch_used(&mut self, id: &MessageId) {
-        self.checkpoints.vouched.remove(id);
+        self.checkpoints.spend(id);
     }
 
     /// A short-lived client that reads the books ([`crate::net::NetTuning::auditor`]): it may
@@ -294,56 +170,5 @@ impl EventLoop {
             }
             Err(e) => Err(anyhow::anyhow!("publishing the checkpoint: {e}")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pair(epoch: u64, d: u8) -> (u64, [u8; 32]) {
-        (epoch, [d; 32])
-    }
-
-    #[test]
-    fn an_unmatched_digest_is_asked_about_once_per_reask() {
-        let mut c = Checkpoints::default();
-        let t0 = Instant::now();
-        assert_eq!(c.ask_about([pair(7, 1), pair(8, 1)], 16, t0), vec![7, 8]);
-        // The same digests again, from this peer or another: nothing to ask.
-        assert!(c.ask_about([pair(7, 1), pair(8, 1)], 16, t0).is_empty());
-        assert!(
-            c.ask_about([pair(7, 1)], 16, t0 + REASK - Duration::from_millis(1))
-                .is_empty()
-        );
-        // Another digest of epoch 7 (another peer's books) is a new question.
-        assert_eq!(c.ask_about([pair(7, 2), pair(7, 3)], 16, t0), vec![7]);
-        // An unanswered question is forgotten: the same digest is asked about at once.
-        assert!(c.ask_about([pair(8, 1)], 16, t0).is_empty());
-        c.forget_asked(&[8]);
-        assert_eq!(c.ask_about([pair(8, 1)], 16, t0), vec![8]);
-        // Once REASK has passed, the first is asked again.
-        assert_eq!(c.ask_about([pair(7, 1)], 16, t0 + REASK), vec![7]);
-    }
-
-    #[test]
-    fn asks_at_most_max_epochs_and_remembers_a_bounded_number() {
-        let mut c = Checkpoints::default();
-        let t0 = Instant::now();
-        let ask = c.ask_about((0..100).map(|e| pair(e, 1)), 16, t0);
-        assert_eq!(ask, (0..16).collect::<Vec<_>>());
-        // The ones left out were not marked: the next answer asks about them.
-        assert_eq!(c.ask_about((0..100).map(|e| pair(e, 1)), 16, t0)[0], 16);
-        // A peer that makes up digests fills the memory, then gets no more questions.
-        for e in 0..(MAX_ASKED as u64) {
-            c.ask_about([pair(1000 + e, 9)], 16, t0);
-        }
-        assert_eq!(c.asked.len(), MAX_ASKED);
-        assert!(c.ask_about([pair(5_000_000, 1)], 16, t0).is_empty());
-        // They age out.
-        assert_eq!(
-            c.ask_about([pair(5_000_000, 1)], 16, t0 + REASK),
-            vec![5_000_000]
-        );
     }
 }
