@@ -7,6 +7,8 @@ use anyhow::{Context, bail};
 use dpow_keys::SecretKey;
 use dpow_node::genesis::Genesis;
 use dpow_node::net::{self, NodeConfig, NodeHandle, NodeStats, WorkerConfig};
+use dpow_protocol::ledger::Ledger;
+use dpow_protocol::registry::Registry;
 use dpow_protocol::{Credits, Profile, RegistryAction, TimePolicy};
 use dpow_solver::CpuSolver;
 use libp2p::Multiaddr;
@@ -383,6 +385,34 @@ pub async fn wait_nodes<T>(
 ) -> Option<T> {
     let readers: Vec<_> = nodes.iter().map(|n| n.stats_reader()).collect();
     net::wait_on(&readers, timeout, look).await
+}
+
+/// Wait until `look` finds what it is after in `node`'s books (a copy of its ledger and
+/// registry), asked again each time the node takes receipts (a `receipt_stored` or `synced`
+/// event, or events missed), not on a timer. `None` after `timeout` or when the node stops.
+pub async fn wait_books<T>(
+    node: &net::Client,
+    timeout: Duration,
+    mut look: impl FnMut(&Ledger, &Registry) -> Option<T>,
+) -> Option<T> {
+    // Subscribed before the first look, so nothing taken after that look goes unnoticed.
+    let mut events = node.events();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (ledger, registry) = node.ledger().await.ok()?;
+        if let Some(found) = look(&ledger, &registry) {
+            return Some(found);
+        }
+        loop {
+            let next = tokio::time::timeout_at(deadline, events.next())
+                .await
+                .ok()??;
+            match next {
+                Ok(net::Event::ReceiptStored { .. } | net::Event::Synced { .. }) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
 }
 
 /// Serve `app` on a free loopback port until the process ends (tests); its address.

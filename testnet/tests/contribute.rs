@@ -19,7 +19,7 @@ use dpow_node::net::{NodeHandle, Topic, WorkAsk};
 use dpow_protocol::{
     Credits, Difficulty, Priority, Root, Signed, Work, WorkResult, WorkerStatus, codec,
 };
-use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
+use dpow_testnet::local::{LocalNet, LocalOptions, wait_books, wait_for};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -380,23 +380,25 @@ async fn a_carried_result_earns_the_browser_its_credit_and_a_resigning_carrier_e
 
     // The books: the browser holds both credits, the carrier none; the bridge says so too.
     let price = Credits::price(EASY).0;
-    let t0 = Instant::now();
-    loop {
-        let (ledger, registry) = svc.ledger().await.expect("ledger");
-        let bal = ledger.balances(&registry);
-        let earned = bal.workers.get(&browser.public()).map_or(0, |w| w.earned);
+    let earned = |ledger: &dpow_protocol::ledger::Ledger,
+                  registry: &dpow_protocol::registry::Registry| {
+        let bal = ledger.balances(registry);
         assert!(
             !bal.workers.contains_key(&carrier_key.public()),
             "the carrier earned nothing"
         );
-        if earned == 2 * u128::from(price) {
-            break;
-        }
-        assert!(
-            t0.elapsed() < T,
-            "the browser's credits never reached the books: {earned}"
+        bal.workers.get(&browser.public()).map_or(0, |w| w.earned)
+    };
+    let both = wait_books(&svc, T, |l, r| {
+        (earned(l, r) == 2 * u128::from(price)).then_some(())
+    })
+    .await;
+    if both.is_none() {
+        let (ledger, registry) = svc.ledger().await.expect("ledger");
+        panic!(
+            "the browser's credits never reached the books: {}",
+            earned(&ledger, &registry)
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let t0 = Instant::now();
     loop {
@@ -700,19 +702,20 @@ async fn the_page_solves_for_its_account_and_moves_to_another_node_when_its_node
     }
     // The books credit the account the page was given.
     let price = u128::from(Credits::price(EASY).0);
-    let t0 = Instant::now();
-    loop {
-        let (ledger, _) = svc.ledger().await.expect("ledger");
-        let credited: u128 = ledger
+    let credited = |ledger: &dpow_protocol::ledger::Ledger| -> u128 {
+        ledger
             .counted()
             .filter(|r| r.payload().result.payload().payout == Some(payout))
             .map(|r| u128::from(r.payload().price.0))
-            .sum();
-        if credited >= PAGE_SOLVES as u128 * price {
-            break;
-        }
-        assert!(t0.elapsed() < T, "the books show {credited} for {payout}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            .sum()
+    };
+    let credited_all = wait_books(&svc, T, |l, _| {
+        (credited(l) >= PAGE_SOLVES as u128 * price).then_some(())
+    })
+    .await;
+    if credited_all.is_none() {
+        let (ledger, _) = svc.ledger().await.expect("ledger");
+        panic!("the books show {} for {payout}", credited(&ledger));
     }
     // `dpow ledger balances`, through node b, shows the credits under the page's account.
     let (bin, g, dial) = (dpow.clone(), genesis.clone(), b.listen.clone());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dpow_node::net::{Event, EventStream, NodeHandle, ReceiptFrom, WorkAsk};
 use dpow_protocol::{Priority, Root};
-use dpow_testnet::local::{LocalNet, LocalOptions, LocalTransport};
+use dpow_testnet::local::{LocalNet, LocalOptions, LocalTransport, wait_books};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -183,4 +183,31 @@ async fn the_dashboards_stream_names_each_event_beside_the_statistics() {
     assert_eq!(data["request"], answer.request);
     assert_eq!(data["worker"], answer.worker.to_string());
     assert!(text.contains("event: request_seen"), "{text}");
+}
+
+/// `wait_books` looks at the books again when the node stores a receipt: its first look comes
+/// before the request exists, and only a `receipt_stored` event can wake it for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wait_on_the_books_looks_again_when_a_receipt_is_stored() {
+    let (net, svc) = one_worker().await;
+    let root = Root([9; 32]);
+    let mut looks = 0u32;
+    // Polled first by `join!`, so its first look is asked of the node before the request.
+    let waiting = wait_books(&svc, T, |l, _| {
+        looks += 1;
+        l.counted()
+            .find(|r| r.payload().request.payload().root == root)
+            .map(|r| r.payload().result.payload().worker)
+    });
+    let (found, answer) = tokio::join!(waiting, svc.submit(ask(&net, 9)));
+    let answer = answer.expect("answered");
+    assert_eq!(
+        found,
+        Some(answer.worker),
+        "the wait saw the receipt naming the worker"
+    );
+    assert!(
+        looks >= 2,
+        "found on the first look: nothing was waited for"
+    );
 }

@@ -18,7 +18,7 @@ use dpow_protocol::flow::ExhaustedPolicy;
 use dpow_protocol::{
     BlockKind, Checkpoint, Credits, Priority, Receipt, Root, Signed, Work, WorkRequest, WorkResult,
 };
-use dpow_testnet::local::{LocalNet, LocalOptions, LocalTransport, wait_for};
+use dpow_testnet::local::{LocalNet, LocalOptions, LocalTransport, wait_books, wait_for};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -196,19 +196,12 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
     // A node that joins now catches up on the closed epoch: its list matches the checkpoint.
     net.add_worker().await.expect("late worker");
     let late_node = net.workers.last().expect("late worker");
-    let t0 = Instant::now();
-    loop {
-        let (l, _) = late_node.ledger().await.expect("ledger");
-        if l.epoch_digest(epoch) == digest {
-            assert_eq!(l.receipt_ids_in_epoch(epoch).len(), held);
-            break;
-        }
-        assert!(
-            t0.elapsed() < T,
-            "the late node never caught up on the closed epoch"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let caught_up = wait_books(late_node, T, |l, _| {
+        (l.epoch_digest(epoch) == digest).then(|| l.receipt_ids_in_epoch(epoch).len())
+    })
+    .await
+    .expect("the late node catches up on the closed epoch");
+    assert_eq!(caught_up, held);
 
     // A light ledger that joins now keeps the closed epoch as the checkpoint alone: the
     // same digest and payout, none of its receipts fetched.
