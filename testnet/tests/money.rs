@@ -9,7 +9,7 @@
 //! - A service node that signs no receipts is counted against by the worker that won, and
 //!   past the limit the worker refuses its requests.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dpow_keys::{NanoAccount, SecretKey};
 use dpow_node::net::{self, NodeHandle, SubmitError, Topic, WorkAsk, WorkerConfig};
@@ -104,21 +104,29 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
 
     let cp = checkpoint(&net, &service, epoch).await;
     let digest = cp.payload().digest;
-    net.bootstrap
-        .publish_checkpoint(cp.bytes().to_vec())
-        .await
-        .expect("checkpoint published");
     let everyone: Vec<&NodeHandle> = net
         .workers
         .iter()
         .chain([&service, &net.bootstrap])
         .collect();
-    let t0 = Instant::now();
-    for node in &everyone {
-        while node.checkpoints().await.expect("checkpoints").is_empty() {
-            assert!(t0.elapsed() < T, "a node never got the checkpoint");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    // Each node tells when it keeps the checkpoint, and that its books match it.
+    let mut told: Vec<_> = everyone.iter().map(|n| n.events()).collect();
+    net.bootstrap
+        .publish_checkpoint(cp.bytes().to_vec())
+        .await
+        .expect("checkpoint published");
+    for (node, events) in everyone.iter().zip(&mut told) {
+        let matches = events
+            .wait_for(T, |e| match e {
+                net::Event::Checkpoint {
+                    epoch: e, matches, ..
+                } if *e == epoch => Some(*matches),
+                _ => None,
+            })
+            .await
+            .expect("every node keeps the checkpoint");
+        assert!(matches, "every node's books match the checkpoint");
+        assert_eq!(node.checkpoints().await.expect("checkpoints").len(), 1);
     }
 
     // The service signs a receipt dated inside the closed epoch.

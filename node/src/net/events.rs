@@ -137,6 +137,18 @@ pub enum Event {
         /// Receipts fetched from it (told again only when a later round fetches some).
         receipts: u64,
     },
+    /// A registrar's checkpoint of a final epoch, checked and kept (from a peer, or published
+    /// by this node's command).
+    Checkpoint {
+        /// The epoch.
+        epoch: u64,
+        /// The registrar that signed it.
+        #[serde(serialize_with = "text")]
+        registrar: PublicKey,
+        /// Whether this node's books of the epoch have the checkpoint's digest (when false, a
+        /// node that keeps full books fetches the difference).
+        matches: bool,
+    },
 }
 
 impl Event {
@@ -154,6 +166,7 @@ impl Event {
             Event::Refused { .. } => "refused",
             Event::PeerBlocked { .. } => "peer_blocked",
             Event::Synced { .. } => "synced",
+            Event::Checkpoint { .. } => "checkpoint",
         }
     }
 }
@@ -327,5 +340,19 @@ mod tests {
         assert_eq!(v["kind"], "receipt_stored");
         assert_eq!(v["receipt"], MessageId([0xab; 32]).to_string());
         assert_eq!(v["from"], "own");
+        let key = PublicKey([7; 32]);
+        let c = Event::Checkpoint {
+            epoch: 12,
+            registrar: key,
+            matches: false,
+        };
+        let v: serde_json::Value = serde_json::to_value(&c).expect("json");
+        assert_eq!(v["kind"], c.name());
+        assert_eq!(v["kind"], "checkpoint");
+        assert_eq!(v["registrar"], key.to_string());
+        assert_eq!(
+            (v["epoch"].as_u64(), v["matches"].as_bool()),
+            (Some(12), Some(false))
+        );
     }
 }

@@ -106,20 +106,29 @@ impl EventLoop {
             bytes: c.bytes().to_vec(),
         };
         self.store_write(write, Vec::new());
-        // Big books just opened compute their digests off the event loop; meanwhile the
-        // comparison is the catch-up's, once they are in.
-        let mine = if self.digests_warming && !self.digests.contains_key(&epoch) {
-            None
-        } else {
-            Some(self.digest_of(epoch))
-        };
-        if mine == Some(digest) {
+        let matches = self.books_match(epoch, &digest);
+        self.emit(|| crate::net::Event::Checkpoint {
+            epoch,
+            registrar,
+            matches,
+        });
+        if matches {
             tracing::info!(epoch, %registrar, "checkpoint matches these books");
         } else if self.catch_up_ledger && !self.light {
             tracing::info!(epoch, %registrar, "checkpoint differs from these books: fetching the difference");
             self.start_catch_up(from, false);
         }
         Ok(())
+    }
+
+    /// Whether these books of `epoch` have `digest`. Big books just opened compute their
+    /// digests off the event loop; until then this says no, and the comparison is the
+    /// catch-up's, once they are in.
+    fn books_match(&mut self, epoch: u64, digest: &[u8; 32]) -> bool {
+        if self.digests_warming && !self.digests.contains_key(&epoch) {
+            return false;
+        }
+        self.digest_of(epoch) == *digest
     }
 
     /// A verified receipt may enter the books: its epoch is open, or a checkpoint vouches
@@ -157,8 +166,16 @@ impl EventLoop {
             .validator
             .check_checkpoint(&bytes, &self.registry, self.clock.now_ms())
             .map_err(|r| anyhow::anyhow!("checkpoint refused: {r}"))?;
-        let epoch = c.payload().epoch;
-        self.checkpoints.insert(c);
+        let (epoch, registrar, digest) =
+            (c.payload().epoch, c.payload().registrar, c.payload().digest);
+        if self.checkpoints.insert(c) {
+            let matches = self.books_match(epoch, &digest);
+            self.emit(|| crate::net::Event::Checkpoint {
+                epoch,
+                registrar,
+                matches,
+            });
+        }
         match self.publish(crate::net::Topic::Checkpoints, bytes) {
             Ok(()) => Ok(()),
             Err(libp2p::gossipsub::PublishError::NoPeersSubscribedToTopic) => {
