@@ -313,3 +313,54 @@ async fn a_service_that_signs_no_receipts_is_counted_and_then_refused() {
     }
     assert_eq!(worker.stats().solved, 2, "nothing more was solved for it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_published_through_a_node_is_still_held_after_its_restart() {
+    const EPOCH_MS: u64 = 2_000;
+    let net = LocalNet::start(LocalOptions {
+        transport: LocalTransport::Memory,
+        workers: 0,
+        epoch_ms: EPOCH_MS,
+        max_lifetime_ms: 1_500,
+        grace_ms: 300,
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("network starts");
+    let dir = tempfile::tempdir().expect("dir");
+    let store = std::sync::Arc::new(Store::open(&dir.path().join("db")).expect("store opens"));
+    let config = || {
+        let mut cfg = net.config(SecretKey::generate().expect("key"));
+        cfg.store = Some(store.clone());
+        cfg
+    };
+    let node = net::spawn(config()).await.expect("node starts");
+    // This epoch, closed by moving the network's clock past its finality.
+    let epoch = net.clock.now_ms() / EPOCH_MS;
+    let wait = net.genesis.finality.final_at(epoch) - net.clock.now_ms();
+    net.clock.advance(Duration::from_millis(wait + 50));
+    let cp = checkpoint(&net, &node, epoch).await;
+    let mut events = node.events();
+    node.publish_checkpoint(cp.bytes().to_vec())
+        .await
+        .expect("checkpoint published");
+    events
+        .wait_for(T, |e| {
+            matches!(e, net::Event::Checkpoint { epoch: e, .. } if *e == epoch).then_some(())
+        })
+        .await
+        .expect("the node keeps the checkpoint it published");
+    node.shutdown().await.expect("stops");
+
+    // Started again on the same store, with no peer to hear it from: it offers it still.
+    let mut cfg = config();
+    cfg.genesis.bootstrap = vec![];
+    let again = net::spawn(cfg).await.expect("node starts again");
+    let held = again.checkpoints().await.expect("checkpoints");
+    assert_eq!(
+        held.iter().map(|c| c.bytes()).collect::<Vec<_>>(),
+        vec![cp.bytes()],
+        "the published checkpoint, from its own disk"
+    );
+    again.shutdown().await.expect("stops");
+}

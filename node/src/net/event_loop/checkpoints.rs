@@ -90,28 +90,13 @@ impl EventLoop {
         c: Signed<Checkpoint>,
         from: PeerId,
     ) -> Result<(), Rejected> {
-        let (epoch, digest, registrar) = {
-            let p = c.payload();
-            (p.epoch, p.digest, p.registrar)
-        };
-        if !self.checkpoints.insert(c.clone()) {
+        let (epoch, registrar) = (c.payload().epoch, c.payload().registrar);
+        let Some(matches) = self.keep_checkpoint(c) else {
             return Err(Rejected::new(
                 RejectReason::Replay,
                 "checkpoint already held",
             ));
-        }
-        let write = crate::store::writer::Write::Checkpoint {
-            epoch,
-            registrar: registrar.0,
-            bytes: c.bytes().to_vec(),
         };
-        self.store_write(write, Vec::new());
-        let matches = self.books_match(epoch, &digest);
-        self.emit(|| crate::net::Event::Checkpoint {
-            epoch,
-            registrar,
-            matches,
-        });
         if matches {
             tracing::info!(epoch, %registrar, "checkpoint matches these books");
         } else if self.catch_up_ledger && !self.light {
@@ -119,6 +104,32 @@ impl EventLoop {
             self.start_catch_up(from, false);
         }
         Ok(())
+    }
+
+    /// Hold a checked checkpoint, write it to the store for the next start and tell it
+    /// (`Event::Checkpoint`). `None` when it (or a newer one of its registrar's) was held
+    /// already; otherwise whether these books match it.
+    fn keep_checkpoint(&mut self, c: Signed<Checkpoint>) -> Option<bool> {
+        let (epoch, digest, registrar) = {
+            let p = c.payload();
+            (p.epoch, p.digest, p.registrar)
+        };
+        let write = crate::store::writer::Write::Checkpoint {
+            epoch,
+            registrar: registrar.0,
+            bytes: c.bytes().to_vec(),
+        };
+        if !self.checkpoints.insert(c) {
+            return None;
+        }
+        self.store_write(write, Vec::new());
+        let matches = self.books_match(epoch, &digest);
+        self.emit(|| crate::net::Event::Checkpoint {
+            epoch,
+            registrar,
+            matches,
+        });
+        Some(matches)
     }
 
     /// Whether these books of `epoch` have `digest`. Big books just opened compute their
@@ -166,16 +177,10 @@ impl EventLoop {
             .validator
             .check_checkpoint(&bytes, &self.registry, self.clock.now_ms())
             .map_err(|r| anyhow::anyhow!("checkpoint refused: {r}"))?;
-        let (epoch, registrar, digest) =
-            (c.payload().epoch, c.payload().registrar, c.payload().digest);
-        if self.checkpoints.insert(c) {
-            let matches = self.books_match(epoch, &digest);
-            self.emit(|| crate::net::Event::Checkpoint {
-                epoch,
-                registrar,
-                matches,
-            });
-        }
+        let epoch = c.payload().epoch;
+        // Kept like one from a peer: on disk too, so that this node still offers it after a
+        // restart.
+        self.keep_checkpoint(c);
         match self.publish(crate::net::Topic::Checkpoints, bytes) {
             Ok(()) => Ok(()),
             Err(libp2p::gossipsub::PublishError::NoPeersSubscribedToTopic) => {
