@@ -9,7 +9,11 @@
 //!
 //! The statistics ([`super::NodeStats`]) count the same things; the stream says which ones,
 //! in order: the dashboard's activity list (`/api/events`, named server-sent events), and
-//! tests that wait for one particular thing to happen instead of for a counter.
+//! tests that wait for one particular thing to happen instead of for a counter. A counter
+//! or list an event moves is updated before the event is sent (a refusal's count, a blocked
+//! peer in `blocked_peers`), so a reader of the event reads statistics that include it; the
+//! figures rebuilt on a timer (rates, the worker and peer tables) catch up at their next
+//! refresh.
 
 use std::time::Duration;
 

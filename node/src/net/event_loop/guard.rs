@@ -439,17 +439,20 @@ impl EventLoop {
         if let Some(lifted) = self.guard.blocks.block(peer, Instant::now() + block_for) {
             self.unblock(lifted);
         }
+        {
+            let mut s = self.stats();
+            s.peers_blocked += 1;
+            s.peers_blocked_now = self.guard.blocks.len();
+            let p = peer.to_string();
+            if !s.blocked_peers.contains(&p) {
+                s.blocked_peers.push(p);
+            }
+        }
+        // Told after the statistics say it, so a reader of the event finds them agreeing.
         self.emit(|| Event::PeerBlocked {
             peer,
             for_s: block_for.as_secs(),
         });
-        let mut s = self.stats();
-        s.peers_blocked += 1;
-        s.peers_blocked_now = self.guard.blocks.len();
-        let p = peer.to_string();
-        if !s.blocked_peers.contains(&p) {
-            s.blocked_peers.push(p);
-        }
     }
 
     fn unblock(&mut self, peer: PeerId) {
