@@ -60,20 +60,38 @@ async fn checkpoint(net: &LocalNet, node: &NodeHandle, epoch: u64) -> Signed<Che
     Signed::sign(c, &net.registrar, &net.genesis.id).expect("sign")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
-    const EPOCH_MS: u64 = 2_000;
-    let mut net = LocalNet::start(LocalOptions {
+/// The epoch length of the networks whose epochs these tests close.
+const EPOCH_MS: u64 = 2_000;
+
+/// A network on the memory transport with `workers` workers and short epochs, final soon
+/// after they end.
+async fn short_epochs(workers: usize) -> LocalNet {
+    LocalNet::start(LocalOptions {
         transport: LocalTransport::Memory,
-        workers: 2,
+        workers,
         epoch_ms: EPOCH_MS,
         max_lifetime_ms: 1_500,
         grace_ms: 300,
         ..LocalOptions::default()
     })
     .await
-    .expect("network starts");
-    let finality = net.genesis.finality;
+    .expect("network starts")
+}
+
+/// Make `epoch` final: the network's clock moves past its finality instead of the test
+/// waiting for it.
+fn close_epoch(net: &LocalNet, epoch: u64) {
+    let wait = net
+        .genesis
+        .finality
+        .final_at(epoch)
+        .saturating_sub(net.clock.now_ms());
+    net.clock.advance(Duration::from_millis(wait + 50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
+    let mut net = short_epochs(2).await;
     let service = net.service_node().await.expect("service node");
     wait_for(&service, T, |s| s.live_workers >= 2)
         .await
@@ -94,10 +112,7 @@ async fn a_receipt_backdated_into_a_final_epoch_is_refused_everywhere() {
             .await
             .expect("every node holds the receipts");
     }
-    // Close the epoch: the network's clock moves past its finality instead of the test
-    // waiting for it.
-    let wait = finality.final_at(epoch).saturating_sub(net.clock.now_ms());
-    net.clock.advance(Duration::from_millis(wait + 50));
+    close_epoch(&net, epoch);
     let (books, _) = service.ledger().await.expect("ledger");
     let held = books.receipt_ids_in_epoch(epoch).len();
     assert!(held > 0, "the epoch holds receipts");
@@ -316,17 +331,7 @@ async fn a_service_that_signs_no_receipts_is_counted_and_then_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_checkpoint_published_through_a_node_is_still_held_after_its_restart() {
-    const EPOCH_MS: u64 = 2_000;
-    let net = LocalNet::start(LocalOptions {
-        transport: LocalTransport::Memory,
-        workers: 0,
-        epoch_ms: EPOCH_MS,
-        max_lifetime_ms: 1_500,
-        grace_ms: 300,
-        ..LocalOptions::default()
-    })
-    .await
-    .expect("network starts");
+    let net = short_epochs(0).await;
     let dir = tempfile::tempdir().expect("dir");
     let store = std::sync::Arc::new(Store::open(&dir.path().join("db")).expect("store opens"));
     let config = || {
@@ -335,10 +340,8 @@ async fn a_checkpoint_published_through_a_node_is_still_held_after_its_restart()
         cfg
     };
     let node = net::spawn(config()).await.expect("node starts");
-    // This epoch, closed by moving the network's clock past its finality.
     let epoch = net.clock.now_ms() / EPOCH_MS;
-    let wait = net.genesis.finality.final_at(epoch) - net.clock.now_ms();
-    net.clock.advance(Duration::from_millis(wait + 50));
+    close_epoch(&net, epoch);
     let cp = checkpoint(&net, &node, epoch).await;
     let mut events = node.events();
     node.publish_checkpoint(cp.bytes().to_vec())
