@@ -474,7 +474,105 @@ pub fn http_post_json(url: &str, body: &Value) -> anyhow::Result<Value> {
     serde_json::from_str(json).context("parsing the API's answer")
 }
 
-/// Poll `ok` every 100 ms until it holds, or fail after `timeout` naming `what`.
+/// A node's `/api/events` stream (server-sent events), read as it comes: the node's events
+/// as they happen and its statistics snapshot each second.
+pub struct EventStream {
+    reader: BufReader<TcpStream>,
+}
+
+impl EventStream {
+    /// Open the stream of the node whose HTTP base URL is `http`. Once this returns, every
+    /// event the node tells is on it.
+    pub fn open(http: &str) -> anyhow::Result<EventStream> {
+        let host = http
+            .strip_prefix("http://")
+            .context("http:// URL")?
+            .trim_end_matches('/');
+        let mut s = TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        // HTTP/1.0: the stream's body is the rest of the connection (no chunks to decode).
+        write!(s, "GET /api/events HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+        let mut reader = BufReader::new(s);
+        let mut status = String::new();
+        reader.read_line(&mut status)?;
+        if !status.contains(" 200 ") {
+            bail!("{http}/api/events answered {}", status.trim());
+        }
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("{http}/api/events closed before its first event");
+            }
+            if line.trim().is_empty() {
+                return Ok(EventStream { reader });
+            }
+        }
+    }
+
+    /// The next event's name (`None` for the unnamed statistics snapshot), waiting for it
+    /// until `deadline`; `Ok(None)` as well when the deadline passes first.
+    pub fn next_before(&mut self, deadline: Instant) -> anyhow::Result<Option<String>> {
+        let mut name = None;
+        let mut seen = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.reader.get_ref().set_read_timeout(Some(left))?;
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => bail!("the event stream closed"),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                if seen {
+                    return Ok(name);
+                }
+                continue;
+            }
+            seen = true;
+            if let Some(n) = line.strip_prefix("event:") {
+                name = Some(n.trim().to_string());
+            }
+        }
+    }
+}
+
+/// Wait until `ok` holds, looking again each time the node at `http` tells an event (and at
+/// least at its statistics snapshot each second); fail after `timeout` naming `what`. For
+/// conditions on another process's state: the stream is opened before the first look, so
+/// nothing that happens between a look and the wait is missed.
+pub fn wait_on(
+    http: &str,
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut events = EventStream::open(http)?;
+    while !ok() {
+        if Instant::now() >= deadline {
+            bail!("timed out waiting for {what}");
+        }
+        events.next_before(deadline)?;
+    }
+    Ok(())
+}
+
+/// Poll `ok` every 100 ms until it holds, or fail after `timeout` naming `what`: for
+/// conditions no node tells (a process's exit, a file, a namespace's routes); a node's state
+/// is waited for with [`wait_on`].
 pub fn wait_until(
     what: &str,
     timeout: Duration,

@@ -5,13 +5,13 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dpow_node::net::WorkAsk;
 use dpow_node::store::Store;
 use dpow_protocol::{BlockKind, Priority, Root};
 use dpow_testnet::local::{LocalNet, LocalOptions};
-use dpow_testnet::procs::{NodeProc, dpow_binary, http_get_json, start_node};
+use dpow_testnet::procs::{NodeProc, dpow_binary, http_get_json, start_node, wait_on};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
@@ -23,13 +23,11 @@ fn receipts_of(p: &NodeProc) -> u64 {
         .unwrap_or(0)
 }
 
-/// Poll a node's statistics until it holds `n` receipts.
+/// Wait until a node holds `n` receipts, looking again at each of its events.
 async fn wait_receipts(p: &NodeProc, n: u64) {
-    let t0 = Instant::now();
-    while receipts_of(p) < n {
-        assert!(t0.elapsed() < T, "{} of {n} receipts", receipts_of(p));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{n} receipts on {}", p.http);
+    tokio::task::block_in_place(|| wait_on(&p.http, &what, T, || receipts_of(p) >= n))
+        .unwrap_or_else(|e| panic!("{e}: {} held", receipts_of(p)));
 }
 
 fn backup(dpow: &Path, dir: &Path, data_dir: &Path) -> (bool, Value, String) {

@@ -211,3 +211,46 @@ async fn a_wait_on_the_books_looks_again_when_a_receipt_is_stored() {
         "found on the first look: nothing was waited for"
     );
 }
+
+/// `procs::EventStream`, how tests wait on a node in another process: it reads the named
+/// events of `/api/events` in order, beside the unnamed statistics snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_reader_of_the_stream_sees_the_nodes_events_by_name() {
+    let (net, svc) = one_worker().await;
+    let app = dpow_node::http::router(svc.stats_reader());
+    let url = format!("http://{}", dpow_testnet::local::serve_http(app).await);
+    let mut stream = tokio::task::spawn_blocking(move || {
+        dpow_testnet::procs::EventStream::open(&url).expect("the stream opens")
+    })
+    .await
+    .expect("join");
+    let answer = svc.submit(ask(&net, 3)).await.expect("answered");
+    let names = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + T;
+        let mut names = Vec::new();
+        while std::time::Instant::now() < deadline {
+            match stream.next_before(deadline).expect("the stream stays open") {
+                Some(n) if n == "completed" => {
+                    names.push(n);
+                    break;
+                }
+                Some(n) => names.push(n),
+                None => {}
+            }
+        }
+        names
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("completed"),
+        "{names:?}"
+    );
+    let seen = names.iter().position(|n| n == "request_seen");
+    assert!(
+        seen.is_some_and(|i| i + 1 < names.len()),
+        "the request was told before its completion: {names:?} ({})",
+        answer.request
+    );
+}

@@ -614,28 +614,28 @@ async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
 
     // Watch what the child acknowledges (its statistics show only receipts on disk), then
     // kill it mid-stream.
-    let t0 = Instant::now();
     let mut acked = 0;
-    while acked < 40 {
-        assert!(
-            t0.elapsed() < T,
-            "the child never ingested receipts: {acked}"
-        );
-        acked = acked.max(ledger_count(&child.http).unwrap_or(0));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tokio::task::block_in_place(|| {
+        dpow_testnet::procs::wait_on(&child.http, "the child to ingest receipts", T, || {
+            acked = acked.max(ledger_count(&child.http).unwrap_or(0));
+            acked >= 40
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}: {acked} acknowledged"));
     acked = acked.max(ledger_count(&child.http).unwrap_or(0));
     stop(&mut child); // SIGKILL
 
     // Restarted with no peers: everything acknowledged is there, from disk alone.
     let mut alone = start_victim(&dpow, dir.path(), &offline).await;
     // It has no peer, so whatever it holds came from its own disk.
-    let t0 = Instant::now();
     let mut after = 0;
-    while after < acked && t0.elapsed() < Duration::from_secs(10) {
-        after = ledger_count(&alone.http).unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // A timeout is the failure the assertion below reports.
+    let _ = tokio::task::block_in_place(|| {
+        dpow_testnet::procs::wait_on(&alone.http, "the books read back", T, || {
+            after = ledger_count(&alone.http).unwrap_or(0);
+            after >= acked
+        })
+    });
     assert!(
         after >= acked,
         "acknowledged {acked} receipts before the kill, {after} after the restart"
@@ -646,24 +646,23 @@ async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
     producing.store(false, std::sync::atomic::Ordering::Relaxed);
     producer.await.expect("producer");
     let mut back = start_victim(&dpow, dir.path(), &online).await;
-    let t0 = Instant::now();
-    loop {
+    let converged = || {
         let v =
             dpow_testnet::procs::http_get_json(&format!("{}/api/stats", back.http)).expect("stats");
         let want = service.stats();
-        if v["ledger_digest"].as_str() == Some(want.ledger_digest.as_str())
+        v["ledger_digest"].as_str() == Some(want.ledger_digest.as_str())
             && v["ledger_receipts"].as_u64() == Some(want.ledger_receipts as u64)
-        {
-            break;
-        }
-        assert!(
-            t0.elapsed() < T,
-            "never converged: child {} receipts, service {}",
-            v["ledger_receipts"],
-            want.ledger_receipts
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    tokio::task::block_in_place(|| {
+        dpow_testnet::procs::wait_on(&back.http, "the child to converge", T, converged)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: child {:?}, service {} receipts",
+            ledger_count(&back.http),
+            service.stats().ledger_receipts
+        )
+    });
     stop(&mut back);
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use dpow_node::net::WorkAsk;
 use dpow_protocol::{BlockKind, Priority, Root};
 use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
-use dpow_testnet::procs::{NodeProc, http_get_json, start_node};
+use dpow_testnet::procs::{NodeProc, http_get_json, start_node, wait_on};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -176,15 +176,13 @@ async fn a_light_worker_joins_full_nodes_solves_and_keeps_only_its_own_receipts(
         .filter(|r| r.payload().result.payload().worker.to_string() == account)
         .map(|r| r.payload().price.0)
         .sum::<u64>();
-    let t0 = Instant::now();
-    let s = loop {
-        let s = stats(&light);
-        if s["credits_earned"].as_u64() == Some(earned) {
-            break s;
-        }
-        assert!(t0.elapsed() < T, "light worker credits {s} vs {earned}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    tokio::task::block_in_place(|| {
+        wait_on(&light.http, "the light worker's credits", T, || {
+            stats(&light)["credits_earned"].as_u64() == Some(earned)
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}: {} vs {earned}", stats(&light)));
+    let s = stats(&light);
     assert_eq!(s["ledger_receipts"].as_u64(), Some(u64::from(n)));
     assert!(
         !dir.path().join("light").join("db").exists(),

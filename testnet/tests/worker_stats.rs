@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dpow_keys::{NanoAccount, PublicKey, SecretKey};
 use dpow_node::net::{self, NodeHandle, NodeStats, OwnReject, SubmitError, WorkAsk, WorkerConfig};
@@ -359,14 +359,15 @@ async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
     .expect("join")
     .expect("the worker process starts");
     register(&net).await;
-    let t0 = Instant::now();
-    while stats_of(&proc.http).is_none_or(|v| v["registry_entries"].as_u64() < Some(2)) {
-        assert!(
-            t0.elapsed() < T,
-            "the worker process never learnt the registry"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tokio::task::block_in_place(|| {
+        dpow_testnet::procs::wait_on(
+            &proc.http,
+            "the worker process to learn the registry",
+            T,
+            || stats_of(&proc.http).is_some_and(|v| v["registry_entries"].as_u64() >= Some(2)),
+        )
+    })
+    .expect("the worker process learns the registry");
     let service = net.service_node().await.expect("service node");
     wait_for(&service, T, |s| s.live_workers >= 1)
         .await
@@ -379,15 +380,16 @@ async fn dpow_status_shows_a_worker_process_as_the_ledger_counts_it() {
             .await
             .expect("work");
     }
-    let t0 = Instant::now();
-    let account = loop {
-        let v = stats_of(&proc.http).unwrap_or_default();
-        if v["worker"]["won"].as_u64() == Some(n) {
-            break v["account"].as_str().expect("account").to_string();
-        }
-        assert!(t0.elapsed() < T, "the worker never counted its wins: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    tokio::task::block_in_place(|| {
+        dpow_testnet::procs::wait_on(&proc.http, "the worker to count its wins", T, || {
+            stats_of(&proc.http).is_some_and(|v| v["worker"]["won"].as_u64() == Some(n))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", stats_of(&proc.http)));
+    let account = stats_of(&proc.http).expect("stats")["account"]
+        .as_str()
+        .expect("account")
+        .to_string();
     let me: PublicKey = account.parse().expect("account");
     let (ledger, _) = service.ledger().await.expect("ledger");
     assert_eq!(ledger.len() as u64, n);

@@ -239,6 +239,8 @@ pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
 pub(crate) struct Observer {
     /// Copies heard of each message.
     pub(crate) heard: Arc<Mutex<HashMap<[u8; 32], u64>>>,
+    /// Bumped after each message is counted.
+    told: tokio::sync::watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -248,6 +250,7 @@ impl Observer {
         join(&mut swarm, victim).await;
         let heard = Arc::new(Mutex::new(HashMap::new()));
         let tally = heard.clone();
+        let (tell, told) = tokio::sync::watch::channel(0u64);
         let task = tokio::spawn(async move {
             loop {
                 if let SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) =
@@ -258,10 +261,27 @@ impl Observer {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .entry(digest(&message.data))
                         .or_insert(0) += 1;
+                    tell.send_modify(|n| *n += 1);
                 }
             }
         });
-        Observer { heard, task }
+        Observer { heard, told, task }
+    }
+
+    /// Wait until `ok` holds of what was heard, looking again after each message; whether it
+    /// did within `timeout`.
+    pub(crate) async fn wait(&self, timeout: Duration, ok: impl Fn(&Observer) -> bool) -> bool {
+        let mut told = self.told.clone();
+        let looked = tokio::time::timeout(timeout, async {
+            loop {
+                told.borrow_and_update();
+                if ok(self) || told.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        looked.is_ok() && ok(self)
     }
 
     /// Copies heard of `bytes`.

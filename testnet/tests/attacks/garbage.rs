@@ -331,14 +331,11 @@ async fn garbage_and_replay_floods_from_strangers_are_cut_off_and_honest_work_go
         .expect("the victim holds the honest receipts");
     // The victim forwarded the honest request and receipt to the observer (results may go
     // straight to the service).
-    let t0 = Instant::now();
-    while observer.copies(&honest[0].1) == 0 || observer.copies(&honest[2].1) == 0 {
-        assert!(
-            t0.elapsed() < T,
-            "the observer never heard the honest messages"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let heard_honest = |o: &Observer| o.copies(&honest[0].1) > 0 && o.copies(&honest[2].1) > 0;
+    assert!(
+        observer.wait(T, heard_honest).await,
+        "the observer never heard the honest messages"
+    );
     let heard_before: Vec<u64> = honest.iter().map(|(_, b)| observer.copies(b)).collect();
     let observed = observer.total();
     let start = victim.stats();
