@@ -129,6 +129,8 @@ pub struct Gateway {
     new_accounts: tokio::sync::watch::Sender<usize>,
     /// Calls being served (a stopping node waits until none is left).
     calls: tokio::sync::watch::Sender<usize>,
+    /// Precached works kept since start, counted once each is saved ([`Gateway::precached`]).
+    precached: tokio::sync::watch::Sender<u64>,
 }
 
 /// Counts a call while it is served.
@@ -204,6 +206,7 @@ impl Gateway {
             accounts: Mutex::new(std::collections::HashSet::new()),
             new_accounts: tokio::sync::watch::channel(0).0,
             calls: tokio::sync::watch::channel(0).0,
+            precached: tokio::sync::watch::channel(0).0,
         };
         gw.load_cache();
         Arc::new(gw)
@@ -214,6 +217,13 @@ impl Gateway {
     pub async fn idle(&self) {
         let mut calls = self.calls.subscribe();
         let _ = calls.wait_for(|n| *n == 0).await;
+    }
+
+    /// How many precached works this gateway has kept since it started, changing as each
+    /// one is saved (written to the store when there is one, failed writes included: they
+    /// are logged): a caller waits on it instead of reading the store on a timer.
+    pub fn precached(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.precached.subscribe()
     }
 
     /// The routes: `POST /` for the work-server actions.
@@ -518,6 +528,7 @@ impl Gateway {
                         gone
                     };
                     gw.persist(&entry, &gone);
+                    gw.precached.send_modify(|n| *n += 1);
                     tracing::info!(%root, "precached");
                 }
                 Ok(_) => tracing::warn!(%root, "precache answer below the threshold: dropped"),

@@ -3,10 +3,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::{
-    HASH, T, config, hash, network, open_store, reference_value, serve, serve_gateway, stored_lines,
+    HASH, T, config, hash, network, open_store, reference_value, serve, serve_gateway,
+    stored_lines, when_precached,
 };
 use dpow_node::gateway::Gateway;
 use dpow_testnet::local::wait_for;
@@ -166,11 +166,10 @@ async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_s
         .post(json!({"action": "work_precache", "hash": hash(30), "account": account}))
         .await;
     assert_eq!(s, 200, "{v}");
-    let t0 = std::time::Instant::now();
-    while stored_lines(&store).is_empty() {
-        assert!(t0.elapsed() < T, "precache never stored");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    when_precached(&api.precached, "precache never stored", || {
+        !stored_lines(&store).is_empty()
+    })
+    .await;
     let (_, v) = api
         .post(json!({"action": "work_generate", "hash": hash(30)}))
         .await;
@@ -209,15 +208,13 @@ async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_s
     let (_, _) = api
         .post(json!({"action": "work_precache", "hash": hash(31), "account": account}))
         .await;
-    let t0 = std::time::Instant::now();
-    while !stored_lines(&store)
-        .concat()
-        .to_uppercase()
-        .contains(&hash(31).to_uppercase())
-    {
-        assert!(t0.elapsed() < T, "second precache never stored");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    when_precached(&api.precached, "second precache never stored", || {
+        stored_lines(&store)
+            .concat()
+            .to_uppercase()
+            .contains(&hash(31).to_uppercase())
+    })
+    .await;
     let (_, v) = api
         .post(json!({"action": "work_generate", "hash": hash(31)}))
         .await;
@@ -305,18 +302,26 @@ async fn confirmations_from_a_nano_websocket_precache_the_next_work() {
     });
     let follower = tokio::spawn(gw.clone().follow_confirmations(ws_url));
 
-    let t0 = std::time::Instant::now();
-    loop {
-        let (_, v) = api.post(json!({"action": "work_generate", "hash": hash(41), "difficulty": "ff00000000000000"})).await;
-        if v["source"] == "cache" {
-            break;
-        }
-        assert!(
-            t0.elapsed() < T,
-            "the confirmed frontier was never precached: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    when_precached(
+        &gw.precached(),
+        "the confirmed frontier was never precached",
+        || {
+            stored_lines(&store)
+                .concat()
+                .to_uppercase()
+                .contains(&hash(41).to_uppercase())
+        },
+    )
+    .await;
+    let (_, v) = api
+        .post(
+            json!({"action": "work_generate", "hash": hash(41), "difficulty": "ff00000000000000"}),
+        )
+        .await;
+    assert_eq!(
+        v["source"], "cache",
+        "the confirmed frontier is served from the precache: {v}"
+    );
     let file = stored_lines(&store).concat().to_uppercase();
     assert!(
         !file.contains(&hash(42).to_uppercase()),

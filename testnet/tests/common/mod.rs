@@ -40,6 +40,8 @@ pub(crate) struct Api {
     pub(crate) addr: SocketAddr,
     pub(crate) client: reqwest::Client,
     pub(crate) token: Option<String>,
+    /// The gateway's count of precached works kept.
+    pub(crate) precached: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Api {
@@ -65,6 +67,7 @@ impl Api {
             addr: self.addr,
             client: reqwest::Client::new(),
             token: token.map(str::to_string),
+            precached: self.precached.clone(),
         }
     }
 }
@@ -115,7 +118,28 @@ pub(crate) async fn serve_gateway(
         addr,
         client: reqwest::Client::new(),
         token,
+        precached: gw.precached(),
     }
+}
+
+/// Wait until `ok` holds, looking again each time the gateway keeps a precached work
+/// (`saved`, from [`Gateway::precached`]); fails naming `what` after [`T`].
+pub(crate) async fn when_precached(
+    saved: &tokio::sync::watch::Receiver<u64>,
+    what: &str,
+    mut ok: impl FnMut() -> bool,
+) {
+    let mut saved = saved.clone();
+    let waited = tokio::time::timeout(T, async {
+        loop {
+            saved.borrow_and_update();
+            if ok() || saved.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(waited.is_ok() && ok(), "{what}");
 }
 
 /// A local network with `workers` workers and a service node on it.
