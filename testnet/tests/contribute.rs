@@ -400,21 +400,20 @@ async fn a_carried_result_earns_the_browser_its_credit_and_a_resigning_carrier_e
             earned(&ledger, &registry)
         );
     }
-    let t0 = Instant::now();
-    loop {
-        send(
-            &mut ws,
-            json!({"t": "credits", "account": payout.to_string()}),
-        )
-        .await;
-        let c = next_of(&mut ws, "credits").await.expect("credits");
-        if c["credits"].as_str() == Some((2 * price).to_string().as_str()) {
-            assert_eq!(c["results"], 2);
-            break;
-        }
-        assert!(t0.elapsed() < T, "the bridge never showed the credits: {c}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    // The bridge answers from its node's books: once they hold both, its first answer does.
+    wait_books(&node, T, |l, r| {
+        (earned(l, r) == 2 * u128::from(price)).then_some(())
+    })
+    .await
+    .expect("the carrier's books hold both credits");
+    send(
+        &mut ws,
+        json!({"t": "credits", "account": payout.to_string()}),
+    )
+    .await;
+    let c = next_of(&mut ws, "credits").await.expect("credits");
+    assert_eq!(c["credits"], (2 * price).to_string(), "{c}");
+    assert_eq!(c["results"], 2, "{c}");
     // The carrier's dashboard marks the browser.
     let stats: Value = reqwest_json(&format!("{base}/api/stats")).await;
     let workers = stats["worker_list"].as_array().expect("workers");
