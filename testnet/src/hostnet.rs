@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::netns::{Layout, Topology};
-use crate::procs::{Dpow, NodeProc, Place, dpow_json, start_node_at, wait_until};
+use crate::procs::{Dpow, NodeProc, Place, dpow_json, start_node_at, wait_on_nodes};
 
 /// How to build a [`HostNet`].
 #[derive(Clone, Debug)]
@@ -257,7 +257,8 @@ impl HostNet {
         ok: impl Fn(&NodeProc, &Value) -> bool,
     ) -> anyhow::Result<()> {
         let live = || self.nodes.iter().filter(|p| !except.contains(&p.name()));
-        let r = wait_until(what, timeout, || {
+        let waited: Vec<&NodeProc> = live().collect();
+        let r = wait_on_nodes(&waited, what, timeout, || {
             live().all(|p| p.stats().is_ok_and(|s| ok(p, &s)))
         });
         if let Err(e) = r {
@@ -284,6 +285,18 @@ impl HostNet {
             );
         }
         Ok(())
+    }
+
+    /// Wait until `ok` holds, looking again at each event of any running node
+    /// ([`wait_on_nodes`]): for conditions on several nodes' state.
+    pub fn wait_on(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl FnMut() -> bool,
+    ) -> anyhow::Result<()> {
+        let all: Vec<&NodeProc> = self.nodes.iter().collect();
+        wait_on_nodes(&all, what, timeout, ok)
     }
 
     /// Every running node's (receipts, epoch, digest), by name.

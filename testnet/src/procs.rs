@@ -73,6 +73,14 @@ impl NodeProc {
         }
     }
 
+    /// Its `/api/events` stream, opened from inside its namespace.
+    pub fn events(&self) -> anyhow::Result<EventStream> {
+        match &self.netns {
+            Some(ns) => crate::netns::in_ns(ns, || EventStream::open(&self.http))?,
+            None => EventStream::open(&self.http),
+        }
+    }
+
     /// Its `/api/stats`.
     pub fn stats(&self) -> anyhow::Result<Value> {
         self.get_json("/api/stats")
@@ -566,6 +574,61 @@ pub fn wait_on(
             bail!("timed out waiting for {what}");
         }
         events.next_before(deadline)?;
+    }
+    Ok(())
+}
+
+/// Wait until `ok` holds, looking again each time any of `nodes` tells an event (and at
+/// least at each one's statistics snapshot each second); fail after `timeout` naming `what`.
+/// Each stream is opened before the first look. A node whose stream does not open (stopped,
+/// or not yet serving) is not waited on; with none open this looks once a second.
+pub fn wait_on_nodes(
+    nodes: &[&NodeProc],
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    // One reader thread per stream; each tells of an event by a token in the channel, and
+    // ends at the deadline, when its stream fails, or at the first event after the wait
+    // is over (the receiver gone).
+    let (tell, told) = std::sync::mpsc::sync_channel::<()>(1);
+    let mut open = 0;
+    for stream in nodes.iter().filter_map(|n| n.events().ok()) {
+        open += 1;
+        let tell = tell.clone();
+        let mut stream = stream;
+        std::thread::spawn(move || {
+            while stream.next_before(deadline).is_ok() {
+                if Instant::now() >= deadline {
+                    return;
+                }
+                if let Err(std::sync::mpsc::TrySendError::Disconnected(())) = tell.try_send(()) {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tell);
+    while !ok() {
+        let now = Instant::now();
+        if now >= deadline {
+            bail!("timed out waiting for {what}");
+        }
+        let left = deadline - now;
+        let wait = if open == 0 {
+            left.min(Duration::from_secs(1))
+        } else {
+            left
+        };
+        match told.recv_timeout(wait) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // Every stream failed (their nodes stopped): look once a second from now on.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                open = 0;
+                std::thread::sleep(left.min(Duration::from_secs(1)));
+            }
+        }
     }
     Ok(())
 }

@@ -87,7 +87,7 @@ fn partition_heals() {
     );
     // The partition is real: the service books receipts the home workers cannot hear of.
     let receipts = |name: &str| num(&net.node(name).unwrap().stats().unwrap(), "ledger_receipts");
-    dpow_testnet::procs::wait_until(
+    net.wait_on(
         "the service's ledger to move ahead of the homes'",
         Duration::from_secs(30),
         || receipts("service") > receipts("worker1"),
@@ -106,7 +106,7 @@ fn partition_heals() {
         |_, s| num(s, "ledger_receipts") >= service_receipts,
     )
     .unwrap();
-    dpow_testnet::procs::wait_until(
+    net.wait_on(
         "every ledger digest to agree",
         Duration::from_secs(30),
         || net.ledgers_agree(&[]),
@@ -188,7 +188,7 @@ fn long_partition_heals() {
         |_, s| num(s, "ledger_receipts") >= service_receipts,
     )
     .unwrap();
-    dpow_testnet::procs::wait_until("every ledger to agree", Duration::from_secs(30), || {
+    net.wait_on("every ledger to agree", Duration::from_secs(30), || {
         net.ledgers_agree(&[])
     })
     .unwrap();
@@ -317,7 +317,7 @@ fn slow_call_open(net: &HostNet) -> std::thread::JoinHandle<Outcome> {
         let ns = net.topo.host("service").unwrap().ns.clone();
         let before = num(&service.stats().unwrap(), "submitted");
         let slow = std::thread::spawn(move || work_generate_at(&ns, 9000 + i, SLOW));
-        dpow_testnet::procs::wait_until(
+        net.wait_on(
             "the slow call to reach a worker",
             Duration::from_secs(30),
             || {
@@ -472,7 +472,7 @@ fn home_to_home() {
     net.start_node("homesvc", "service", &genesis, &args)
         .unwrap();
     let t0 = Instant::now();
-    dpow_testnet::procs::wait_until("the home service to sync", Duration::from_secs(60), || {
+    net.wait_on("the home service to sync", Duration::from_secs(60), || {
         net.node("homesvc")
             .unwrap()
             .stats()
@@ -490,7 +490,7 @@ fn home_to_home() {
         num(&s, "connections_relayed") >= 1 || num(&s, "hole_punches") >= 1,
         "the home service reached worker1 neither by relay nor by a punched hole: {s}"
     );
-    dpow_testnet::procs::wait_until(
+    net.wait_on(
         "a hole punched between the two homes",
         Duration::from_secs(30),
         || {
