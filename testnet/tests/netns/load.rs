@@ -4,8 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -147,14 +146,49 @@ impl Report {
     }
 }
 
+/// What the test and the load's thread share: changed under the lock, each change told on
+/// the condition variable, so neither side looks on a timer.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    stop: bool,
+    /// While set, no new request is sent.
+    paused: bool,
+    /// Set while a request is out.
+    busy: bool,
+    answered: u64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Change the state and tell the other side.
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.lock());
+        self.changed.notify_all();
+    }
+
+    /// Wait until `ok` holds of the state, up to `timeout`; whether it does.
+    fn wait(&self, timeout: Duration, ok: impl Fn(&State) -> bool) -> bool {
+        let guard = self.lock();
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |s| !ok(s))
+            .unwrap_or_else(PoisonError::into_inner);
+        ok(&guard)
+    }
+}
+
 /// Requests one after another from the service's host until stopped.
 pub(crate) struct Load {
-    stop: Arc<AtomicBool>,
-    /// While set, no new request is sent.
-    paused: Arc<AtomicBool>,
-    /// Set while a request is out.
-    busy: Arc<AtomicBool>,
-    answered: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     thread: JoinHandle<Report>,
 }
 
@@ -162,54 +196,49 @@ impl Load {
     /// Start sending.
     pub(crate) fn start(net: &HostNet) -> anyhow::Result<Load> {
         let ns = net.topo.host("service")?.ns.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let paused = Arc::new(AtomicBool::new(false));
-        let busy = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicU64::new(0));
-        let (s, a) = (stop.clone(), answered.clone());
-        let (p, b) = (paused.clone(), busy.clone());
+        let shared = Arc::new(Shared::default());
+        let theirs = shared.clone();
         let thread = std::thread::spawn(move || {
-            netns::in_ns(&ns, || run(&s, &p, &b, &a)).unwrap_or_else(|e| Report {
+            netns::in_ns(&ns, || run(&theirs)).unwrap_or_else(|e| Report {
                 lost: vec![format!("the client could not run: {e:#}")],
                 ..Report::default()
             })
         });
-        Ok(Load {
-            stop,
-            paused,
-            busy,
-            answered,
-            thread,
-        })
+        Ok(Load { shared, thread })
     }
 
-    /// Send nothing more until [`Load::resume`]; returns once no request is out.
+    /// Send nothing more until [`Load::resume`]; returns once no request is out (or after
+    /// 70 s, longer than any request may take).
     pub(crate) fn pause(&self) {
-        self.paused.store(true, Ordering::SeqCst);
-        let _ =
-            dpow_testnet::procs::wait_until("the load to pause", Duration::from_secs(70), || {
-                !self.busy.load(Ordering::SeqCst)
-            });
+        self.shared.update(|s| s.paused = true);
+        self.shared.wait(Duration::from_secs(70), |s| !s.busy);
     }
 
     /// Send again.
     pub(crate) fn resume(&self) {
-        self.paused.store(false, Ordering::SeqCst);
+        self.shared.update(|s| s.paused = false);
     }
 
     /// Requests answered so far.
     pub(crate) fn answered(&self) -> u64 {
-        self.answered.load(Ordering::Relaxed)
+        self.shared.lock().answered
     }
 
     /// Wait until `n` requests have been answered.
     pub(crate) fn wait_answered(&self, n: u64, timeout: Duration) -> anyhow::Result<()> {
-        dpow_testnet::procs::wait_until(&format!("{n} answers"), timeout, || self.answered() >= n)
+        if self.shared.wait(timeout, |s| s.answered >= n) {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "timed out waiting for {n} answers ({} so far)",
+                self.answered()
+            )
+        }
     }
 
     /// Stop after the request in flight and report.
     pub(crate) fn stop(self) -> Report {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.update(|s| s.stop = true);
         self.thread.join().unwrap_or_else(|_| Report {
             lost: vec!["the client panicked".into()],
             ..Report::default()
@@ -217,25 +246,33 @@ impl Load {
     }
 }
 
-fn run(stop: &AtomicBool, paused: &AtomicBool, busy: &AtomicBool, answered: &AtomicU64) -> Report {
+fn run(shared: &Shared) -> Report {
     let mut r = Report::default();
     let mut i = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        busy.store(true, Ordering::SeqCst);
-        if paused.load(Ordering::SeqCst) {
-            busy.store(false, Ordering::SeqCst);
-            // Paused by the test: look again shortly.
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
+    loop {
+        {
+            // Paused by the test: wait until resumed or stopped.
+            let guard = shared.lock();
+            let mut guard = shared
+                .changed
+                .wait_while(guard, |s| s.paused && !s.stop)
+                .unwrap_or_else(PoisonError::into_inner);
+            if guard.stop {
+                break;
+            }
+            guard.busy = true;
         }
         let outcome = post(i);
-        busy.store(false, Ordering::SeqCst);
+        let answered = matches!(outcome, Outcome::Answered { .. });
+        shared.update(|s| {
+            s.busy = false;
+            s.answered += u64::from(answered);
+        });
         match outcome {
             Outcome::Answered { source, ms } => {
                 r.answered += 1;
                 r.latencies_ms.push(ms);
                 *r.sources.entry(source).or_default() += 1;
-                answered.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Refused => {
                 // The service is restarting: the same request again, after a pause (a client's
