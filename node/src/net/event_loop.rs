@@ -35,7 +35,7 @@ use dpow_protocol::peer::Peer;
 use dpow_protocol::registry::Registry;
 use dpow_protocol::validate::{Rejected, Validator};
 use dpow_protocol::{RequestId, Signed, WorkRequest, WorkResult, WorkerStatus};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, request_response};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -337,38 +337,6 @@ impl EventLoop {
         wake.max(now + Duration::from_millis(1))
     }
 
-    /// A peer told us who it is: a connection to one of another network (another protocol
-    /// version, i.e. another genesis) is closed and its addresses never enter the DHT; ours
-    /// feed the DHT if discovery is on. Only that connection closes: a key reused on two
-    /// networks is one peer id on both, and its connection on ours stays.
-    fn on_identified(
-        &mut self,
-        peer_id: PeerId,
-        connection: libp2p::swarm::ConnectionId,
-        info: identify::Info,
-    ) {
-        let ours = self.genesis.identify_version();
-        if info.protocol_version != ours {
-            tracing::info!(
-                peer = %peer_id,
-                theirs = %info.protocol_version,
-                %ours,
-                "peer of another network disconnected"
-            );
-            self.stats().peers_wrong_network += 1;
-            self.swarm.close_connection(connection);
-            return;
-        }
-        self.reach_identified(peer_id, &info.protocols);
-        // Only DHT servers go in the routing table: a peer in client mode (private, or light)
-        // would be asked for records it does not serve, at addresses nobody may reach.
-        if self.discovery && info.protocols.contains(&self.kad_protocol) {
-            for addr in info.listen_addrs {
-                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-            }
-        }
-    }
-
     fn topic(&self, t: Topic) -> gossipsub::IdentTopic {
         self.topics
             .iter()
@@ -401,62 +369,6 @@ impl EventLoop {
     /// Tell the node's readers what happened; `make` runs only if someone reads.
     fn emit(&self, make: impl FnOnce() -> Event) {
         self.events.emit(make);
-    }
-
-    /// Big books: bring cached digests up to date off the event loop. A digest reads every
-    /// id of its epoch (0.3 s for a million), and an epoch taking receipts changes all the
-    /// time, so instead of recomputing it at each question (every peer's catch-up, the
-    /// statistics) the epochs changed since are recomputed on a blocking thread at most
-    /// every [`DIGEST_REFRESH`], and questions meanwhile get the digest last computed. The
-    /// statistics' `current` epoch is computed there too the first time. Takes a finished
-    /// job's digests.
-    fn refresh_digests(&mut self, current: u64) {
-        if let Some(job) = &self.digest_job {
-            if !job.is_finished() {
-                return;
-            }
-            let done = self
-                .digest_job
-                .take()
-                .and_then(|j| j.now_or_never())
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            self.stats().digests_off_loop += done.len() as u64;
-            for (epoch, digest) in done {
-                // Not an epoch dropped from the cache meanwhile (adopted from a checkpoint).
-                if self.digests_warming || self.digests.contains_key(&epoch) || epoch == current {
-                    self.digests.insert(epoch, digest);
-                }
-            }
-            if self.digests_warming {
-                self.digests_warm();
-            }
-        }
-        if !self.digests.contains_key(&current) {
-            self.stale_digests.insert(current);
-        }
-        if self.stale_digests.is_empty() || self.digest_job_at.elapsed() < DIGEST_REFRESH {
-            return;
-        }
-        let epochs = std::mem::take(&mut self.stale_digests);
-        let jobs: Option<Vec<_>> = epochs
-            .iter()
-            .map(|e| self.ledger.epoch_digest_job(*e).map(|job| (*e, job)))
-            .collect();
-        let Some(jobs) = jobs else {
-            // Books in memory: computed when next asked for.
-            for e in epochs {
-                self.digests.remove(&e);
-            }
-            if self.digests_warming {
-                self.digests_warm();
-            }
-            return;
-        };
-        self.digest_job_at = Instant::now();
-        self.digest_job = Some(tokio::task::spawn_blocking(move || {
-            jobs.into_iter().map(|(e, job)| (e, job())).collect()
-        }));
     }
 
     // ---- swarm events ----

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use dpow_protocol::ledger::{Ingested, LedgerError};
 use dpow_protocol::validate::{RejectReason, Rejected};
 use dpow_protocol::{MessageId, Receipt, Signed};
+use futures::FutureExt;
 use libp2p::request_response;
 use libp2p::{PeerId, gossipsub, kad};
 
@@ -32,6 +33,7 @@ use super::super::behaviour::{
     EpochDigest, MAX_SYNC_CHECKPOINTS, MAX_SYNC_EPOCHS, MAX_SYNC_FETCH, SyncRequest, SyncResponse,
     serde_bytes_vec::Bytes,
 };
+use super::DIGEST_REFRESH;
 use super::EventLoop;
 use super::guard::Sent;
 use crate::net::events::{Event, ReceiptFrom};
@@ -817,5 +819,63 @@ impl replication::Books for EventLoop {
             "a final epoch kept as its checkpoint (light ledger): none of its receipts fetched"
         );
         true
+    }
+}
+
+impl EventLoop {
+    /// Big books: bring cached digests up to date off the event loop. A digest reads every
+    /// id of its epoch (0.3 s for a million), and an epoch taking receipts changes all the
+    /// time, so instead of recomputing it at each question (every peer's catch-up, the
+    /// statistics) the epochs changed since are recomputed on a blocking thread at most
+    /// every [`DIGEST_REFRESH`], and questions meanwhile get the digest last computed. The
+    /// statistics' `current` epoch is computed there too the first time. Takes a finished
+    /// job's digests.
+    pub(super) fn refresh_digests(&mut self, current: u64) {
+        if let Some(job) = &self.digest_job {
+            if !job.is_finished() {
+                return;
+            }
+            let done = self
+                .digest_job
+                .take()
+                .and_then(|j| j.now_or_never())
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            self.stats().digests_off_loop += done.len() as u64;
+            for (epoch, digest) in done {
+                // Not an epoch dropped from the cache meanwhile (adopted from a checkpoint).
+                if self.digests_warming || self.digests.contains_key(&epoch) || epoch == current {
+                    self.digests.insert(epoch, digest);
+                }
+            }
+            if self.digests_warming {
+                self.digests_warm();
+            }
+        }
+        if !self.digests.contains_key(&current) {
+            self.stale_digests.insert(current);
+        }
+        if self.stale_digests.is_empty() || self.digest_job_at.elapsed() < DIGEST_REFRESH {
+            return;
+        }
+        let epochs = std::mem::take(&mut self.stale_digests);
+        let jobs: Option<Vec<_>> = epochs
+            .iter()
+            .map(|e| self.ledger.epoch_digest_job(*e).map(|job| (*e, job)))
+            .collect();
+        let Some(jobs) = jobs else {
+            // Books in memory: computed when next asked for.
+            for e in epochs {
+                self.digests.remove(&e);
+            }
+            if self.digests_warming {
+                self.digests_warm();
+            }
+            return;
+        };
+        self.digest_job_at = Instant::now();
+        self.digest_job = Some(tokio::task::spawn_blocking(move || {
+            jobs.into_iter().map(|(e, job)| (e, job())).collect()
+        }));
     }
 }

@@ -15,7 +15,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
-use libp2p::{Multiaddr, PeerId, autonat, dcutr, kad, relay};
+use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, kad, relay};
 
 use super::EventLoop;
 use crate::net::behaviour::Reachability;
@@ -326,6 +326,40 @@ impl EventLoop {
         s.relay = relay;
         s.relay_reservations = reservations;
         s.relay_circuits = circuits;
+    }
+}
+
+impl EventLoop {
+    /// A peer told us who it is: a connection to one of another network (another protocol
+    /// version, i.e. another genesis) is closed and its addresses never enter the DHT; ours
+    /// feed the DHT if discovery is on. Only that connection closes: a key reused on two
+    /// networks is one peer id on both, and its connection on ours stays.
+    pub(super) fn on_identified(
+        &mut self,
+        peer_id: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        info: identify::Info,
+    ) {
+        let ours = self.genesis.identify_version();
+        if info.protocol_version != ours {
+            tracing::info!(
+                peer = %peer_id,
+                theirs = %info.protocol_version,
+                %ours,
+                "peer of another network disconnected"
+            );
+            self.stats().peers_wrong_network += 1;
+            self.swarm.close_connection(connection);
+            return;
+        }
+        self.reach_identified(peer_id, &info.protocols);
+        // Only DHT servers go in the routing table: a peer in client mode (private, or light)
+        // would be asked for records it does not serve, at addresses nobody may reach.
+        if self.discovery && info.protocols.contains(&self.kad_protocol) {
+            for addr in info.listen_addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
     }
 }
 
