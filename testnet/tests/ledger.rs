@@ -16,8 +16,25 @@ use dpow_protocol::{
 };
 use dpow_testnet::local::{LocalNet, LocalOptions, wait_for};
 use dpow_testnet::procs::NodeProc;
+use futures::FutureExt;
 
 const T: Duration = Duration::from_secs(30);
+
+/// Wait until one of the nodes behind `streams` keeps a DHT record or a receipt (its own are
+/// records too), or missed events; false when one of them stopped.
+async fn next_kept(streams: &mut [net::EventStream]) -> bool {
+    loop {
+        let next = streams.iter_mut().map(|s| Box::pin(s.next()));
+        match futures::future::select_all(next).await.0 {
+            None => return false,
+            Some(
+                Ok(Event::RecordKept { .. } | Event::ReceiptStored { .. } | Event::Synced { .. })
+                | Err(_),
+            ) => return true,
+            Some(Ok(_)) => {}
+        }
+    }
+}
 
 fn root(i: u32) -> Root {
     let mut r = [0x42u8; 32];
@@ -310,6 +327,12 @@ async fn losing_any_k_minus_1_of_a_receipts_k_holders_loses_nothing() {
         .await
         .expect("network starts");
         let service = net.service_node().await.expect("service node");
+        // The holders' events, from before the first receipt: a record kept wakes the wait
+        // below, and each one is told.
+        let mut told: Vec<net::EventStream> = [&net.bootstrap, &net.workers[0], &service]
+            .iter()
+            .map(|h| h.events())
+            .collect();
         let mut ids = Vec::new();
         for i in 0..3 {
             service.submit(ask(100 + i)).await.expect("work");
@@ -326,20 +349,42 @@ async fn losing_any_k_minus_1_of_a_receipts_k_holders_loses_nothing() {
         newcomer_cfg.genesis.bootstrap = vec![];
         let worker = net.workers.remove(0);
         let mut holders = vec![net.bootstrap, worker, service];
-        let t0 = Instant::now();
+        let deadline = tokio::time::Instant::now() + T;
+        for h in &holders {
+            wait_for(h, T, |s| s.ledger_receipts == 3)
+                .await
+                .expect("every holder's books take the receipts");
+        }
         loop {
             let mut all = true;
             for h in &holders {
                 for id in &ids {
                     all &= h.dht_receipt(*id, false).await.expect("dht").is_some();
                 }
-                all &= h.stats().ledger_receipts == 3;
             }
             if all {
                 break;
             }
-            assert!(t0.elapsed() < T, "receipts never reached all {k} holders");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let woke = tokio::time::timeout_at(deadline, next_kept(&mut told)).await;
+            assert!(
+                woke.is_ok_and(|open| open),
+                "receipts never reached all {k} holders"
+            );
+        }
+        // The bootstrap and the worker took each receipt as a record the service put, and
+        // said so.
+        for (name, stream) in ["bootstrap", "worker"].iter().zip(&mut told) {
+            let mut kept = std::collections::HashSet::new();
+            while let Some(Some(e)) = stream.next().now_or_never() {
+                if let Ok(Event::RecordKept { receipt }) = e {
+                    kept.insert(receipt);
+                }
+            }
+            assert!(
+                ids.iter().all(|id| kept.contains(id)),
+                "the {name} told {} of the 3 records it keeps",
+                kept.len()
+            );
         }
         let want = digests(&holders[survivor]).await;
 

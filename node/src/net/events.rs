@@ -111,6 +111,13 @@ pub enum Event {
         /// Where it came from.
         from: ReceiptFrom,
     },
+    /// A receipt a peer put into the DHT is kept here as a Kademlia record (answered to
+    /// lookups from now on; on a node with a data directory, served from the books).
+    RecordKept {
+        /// The receipt's id (the record's key).
+        #[serde(serialize_with = "text")]
+        receipt: MessageId,
+    },
     /// A message from a peer was refused.
     Refused {
         /// The peer that sent it.
@@ -167,6 +174,7 @@ impl Event {
             Event::Completed { .. } => "completed",
             Event::Expired { .. } => "expired",
             Event::ReceiptStored { .. } => "receipt_stored",
+            Event::RecordKept { .. } => "record_kept",
             Event::Refused { .. } => "refused",
             Event::PeerBlocked { .. } => "peer_blocked",
             Event::Synced { .. } => "synced",

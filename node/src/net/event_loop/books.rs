@@ -429,6 +429,7 @@ impl EventLoop {
     /// record (on disk, the record store serves it from the books: nothing more is written).
     pub(super) fn take_record(&mut self, from: PeerId, record: kad::Record, r: Signed<Receipt>) {
         use kad::store::RecordStore;
+        let receipt = r.id();
         match self.take_receipt(r, Ack::Quiet) {
             Ok(())
             | Err(Rejected {
@@ -437,8 +438,9 @@ impl EventLoop {
             }) => {}
             Err(r) => return self.on_rejected(from, &r),
         }
-        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
-            tracing::debug!("kad record not kept: {e:?}");
+        match self.swarm.behaviour_mut().kad.store_mut().put(record) {
+            Ok(()) => self.emit(|| Event::RecordKept { receipt }),
+            Err(e) => tracing::debug!("kad record not kept: {e:?}"),
         }
     }
 
