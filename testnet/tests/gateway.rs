@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    HASH, T, config, hash, network, open_store, reference_value, serve, serve_gateway,
+    HASH, T, config, hash, holds, network, open_store, reference_value, serve, serve_gateway,
     stored_lines, when_precached,
 };
 use dpow_node::gateway::Gateway;
@@ -209,10 +209,7 @@ async fn precached_work_answers_at_once_survives_a_restart_and_is_dropped_when_s
         .post(json!({"action": "work_precache", "hash": hash(31), "account": account}))
         .await;
     when_precached(&api.precached, "second precache never stored", || {
-        stored_lines(&store)
-            .concat()
-            .to_uppercase()
-            .contains(&hash(31).to_uppercase())
+        holds(&store, &hash(31))
     })
     .await;
     let (_, v) = api
@@ -305,12 +302,7 @@ async fn confirmations_from_a_nano_websocket_precache_the_next_work() {
     when_precached(
         &gw.precached(),
         "the confirmed frontier was never precached",
-        || {
-            stored_lines(&store)
-                .concat()
-                .to_uppercase()
-                .contains(&hash(41).to_uppercase())
-        },
+        || holds(&store, &hash(41)),
     )
     .await;
     let (_, v) = api
@@ -322,9 +314,8 @@ async fn confirmations_from_a_nano_websocket_precache_the_next_work() {
         v["source"], "cache",
         "the confirmed frontier is served from the precache: {v}"
     );
-    let file = stored_lines(&store).concat().to_uppercase();
     assert!(
-        !file.contains(&hash(42).to_uppercase()),
+        !holds(&store, &hash(42)),
         "an untracked account's block was precached"
     );
     follower.abort();

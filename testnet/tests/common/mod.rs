@@ -86,6 +86,14 @@ pub(crate) fn stored_lines(store: &Store) -> Vec<String> {
         .collect()
 }
 
+/// Whether the precache kept in `store` holds work for block hash `hash`.
+pub(crate) fn holds(store: &Store, hash: &str) -> bool {
+    stored_lines(store)
+        .concat()
+        .to_uppercase()
+        .contains(&hash.to_uppercase())
+}
+
 /// A gateway config: a one-thread CPU fallback when `fallback`, 30 s requests, no token.
 pub(crate) fn config(profile: Profile, fallback: bool, store: &Arc<Store>) -> GatewayConfig {
     GatewayConfig {
