@@ -594,10 +594,9 @@ pub fn wait_on_nodes(
     // is over (the receiver gone).
     let (tell, told) = std::sync::mpsc::sync_channel::<()>(1);
     let mut open = 0;
-    for stream in nodes.iter().filter_map(|n| n.events().ok()) {
+    for mut stream in nodes.iter().filter_map(|n| n.events().ok()) {
         open += 1;
         let tell = tell.clone();
-        let mut stream = stream;
         std::thread::spawn(move || {
             while stream.next_before(deadline).is_ok() {
                 if Instant::now() >= deadline {

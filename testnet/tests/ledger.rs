@@ -676,10 +676,15 @@ async fn a_node_killed_while_ingesting_loses_no_acknowledged_receipt() {
     let mut after = 0;
     // A timeout is the failure the assertion below reports.
     let _ = tokio::task::block_in_place(|| {
-        dpow_testnet::procs::wait_on(&alone.http, "the books read back", T, || {
-            after = ledger_count(&alone.http).unwrap_or(0);
-            after >= acked
-        })
+        dpow_testnet::procs::wait_on(
+            &alone.http,
+            "the books read back",
+            Duration::from_secs(10),
+            || {
+                after = ledger_count(&alone.http).unwrap_or(0);
+                after >= acked
+            },
+        )
     });
     assert!(
         after >= acked,
